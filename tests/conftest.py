@@ -1,0 +1,45 @@
+"""Shared fixtures: small tokenizers that need no network, and a tiny-run helper."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# GPT-2's pre-tokenisation pattern (public in the GPT-2 paper's code); used to build a small tiktoken
+# encoding so that the tiktoken code path is tested offline.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def mini_tiktoken(words=(" ZEBRA", " MANGO", " OK", " the", " is", " word")):
+    """A byte-level tiktoken encoding in which each of ``words`` is one token (and nothing else merges)."""
+    import tiktoken
+    ranks = {bytes([i]): i for i in range(256)}
+    for w in words:
+        b = w.encode()
+        for k in range(2, len(b) + 1):
+            ranks.setdefault(b[:k], len(ranks))
+    return tiktoken.Encoding(name="mini", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": len(ranks)})
+
+
+@pytest.fixture
+def cache_dir(tmp_path_factory):
+    """One token/tokenizer cache shared by the whole session (building it is the slow part)."""
+    return str(tmp_path_factory.getbasetemp() / "cache")
+
+
+def run_pilot(*args: str, cache: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    cmd = [sys.executable, str(ROOT / "training" / "pilot.py"), "--no-progress", *args]
+    if "--resume" not in args:
+        cmd += ["--set", f"cache_dir={cache}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"pilot failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from training.config import Config, checkpoint_steps, eval_steps, parse_override, preset
+from training.errors import UserError
+
+
+def test_paper_preset_matches_design():
+    c = preset("paper").validate()
+    assert (c.n_layer, c.d_model, c.n_head, c.d_ff, c.seq_len) == (8, 512, 16, 2048, 256)
+    assert (c.beta1, c.beta2, c.eps, c.wd, c.lr) == (0.9, 0.95, 1e-8, 0.5, 1e-3)
+    assert (c.warmup, c.steps, c.lr_floor, c.batch_size, c.grad_accum, c.grad_clip) == (1500, 10_000, 0.1, 64, 2, 1.0)
+    assert (c.p_probe, c.lambda_probe, c.lambda_probe2, c.lambda_step) == (0.10, 2.0, 4.0, 4000)
+    assert (c.eval_every, c.ckpt_every, c.tokenizer, c.corpus) == (200, 200, "gpt2", "tinystories")
+    assert c.tokens_per_step == 32_768
+    assert not c.early_stop
+    assert len(checkpoint_steps(c)) == 51 and checkpoint_steps(c)[:3] == [0, 200, 400]
+
+
+@pytest.mark.parametrize("name", ["test", "quick", "paper"])
+def test_json_round_trip(name):
+    c = preset(name).replace(ckpt_dense=((600, 2000, 50), (2000, 4000, 100)), lambda_probe2=None)
+    back = Config.from_json(c.to_json())
+    assert back == c
+    assert back.hash() == c.hash()
+    assert isinstance(back.train_gap, tuple) and isinstance(back.ckpt_dense[0], tuple)
+
+
+def test_hash_ignores_location_but_not_science():
+    c = preset("test")
+    assert c.replace(out_dir="x", device="cpu").hash() == c.hash()
+    assert c.replace(beta2=0.9).hash() != c.hash()
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(n_head=3), "n_head=3 does not divide d_model=32"),
+    (dict(train_gap=(5, 60)), "train_gap up to 60 cannot fit seq_len=64"),
+    (dict(eval_ood_gap=(80, 200)), "eval_ood_gap up to 200 cannot fit seq_len=64"),
+    (dict(optimizer="adam"), "unknown optimizer 'adam'"),
+    (dict(corpus="wiki"), "unknown corpus 'wiki'"),
+    (dict(tokenizer="sentencepiece"), "unknown tokenizer 'sentencepiece'"),
+    (dict(d_model=0), "d_model must be a positive integer"),
+    (dict(steps=-5), "steps must be a positive integer"),
+    (dict(batch_size=0), "batch_size must be a positive integer"),
+    (dict(lambda_step=21), "lambda_step=21 is outside the run's steps [0, 20]"),
+    (dict(lambda_step=-1), "lambda_step=-1 is outside"),
+    (dict(warmup=50), "warmup must be in [0, steps=20]"),
+    (dict(lr=0.0), "lr must be positive"),
+    (dict(beta2=1.0), "beta2 must be in [0, 1)"),
+    (dict(p_probe=1.5), "p_probe must be in [0, 1]"),
+    (dict(train_gap=(30, 5)), "train_gap must be (lo, hi) with 0 <= lo <= hi"),
+    (dict(ckpt_dense=((10, 5, 1),)), "ckpt_dense window (10, 5, 1)"),
+    (dict(corpus="files"), "corpus=files needs corpus_path"),
+])
+def test_bad_configs_rejected(changes, message):
+    with pytest.raises(UserError) as e:
+        preset("test").replace(**changes).validate()
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_fields_and_types_rejected():
+    with pytest.raises(UserError, match="unknown config field"):
+        Config.from_dict({"n_layers": 3})
+    with pytest.raises(UserError, match="expects int"):
+        Config.from_dict({"n_layer": "three"})
+    with pytest.raises(UserError, match="not valid JSON"):
+        Config.from_json("{")
+    with pytest.raises(UserError, match="unknown preset"):
+        preset("huge")
+
+
+def test_parse_override():
+    assert parse_override("n_layer=4") == ("n_layer", 4)
+    assert parse_override("train_gap=[5,20]") == ("train_gap", (5, 20))
+    assert parse_override("lambda_probe2=none") == ("lambda_probe2", None)
+    assert parse_override("corpus=files") == ("corpus", "files")
+    assert parse_override("attn-only=true") == ("attn_only", True)
+    with pytest.raises(UserError):
+        parse_override("nonsense=1")
+
+
+def test_checkpoint_and_eval_steps():
+    c = preset("test").replace(steps=23, ckpt_every=5, eval_every=10, ckpt_dense=((11, 14, 1),))
+    assert checkpoint_steps(c) == [0, 5, 10, 11, 12, 13, 14, 15, 20, 23]
+    assert eval_steps(c) == [0, 10, 20, 23]
+    json.dumps(c.to_dict())
