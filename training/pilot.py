@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Train a GPT with dense checkpoints: the training command of the toolkit.
+
+Examples::
+
+    python training/pilot.py --preset quick                       # offline default, a few minutes on a CPU
+    python training/pilot.py --preset paper --seed 271            # the paper's run (GPU, TinyStories, GPT-2 BPE)
+    python training/pilot.py --preset paper --dry-run             # print the config and parameter counts
+    python training/pilot.py --resume --out-dir runs/NAME         # continue a killed run exactly
+    python training/pilot.py --preset paper --init-from runs/NAME/checkpoints/step_010000.safetensors \\
+        --lambda-probe 4 --lambda-probe2 4 --lr 6e-4 --warmup 200 --steps 2000   # reheating
+
+Any config field can be set with ``--set FIELD=VALUE`` (e.g. ``--set n_layer=4 --set corpus=files
+--set corpus_path=data/stories.jsonl``); ``--config FILE`` starts from a saved config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _paths  # noqa: E402,F401
+
+from training.cli import run_main  # noqa: E402
+from training.config import Config, parse_override, preset  # noqa: E402
+from training.errors import UserError  # noqa: E402
+
+# flag -> config field, for the flags that map one to one
+FLAG_FIELDS = {
+    "seed": "seed", "steps": "steps", "lr": "lr", "wd": "wd", "beta1": "beta1", "beta2": "beta2",
+    "optimizer": "optimizer", "warmup": "warmup", "lambda_probe": "lambda_probe",
+    "lambda_probe2": "lambda_probe2", "lambda_step": "lambda_step", "p_probe": "p_probe",
+    "eval_every": "eval_every", "ckpt_every": "ckpt_every", "batch_size": "batch_size",
+    "grad_accum": "grad_accum", "momentum": "momentum", "device": "device", "data_seed": "data_seed",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a GPT on stories + the key-retrieval probe, with dense checkpoints.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1])
+    p.add_argument("--preset", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--config", help="start from this config JSON (a run's config.json or a plain field dict)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--wd", type=float)
+    p.add_argument("--beta1", type=float)
+    p.add_argument("--beta2", type=float)
+    p.add_argument("--momentum", type=float, help="momentum of the SGD variants")
+    p.add_argument("--optimizer", help="adamw | sgd | sgd_momentum | sgdw_nesterov")
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--lambda-probe", type=float, help="probe-loss weight before --lambda-step")
+    p.add_argument("--lambda-probe2", type=float, help="probe-loss weight from --lambda-step on")
+    p.add_argument("--lambda-step", type=int)
+    p.add_argument("--p-probe", type=float, help="probability that a training sequence carries a probe")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--ckpt-dense", action="append", default=[], metavar="FROM:TO:EVERY",
+                   help="extra checkpoints every EVERY steps in [FROM, TO]; repeatable")
+    p.add_argument("--batch-size", type=int, help="micro-batch size in sequences")
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--data-seed", type=int, help="seed of the training data stream (default: --seed)")
+    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--early-stop", action="store_true", help="stop once the last 5 p_ood values are >= 0.8")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="set any config field; repeatable")
+    p.add_argument("--out-dir", help="run directory (default: runs/<name encoding the settings>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir exactly where it stopped")
+    p.add_argument("--init-from", metavar="CKPT", help="start from these weights with a fresh optimizer (reheating)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter counts; train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    if args.config:
+        from training.runio import read_json
+        d = read_json(args.config, "config file")
+        cfg = Config.from_dict(d["config"] if isinstance(d, dict) and "config" in d else d)
+    else:
+        cfg = preset(args.preset)
+    changes = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    if args.ckpt_dense:
+        try:
+            changes["ckpt_dense"] = tuple(tuple(int(v) for v in w.split(":")) for w in args.ckpt_dense)
+        except ValueError:
+            raise UserError(f"--ckpt-dense expects FROM:TO:EVERY integers, got {args.ckpt_dense}") from None
+    if args.compile:
+        changes["compile"] = True
+    if args.early_stop:
+        changes["early_stop"] = True
+    if args.no_progress:
+        changes["progress"] = False
+    if args.init_from:
+        if not Path(args.init_from).is_file():
+            raise UserError(f"--init-from {args.init_from} does not exist")
+        changes["init_from"] = str(Path(args.init_from).resolve())
+    for item in args.set:
+        k, v = parse_override(item)
+        changes[k] = v
+    return cfg.replace(**changes).validate()
+
+
+def dry_run(cfg: Config) -> None:
+    import torch
+    from training.data_tokenizers import GPT2_VOCAB_SIZE
+    from training.model import GPT, trunk_size
+    if cfg.tokenizer == "gpt2":
+        vocab, note = GPT2_VOCAB_SIZE, "GPT-2 BPE"
+    else:
+        vocab, note = cfg.bpe_vocab_size, "trained BPE, before its codeword tokens are added"
+    with torch.device("meta"):
+        model = GPT(cfg, vocab)
+    print(cfg.to_json())
+    print(f"vocab_size      {vocab:,} ({note})")
+    print(f"parameters      {model.num_params():,}")
+    print(f"trunk           {trunk_size(cfg):,} ({trunk_size(cfg, 0):,} per block)")
+    print(f"tokens per step {cfg.tokens_per_step:,}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from training.trainer import Trainer, read_run_config, run_name
+    if args.resume:
+        if not args.out_dir:
+            raise UserError("--resume needs --out-dir RUN (the run directory to continue)")
+        run_dir = Path(args.out_dir)
+        if not (run_dir / "config.json").exists():
+            raise UserError(f"{run_dir} holds no run to resume (no config.json)")
+        given = [f for f in FLAG_FIELDS if getattr(args, f) is not None and f != "device"] + args.set
+        if given or args.config or args.init_from:
+            raise UserError("--resume continues a run with its own config; drop the other training flags")
+        cfg = read_run_config(run_dir).replace(device=args.device or "auto", progress=not args.no_progress,
+                                               compile=args.compile)
+        state = Trainer(cfg, run_dir, resume=True).run()
+    else:
+        cfg = resolve_config(args)
+        if args.dry_run:
+            dry_run(cfg)
+            return 0
+        run_dir = Path(args.out_dir) if args.out_dir else Path("runs") / run_name(cfg)
+        cfg = cfg.replace(out_dir=str(run_dir))
+        print(f"run directory: {run_dir}", file=sys.stderr)
+        state = Trainer(cfg, run_dir, resume=False).run()
+    print(f"{state}: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,254 @@
+"""The run directory (DESIGN §3): atomic writes, the single-writer lock, checkpoints, resume state, metrics.
+
+Layout::
+
+    RUN/config.json        resolved config + provenance
+    RUN/status.json        {"state": running|completed|diverged|failed, "step": N, "message": ...}
+    RUN/metrics.jsonl      one JSON object per evaluation, appended and flushed live
+    RUN/codewords.json     probe codewords; RUN/tokenizer.json for a trained BPE
+    RUN/checkpoints/step_000000.safetensors   fp32 weights (the tied head stored once); metadata step, config hash
+    RUN/state/resume.pt    optimizer state, RNG states, loss accumulators and elapsed time at the latest checkpoint
+    RUN/analysis/          analysis outputs
+
+Every file is written to a temporary name in the same directory, flushed to disk and renamed into
+place, so a reader never sees a half-written file.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from training.errors import UserError
+
+CKPT_DIR = "checkpoints"
+STATE_FILE = "state/resume.pt"
+TIED = ("lm_head.weight",)      # stored once, as tok_emb.weight
+
+
+# ---------------------------------------------------------------------------- atomic writes
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write_fn) -> None:
+    """Call ``write_fn(tmp_path)`` then rename tmp_path to ``path`` after flushing it to disk."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _jsonable(obj: Any) -> Any:
+    """Replace non-finite floats by None so every file is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{what} {path} is corrupt ({e}); restore it or start a new run") from None
+
+
+# ---------------------------------------------------------------------------- lock
+class RunLock:
+    """An exclusive, non-blocking lock on RUN/.lock, released by the OS even if the process is killed."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.fh = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"run directory {self.path.parent} is in use by {holder}; wait for it to finish "
+                            "or choose another --out-dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step_{step:06d}.safetensors"
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, config_hash: str) -> Path:
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
+               for k, v in model.state_dict().items() if k not in TIED}
+    path = checkpoint_path(run_dir, step)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp),
+                                             metadata={"step": str(step), "config_hash": config_hash}))
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[int]:
+    """Steps of the checkpoints present, in increasing order."""
+    d = Path(run_dir) / CKPT_DIR
+    steps = []
+    for p in d.glob("step_*.safetensors"):
+        try:
+            steps.append(int(p.stem.split("_")[1]))
+        except ValueError:
+            continue
+    return sorted(steps)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of one checkpoint file, with a clear error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
+    """Load a checkpoint into ``model`` (shapes must match); returns the checkpoint metadata."""
+    tensors, meta = load_checkpoint(path)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if k not in TIED]
+    if missing or unexpected:
+        raise UserError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return meta
+
+
+# ---------------------------------------------------------------------------- resume state
+def save_state(run_dir: Path, state: dict) -> None:
+    atomic_write(Path(run_dir) / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"resume state {path} is corrupt ({type(e).__name__}); the run cannot be resumed exactly") from None
+
+
+# ---------------------------------------------------------------------------- metrics and status
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """Append one record to metrics.jsonl and flush it to disk."""
+    with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def iter_metrics(run_dir: Path) -> Iterator[dict]:
+    """Records of metrics.jsonl; a torn last line (a killed writer) is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    with open(path) as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path} has a corrupt line: {line[:60]!r}") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return list(iter_metrics(run_dir))
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """Keep only records with step <= last_step (used when resuming from an earlier checkpoint)."""
+    keep = [r for r in iter_metrics(run_dir) if r.get("step", -1) <= last_step]
+    atomic_write_text(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def write_status(run_dir: Path, state: str, step: int, message: str = "") -> None:
+    atomic_write_json(Path(run_dir) / "status.json", {"state": state, "step": step, "message": message,
+                                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def read_status(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "status.json"
+    return read_json(path, "status file") if path.exists() else None
+
+
+# ---------------------------------------------------------------------------- provenance
+def provenance() -> dict:
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    import numpy
+    return {
+        "git_commit": git("rev-parse", "HEAD") or "unknown",
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
