@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Throughput of the training step (forward, backward, clipping, optimizer step) per model shape.
+
+Uses the training loop's own step function (:func:`training.trainer.forward_backward`) on random
+token batches, for the ``quick`` and ``paper`` shapes on the current device: bf16 autocast and fused
+AdamW on CUDA, fp32 on the CPU. Prints a table and writes JSON (``--out``).
+
+    python benchmarks/train_throughput.py                       # both shapes, default sizes per device
+    python benchmarks/train_throughput.py --shapes paper --steps 20 --batch-size 64
+
+Model FLOPs per token follow the usual 6·N (N = non-embedding-input parameters incl. the tied head)
+plus attention 6·L·T·d (causal-halved 12·L·T·d); MFU is reported against the device's dense bf16 peak
+when it is known.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _paths  # noqa: E402,F401
+
+import torch  # noqa: E402
+
+from training.cli import run_main  # noqa: E402
+from training.config import preset  # noqa: E402
+from training.data import Batch  # noqa: E402
+from training.data_tokenizers import GPT2_VOCAB_SIZE  # noqa: E402
+from training.errors import UserError  # noqa: E402
+from training.optim import build_optimizer  # noqa: E402
+from training.trainer import autocast_context, build_model, forward_backward, resolve_device  # noqa: E402
+
+# dense bf16 tensor-core peaks (TFLOP/s) of GPUs we run on
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+QUICK_VOCAB = 2048 + 64        # trained BPE plus its codeword tokens (approximately)
+
+
+def flops_per_token(cfg, vocab: int) -> float:
+    d, L, T = cfg.d_model, cfg.n_layer, cfg.seq_len
+    per_block = 4 * d * d + (0 if cfg.attn_only else 2 * d * cfg.d_ff)
+    n = L * per_block + d * vocab                      # matmul parameters, LM head included
+    return 6.0 * n + 6.0 * L * T * d                   # causal attention: half of 12·L·T·d
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def bench_shape(name: str, device: torch.device, steps: int, warmup: int, batch_size: int | None,
+                compile_model: bool) -> dict:
+    cfg = preset(name).replace(device=device.type, compile=compile_model)
+    if batch_size:
+        cfg = cfg.replace(batch_size=batch_size)
+    elif device.type == "cpu" and name == "paper":
+        cfg = cfg.replace(batch_size=4)            # keep a CPU measurement to seconds
+    cfg = cfg.replace(grad_accum=1)
+    vocab = GPT2_VOCAB_SIZE if cfg.tokenizer == "gpt2" else QUICK_VOCAB
+    model = build_model(cfg, vocab, device)
+    optimizer, _ = build_optimizer(model, cfg, device)
+    fwd = torch.compile(model) if compile_model else model
+    amp = lambda: autocast_context(cfg, device)  # noqa: E731
+    params = list(model.parameters())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (cfg.batch_size, cfg.seq_len + 1), generator=g)
+    batch = Batch(x[:, :-1], x[:, 1:], torch.zeros(cfg.batch_size, cfg.seq_len, dtype=torch.bool)).to(device)
+
+    def step():
+        forward_backward(fwd, optimizer, lambda m: batch, 1, cfg.lambda_probe, cfg.grad_clip, params, amp)
+        optimizer.step()
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    med = times[len(times) // 2]
+    tokens = cfg.batch_size * cfg.seq_len
+    fpt = flops_per_token(cfg, vocab)
+    peak = peak_tflops(device)
+    tflops = fpt * tokens / med / 1e12
+    return {"shape": name, "params": model.num_params(), "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+            "tokens_per_step": tokens, "ms_per_step_median": med * 1e3, "ms_per_step_min": times[0] * 1e3,
+            "tokens_per_s": tokens / med, "model_tflops": tflops, "mfu": tflops / peak if peak else None,
+            "precision": "bf16-autocast" if device.type == "cuda" else "fp32", "compiled": compile_model}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", default=["quick", "paper"], choices=["test", "quick", "paper"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per shape (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch-size", type=int, help="micro-batch (default: the preset's; 4 for paper on a CPU)")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--out", default="benchmarks/results/train_throughput.json")
+    args = p.parse_args()
+    if args.steps < 1 or args.warmup < 0:
+        raise UserError("--steps must be >= 1 and --warmup >= 0")
+    device = resolve_device(args.device)
+    rows = [bench_shape(s, device, args.steps, args.warmup, args.batch_size, args.compile) for s in args.shapes]
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device: {device.type} ({dev_name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'shape':<7}{'params':>13}{'batch':>7}{'tokens/step':>13}{'ms/step':>10}{'tokens/s':>12}{'TFLOP/s':>9}{'MFU':>7}")
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        print(f"{r['shape']:<7}{r['params']:>13,}{r['batch_size']:>7}{r['tokens_per_step']:>13,}"
+              f"{r['ms_per_step_median']:>10.1f}{r['tokens_per_s']:>12,.0f}{r['model_tflops']:>9.3f}{mfu:>7}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": device.type, "device_name": dev_name, "torch": torch.__version__,
+                               "threads": torch.get_num_threads(), "results": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
