@@ -292,9 +292,9 @@ def _quick() -> Config:
         corpus="synthetic", n_train_docs=20_000, n_val_docs=1_000, tokenizer="bpe", bpe_vocab_size=2048,
         window="packed",
         p_probe=0.25, n_codewords=64, eval_ood_gap=(60, 95), n_probe_eval=192,
-        lr=3e-3, wd=0.1, warmup=60, steps=720, batch_size=24, grad_accum=1,
-        lambda_probe=1.0, lambda_probe2=2.0, lambda_step=360,
-        eval_every=24, ckpt_every=24, n_val_seqs=192, eval_batch_size=64,
+        lr=3e-3, wd=0.1, warmup=50, steps=600, batch_size=24, grad_accum=1,
+        lambda_probe=1.0, lambda_probe2=2.0, lambda_step=300,
+        eval_every=20, ckpt_every=20, n_val_seqs=192, eval_batch_size=64,
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from training.errors import UserError
 
@@ -131,10 +131,23 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, config_hash: str) -> Path:
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
                for k, v in model.state_dict().items() if k not in TIED}
+    blob = canonical_safetensors(save(tensors, metadata={"step": str(step), "config_hash": config_hash}))
     path = checkpoint_path(run_dir, step)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp),
-                                             metadata={"step": str(step), "config_hash": config_hash}))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
     return path
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header keys sorted.
+
+    The library writes the metadata map in a per-process random order; sorting makes equal weights
+    give byte-identical files (the data offsets are relative to the end of the header, so unchanged).
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)            # the format pads the header to a multiple of 8 bytes
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
 def list_checkpoints(run_dir: Path) -> list[int]:
