@@ -43,3 +43,18 @@ def run_pilot(*args: str, cache: str, check: bool = True, timeout: int = 300) ->
     if check and p.returncode != 0:
         raise AssertionError(f"pilot failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One completed `test`-preset run shared by the analysis tests (read-only for them)."""
+    base = tmp_path_factory.mktemp("tiny_run")
+    run = base / "run"
+    run_pilot("--preset", "test", "--out-dir", str(run), cache=str(base / "cache"))
+    return run
+
+
+def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run an analysis script as a user would; returns the completed process (not checked)."""
+    return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)

@@ -331,9 +331,19 @@ class LMProbeTask:
 
     def train_batch(self, step: int, micro: int) -> Batch:
         """The micro-batch ``micro`` of update ``step``: a pure function of (data seed, step, micro)."""
-        rng = np.random.default_rng([self.cfg.effective_data_seed, step, micro])
-        windows, lengths = self._windows(self.train, rng, self.cfg.batch_size)
-        probe_rows = rng.random(self.cfg.batch_size) < self.cfg.p_probe
+        return self.sample_batch([self.cfg.effective_data_seed, step, micro])
+
+    def sample_batch(self, key: list[int], batch_size: int | None = None, p_probe: float | None = None) -> Batch:
+        """A training-distribution batch drawn from a generator seeded with ``key`` (a list of ints).
+
+        Analyses draw their mini-batches here with keys of their own (e.g. [seed, 7, i]), so the same
+        seed gives the same batches and no training batch is replayed by accident.
+        """
+        n = self.cfg.batch_size if batch_size is None else batch_size
+        p = self.cfg.p_probe if p_probe is None else p_probe
+        rng = np.random.default_rng(key)
+        windows, lengths = self._windows(self.train, rng, n)
+        probe_rows = rng.random(n) < p
         return self._make_batch(windows, lengths, probe_rows, rng, self.cfg.train_gap)
 
     # ----- fixed evaluation sets (depend on eval_seed only)

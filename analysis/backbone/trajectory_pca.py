@@ -1,0 +1,112 @@
+"""Exact uncentered PCA of the checkpoint trajectory: spectra, the backbone, its stability, a null model.
+
+For the trunk and each block: the drift matrix X (rows θ(t) − θ(ref) for the selected checkpoints),
+its full explained-variance spectrum, singular values, k95/k99, raw and row-normalised; the backbone
+v_b (raw PC1, sign such that a(t_last) > 0) with the decomposition a(t), ‖r(t)‖, f_b(t); rolling-window
+PC1 stability (adjacent-window |cos| and |cos| with the global v_b); and the random-walk null (the same
+per-interval step sizes in random directions). Output: RUN/analysis/trajectory_pca.json and .png.
+
+Example:  python analysis/backbone/trajectory_pca.py --run-dir runs/quick
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _paths  # noqa: E402,F401
+
+from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.cli import run_main  # noqa: E402
+from training.errors import UserError  # noqa: E402
+from training.trajectory import (cached_gram, decomposition, increment_norms, pca, random_walk_null,  # noqa: E402
+                                 rolling_pc1, select_steps)
+
+
+def analyse(gram, steps, ref, args, null_seed):
+    raw = pca(gram, steps, ref, rownorm=False, k=1)
+    out = {"raw": raw.summary(), "rownorm": pca(gram, steps, ref, rownorm=True, k=1).summary()}
+    inc = increment_norms(gram, [ref] + [s for s in steps if s != ref])
+    out["random_walk_null"] = random_walk_null(inc, gram.dim, n_samples=args.null_samples, seed=null_seed)
+    out["decomposition"] = decomposition(gram, raw.coeffs[0], steps, ref)
+    width = min(args.window, len(steps))
+    if width >= 3:
+        out["rolling_pc1"] = rolling_pc1(gram, width, steps, global_coeffs=raw.coeffs[0])
+    return out
+
+
+def main() -> int:
+    p = analysis_parser(__doc__)
+    p.add_argument("--stride", type=int, help="keep checkpoints whose step is a multiple of this (first and last kept)")
+    p.add_argument("--start", type=int, help="first step of the window")
+    p.add_argument("--end", type=int, help="last step of the window")
+    p.add_argument("--ref", type=int, help="reference step of the drifts (default: the first selected checkpoint)")
+    p.add_argument("--window", type=int, default=10, help="rolling-window width in checkpoints (default 10)")
+    p.add_argument("--null-samples", type=int, default=20, help="random-walk null samples (default 20)")
+    p.add_argument("--no-blocks", action="store_true", help="trunk only")
+    args = p.parse_args()
+    if args.null_samples < 1 or args.window < 2:
+        raise UserError("--null-samples must be >= 1 and --window >= 2")
+    run = open_run(args.run_dir)
+    ckpts = run.checkpoints()
+    steps = select_steps(ckpts.steps, args.stride, args.start, args.end)
+    ref = steps[0] if args.ref is None else args.ref
+    if ref not in ckpts.steps:
+        raise UserError(f"--ref {ref} is not a checkpoint step of {run.dir}")
+    if len([s for s in steps if s != ref]) < 2:
+        raise UserError(f"only {len(steps)} checkpoint(s) selected; PCA needs at least 2 besides the reference")
+    progress = not args.no_progress
+    result = {"run_dir": str(run.dir), "settings": {"stride": args.stride, "start": args.start, "end": args.end,
+                                                      "ref": ref, "window": args.window, "seed": args.seed,
+                                                      "null_samples": args.null_samples}}
+    trunk_gram = cached_gram(ckpts, None, progress=progress)
+    result["trunk"] = analyse(trunk_gram, steps, ref, args, args.seed)
+    result["trunk"]["dim"] = trunk_gram.dim
+    result["random_walk_null"] = result["trunk"]["random_walk_null"]
+    result["blocks"] = []
+    if not args.no_blocks:
+        for b in range(run.cfg.n_layer):
+            g = cached_gram(ckpts, b, progress=progress)
+            entry = analyse(g, steps, ref, args, args.seed + 1 + b)
+            result["blocks"].append({"block": b, "dim": g.dim, **entry})
+    path = write_result(run, "trajectory_pca", result)
+    plot(run, result)
+    t = result["trunk"]
+    print(f"trunk PC1 {100 * t['raw']['pc1']:.1f}% (row-normalised {100 * t['rownorm']['pc1']:.1f}%), "
+          f"k95 {t['raw']['k95']}, k99 {t['raw']['k99']}; random-walk null PC1 {100 * t['random_walk_null']['pc1']:.1f}% "
+          f"k95 {t['random_walk_null']['k95']:.1f}")
+    for b in result["blocks"]:
+        print(f"block {b['block']}: PC1 {100 * b['raw']['pc1']:.1f}%  k95 {b['raw']['k95']}")
+    print(f"wrote {path}")
+    return 0
+
+
+def plot(run, result):
+    fig, ax = figure(2, 2, width=5.2, height=3.6)
+    t = result["trunk"]
+    k = range(1, len(t["raw"]["explained_variance_ratio"]) + 1)
+    ax[0, 0].semilogy(k, t["raw"]["explained_variance_ratio"], "o-", label="trunk raw")
+    ax[0, 0].semilogy(k, t["rownorm"]["explained_variance_ratio"], "s-", label="trunk row-normalised")
+    ax[0, 0].axhline(t["random_walk_null"]["pc1"], ls=":", c="gray", label="random-walk null PC1")
+    ax[0, 0].set(xlabel="component", ylabel="explained fraction", title="spectrum")
+    ax[0, 0].legend(fontsize=7)
+    if result["blocks"]:
+        bl = [b["block"] for b in result["blocks"]]
+        ax[0, 1].bar(bl, [100 * b["raw"]["pc1"] for b in result["blocks"]], label="PC1")
+        ax[0, 1].plot(bl, [100 * b["random_walk_null"]["pc1"] for b in result["blocks"]], "k_", ms=20, label="null")
+        ax[0, 1].set(xlabel="block", ylabel="PC1 (%)", title="per-block PC1 (raw)")
+        ax[0, 1].legend(fontsize=7)
+    d = t["decomposition"]
+    ax[1, 0].plot(d["steps"], d["a"], label="a(t)")
+    ax[1, 0].plot(d["steps"], d["residual_norm"], label="‖r(t)‖")
+    ax[1, 0].set(xlabel="step", title="backbone decomposition (trunk)")
+    ax[1, 0].legend(fontsize=7)
+    if "rolling_pc1" in t:
+        r = t["rolling_pc1"]
+        ax[1, 1].plot(r["window_start"][1:], r["adjacent_abs_cos"], label="adjacent windows")
+        ax[1, 1].plot(r["window_start"], r["global_abs_cos"], label="vs global v_b")
+        ax[1, 1].set(xlabel="window start step", ylabel="|cos|", title=f"rolling PC1 (W={r['width']})")
+        ax[1, 1].legend(fontsize=7)
+    save_figure(fig, run, "trajectory_pca")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

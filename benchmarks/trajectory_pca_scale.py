@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Cost of the streaming trunk PCA next to the cost of merely reading the same checkpoints once.
+
+Writes N synthetic checkpoints of a model shape (default: the paper's 8 × 512 trunk, 25,165,824
+parameters; only the trunk tensors are stored, which is all the PCA reads) as a drifting random walk,
+then times, each in a fresh process:
+
+* ``read``: every trunk tensor of every checkpoint read once into memory (float32), nothing else;
+* ``pca``: the Gram matrix streamed in float64 and the exact uncentered PCA (raw and row-normalised),
+  i.e. what ``analysis/backbone/trajectory_pca.py`` does for the trunk.
+
+Reports wall time and peak resident memory of each and the ratio pca / read, as a table and JSON.
+The files are in the page cache for both measurements (written just before), so the ratio shows the
+cost of the analysis over I/O rather than disk speed.
+
+    python benchmarks/trajectory_pca_scale.py --checkpoints 51
+    python benchmarks/trajectory_pca_scale.py --checkpoints 200 --preset quick     # a smaller shape
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _paths  # noqa: E402,F401
+
+import numpy as np  # noqa: E402
+
+from training.cli import run_main  # noqa: E402
+from training.config import preset  # noqa: E402
+from training.errors import UserError  # noqa: E402
+
+
+def write_checkpoints(run: Path, cfg, n: int, seed: int) -> int:
+    import torch
+    from safetensors.torch import save_file
+    from training import runio
+    from training.model import trunk_names
+    d, f = cfg.d_model, cfg.d_ff
+    shapes = {}
+    for name in trunk_names(cfg):
+        kind = name.split(".")[-2]
+        shapes[name] = {"qkv": (3 * d, d), "out_proj": (d, d), "w_up": (f, d), "w_down": (d, f)}[kind]
+    runio.atomic_write_json(run / "config.json", {"config": cfg.to_dict(), "config_hash": cfg.hash()})
+    g = torch.Generator().manual_seed(seed)
+    theta = {k: 0.02 * torch.randn(s, generator=g) for k, s in shapes.items()}
+    drift = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        save_file(theta, str(runio.checkpoint_path(run, 200 * i)), metadata={"step": str(200 * i)})
+        for k in theta:        # drift along a fixed direction plus isotropic noise
+            theta[k] = theta[k] + 1e-4 * drift[k] + 1e-4 * torch.randn(shapes[k], generator=g)
+    return sum(int(np.prod(s)) for s in shapes.values())
+
+
+def child(mode: str, run: str) -> None:
+    """Run one measurement in this (fresh) process and print a JSON line."""
+    from training.trajectory import CheckpointSet, compute_gram, pca
+    t0 = time.perf_counter()
+    ck = CheckpointSet(run)
+    if mode == "read":
+        total = 0.0
+        for s in ck.steps:
+            with ck._open(s) as f:
+                for name in ck.names():
+                    total += float(f.get_tensor(name)[0, 0])     # forces the full read
+        extra = {}
+    else:
+        g = compute_gram(ck)
+        raw, rn = pca(g, rownorm=False, k=1), pca(g, rownorm=True, k=1)
+        extra = {"pc1_raw": float(raw.explained_variance_ratio[0]), "pc1_rownorm": float(rn.explained_variance_ratio[0]),
+                 "k95": raw.k95}
+    wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"mode": mode, "wall_s": wall, "peak_rss_gb": peak_kb / 2**20, **extra}))
+
+
+def measure(mode: str, run: Path) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--child", mode, str(run)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise UserError(f"{mode} measurement failed: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoints", type=int, nargs="+", default=[51], help="numbers of checkpoints (default 51)")
+    ap.add_argument("--preset", default="paper", help="model shape: paper (default), quick or test")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating read/pca measurements per size (min reported)")
+    ap.add_argument("--workdir", help="where to write the synthetic checkpoints (default: a temporary directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
+    ap.add_argument("--out", default="benchmarks/results/trajectory_pca_scale.json")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return 0
+    if min(args.checkpoints) < 3 or args.repeats < 1:
+        raise UserError("--checkpoints must be >= 3 and --repeats >= 1")
+    cfg = preset(args.preset)
+    rows = []
+    for n in args.checkpoints:
+        base = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pca_scale_"))
+        run = base / f"run_{args.preset}_{n}"
+        t = time.perf_counter()
+        dim = write_checkpoints(run, cfg, n, seed=0)
+        write_s = time.perf_counter() - t
+        reads, pcas = [], []
+        for _ in range(args.repeats):          # alternate so that both see the same machine state
+            reads.append(measure("read", run))
+            pcas.append(measure("pca", run))
+        best_read = min(reads, key=lambda r: r["wall_s"])
+        best_pca = min(pcas, key=lambda r: r["wall_s"])
+        rows.append({"checkpoints": n, "trunk_params": dim, "bytes_read_gb": n * dim * 4 / 2**30, "write_s": write_s,
+                     "read_s": best_read["wall_s"], "read_peak_gb": best_read["peak_rss_gb"],
+                     "pca_s": best_pca["wall_s"], "pca_peak_gb": best_pca["peak_rss_gb"],
+                     "ratio_pca_over_read": best_pca["wall_s"] / best_read["wall_s"],
+                     "all_read_s": [r["wall_s"] for r in reads], "all_pca_s": [r["wall_s"] for r in pcas],
+                     "pc1_raw": best_pca["pc1_raw"], "k95": best_pca["k95"]})
+        if not args.keep:
+            shutil.rmtree(run)
+    print(f"{'ckpts':>6}{'trunk D':>13}{'GB read':>9}{'read s':>9}{'pca s':>9}{'ratio':>7}{'read peak GB':>14}{'pca peak GB':>13}")
+    for r in rows:
+        print(f"{r['checkpoints']:>6}{r['trunk_params']:>13,}{r['bytes_read_gb']:>9.2f}{r['read_s']:>9.2f}{r['pca_s']:>9.2f}"
+              f"{r['ratio_pca_over_read']:>7.2f}{r['read_peak_gb']:>14.2f}{r['pca_peak_gb']:>13.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"preset": args.preset, "results": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

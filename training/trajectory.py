@@ -1,0 +1,379 @@
+"""Trajectory geometry from checkpoints: streaming Gram matrix, exact uncentered PCA, the backbone.
+
+Everything here rests on one observation. Let x_t = θ(t) − θ(anchor) for the T checkpoints of a run
+(restricted to the trunk or one block). Any drift matrix the analyses need -- any reference step,
+window, stride, row normalisation -- is A·X for a small coefficient matrix A (rows e_t − e_ref,
+scaled), so its PCA is the eigen-decomposition of A·G·Aᵀ with G = X·Xᵀ the T×T Gram matrix, and its
+principal directions are v = Xᵀ·Aᵀ·u/σ: vectors *in the span of the checkpoints*, represented by their
+T coefficients c (v = Xᵀc). Inner products between such vectors are cᵀGc'. Backbone coordinates,
+residual norms, update alignment, rolling-window stability and switching directions are therefore
+T×T algebra once G is known.
+
+G is accumulated in float64 in one streaming pass over parameter chunks (memory-mapped safetensors
+slices), so peak memory is T × chunk, never T × D. Directions are materialised as D-vectors (a second
+pass) only where a gradient must be paired with them (:meth:`CheckpointSet.materialise`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from training import runio
+from training.errors import UserError
+from training.model import trunk_names
+
+DEFAULT_CHUNK_BYTES = 256 * 2**20     # per chunk of the T × c float64 block
+
+
+# ---------------------------------------------------------------------------- checkpoint access
+class CheckpointSet:
+    """Lazy, memory-mapped reads of a run's trunk (or one block) in the canonical parameter order."""
+
+    def __init__(self, run_dir: str | Path):
+        from training.trainer import read_run_config
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise UserError(f"run directory {self.run_dir} does not exist")
+        self.cfg = read_run_config(self.run_dir)
+        self.steps = runio.list_checkpoints(self.run_dir)
+        if len(self.steps) < 2:
+            raise UserError(f"{self.run_dir} has {len(self.steps)} checkpoint(s); trajectory analyses need at least 2")
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+
+    def names(self, block: int | None = None) -> list[str]:
+        return trunk_names(self.cfg, block)
+
+    def _open(self, step: int):
+        from safetensors import safe_open
+        path = runio.checkpoint_path(self.run_dir, step)
+        try:
+            return safe_open(str(path), framework="numpy")
+        except Exception as e:
+            raise UserError(f"checkpoint {path} is missing, corrupt or truncated ({e})") from None
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        if self._shapes is None:
+            with self._open(self.steps[0]) as f:
+                self._shapes = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
+            missing = [n for n in self.names() if n not in self._shapes]
+            if missing:
+                raise UserError(f"checkpoints of {self.run_dir} lack trunk tensors such as {missing[0]}")
+        return self._shapes
+
+    def dim(self, block: int | None = None) -> int:
+        shapes = self.shapes()
+        return int(sum(np.prod(shapes[n]) for n in self.names(block)))
+
+    def chunks(self, block: int | None, max_elems: int) -> list[tuple[str, int, int]]:
+        """(tensor name, first row, end row) pieces of at most ~max_elems elements, in canonical order."""
+        out = []
+        for n in self.names(block):
+            shape = self.shapes()[n]
+            rows, cols = shape[0], int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            per = max(1, max_elems // cols)
+            out.extend((n, a, min(rows, a + per)) for a in range(0, rows, per))
+        return out
+
+    def read_rows(self, steps: Sequence[int], block: int | None, max_elems: int) -> Iterator[np.ndarray]:
+        """For each chunk, the len(steps) × c float64 matrix of parameter values (rows in ``steps`` order)."""
+        handles = [self._open(s) for s in steps]
+        files = [h.__enter__() for h in handles]
+        try:
+            for name, a, b in self.chunks(block, max_elems):
+                rows = []
+                for s, f in zip(steps, files):
+                    try:
+                        rows.append(np.asarray(f.get_slice(name)[a:b], dtype=np.float64).reshape(-1))
+                    except Exception as e:
+                        raise UserError(f"cannot read {name} from checkpoint step {s} of {self.run_dir} ({e})") from None
+                yield np.stack(rows)
+        finally:
+            for h in handles:
+                h.__exit__(None, None, None)
+
+    def vector(self, step: int, block: int | None = None) -> np.ndarray:
+        """θ(step) restricted to the trunk / block, as one float64 vector."""
+        return np.concatenate(list(c[0] for c in self.read_rows([step], block, 1 << 24)))
+
+    def materialise(self, gram: "Gram", coeffs: np.ndarray, max_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+        """D × m matrix Xᵀ·coeffs: span coefficients (T × m, over gram.steps) turned into parameter-space vectors."""
+        coeffs = np.asarray(coeffs, dtype=np.float64)
+        squeeze = coeffs.ndim == 1
+        coeffs = coeffs.reshape(len(gram.steps), -1)
+        # x_t = θ_t − θ_anchor, so Xᵀc = Θᵀc − θ_anchor·Σc
+        weights = coeffs.copy()
+        weights[gram.steps.index(gram.anchor)] -= coeffs.sum(axis=0)
+        out = np.empty((self.dim(gram.block), coeffs.shape[1]))
+        pos = 0
+        for rows in self.read_rows(gram.steps, gram.block, _elems(max_bytes, len(gram.steps))):
+            c = rows.shape[1]
+            out[pos:pos + c] = rows.T @ weights
+            pos += c
+        return out[:, 0] if squeeze else out
+
+
+def _elems(max_bytes: int, n_rows: int) -> int:
+    return max(1024, max_bytes // (8 * max(1, n_rows)))
+
+
+# ---------------------------------------------------------------------------- the Gram matrix
+@dataclass
+class Gram:
+    """G[i, j] = ⟨θ(steps[i]) − θ(anchor), θ(steps[j]) − θ(anchor)⟩ over the trunk or one block."""
+
+    steps: list[int]
+    anchor: int
+    block: int | None
+    dim: int
+    G: np.ndarray
+
+    def index(self, steps: Sequence[int]) -> list[int]:
+        pos = {s: i for i, s in enumerate(self.steps)}
+        missing = [s for s in steps if s not in pos]
+        if missing:
+            raise UserError(f"step(s) {missing[:5]} are not among the checkpoints of this analysis")
+        return [pos[s] for s in steps]
+
+    def drift_coeffs(self, steps: Sequence[int], ref: int) -> np.ndarray:
+        """A (len(steps) × T): row i selects x(steps[i]) − x(ref), the drift from ``ref``."""
+        A = np.zeros((len(steps), len(self.steps)))
+        A[np.arange(len(steps)), self.index(steps)] += 1.0
+        A[:, self.index([ref])[0]] -= 1.0
+        return A
+
+    def inner(self, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+        """Inner products of span vectors given by coefficients (… × T)."""
+        return c1 @ self.G @ np.swapaxes(c2, -1, -2) if c2.ndim > 1 else c1 @ self.G @ c2
+
+    def norms(self, coeffs: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(np.einsum("it,tu,iu->i", coeffs, self.G, coeffs), 0.0))
+
+
+def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block: int | None = None,
+                 anchor: int | None = None, max_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False) -> Gram:
+    """Stream the checkpoints once and accumulate G in float64 (memory: T × chunk, not T × D)."""
+    steps = list(ckpts.steps if steps is None else steps)
+    anchor = steps[0] if anchor is None else anchor
+    if anchor not in steps:
+        steps = [anchor] + steps
+    T = len(steps)
+    G = np.zeros((T, T))
+    ai = steps.index(anchor)
+    chunks = ckpts.read_rows(steps, block, _elems(max_bytes, T))
+    if progress:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, total=len(ckpts.chunks(block, _elems(max_bytes, T))), desc="gram", unit="chunk",
+                      disable=None)
+    for rows in chunks:
+        rows -= rows[ai]
+        G += rows @ rows.T
+    return Gram(steps, anchor, block, ckpts.dim(block), G)
+
+
+def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool = False,
+                max_bytes: int = DEFAULT_CHUNK_BYTES) -> Gram:
+    """The Gram of all checkpoints anchored at the first, cached in RUN/analysis/gram/ (keyed by files)."""
+    key_src = [[s, os.stat(runio.checkpoint_path(ckpts.run_dir, s)).st_mtime_ns,
+                os.stat(runio.checkpoint_path(ckpts.run_dir, s)).st_size] for s in ckpts.steps]
+    name = "trunk" if block is None else f"block{block}"
+    path = ckpts.run_dir / "analysis" / "gram" / f"{name}.npz"
+    key = json.dumps(key_src)
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                if str(z["key"]) == key:
+                    return Gram(list(z["steps"].tolist()), int(z["anchor"]), block, int(z["dim"]), z["G"].copy())
+        except (OSError, ValueError, KeyError):
+            pass      # unreadable cache: recompute and overwrite
+    g = compute_gram(ckpts, block=block, max_bytes=max_bytes, progress=progress)
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, steps=np.asarray(g.steps), anchor=g.anchor, dim=g.dim, G=g.G, key=np.asarray(key))
+    runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    return g
+
+
+# ---------------------------------------------------------------------------- PCA in the span
+@dataclass
+class PCA:
+    """Uncentered PCA of a drift matrix A·X (rows optionally normalised)."""
+
+    steps: list[int]                 # rows of the drift matrix
+    reference_step: int
+    rownorm: bool
+    singular_values: np.ndarray      # full spectrum (rank ≤ rows)
+    explained_variance_ratio: np.ndarray
+    coeffs: np.ndarray               # (k × T) span coefficients of the principal directions (unit norm)
+    row_coeffs: np.ndarray           # (rows × T) coefficients of the (normalised) drift rows
+    scores: np.ndarray = field(repr=False, default=None)   # (rows × k) ⟨row, v_k⟩
+
+    @property
+    def k95(self) -> int:
+        return k_at(self.explained_variance_ratio, 0.95)
+
+    @property
+    def k99(self) -> int:
+        return k_at(self.explained_variance_ratio, 0.99)
+
+    def summary(self) -> dict:
+        return {"steps": list(self.steps), "reference_step": self.reference_step, "rownorm": self.rownorm,
+                "singular_values": self.singular_values.tolist(),
+                "explained_variance_ratio": self.explained_variance_ratio.tolist(),
+                "pc1": float(self.explained_variance_ratio[0]), "k95": self.k95, "k99": self.k99}
+
+
+def k_at(evr: np.ndarray, level: float) -> int:
+    """Smallest k whose cumulative explained fraction reaches ``level`` (tolerant to round-off)."""
+    cum = np.cumsum(evr)
+    return int(min(len(evr), np.searchsorted(cum, level - 1e-12) + 1))
+
+
+def pca(gram: Gram, steps: Sequence[int] | None = None, ref: int | None = None, rownorm: bool = False,
+        k: int = 10) -> PCA:
+    """Exact uncentered PCA of the drifts x(steps) − x(ref) (ref excluded from the rows)."""
+    ref = gram.anchor if ref is None else ref
+    steps = [s for s in (gram.steps if steps is None else steps) if s != ref]
+    if not steps:
+        raise UserError("PCA needs at least one checkpoint besides the reference step")
+    A = gram.drift_coeffs(steps, ref)
+    if rownorm:
+        n = gram.norms(A)
+        if np.any(n == 0):
+            raise UserError(f"a drift row is exactly zero (steps {[s for s, v in zip(steps, n) if v == 0]}); "
+                            "row normalisation is undefined")
+        A = A / n[:, None]
+    K = A @ gram.G @ A.T
+    lam, U = np.linalg.eigh((K + K.T) / 2)
+    order = np.argsort(lam)[::-1]
+    lam, U = np.clip(lam[order], 0.0, None), U[:, order]
+    total = lam.sum()
+    if total <= 0:
+        raise UserError("the drift matrix is zero: the checkpoints are identical")
+    sv = np.sqrt(lam)
+    k = min(k, int(np.sum(sv > sv[0] * 1e-12)))
+    coeffs = (A.T @ U[:, :k] / sv[:k]).T          # v_j = Xᵀ Aᵀ u_j / σ_j
+    scores = U[:, :k] * sv[:k]                    # ⟨row_i, v_j⟩ = σ_j u_ij
+    # sign convention: the last row's coordinate on each component is positive
+    signs = np.where(scores[-1] < 0, -1.0, 1.0)
+    return PCA(list(steps), ref, rownorm, sv, lam / total, coeffs * signs[:, None], A, scores * signs)
+
+
+# ---------------------------------------------------------------------------- backbone quantities
+def decomposition(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None = None,
+                  ref: int | None = None) -> dict[str, list[float]]:
+    """a(t) = ⟨x(t) − x(ref), v⟩, ‖r(t)‖, ‖x(t) − x(ref)‖ and f_b(t) = a²/‖x‖² for a unit span vector v."""
+    ref = gram.anchor if ref is None else ref
+    steps = list(gram.steps if steps is None else steps)
+    A = gram.drift_coeffs(steps, ref)
+    a = gram.inner(A, v_coeffs)
+    norm2 = np.einsum("it,tu,iu->i", A, gram.G, A)
+    r = np.sqrt(np.maximum(norm2 - a ** 2, 0.0))
+    fb = np.divide(a ** 2, norm2, out=np.zeros_like(a), where=norm2 > 0)
+    return {"steps": steps, "a": a.tolist(), "residual_norm": r.tolist(), "drift_norm": np.sqrt(norm2).tolist(),
+            "backbone_fraction": fb.tolist()}
+
+
+def update_alignment(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None = None) -> dict[str, list]:
+    """C(t) = cos(θ(t) − θ(t_prev), v) for consecutive checkpoints in ``steps``."""
+    steps = list(gram.steps if steps is None else steps)
+    A = gram.drift_coeffs(steps[1:], steps[0])
+    A[1:] -= gram.drift_coeffs(steps[1:-1], steps[0])            # rows e_t − e_prev
+    n = gram.norms(A)
+    v_norm = float(np.sqrt(gram.inner(v_coeffs, v_coeffs)))
+    cos = np.divide(gram.inner(A, v_coeffs), n * v_norm, out=np.zeros(len(n)), where=n > 0)
+    return {"steps": steps[1:], "prev_steps": steps[:-1], "signed_cos": cos.tolist(),
+            "abs_cos": np.abs(cos).tolist(), "update_norm": n.tolist()}
+
+
+def sign_flip_step(steps: Sequence[int], signed_cos: Sequence[float]) -> int | None:
+    """The first step after which the signed alignment stays negative (None if it never flips)."""
+    c = np.asarray(signed_cos)
+    for i in range(len(c)):
+        if c[i] < 0 and np.all(c[i:] < 0):
+            return int(steps[i])
+    return None
+
+
+def cos_span(gram: Gram, c1: np.ndarray, c2: np.ndarray) -> float:
+    n1, n2 = np.sqrt(gram.inner(c1, c1)), np.sqrt(gram.inner(c2, c2))
+    return float(gram.inner(c1, c2) / (n1 * n2)) if n1 > 0 and n2 > 0 else 0.0
+
+
+def rolling_pc1(gram: Gram, width: int, steps: Sequence[int] | None = None, global_coeffs: np.ndarray | None = None,
+                rownorm: bool = True) -> dict[str, list]:
+    """PC1 of each window of ``width`` consecutive checkpoints (drift from the window start).
+
+    Reports |cos| between adjacent windows' PC1 and, given ``global_coeffs``, |cos| with the global backbone.
+    """
+    steps = list(gram.steps if steps is None else steps)
+    if width < 2 or width > len(steps):
+        raise UserError(f"window width {width} must be between 2 and the number of checkpoints ({len(steps)})")
+    vs, starts, pc1 = [], [], []
+    for i in range(0, len(steps) - width + 1):
+        w = steps[i:i + width]
+        p = pca(gram, w, ref=w[0], rownorm=rownorm, k=1)
+        vs.append(p.coeffs[0])
+        starts.append(w[0])
+        pc1.append(float(p.explained_variance_ratio[0]))
+    adjacent = [abs(cos_span(gram, vs[i], vs[i + 1])) for i in range(len(vs) - 1)]
+    out = {"window_start": starts, "width": width, "pc1": pc1, "adjacent_abs_cos": adjacent}
+    if global_coeffs is not None:
+        out["global_abs_cos"] = [abs(cos_span(gram, v, global_coeffs)) for v in vs]
+    return out
+
+
+def random_walk_null(increment_norms: Sequence[float], dim: int, n_samples: int = 20, seed: int = 0,
+                     rownorm: bool = False) -> dict:
+    """PC1 and k95 of a trajectory with the same per-interval step sizes in isotropic random directions.
+
+    The increments' inner products are those of independent uniform directions in R^dim: their Gram
+    matrix is drawn exactly as a Wishart(dim, I) matrix normalised to unit diagonal, so no D-dimensional
+    vector is ever formed. The drift rows are the cumulative sums of the increments.
+    """
+    from scipy.stats import wishart
+    n = np.asarray(increment_norms, dtype=np.float64)
+    T = len(n)
+    if T < 1:
+        raise UserError("the random-walk null needs at least one increment")
+    rng = np.random.default_rng(seed)
+    L = np.tril(np.ones((T, T)))
+    pc1, k95 = [], []
+    for _ in range(n_samples):
+        W = wishart(df=dim, scale=np.eye(T)).rvs(random_state=rng) if T > 1 else np.array([[float(dim)]])
+        W = np.atleast_2d(W)
+        d = np.sqrt(np.diag(W))
+        C = W / np.outer(d, d)
+        inc = n[:, None] * C * n[None, :]
+        K = L @ inc @ L.T
+        if rownorm:
+            s = np.sqrt(np.diag(K))
+            K = K / np.outer(s, s)
+        lam = np.clip(np.linalg.eigvalsh((K + K.T) / 2)[::-1], 0, None)
+        evr = lam / lam.sum()
+        pc1.append(float(evr[0]))
+        k95.append(k_at(evr, 0.95))
+    return {"pc1": float(np.mean(pc1)), "pc1_std": float(np.std(pc1)), "k95": float(np.mean(k95)),
+            "k95_std": float(np.std(k95)), "n_samples": n_samples, "seed": seed, "rownorm": rownorm}
+
+
+def increment_norms(gram: Gram, steps: Sequence[int] | None = None) -> np.ndarray:
+    steps = list(gram.steps if steps is None else steps)
+    A = gram.drift_coeffs(steps[1:], steps[0])
+    A[1:] -= gram.drift_coeffs(steps[1:-1], steps[0])
+    return gram.norms(A)
+
+
+def select_steps(steps: Sequence[int], stride: int | None = None, start: int | None = None,
+                 end: int | None = None) -> list[int]:
+    """Checkpoint steps in [start, end] whose step is a multiple of ``stride`` (first and last always kept)."""
+    s = [x for x in steps if (start is None or x >= start) and (end is None or x <= end)]
+    if not s:
+        raise UserError(f"no checkpoint in the window [{start}, {end}]")
+    if stride:
+        s = [x for i, x in enumerate(s) if x % stride == 0 or i in (0, len(s) - 1)]
+    return s
