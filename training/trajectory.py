@@ -85,13 +85,14 @@ class CheckpointSet:
         files = [h.__enter__() for h in handles]
         try:
             for name, a, b in self.chunks(block, max_elems):
-                rows = []
-                for s, f in zip(steps, files):
+                shape = self.shapes()[name]
+                rows = np.empty((len(steps), (b - a) * int(np.prod(shape[1:]))))
+                for i, (s, f) in enumerate(zip(steps, files)):
                     try:
-                        rows.append(np.asarray(f.get_slice(name)[a:b], dtype=np.float64).reshape(-1))
+                        rows[i] = f.get_slice(name)[a:b].reshape(-1)     # float32 -> float64 on assignment
                     except Exception as e:
                         raise UserError(f"cannot read {name} from checkpoint step {s} of {self.run_dir} ({e})") from None
-                yield np.stack(rows)
+                yield rows
         finally:
             for h in handles:
                 h.__exit__(None, None, None)
