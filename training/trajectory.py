@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import torch
 
 from training import runio
 from training.errors import UserError
@@ -80,22 +81,30 @@ class CheckpointSet:
         return out
 
     def read_rows(self, steps: Sequence[int], block: int | None, max_elems: int) -> Iterator[np.ndarray]:
-        """For each chunk, the len(steps) × c float64 matrix of parameter values (rows in ``steps`` order)."""
-        handles = [self._open(s) for s in steps]
-        files = [h.__enter__() for h in handles]
-        try:
-            for name, a, b in self.chunks(block, max_elems):
-                shape = self.shapes()[name]
-                rows = np.empty((len(steps), (b - a) * int(np.prod(shape[1:]))))
-                for i, (s, f) in enumerate(zip(steps, files)):
-                    try:
-                        rows[i] = f.get_slice(name)[a:b].reshape(-1)     # float32 -> float64 on assignment
-                    except Exception as e:
-                        raise UserError(f"cannot read {name} from checkpoint step {s} of {self.run_dir} ({e})") from None
-                yield rows
-        finally:
-            for h in handles:
-                h.__exit__(None, None, None)
+        """For each chunk, the len(steps) × c float64 matrix of parameter values (rows in ``steps`` order).
+
+        The files are opened per tensor and closed after it, so the memory-mapped pages held at any time
+        are those of one tensor across the checkpoints, not of whole checkpoints.
+        """
+        pieces: dict[str, list[tuple[int, int]]] = {}
+        for name, a, b in self.chunks(block, max_elems):
+            pieces.setdefault(name, []).append((a, b))
+        for name, ranges in pieces.items():
+            per_row = int(np.prod(self.shapes()[name][1:]))
+            handles = [self._open(s) for s in steps]
+            try:
+                files = [h.__enter__() for h in handles]
+                for a, b in ranges:
+                    rows = np.empty((len(steps), (b - a) * per_row))
+                    for i, (s, f) in enumerate(zip(steps, files)):
+                        try:
+                            rows[i] = f.get_slice(name)[a:b].reshape(-1)     # float32 -> float64 on assignment
+                        except Exception as e:
+                            raise UserError(f"cannot read {name} from checkpoint step {s} of {self.run_dir} ({e})") from None
+                    yield rows
+            finally:
+                for h in handles:
+                    h.__exit__(None, None, None)
 
     def vector(self, step: int, block: int | None = None) -> np.ndarray:
         """θ(step) restricted to the trunk / block, as one float64 vector."""
@@ -111,9 +120,10 @@ class CheckpointSet:
         weights[gram.steps.index(gram.anchor)] -= coeffs.sum(axis=0)
         out = np.empty((self.dim(gram.block), coeffs.shape[1]))
         pos = 0
+        w = torch.from_numpy(weights)
         for rows in self.read_rows(gram.steps, gram.block, _elems(max_bytes, len(gram.steps))):
             c = rows.shape[1]
-            out[pos:pos + c] = rows.T @ weights
+            out[pos:pos + c] = (torch.from_numpy(rows).T @ w).numpy()
             pos += c
         return out[:, 0] if squeeze else out
 
@@ -170,9 +180,11 @@ def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block
         from tqdm import tqdm
         chunks = tqdm(chunks, total=len(ckpts.chunks(block, _elems(max_bytes, T))), desc="gram", unit="chunk",
                       disable=None)
+    Gt = torch.from_numpy(G)
     for rows in chunks:
         rows -= rows[ai]
-        G += rows @ rows.T
+        x = torch.from_numpy(rows)
+        Gt.addmm_(x, x.T)          # float64 throughout; torch's BLAS is several times faster here than numpy's
     return Gram(steps, anchor, block, ckpts.dim(block), G)
 
 
