@@ -10,8 +10,9 @@ then times, each in a fresh process:
   i.e. what ``analysis/backbone/trajectory_pca.py`` does for the trunk.
 
 Reports wall time and peak resident memory of each and the ratio pca / read, as a table and JSON.
-The files are in the page cache for both measurements (written just before), so the ratio shows the
-cost of the analysis over I/O rather than disk speed.
+By default the files are in the page cache for both measurements (written just before), so the ratio
+shows the cost of the analysis over a memory-speed read. ``--cold`` drops the page cache before every
+measurement (needs root) so both start from the disk, as a first analysis of a fresh run does.
 
     python benchmarks/trajectory_pca_scale.py --checkpoints 51
     python benchmarks/trajectory_pca_scale.py --checkpoints 200 --preset quick     # a smaller shape
@@ -82,7 +83,18 @@ def child(mode: str, run: str) -> None:
     print(json.dumps({"mode": mode, "wall_s": wall, "peak_rss_gb": peak_kb / 2**20, **extra}))
 
 
-def measure(mode: str, run: Path) -> dict:
+def drop_page_cache() -> None:
+    import os
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as e:
+        raise UserError(f"--cold needs permission to write /proc/sys/vm/drop_caches ({e.strerror}); run without it") from None
+
+
+def measure(mode: str, run: Path, cold: bool) -> dict:
+    if cold:
+        drop_page_cache()
     p = subprocess.run([sys.executable, __file__, "--child", mode, str(run)], capture_output=True, text=True)
     if p.returncode != 0:
         raise UserError(f"{mode} measurement failed: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}")
@@ -95,6 +107,7 @@ def main() -> int:
     ap.add_argument("--preset", default="paper", help="model shape: paper (default), quick or test")
     ap.add_argument("--repeats", type=int, default=2, help="alternating read/pca measurements per size (min reported)")
     ap.add_argument("--workdir", help="where to write the synthetic checkpoints (default: a temporary directory)")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before each measurement (root)")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
     ap.add_argument("--out", default="benchmarks/results/trajectory_pca_scale.json")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -114,8 +127,8 @@ def main() -> int:
         write_s = time.perf_counter() - t
         reads, pcas = [], []
         for _ in range(args.repeats):          # alternate so that both see the same machine state
-            reads.append(measure("read", run))
-            pcas.append(measure("pca", run))
+            reads.append(measure("read", run, args.cold))
+            pcas.append(measure("pca", run, args.cold))
         best_read = min(reads, key=lambda r: r["wall_s"])
         best_pca = min(pcas, key=lambda r: r["wall_s"])
         rows.append({"checkpoints": n, "trunk_params": dim, "bytes_read_gb": n * dim * 4 / 2**30, "write_s": write_s,
@@ -132,7 +145,7 @@ def main() -> int:
               f"{r['ratio_pca_over_read']:>7.2f}{r['read_peak_gb']:>14.2f}{r['pca_peak_gb']:>13.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"preset": args.preset, "results": rows}, indent=2))
+    out.write_text(json.dumps({"preset": args.preset, "cold_cache": args.cold, "results": rows}, indent=2))
     print(f"wrote {out}")
     return 0
 
