@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Gradient alignment with the backbone and the per-block signed gradient bias (paper §4.1, §4.4; "9A/9B").
+
+Backbones: the trunk v_b and, for each block ℓ, the block backbone v_ℓ = PC1 of the raw uncentered PCA
+of that block's drifts over all checkpoints from the first one, sign fixed so that a(t_last) > 0.
+
+At each chosen checkpoint t, for the total loss (LM + λ·probe, λ of the run's schedule), the LM part and
+the probe part (probe batches with every sequence carrying a probe), over M seeded mini-batch gradients
+g_i of the trunk:
+
+- cos_i = cos(g_i, v) for the trunk backbone and, restricted to block ℓ, for v_ℓ: mean and std of the
+  signed cosine, mean |cos|, and mean |cos| divided by the noise floor sqrt(2/(πD)) of that dimension;
+- b_ℓ(t) = (1/M)·Σ_i ⟨g_i restricted to block ℓ, v_ℓ⟩, the mean signed projection (paper eq. 24), and
+  its cumulative sum over the analysed checkpoints B_ℓ(t_k) = Σ_{j≤k} b_ℓ(t_j) (eq. 25): raw gradient
+  projections, unweighted by the learning rate. Since v_ℓ points along the net drift, b_ℓ < 0 means
+  the gradient at t pushes block ℓ forward along its backbone (descent moves along −g).
+
+Writes RUN/analysis/residual_decomposition.json and residual_decomposition.png.
+
+Examples::
+
+    python analysis/backbone/residual_decomposition.py --run-dir runs/quick
+    python analysis/backbone/residual_decomposition.py --run-dir runs/paper_s42 --n-batches 16 --batch-size 64 \\
+        --n-checkpoints 0 --device cuda        # paper scale: every checkpoint
+"""
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _paths  # noqa: E402,F401
+
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from training.analysis_io import Run, analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.cli import run_main  # noqa: E402
+from training.errors import UserError  # noqa: E402
+from training.gradients import (PARTS, alignment_stats, block_slices, choose_steps, cumulative_bias,  # noqa: E402
+                                minibatch_gradients, noise_floor, signed_block_bias)
+from training.optim import lambda_at  # noqa: E402
+from training.trainer import resolve_device  # noqa: E402
+from training.trajectory import cached_gram, pca  # noqa: E402
+
+
+def build_parser():
+    p = analysis_parser(__doc__)
+    p.add_argument("--steps", help="comma-separated checkpoint steps (default: --n-checkpoints spread over the run)")
+    p.add_argument("--n-checkpoints", type=int, default=5, help="checkpoints spread over the run (default 5; 0 = all)")
+    p.add_argument("--n-batches", type=int, default=8, help="M, mini-batches per checkpoint and loss (default 8; paper 16)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per mini-batch (default 8; paper 64)")
+    p.add_argument("--parts", default=",".join(PARTS), help="losses to analyse, comma-separated (default total,lm,probe)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    return p
+
+
+def backbones(run: Run, progress: bool) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """Trunk v_b, per-block v_ℓ (unit D-vectors in canonical order) and their explained fractions."""
+    ckpts = run.checkpoints()
+    info = {"anchor_step": ckpts.steps[0], "n_checkpoints": len(ckpts.steps)}
+    g = cached_gram(ckpts, progress=progress)
+    p = pca(g, k=1)
+    v_trunk = ckpts.materialise(g, p.coeffs[0])
+    info.update(trunk_dim=g.dim, trunk_pc1=float(p.explained_variance_ratio[0]), block_dim=[], block_pc1=[])
+    v_blocks = []
+    for b in range(run.cfg.n_layer):
+        gb = cached_gram(ckpts, block=b, progress=progress)
+        pb = pca(gb, k=1)
+        v_blocks.append(ckpts.materialise(gb, pb.coeffs[0]))
+        info["block_dim"].append(gb.dim)
+        info["block_pc1"].append(float(pb.explained_variance_ratio[0]))
+    return v_trunk, v_blocks, info
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    t0 = time.monotonic()
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    bad = [s for s in parts if s not in PARTS]
+    if bad or not parts:
+        raise UserError(f"--parts must be a comma list of {', '.join(PARTS)} (got '{args.parts}')")
+    run = open_run(args.run_dir)
+    steps = choose_steps(run.steps, args.steps, args.n_checkpoints)
+    device = resolve_device(args.device)
+    v_trunk, v_blocks, info = backbones(run, not args.no_progress)
+    slices = block_slices(run.cfg)
+    task = run.task()
+    from tqdm import tqdm
+    records = []
+    for step in tqdm(steps, desc="gradient alignment", unit="ckpt", disable=True if args.no_progress else None):
+        model = run.model(step, device=device)
+        rec = {"step": step, "lambda": lambda_at(run.cfg, step)}
+        for part in parts:
+            G = minibatch_gradients(model, task, run.cfg, step, args.n_batches, args.seed, args.batch_size, part,
+                                    progress=not args.no_progress)
+            rec[part] = {"trunk": alignment_stats(G, v_trunk),
+                         "blocks": [alignment_stats(G[:, sl], v) for sl, v in zip(slices, v_blocks)],
+                         "b": signed_block_bias(G, v_blocks, run.cfg).tolist()}
+            del G
+        records.append(rec)
+        del model
+    cumulative = {part: cumulative_bias([r[part]["b"] for r in records]).tolist() for part in parts}
+    result = {"settings": {"n_batches": args.n_batches, "batch_size": args.batch_size, "parts": parts,
+                           "seed": args.seed, "steps": steps},
+              "backbone": info,
+              "noise_floor": {"trunk": noise_floor(info["trunk_dim"]), "block": [noise_floor(d) for d in info["block_dim"]]},
+              "sign_convention": "v_b and v_l point along the net drift (a(t_last) > 0); b_l(t) = mean_i <g_i,l, v_l> "
+                                 "of raw gradients, so b_l < 0 means descent moves block l forward along its backbone",
+              "checkpoints": records,
+              "cumulative_B": {"steps": steps, **cumulative},
+              "elapsed_s": round(time.monotonic() - t0, 2)}
+    path = write_result(run, "residual_decomposition", result)
+    plot(run, result)
+    print(f"wrote {path}")
+    return 0
+
+
+def plot(run: Run, result: dict) -> None:
+    recs, parts = result["checkpoints"], result["settings"]["parts"]
+    s = [r["step"] for r in recs]
+    L = len(result["backbone"]["block_dim"])
+    main_part = "total" if "total" in parts else parts[0]
+    fig, ax = figure(2, 2)
+    for part in parts:
+        ax[0, 0].semilogy(s, [r[part]["trunk"]["mean_abs_cos"] for r in recs], "o-", ms=4, label=part)
+    ax[0, 0].axhline(result["noise_floor"]["trunk"], color="grey", ls=":", label="noise floor")
+    ax[0, 0].set(xlabel="step", ylabel="mean |cos(g, v_b)|", title="trunk gradient alignment")
+    for b in range(L):
+        ax[0, 1].semilogy(s, [r[main_part]["blocks"][b]["mean_abs_cos"] for r in recs], "o-", ms=4, label=f"block {b}")
+    ax[0, 1].axhline(result["noise_floor"]["block"][0], color="grey", ls=":", label="noise floor")
+    ax[0, 1].set(xlabel="step", ylabel="mean |cos(g_ℓ, v_ℓ)|", title=f"per-block alignment ({main_part})")
+    B = np.asarray(result["cumulative_B"][main_part])
+    for b in range(L):
+        ax[1, 0].plot(s, [r[main_part]["b"][b] for r in recs], "o-", ms=4, label=f"block {b}")
+        ax[1, 1].plot(s, B[:, b], "o-", ms=4, label=f"block {b}")
+    ax[1, 0].axhline(0, color="grey", lw=0.8)
+    ax[1, 0].set(xlabel="step", ylabel="b_ℓ(t) = mean ⟨g_ℓ, v_ℓ⟩", title=f"signed projection ({main_part})")
+    ax[1, 1].axhline(0, color="grey", lw=0.8)
+    ax[1, 1].set(xlabel="step", ylabel="B_ℓ = Σ b_ℓ", title="cumulative signed bias")
+    for a in ax.ravel():
+        if s[0] < run.cfg.lambda_step <= s[-1]:
+            a.axvline(run.cfg.lambda_step, color="grey", ls="--", lw=0.8)
+        a.legend(fontsize=6)
+    save_figure(fig, run, "residual_decomposition")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,338 @@
+"""Gradients, alignment, empirical Fisher and the three gradient analyses, against dense numpy.
+
+The first tests pin the coordinate pairing that the reference got wrong (its Fisher script dotted
+registration-order gradients with sorted-order directions): a direction built by *name* must pick out
+that parameter's gradient element, and drift directions materialised from checkpoints must use the
+same order as the gradients.
+"""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, run_pilot
+from trajfix import make_run
+from training.analysis_io import open_run
+from training.config import preset
+from training.errors import UserError
+from training.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap, rayleigh,
+                             rayleigh_jvp, top_eigenvectors)
+from training.gradients import (alignment, alignment_stats, analysis_batches, block_projections, block_slices,
+                                choose_steps, cumulative_bias, flat_grad, minibatch_gradients, noise_floor,
+                                part_loss, project, signed_block_bias, spread_steps)
+from training.losses import composite_loss
+from training.model import GPT, trunk_names, trunk_size
+from training.optim import lambda_at
+from training.trajectory import CheckpointSet, compute_gram, pca
+
+SCRIPTS = {"fisher_analysis": "analysis/fisher/fisher_analysis.py",
+           "rayleigh_quotients": "analysis/fisher/rayleigh_quotients.py",
+           "residual_decomposition": "analysis/backbone/residual_decomposition.py"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real 20-step run of the test preset (5 checkpoints: 0, 5, 10, 15, 20)."""
+    base = tmp_path_factory.mktemp("grad_runs")
+    run_pilot("--preset", "test", "--out-dir", str(base / "run"), cache=str(base / "cache"))
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def opened(tiny_run):
+    run = open_run(tiny_run)
+    return run, run.task()
+
+
+def tiny_model_and_loss(seed=0):
+    cfg = preset("test")
+    torch.manual_seed(seed)
+    model = GPT(cfg, 64)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 64, (3, cfg.seq_len), generator=g)
+    y = torch.randint(0, 64, (3, cfg.seq_len), generator=g)
+    mask = torch.zeros_like(y, dtype=torch.bool)
+    mask[:, 20] = True
+    return cfg, model, lambda: composite_loss(model(x), y, mask, 1.5).loss
+
+
+def unit_vector_for(cfg, name, index):
+    """The trunk-space unit vector of one element of one named matrix, located through trunk_names."""
+    shapes = {n: p.shape for n, p in GPT(cfg, 64).named_parameters()}
+    offset = 0
+    for n in trunk_names(cfg):
+        if n == name:
+            v = torch.zeros(trunk_size(cfg), dtype=torch.float64)
+            v[offset + int(np.ravel_multi_index(index, tuple(shapes[n])))] = 1.0
+            return v
+        offset += math.prod(shapes[n])
+    raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------- coordinate pairing
+def test_named_unit_direction_picks_that_parameters_gradient():
+    cfg, model, loss = tiny_model_and_loss()
+    loss().backward()
+    names = trunk_names(cfg)
+    assert names != sorted(names)          # registration order (qkv before out_proj), not sorted keys
+    g = flat_grad(model, names)
+    assert g.shape == (trunk_size(cfg),)
+    params = dict(model.named_parameters())
+    for name, idx in [("blocks.0.attn.qkv.weight", (40, 7)), ("blocks.0.attn.out_proj.weight", (3, 30)),
+                      ("blocks.1.mlp.w_up.weight", (63, 0)), ("blocks.1.mlp.w_down.weight", (5, 17))]:
+        v = unit_vector_for(cfg, name, idx)
+        assert float(project(g[None], v)[0]) == pytest.approx(float(params[name].grad[idx]), abs=0, rel=1e-12)
+    # the block slices of the trunk are the blocks' own gradients
+    for b, sl in enumerate(block_slices(cfg)):
+        torch.testing.assert_close(g[sl], flat_grad(model, trunk_names(cfg, b)), rtol=0, atol=0)
+
+
+def test_checkpoint_drift_direction_uses_the_gradient_order(tmp_path):
+    """θ(5) = θ(0) − 0.1·∇L(θ(0)): the materialised backbone must be exactly −ĝ in flat_grad order."""
+    cfg, model, loss = tiny_model_and_loss(seed=1)
+    loss().backward()
+    g = flat_grad(model, trunk_names(cfg))
+    sd0 = {k: v.clone() for k, v in model.state_dict().items()}
+    sd1 = {k: v.clone() for k, v in sd0.items()}
+    params = dict(model.named_parameters())
+    for n in trunk_names(cfg):
+        sd1[n] -= 0.1 * params[n].grad
+    # and a lone element moved in a second drift, to pin one coordinate as well
+    sd2 = {k: v.clone() for k, v in sd1.items()}
+    sd2["blocks.1.attn.out_proj.weight"][7, 9] += 5.0
+    ck = CheckpointSet(make_run(tmp_path / "r", [sd0, sd1, sd2], [0, 5, 10], cfg))
+    gram = compute_gram(ck)
+    v_b = ck.materialise(gram, pca(gram, steps=[5], k=1).coeffs[0])
+    assert alignment(g[None], v_b)[0] == pytest.approx(-1.0, abs=1e-6)
+    A = gram.drift_coeffs([10], 5)[0]            # θ(10) − θ(5): one element, by name
+    d = ck.materialise(gram, A)
+    e = unit_vector_for(cfg, "blocks.1.attn.out_proj.weight", (7, 9)).numpy()
+    np.testing.assert_allclose(d, 5.0 * e, atol=1e-6)
+    assert float(project(g[None], d)[0]) == pytest.approx(5.0 * float(params["blocks.1.attn.out_proj.weight"].grad[7, 9]),
+                                                         rel=1e-6)
+
+
+def test_minibatch_gradients_are_the_named_losses_gradients(opened):
+    run, task = opened
+    cfg, step = run.cfg, run.steps[-1]
+    model = run.model(step)
+    G = minibatch_gradients(model, task, cfg, step, 2, seed=3, batch_size=4)
+    assert G.shape == (2, trunk_size(cfg))
+    b = analysis_batches(task, 2, 3, 4)[1]
+    model.zero_grad()
+    composite_loss(model(b.x), b.y, b.probe_mask, lambda_at(cfg, step)).loss.backward()
+    torch.testing.assert_close(G[1], flat_grad(model, trunk_names(cfg)), rtol=1e-5, atol=1e-8)
+    Gb = minibatch_gradients(model, task, cfg, step, 2, seed=3, batch_size=4, block=1)
+    torch.testing.assert_close(Gb, G[:, block_slices(cfg)[1]], rtol=1e-5, atol=1e-8)
+    # parts: total = lm + λ·probe on the same batch; probe batches carry a probe in every sequence
+    lm = minibatch_gradients(model, task, cfg, step, 2, seed=3, batch_size=4, part="lm")
+    assert not torch.allclose(lm, G)
+    pb = analysis_batches(task, 2, 3, 4, part="probe")
+    assert all(bool(x.probe_mask.any(dim=1).all()) for x in pb)
+    assert all(p.requires_grad for p in model.parameters())          # flags restored
+    with pytest.raises(UserError, match="unknown loss part"):
+        part_loss(model(b.x), b, 1.0, "nope")
+
+
+def test_seeded_batches_are_reproducible(opened):
+    run, task = opened
+    model, step = run.model(run.steps[1]), run.steps[1]
+    a = minibatch_gradients(model, task, run.cfg, step, 2, seed=11, batch_size=3)
+    b = minibatch_gradients(model, task, run.cfg, step, 2, seed=11, batch_size=3)
+    c = minibatch_gradients(model, task, run.cfg, step, 2, seed=12, batch_size=3)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert not torch.equal(analysis_batches(task, 1, 11, 3)[0].x, analysis_batches(task, 1, 12, 3)[0].x)
+    # an analysis seed equal to the data seed still draws no training batch
+    seed = run.cfg.effective_data_seed
+    ours = analysis_batches(task, 3, seed, run.cfg.batch_size)
+    for s in range(run.cfg.steps + 1):
+        assert not any(torch.equal(b.x, task.train_batch(s, 0).x) for b in ours)
+
+
+# ---------------------------------------------------------------------------- alignment and block bias
+def test_alignment_noise_floor_and_block_projections():
+    rng = np.random.default_rng(0)
+    cfg = preset("test")
+    D = trunk_size(cfg)
+    G = torch.from_numpy(rng.normal(size=(5, D)).astype(np.float32))
+    v = rng.normal(size=D)
+    Gd = G.double().numpy()
+    cos = Gd @ v / (np.linalg.norm(Gd, axis=1) * np.linalg.norm(v))
+    np.testing.assert_allclose(alignment(G, v), cos, rtol=1e-10)
+    s = alignment_stats(G, v)
+    assert s["mean_abs_cos"] == pytest.approx(np.abs(cos).mean()) and s["noise_floor"] == noise_floor(D)
+    # the floor is the large-D limit of the exact E|cos| = Γ(D/2) / (√π Γ((D+1)/2))
+    for d in (100, 10_000):
+        exact = math.exp(math.lgamma(d / 2) - math.lgamma((d + 1) / 2)) / math.sqrt(math.pi)
+        assert noise_floor(d) == pytest.approx(exact, rel=3 / d)
+    dirs = [rng.normal(size=sl.stop - sl.start) for sl in block_slices(cfg)]
+    P = block_projections(G, dirs, cfg)
+    dense = np.stack([Gd[:, sl] @ (d / np.linalg.norm(d)) for sl, d in zip(block_slices(cfg), dirs)], axis=1)
+    np.testing.assert_allclose(P, dense, rtol=1e-10)
+    np.testing.assert_allclose(signed_block_bias(G, dirs, cfg), dense.mean(0), rtol=1e-10)
+    b = rng.normal(size=(4, 2))
+    np.testing.assert_allclose(cumulative_bias(b), [b[:k + 1].sum(0) for k in range(4)])
+
+
+def test_checkpoint_choice():
+    steps = list(range(0, 101, 10))
+    assert spread_steps(steps, 4) == [10, 40, 70, 100]
+    assert spread_steps(steps, 0) == steps[1:] and spread_steps([0], 3) == [0]
+    assert choose_steps(steps, "20, 0", 4) == [0, 20]
+    with pytest.raises(UserError, match="no checkpoint"):
+        choose_steps(steps, "25", 4)
+    with pytest.raises(UserError, match="comma-separated"):
+        choose_steps(steps, "a,b", 4)
+
+
+# ---------------------------------------------------------------------------- Fisher
+def test_fisher_spectrum_rayleigh_and_eigenvector_match_dense():
+    rng = np.random.default_rng(1)
+    M, D = 7, 60
+    Gn = rng.normal(size=(M, D)) * np.linspace(3, 0.1, D)       # anisotropic
+    G = torch.from_numpy(Gn)
+    F = Gn.T @ Gn / M
+    lam, vec = np.linalg.eigh(F)
+    lam, vec = lam[::-1], vec[:, ::-1]
+    spec = fisher_spectrum(G)
+    np.testing.assert_allclose(spec.eigenvalues, lam[:M], rtol=1e-10)
+    assert spec.trace == pytest.approx(np.trace(F), rel=1e-12)
+    p = lam[:M] / lam[:M].sum()
+    assert spec.effective_rank == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-10)
+    assert spec.participation_ratio == pytest.approx(lam.sum() ** 2 / (lam ** 2).sum(), rel=1e-10)
+    U = top_eigenvectors(G, spec, 2).numpy()
+    for k in range(2):
+        assert abs(U[:, k] @ vec[:, k]) == pytest.approx(1.0, abs=1e-10)
+    V = rng.normal(size=(D, 3))
+    Vn = V / np.linalg.norm(V, axis=0)
+    np.testing.assert_allclose(rayleigh(G, V), np.einsum("dk,de,ek->k", Vn, F, Vn), rtol=1e-10)
+    assert overlap(torch.from_numpy(vec[:, 0].copy()), V[:, 0]) == pytest.approx(abs(vec[:, 0] @ Vn[:, 0]), rel=1e-10)
+    s = spec.summary(3)
+    assert len(s["eigenvalues"]) == 3 and s["lambda_1"] == pytest.approx(lam[0])
+
+
+def test_random_directions_orthonormal_and_orthogonal_to_backbone():
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=500)
+    W = orthogonal_random_directions(v, 6, seed=5).numpy()
+    assert W.shape == (500, 6)
+    np.testing.assert_allclose(W.T @ W, np.eye(6), atol=1e-12)
+    np.testing.assert_allclose(W.T @ v, 0, atol=1e-12 * np.linalg.norm(v))
+    np.testing.assert_array_equal(W, orthogonal_random_directions(v, 6, seed=5).numpy())
+    assert not np.allclose(W, orthogonal_random_directions(v, 6, seed=6).numpy())
+    assert anisotropy_ratio(4.0, np.array([1.0, 3.0])) == 2.0
+    with pytest.raises(UserError):
+        orthogonal_random_directions(v, 500, seed=0)
+
+
+def test_jvp_rayleigh_equals_gradient_matrix_rayleigh(opened):
+    run, task = opened
+    cfg, step = run.cfg, run.steps[-1]
+    model = run.model(step).double()          # fp32 agrees to ~1e-5; float64 makes the test tight
+    ck = run.checkpoints()
+    gram = compute_gram(ck)
+    v_b = ck.materialise(gram, pca(gram, k=1).coeffs[0])
+    V = torch.cat([torch.from_numpy(v_b)[:, None], orthogonal_random_directions(v_b, 3, seed=0)], dim=1)
+    G = minibatch_gradients(model, task, cfg, step, 3, seed=4, batch_size=3, part="probe")
+    q_jvp = rayleigh_jvp(model, task, cfg, step, V, 3, seed=4, batch_size=3, part="probe", chunk=4)
+    np.testing.assert_allclose(q_jvp, rayleigh(G, V), rtol=1e-5)
+    assert model.blocks[0].attn.backend == "sdpa"                  # restored
+
+
+# ---------------------------------------------------------------------------- the scripts
+def run_script(name, *args, capsys=None):
+    """Run a script in this process exactly as ``python SCRIPT ARGS`` would (its __main__ block included)."""
+    import runpy
+    argv = sys.argv
+    sys.argv = [SCRIPTS[name], "--no-progress", *args]
+    try:
+        runpy.run_path(str(ROOT / SCRIPTS[name]), run_name="__main__")
+    except SystemExit as e:
+        return e.code
+    finally:
+        sys.argv = argv
+    raise AssertionError(f"{name} did not exit")
+
+
+def finite(x):
+    return x is not None and math.isfinite(x)
+
+
+def test_scripts_end_to_end(tiny_run):
+    run = str(tiny_run)
+    (tiny_run / "oscillation_manifest.json").write_text(json.dumps({"pairs": [{"peak_step": 10, "trough_step": 15}]}))
+    small = ["--run-dir", run, "--n-batches", "3", "--batch-size", "2", "--n-checkpoints", "3"]
+    assert run_script("fisher_analysis", *small, "--top-k", "5") == 0
+    fa = json.loads((tiny_run / "analysis" / "fisher_analysis.json").read_text())
+    assert [r["step"] for r in fa["checkpoints"]] == [5, 15, 20]
+    for r in fa["checkpoints"]:
+        assert len(r["eigenvalues"]) == 3 and all(map(finite, r["eigenvalues"])) and r["trace"] > 0
+        assert 1 <= r["effective_rank"] <= 3
+    assert (tiny_run / "analysis" / "fisher_analysis.png").stat().st_size > 0
+
+    for method in ("grad", "jvp"):                 # the forward-mode run at the last checkpoint only
+        steps = ["--n-checkpoints", "3"] if method == "grad" else ["--steps", "20"]
+        assert run_script("rayleigh_quotients", *small[:-2], *steps, "--n-random", "4", "--method", method,
+                          "--seed", "1") == 0
+        rq = json.loads((tiny_run / "analysis" / "rayleigh_quotients.json").read_text())
+        assert (rq["M"], rq["K"], rq["seed"], rq["method"]) == (3, 4, 1, method)
+        assert rq["directions"]["switch_pair"] == {"peak_step": 10, "trough_step": 15}
+        for r in rq["checkpoints"]:
+            for key in ("q_backbone", "q_switch", "q_pc2", "q_random_mean", "anisotropy"):
+                assert finite(r[key]) and r[key] > 0, key
+            assert finite(r["overlap_top_eigvec_backbone"]) if method == "grad" else r["overlap_top_eigvec_backbone"] is None
+        if method == "grad":
+            grad_q = [rq["checkpoints"][-1][k] for k in ("q_backbone", "q_switch", "q_pc2", "q_random_mean")]
+    jvp_q = [rq["checkpoints"][-1][k] for k in ("q_backbone", "q_switch", "q_pc2", "q_random_mean")]
+    np.testing.assert_allclose(jvp_q, grad_q, rtol=1e-4)
+    assert (tiny_run / "analysis" / "rayleigh_quotients.png").stat().st_size > 0
+    (tiny_run / "oscillation_manifest.json").unlink()
+
+    assert run_script("residual_decomposition", *small[:-1], "2", "--parts", "total,probe") == 0
+    rd = json.loads((tiny_run / "analysis" / "residual_decomposition.json").read_text())
+    assert rd["settings"]["parts"] == ["total", "probe"] and len(rd["backbone"]["block_pc1"]) == 2
+    for r in rd["checkpoints"]:
+        for part in ("total", "probe"):
+            assert all(finite(r[part]["trunk"][k]) for k in ("mean_cos", "mean_abs_cos", "abs_cos_over_floor"))
+            assert len(r[part]["blocks"]) == 2 and len(r[part]["b"]) == 2 and all(map(finite, r[part]["b"]))
+    np.testing.assert_allclose(rd["cumulative_B"]["total"][-1], np.sum([r["total"]["b"] for r in rd["checkpoints"]], 0))
+    assert (tiny_run / "analysis" / "residual_decomposition.png").stat().st_size > 0
+
+
+def test_scripts_without_switch_manifest_and_bad_run_dirs(tiny_run, tmp_path, capsys):
+    assert run_script("rayleigh_quotients", "--run-dir", str(tiny_run), "--n-batches", "2", "--batch-size", "2",
+                      "--steps", "20", "--n-random", "2") == 0
+    rq = json.loads((tiny_run / "analysis" / "rayleigh_quotients.json").read_text())
+    assert rq["checkpoints"][0]["q_switch"] is None and "oscillation_manifest" in rq["directions"]["switch_note"]
+    capsys.readouterr()
+    for name in SCRIPTS:
+        assert run_script(name, "--run-dir", str(tmp_path / "missing")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "does not exist" in err, err
+    (tmp_path / "empty").mkdir()
+    assert run_script("residual_decomposition", "--run-dir", str(tmp_path / "empty")) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run, bad)
+    ck = bad / "checkpoints" / "step_000020.safetensors"
+    ck.write_bytes(ck.read_bytes()[:300])
+    assert run_script("fisher_analysis", "--run-dir", str(bad), "--steps", "20", "--n-batches", "2") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "corrupt" in err, err
+    # the real command line, from another directory: one line on stderr, exit status 2
+    p = subprocess.run([sys.executable, str(ROOT / SCRIPTS["rayleigh_quotients"]), "--run-dir", str(tmp_path / "missing")],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("error: "), p.stderr
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_script_help(name, capsys):
+    assert run_script(name, "--help") == 0
+    out = capsys.readouterr().out
+    assert "--run-dir" in out and "--seed" in out and "--n-batches" in out
