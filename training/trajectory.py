@@ -28,7 +28,7 @@ from training import runio
 from training.errors import UserError
 from training.model import trunk_names
 
-DEFAULT_CHUNK_BYTES = 256 * 2**20     # per chunk of the T × c float64 block
+DEFAULT_CHUNK_BYTES = 64 * 2**20      # per chunk of the T × c float32 block read from the checkpoints
 
 
 # ---------------------------------------------------------------------------- checkpoint access
@@ -81,7 +81,7 @@ class CheckpointSet:
         return out
 
     def read_rows(self, steps: Sequence[int], block: int | None, max_elems: int) -> Iterator[np.ndarray]:
-        """For each chunk, the len(steps) × c float64 matrix of parameter values (rows in ``steps`` order).
+        """For each chunk, the len(steps) × c float32 matrix of parameter values (rows in ``steps`` order).
 
         The files are opened per tensor and closed after it, so the memory-mapped pages held at any time
         are those of one tensor across the checkpoints, not of whole checkpoints.
@@ -95,10 +95,10 @@ class CheckpointSet:
             try:
                 files = [h.__enter__() for h in handles]
                 for a, b in ranges:
-                    rows = np.empty((len(steps), (b - a) * per_row))
+                    rows = np.empty((len(steps), (b - a) * per_row), dtype=np.float32)
                     for i, (s, f) in enumerate(zip(steps, files)):
                         try:
-                            rows[i] = f.get_slice(name)[a:b].reshape(-1)     # float32 -> float64 on assignment
+                            rows[i] = f.get_slice(name)[a:b].reshape(-1)
                         except Exception as e:
                             raise UserError(f"cannot read {name} from checkpoint step {s} of {self.run_dir} ({e})") from None
                     yield rows
@@ -108,7 +108,7 @@ class CheckpointSet:
 
     def vector(self, step: int, block: int | None = None) -> np.ndarray:
         """θ(step) restricted to the trunk / block, as one float64 vector."""
-        return np.concatenate(list(c[0] for c in self.read_rows([step], block, 1 << 24)))
+        return np.concatenate([c[0] for c in self.read_rows([step], block, 1 << 24)]).astype(np.float64)
 
     def materialise(self, gram: "Gram", coeffs: np.ndarray, max_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
         """D × m matrix Xᵀ·coeffs: span coefficients (T × m, over gram.steps) turned into parameter-space vectors."""
@@ -122,14 +122,70 @@ class CheckpointSet:
         pos = 0
         w = torch.from_numpy(weights)
         for rows in self.read_rows(gram.steps, gram.block, _elems(max_bytes, len(gram.steps))):
-            c = rows.shape[1]
-            out[pos:pos + c] = (torch.from_numpy(rows).T @ w).numpy()
-            pos += c
+            for blk in _float64_blocks(rows):
+                c = blk.shape[1]
+                out[pos:pos + c] = (blk.T @ w).numpy()
+                pos += c
         return out[:, 0] if squeeze else out
 
 
+def prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` with the next ``depth`` produced by a background thread.
+
+    Reading checkpoint slices (page faults, copies) and the float64 products both release the GIL, so
+    with a cold page cache the disk reads overlap the arithmetic instead of adding to it.
+    """
+    import queue
+    import threading
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as e:       # re-raised in the consumer
+            q.put(e)
+            return
+        q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():          # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.01)
+
+
 def _elems(max_bytes: int, n_rows: int) -> int:
-    return max(1024, max_bytes // (8 * max(1, n_rows)))
+    return max(1024, max_bytes // (4 * max(1, n_rows)))
+
+
+_BLOCK = 16384     # columns converted to float64 at a time: cache-resident operands for the products
+
+
+def _float64_blocks(rows: np.ndarray, anchor_row: int | None = None) -> Iterator[torch.Tensor]:
+    """Column blocks of a float32 chunk as float64 tensors, optionally minus the anchor row (exact in float64)."""
+    x = torch.from_numpy(rows)
+    for a in range(0, x.shape[1], _BLOCK):
+        blk = x[:, a:a + _BLOCK].double()
+        if anchor_row is not None:
+            blk.sub_(blk[anchor_row].clone())
+        yield blk
 
 
 # ---------------------------------------------------------------------------- the Gram matrix
@@ -175,16 +231,17 @@ def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block
     T = len(steps)
     G = np.zeros((T, T))
     ai = steps.index(anchor)
-    chunks = ckpts.read_rows(steps, block, _elems(max_bytes, T))
+    chunks = prefetch(ckpts.read_rows(steps, block, _elems(max_bytes, T)))
     if progress:
         from tqdm import tqdm
         chunks = tqdm(chunks, total=len(ckpts.chunks(block, _elems(max_bytes, T))), desc="gram", unit="chunk",
                       disable=None)
     Gt = torch.from_numpy(G)
     for rows in chunks:
-        rows -= rows[ai]
-        x = torch.from_numpy(rows)
-        Gt.addmm_(x, x.T)          # float64 throughout; torch's BLAS is several times faster here than numpy's
+        # float64 products of cache-sized column blocks: torch's BLAS runs this shape several times
+        # faster than numpy's, and converting per block halves the memory traffic of a float64 chunk
+        for blk in _float64_blocks(rows, ai):
+            Gt.addmm_(blk, blk.T)
     return Gram(steps, anchor, block, ckpts.dim(block), G)
 
 
