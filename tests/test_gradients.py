@@ -265,7 +265,8 @@ def finite(x):
 
 def test_scripts_end_to_end(tiny_run):
     run = str(tiny_run)
-    (tiny_run / "oscillation_manifest.json").write_text(json.dumps({"pairs": [{"peak_step": 10, "trough_step": 15}]}))
+    (tiny_run / "oscillation_manifest.json").write_text(json.dumps({"pairs": [{"peak_step": 10, "trough_step": 15, "peak_p_ood": 0.5,
+                                                                             "trough_p_ood": 0.1, "amplitude": 0.4}]}))
     small = ["--run-dir", run, "--n-batches", "3", "--batch-size", "2", "--n-checkpoints", "3"]
     assert run_script("fisher_analysis", *small, "--top-k", "5") == 0
     fa = json.loads((tiny_run / "analysis" / "fisher_analysis.json").read_text())

@@ -27,6 +27,16 @@ def analysis_parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_gradient_sampling_args(p: argparse.ArgumentParser, n_batches: int, paper_batches: int) -> None:
+    """The options shared by the analyses that draw mini-batch gradients at chosen checkpoints."""
+    p.add_argument("--steps", help="comma-separated checkpoint steps (default: --n-checkpoints spread over the run)")
+    p.add_argument("--n-checkpoints", type=int, default=5, help="checkpoints spread over the run (default 5; 0 = all)")
+    p.add_argument("--n-batches", type=int, default=n_batches,
+                   help=f"M, mini-batches per checkpoint (default {n_batches}; paper {paper_batches})")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per mini-batch (default 8; paper 64)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+
+
 class Run:
     """A run directory opened for analysis: its config and checkpoint steps, validated."""
 

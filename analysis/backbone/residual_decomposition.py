@@ -32,7 +32,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from training.analysis_io import Run, analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.analysis_io import (add_gradient_sampling_args, Run, analysis_parser, figure,  # noqa: E402
+                                  open_run, save_figure, write_result)
 from training.cli import run_main  # noqa: E402
 from training.errors import UserError  # noqa: E402
 from training.gradients import (PARTS, alignment_stats, block_slices, choose_steps, cumulative_bias,  # noqa: E402
@@ -44,12 +45,8 @@ from training.trajectory import cached_gram, pca  # noqa: E402
 
 def build_parser():
     p = analysis_parser(__doc__)
-    p.add_argument("--steps", help="comma-separated checkpoint steps (default: --n-checkpoints spread over the run)")
-    p.add_argument("--n-checkpoints", type=int, default=5, help="checkpoints spread over the run (default 5; 0 = all)")
-    p.add_argument("--n-batches", type=int, default=8, help="M, mini-batches per checkpoint and loss (default 8; paper 16)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per mini-batch (default 8; paper 64)")
+    add_gradient_sampling_args(p, n_batches=8, paper_batches=16)
     p.add_argument("--parts", default=",".join(PARTS), help="losses to analyse, comma-separated (default total,lm,probe)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     return p
 
 

@@ -23,7 +23,8 @@ import _paths  # noqa: E402,F401
 
 import time  # noqa: E402
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.analysis_io import (add_gradient_sampling_args, analysis_parser, figure, open_run,  # noqa: E402
+                                  save_figure, write_result)
 from training.cli import run_main  # noqa: E402
 from training.fisher import fisher_spectrum  # noqa: E402
 from training.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
@@ -33,13 +34,9 @@ from training.trainer import resolve_device  # noqa: E402
 
 def build_parser():
     p = analysis_parser(__doc__)
-    p.add_argument("--steps", help="comma-separated checkpoint steps (default: --n-checkpoints spread over the run)")
-    p.add_argument("--n-checkpoints", type=int, default=5, help="checkpoints spread over the run (default 5; 0 = all)")
-    p.add_argument("--n-batches", type=int, default=12, help="M, mini-batches per checkpoint (default 12; paper 32)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per mini-batch (default 8; paper 64)")
+    add_gradient_sampling_args(p, n_batches=12, paper_batches=32)
     p.add_argument("--part", default="total", choices=PARTS, help="which loss (default total = LM + λ·probe)")
     p.add_argument("--top-k", type=int, default=20, help="eigenvalues stored per checkpoint (default 20)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     return p
 
 

@@ -32,53 +32,38 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training import runio  # noqa: E402
-from training.analysis_io import Run, analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.analysis_io import (add_gradient_sampling_args, Run, analysis_parser, figure,  # noqa: E402
+                                  open_run, save_figure, write_result)
 from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
 from training.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap,  # noqa: E402
                              rayleigh, rayleigh_jvp, top_eigenvectors)
 from training.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
 from training.optim import lambda_at  # noqa: E402
 from training.trainer import resolve_device  # noqa: E402
+from training.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs  # noqa: E402
 from training.trajectory import CheckpointSet, Gram, cached_gram, cos_span, pca  # noqa: E402
 
-MANIFEST = "oscillation_manifest.json"
 
 
 def build_parser():
     p = analysis_parser(__doc__)
-    p.add_argument("--steps", help="comma-separated checkpoint steps (default: --n-checkpoints spread over the run)")
-    p.add_argument("--n-checkpoints", type=int, default=5, help="checkpoints spread over the run (default 5; 0 = all)")
-    p.add_argument("--n-batches", type=int, default=12, help="M, mini-batches per checkpoint (default 12; paper 32)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per mini-batch (default 8; paper 64)")
+    add_gradient_sampling_args(p, n_batches=12, paper_batches=32)
     p.add_argument("--n-random", type=int, default=8, help="K, random directions ⊥ v_b (default 8; paper 10)")
     p.add_argument("--part", default="total", choices=PARTS, help="which loss (default total = LM + λ·probe)")
     p.add_argument("--method", default="grad", choices=("grad", "jvp"),
                    help="grad: gradient matrix (default); jvp: forward-mode directional derivatives")
     p.add_argument("--jvp-chunk", type=int, default=16, help="directions per forward-mode pass (default 16)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     return p
 
 
-def switch_pair(run: Run) -> tuple[tuple[int, int] | None, str]:
-    """(peak, trough) of the manifest's first pair, or None and the reason."""
-    path = run.dir / MANIFEST
-    if not path.exists():
+def switch_pair(run: Run) -> tuple[SwitchPair | None, str]:
+    """The manifest's first switch pair, or None and the reason."""
+    if not (run.dir / MANIFEST).exists():
         return None, f"no {MANIFEST} in the run directory (run analysis/switching/detect_oscillations.py first)"
-    m = runio.read_json(path, "oscillation manifest")
-    pairs = m.get("pairs") if isinstance(m, dict) else None
-    if not isinstance(pairs, list):
-        raise UserError(f"{path} has no 'pairs' list; re-run analysis/switching/detect_oscillations.py")
+    pairs, _ = read_manifest(run.dir, run.steps)
     if not pairs:
         return None, f"{MANIFEST} lists no peak/trough pair"
-    try:
-        peak, trough = int(pairs[0]["peak_step"]), int(pairs[0]["trough_step"])
-    except (TypeError, KeyError, ValueError):
-        raise UserError(f"{path}: the first pair lacks integer 'peak_step' / 'trough_step'") from None
-    if peak == trough:
-        raise UserError(f"{path}: the first pair has peak_step == trough_step == {peak}")
-    return (peak, trough), f"first pair of {MANIFEST}"
+    return pairs[0], f"first pair of {MANIFEST}"
 
 
 def directions(run: Run, ckpts: CheckpointSet, gram: Gram) -> tuple[np.ndarray, dict]:
@@ -92,11 +77,9 @@ def directions(run: Run, ckpts: CheckpointSet, gram: Gram) -> tuple[np.ndarray, 
     if info["has_pc2"]:
         cols.append(p.coeffs[1])
     pair, info["switch_note"] = switch_pair(run)
-    info["switch_pair"] = None if pair is None else {"peak_step": pair[0], "trough_step": pair[1]}
+    info["switch_pair"] = None if pair is None else {"peak_step": pair.peak_step, "trough_step": pair.trough_step}
     if pair is not None:
-        c = np.zeros(len(gram.steps))
-        c[gram.index([pair[0]])[0]] += 1.0
-        c[gram.index([pair[1]])[0]] -= 1.0
+        c = switch_coeffs(gram, [pair])[0][0]
         info["cos_backbone_switch"] = cos_span(gram, p.coeffs[0], c)
         cols.append(c)
     return ckpts.materialise(gram, np.stack(cols, axis=1)), info
