@@ -114,3 +114,17 @@ def test_add_word_tokens_leaves_corpus_tokenisation_unchanged():
     assert extended.encode(TEXT) == base.encode(TEXT)
     assert extended.vocab_size > base.vocab_size
     assert all(len(extended.encode(" " + w)) == 1 for w in pseudo_words(20, 1))
+
+
+def test_bpe_training_is_deterministic_and_lossless():
+    from collections import Counter
+
+    from tokenizers import pre_tokenizers
+
+    from training.data_tokenizers import pretoken_counts
+    texts = [TEXT, "  Two  spaces\n\nand newlines\t tab. ", "end with space ", "\n lead", "x  ,  y!!  z\n"] * 3
+    a, b = train_bpe(texts, 400), train_bpe(texts, 400)
+    assert a.tok.to_str() == b.tok.to_str()          # the library's own trainer breaks ties by hash order
+    assert all(a.decode(a.encode(t)) == t for t in texts)
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    assert pretoken_counts(texts, pre) == Counter(p for t in texts for p, _ in pre.pre_tokenize_str(t))

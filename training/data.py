@@ -32,7 +32,7 @@ from training.data_probe import KEY_TEMPLATES, QUERY_TEMPLATES, ProbeTokens, bui
 from training.data_tokenizers import BPETokenizer, Tokenizer, add_word_tokens, gpt2_tokenizer, train_bpe
 from training.errors import UserError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2       # 2: deterministic BPE training
 SYNTHETIC_VERSION = 1     # bump when the synthetic generator's output changes
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -116,16 +117,91 @@ class BPETokenizer(Tokenizer):
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
-    """Train a byte-level BPE with the GPT-2 pre-tokenisation rule and an end-of-text token."""
-    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+    """Train a byte-level BPE (GPT-2 pre-tokenisation, an end-of-text token) deterministically.
 
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    The ``tokenizers`` library's BpeTrainer breaks ties between equally frequent pairs by hash-map
+    order, so two trainings on the same corpus can differ (huggingface/tokenizers issue 1794). The merge
+    loop here is the textbook one with ties broken by the pair's text, so the tokenizer is a function of
+    the corpus alone; pre-tokenisation, the byte alphabet and encoding are the library's.
+    """
+    import heapq
+    from collections import Counter, defaultdict
+
+    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    counts = pretoken_counts(texts, pre)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {EOS: 0, **{ch: i + 1 for i, ch in enumerate(alphabet)}}
+    words = [list(w) for w in sorted(counts)]
+    freq = [counts[w] for w in sorted(counts)]
+    pair_count: Counter = Counter()
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, w in enumerate(words):
+        for pair in zip(w, w[1:]):
+            pair_count[pair] += freq[i]
+            where[pair].add(i)
+    # max-heap on (count, smallest pair text first) with lazy deletion of stale entries
+    heap = [(-n, pair) for pair, n in pair_count.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    while len(vocab) < vocab_size and heap:
+        neg, (left, right) = heapq.heappop(heap)
+        n = pair_count.get((left, right), 0)
+        if n != -neg:
+            if n > 0:
+                heapq.heappush(heap, (-n, (left, right)))
+            continue
+        if n < 2:
+            break
+        joined = left + right
+        merges.append((left, right))
+        vocab.setdefault(joined, len(vocab))
+        for i in sorted(where.pop((left, right), ())):
+            w, f = words[i], freq[i]
+            for pair in zip(w, w[1:]):           # remove this word's old pairs
+                pair_count[pair] -= f
+                if pair_count[pair] <= 0:
+                    del pair_count[pair]
+            out, j = [], 0
+            while j < len(w):
+                if j + 1 < len(w) and w[j] == left and w[j + 1] == right:
+                    out.append(joined)
+                    j += 2
+                else:
+                    out.append(w[j])
+                    j += 1
+            words[i] = out
+            for pair in zip(out, out[1:]):       # and add the new ones
+                pair_count[pair] += f
+                where[pair].add(i)
+                heapq.heappush(heap, (-pair_count[pair], pair))
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_special_tokens([EOS])
     return BPETokenizer(tok)
+
+
+def pretoken_counts(texts: Iterable[str], pre) -> "Counter[str]":
+    """Counts of the pre-tokens of ``texts`` under the GPT-2 byte-level rule, without pre-tokenising every text.
+
+    No pre-token of that rule spans a non-space character followed by whitespace, so a text splits into
+    segments "whitespace run + non-space run" that pre-tokenise independently; only the distinct
+    segments (a few thousand for a story corpus) go through the library's pre-tokenizer.
+    """
+    from collections import Counter
+    segments: Counter = Counter()
+    for text in texts:
+        segments.update(_SEGMENT.findall(text))
+    counts: Counter = Counter()
+    for seg, n in segments.items():
+        for piece, _ in pre.pre_tokenize_str(seg):
+            counts[piece] += n
+    return counts
+
+
+_SEGMENT = re.compile(r"\s*\S+|\s+")
 
 
 def add_word_tokens(tokenizer: BPETokenizer, words: Sequence[str]) -> BPETokenizer:
