@@ -27,6 +27,19 @@ def analysis_parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse_step_list(text: str, available: list[int]) -> list[int]:
+    """A user's comma-separated checkpoint steps, sorted; each must be a checkpoint of the run."""
+    try:
+        wanted = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise UserError(f"--steps must be a comma-separated list of integers (got '{text}')") from None
+    missing = [s for s in wanted if s not in set(available)]
+    if missing or not wanted:
+        raise UserError(f"no checkpoint at step(s) {missing or text}; the run has {available[0]}..{available[-1]} "
+                        f"({len(available)} checkpoints)")
+    return wanted
+
+
 def add_gradient_sampling_args(p: argparse.ArgumentParser, n_batches: int, paper_batches: int) -> None:
     """The options shared by the analyses that draw mini-batch gradients at chosen checkpoints."""
     p.add_argument("--steps", help="comma-separated checkpoint steps (default: --n-checkpoints spread over the run)")

@@ -183,7 +183,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     return BPETokenizer(tok)
 
 
-def pretoken_counts(texts: Iterable[str], pre) -> "Counter[str]":
+def pretoken_counts(texts: Iterable[str], pre) -> dict[str, int]:
     """Counts of the pre-tokens of ``texts`` under the GPT-2 byte-level rule, without pre-tokenising every text.
 
     No pre-token of that rule spans a non-space character followed by whitespace, so a text splits into

@@ -246,12 +246,5 @@ def choose_steps(available: Sequence[int], explicit: str | None, n: int) -> list
     """Checkpoints to analyse: a comma list given by the user (each must exist) or ``spread_steps(available, n)``."""
     if not explicit:
         return spread_steps(available, n)
-    try:
-        wanted = sorted({int(s) for s in explicit.split(",") if s.strip()})
-    except ValueError:
-        raise UserError(f"--steps must be a comma-separated list of integers (got '{explicit}')") from None
-    missing = [s for s in wanted if s not in set(available)]
-    if missing or not wanted:
-        raise UserError(f"no checkpoint at step(s) {missing or explicit}; the run has {available[0]}..{available[-1]} "
-                        f"({len(available)} checkpoints)")
-    return wanted
+    from training.analysis_io import parse_step_list
+    return parse_step_list(explicit, list(available))

@@ -258,13 +258,12 @@ class Trainer:
                 return sums["loss"] / cfg.grad_accum
 
             if spec.needs_closure:
-                optimizer.step(closure)
-                finite = math.isfinite(float(sums["loss"] + sums["gnorm"]))
+                optimizer.step(closure)        # the optimizer evaluates the loss itself
             else:
                 closure()
-                finite = math.isfinite(float(sums["loss"] + sums["gnorm"]))
-                if finite:
-                    optimizer.step()
+            finite = math.isfinite(float(sums["loss"] + sums["gnorm"]))
+            if finite and not spec.needs_closure:
+                optimizer.step()
             if not finite:
                 bar.close()
                 msg = f"non-finite loss or gradient at step {step}; the last checkpoint before it is usable"

@@ -21,24 +21,12 @@ import _paths  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.analysis_io import (analysis_parser, figure, open_run, parse_step_list, save_figure,  # noqa: E402
+                                  write_result)
 from training.cli import run_main  # noqa: E402
 from training.errors import UserError  # noqa: E402
 from training.switching import bootstrap_std, probe_readout  # noqa: E402
 from training.trainer import resolve_device  # noqa: E402
-
-
-def parse_steps(text: str | None, available: list[int], last: int) -> list[int]:
-    if text is None:
-        return available[-last:]
-    try:
-        steps = sorted({int(s) for s in text.split(",") if s.strip()})
-    except ValueError:
-        raise UserError(f"--steps must be a comma-separated list of checkpoint steps (got {text!r})") from None
-    missing = [s for s in steps if s not in available]
-    if missing or not steps:
-        raise UserError(f"--steps {missing or text} not among the checkpoints ({available[0]}..{available[-1]})")
-    return steps
 
 
 def main() -> int:
@@ -52,7 +40,7 @@ def main() -> int:
         raise UserError("--last must be >= 1 and --n-boot >= 2")
     run = open_run(args.run_dir)
     device = resolve_device(args.device)
-    steps = parse_steps(args.steps, run.steps, args.last)
+    steps = run.steps[-args.last:] if args.steps is None else parse_step_list(args.steps, run.steps)
     task = run.task()
     probe_set = task.eval_set("probe_ood")
     logged = {int(r["step"]): r.get("p_ood") for r in run.metrics() if "step" in r}
