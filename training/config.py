@@ -19,6 +19,7 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from training.errors import UserError
@@ -102,6 +103,8 @@ class Config:
     seed: int = 42
     data_seed: Optional[int] = None  # seeds the training data stream; None = seed
     init_from: str = ""              # start from these weights with a fresh optimizer (reheating)
+    init_optimizer: str = ""         # with init_from: also load the optimizer moments from this state file
+    keep_optimizer_states: bool = False   # also write state/optimizer_step_XXXXXX.pt at every checkpoint
     device: str = "auto"
     precision: str = "auto"          # auto = bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False
@@ -124,7 +127,18 @@ class Config:
 
     @property
     def effective_data_seed(self) -> int:
-        return self.seed if self.data_seed is None else self.data_seed
+        """Seed of the training data stream.
+
+        A run started from another run's weights (``init_from``, reheating) must not replay the original
+        run's batches, so without an explicit ``data_seed`` its stream is keyed by (seed, checkpoint file)
+        instead of by the seed alone.
+        """
+        if self.data_seed is not None:
+            return self.data_seed
+        if self.init_from:
+            key = f"{self.seed}:{Path(self.init_from).parent.parent.name}/{Path(self.init_from).name}"
+            return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little") & 0x7FFFFFFF
+        return self.seed
 
     # ------------------------------------------------------------------ JSON round trip
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +223,8 @@ class Config:
             # key (<= 8 tokens) + gap + query (<= 8 tokens) + a short prefix must fit in one window
             need(hi + _PROBE_OVERHEAD <= self.seq_len,
                  f"{name} up to {hi} cannot fit seq_len={self.seq_len}: need seq_len >= {hi + _PROBE_OVERHEAD}")
+        need(not self.init_optimizer or bool(self.init_from),
+             "init_optimizer (saved optimizer moments) needs init_from (the weights of the same step)")
         for w in self.ckpt_dense:
             need(len(w) == 3 and 0 <= w[0] <= w[1] and w[2] > 0,
                  f"ckpt_dense window {tuple(w)} must be (from, to, every) with from <= to and every > 0")

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="run directory (default: runs/<name encoding the settings>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir exactly where it stopped")
     p.add_argument("--init-from", metavar="CKPT", help="start from these weights with a fresh optimizer (reheating)")
+    p.add_argument("--with-moments", action="store_true",
+                   help="with --init-from: also start from the saved optimizer moments of that step")
+    p.add_argument("--print-run-dir", action="store_true", help="print the default run directory of these settings")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter counts; train nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -96,6 +99,11 @@ def resolve_config(args: argparse.Namespace) -> Config:
         if not Path(args.init_from).is_file():
             raise UserError(f"--init-from {args.init_from} does not exist")
         changes["init_from"] = str(Path(args.init_from).resolve())
+        if args.with_moments:
+            from training.runio import find_optimizer_state
+            changes["init_optimizer"] = str(find_optimizer_state(args.init_from).resolve())
+    elif args.with_moments:
+        raise UserError("--with-moments needs --init-from CKPT")
     for item in args.set:
         k, v = parse_override(item)
         changes[k] = v
@@ -136,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         state = Trainer(cfg, run_dir, resume=True).run()
     else:
         cfg = resolve_config(args)
+        if args.print_run_dir:
+            print(Path(args.out_dir) if args.out_dir else Path("runs") / run_name(cfg))
+            return 0
         if args.dry_run:
             dry_run(cfg)
             return 0

@@ -201,6 +201,54 @@ def load_state(run_dir: Path) -> dict | None:
         raise UserError(f"resume state {path} is corrupt ({type(e).__name__}); the run cannot be resumed exactly") from None
 
 
+def optimizer_state_path(run_dir: Path, step: int) -> Path:
+    """Where a run that keeps optimizer states (``keep_optimizer_states``) stores the one of ``step``."""
+    return Path(run_dir) / "state" / f"optimizer_step_{step:06d}.pt"
+
+
+def find_optimizer_state(checkpoint: str | Path) -> Path:
+    """The state file holding the optimizer moments of the step of ``checkpoint`` (for reheating with moments).
+
+    Either the per-checkpoint copy of a run with ``keep_optimizer_states`` or the run's resume state
+    when it was written at that step (the last checkpoint of a finished run).
+    """
+    checkpoint = Path(checkpoint)
+    run_dir = checkpoint.parent.parent
+    _, meta = load_checkpoint(checkpoint)
+    step = int(meta.get("step", -1))
+    kept = optimizer_state_path(run_dir, step)
+    if kept.exists():
+        return kept
+    state = run_dir / STATE_FILE
+    if state.exists():
+        try:
+            saved = torch.load(state, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"resume state {state} is corrupt ({type(e).__name__})") from None
+        if int(saved.get("step", -1)) == step:
+            return state
+    raise UserError(f"no saved optimizer moments for step {step} of {run_dir}: only the last checkpoint's "
+                    "(state/resume.pt) is kept unless the run was trained with --set keep_optimizer_states=true")
+
+
+def load_optimizer_moments(optimizer: torch.optim.Optimizer, state_file: str | Path, step: int, config_hash: str) -> None:
+    """Load the moments (per-parameter state) of another run's optimizer; keep this run's hyperparameters."""
+    try:
+        saved = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"optimizer state {state_file} is unreadable ({type(e).__name__})") from None
+    if int(saved.get("step", -1)) != step or saved.get("config_hash") != config_hash:
+        raise UserError(f"optimizer state {state_file} is of step {saved.get('step')} of another config; it does "
+                        f"not belong to the initial weights (step {step})")
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise UserError(f"optimizer state {state_file} does not fit this optimizer ({e})") from None
+    for group, hyper in zip(optimizer.param_groups, fresh):
+        group.update(hyper)
+
+
 # ---------------------------------------------------------------------------- metrics and status
 def append_metrics(run_dir: Path, record: dict) -> None:
     """Append one record to metrics.jsonl and flush it to disk."""

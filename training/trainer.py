@@ -184,6 +184,10 @@ class Trainer:
             init_note = {}
         model.to(device)
         optimizer, spec = build_optimizer(model, cfg, device)
+        if cfg.init_optimizer:
+            runio.load_optimizer_moments(optimizer, cfg.init_optimizer, int(meta.get("step", -1)),
+                                         meta.get("config_hash", ""))
+            init_note["init_optimizer"] = str(cfg.init_optimizer)
         fwd = torch.compile(model) if cfg.compile else model
         chash = cfg.hash()
 
@@ -237,6 +241,9 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "acc": dict(acc), "elapsed_s": elapsed()})
+            if cfg.keep_optimizer_states:
+                runio.atomic_write(runio.optimizer_state_path(run_dir, step), lambda tmp: torch.save(
+                    {"step": step, "config_hash": chash, "optimizer": optimizer.state_dict()}, tmp))
 
         p_ood_history = [r["p_ood"] for r in runio.read_metrics(run_dir) if r.get("p_ood") is not None]
         if state is None:
