@@ -1,12 +1,16 @@
 # Two commands set everything up on a fresh machine (Python 3.11 with venv):
-#   make demo   - install into .venv, then train the offline `quick` run into runs/quick (resumes if interrupted)
+#   make demo   - install into .venv, then run the whole offline `quick` pipeline into runs/quick: training,
+#                 every analysis, reheating, figures and runs/quick/report.md (resumes if interrupted)
 #   make test   - install into .venv, then run the test suite
+# Studies (each one command, resumable): make sgd-controls, make beta-sweep
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RUN    ?= runs/quick
 
-.PHONY: demo test install bench clean-cache
+SEED   ?= 42
+
+.PHONY: demo test install bench clean-cache sgd-controls beta-sweep
 
 install: $(VENV)/.installed
 
@@ -17,11 +21,13 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 demo: install
-	@if [ -f $(RUN)/config.json ]; then \
-		$(PY) training/pilot.py --resume --out-dir $(RUN); \
-	else \
-		$(PY) training/pilot.py --preset quick --out-dir $(RUN); \
-	fi
+	scripts/run_seed.sh $(SEED) --preset quick --out-dir $(RUN)
+
+sgd-controls: install
+	$(PY) experiments/sgd_controls/run_study.py --preset quick --seed $(SEED)
+
+beta-sweep: install
+	experiments/beta_sweep/run_beta2.sh --preset quick
 
 test: install
 	$(PY) -m pytest -q tests

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The per-seed pipeline: train one run, analyse it, reheat it, draw its figures and write its report.
+#
+#   scripts/run_seed.sh SEED [--preset quick|paper|test] [--out-dir RUN] [--device D] [--until STAGE]
+#                       [extra training flags]
+#
+# Stages (each is skipped when RUN/.stages/<stage>.done exists; the flag is written only when the stage
+# succeeds; the first failure stops the pipeline with a non-zero exit that names the stage):
+#   01_env_snapshot  02_training  03_eval_noise  04_oscillations  05_trajectory_pca  06_update_alignment
+#   07_residual_decomposition  08_switching_alignment  09_fisher_analysis  10_rayleigh_quotients
+#   11_basin_tests  12_basin_depth  13_manifold_dim  14_reheating  15_reheat_geometry  16_figures  17_report
+# Killing the pipeline and running the same command again resumes at the unfinished stage (training itself
+# resumes exactly from its last checkpoint). Extra flags (e.g. --steps 2000, --set n_layer=4) go to
+# training/pilot.py; the default run directory name encodes them. --until STAGE stops after that stage.
+set -euo pipefail
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "error: $*" >&2; exit 2; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+
+[ $# -ge 1 ] || { usage >&2; die "missing SEED (an integer)"; }
+case "$1" in -h|--help) usage; exit 0 ;; esac
+SEED="$1"; shift
+[[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer (got '$SEED')"
+
+PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""
+ALL_STAGES=" 01_env_snapshot 02_training 03_eval_noise 04_oscillations 05_trajectory_pca 06_update_alignment
+ 07_residual_decomposition 08_switching_alignment 09_fisher_analysis 10_rayleigh_quotients 11_basin_tests
+ 12_basin_depth 13_manifold_dim 14_reheating 15_reheat_geometry 16_figures 17_report "
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET="$2"; shift 2 ;;
+    --out-dir) [ $# -ge 2 ] || die "--out-dir needs a value"; RUN="$2"; shift 2 ;;
+    --device) [ $# -ge 2 ] || die "--device needs a value"; DEVICE="$2"; shift 2 ;;
+    --until) [ $# -ge 2 ] || die "--until needs a stage name"; UNTIL="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) EXTRA+=("$1"); shift ;;
+  esac
+done
+case "$PRESET" in quick|paper|test) ;; *) die "unknown preset '$PRESET' (choose from quick, paper, test)" ;; esac
+if [ -n "$UNTIL" ] && [[ "$ALL_STAGES" != *" $UNTIL "* ]]; then
+  die "unknown stage '$UNTIL' for --until (stages:$(echo $ALL_STAGES | sed 's/^/ /'))"
+fi
+
+cd "$ROOT"
+TRAIN_ARGS=(--preset "$PRESET" --seed "$SEED" --device "$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"})
+if [ -z "$RUN" ]; then
+  RUN="$("$PY" training/pilot.py "${TRAIN_ARGS[@]}" --print-run-dir)" || exit 2
+fi
+STAGES="$RUN/.stages"
+mkdir -p "$STAGES"
+NP=(--no-progress)
+[ -t 2 ] && NP=()
+
+# Analysis settings per preset: the paper's sample sizes at `paper`, small ones elsewhere.
+if [ "$PRESET" = paper ]; then
+  GRAD=(--n-batches 32 --batch-size 64 --device "$DEVICE")
+  RAYLEIGH=(--n-batches 32 --batch-size 64 --n-random 10 --device "$DEVICE")
+  DEPTH=(--n-trials 4 --device "$DEVICE")
+else
+  GRAD=(--device "$DEVICE"); RAYLEIGH=(--device "$DEVICE"); DEPTH=(--device "$DEVICE")
+fi
+
+T_START=$SECONDS
+stage() {
+  local name="$1"; shift
+  if [ -f "$STAGES/$name.done" ]; then
+    echo "[skip] $name (done)"
+    return 0
+  fi
+  echo "[run ] $name"
+  local t0=$SECONDS rc=0
+  "$@" || rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "pipeline stopped: stage $name failed (exit $rc); fix the cause and run the same command again to resume" >&2
+    exit $rc
+  fi
+  touch "$STAGES/$name.done"
+  echo "[done] $name ($((SECONDS - t0)) s)"
+}
+# run one stage, then stop if it is the --until stage
+step() {
+  stage "$@"
+  if [ "$1" = "$UNTIL" ]; then
+    echo "stopped after $UNTIL (--until) in $((SECONDS - T_START)) s: $RUN"
+    exit 0
+  fi
+}
+
+env_snapshot() {
+  mkdir -p "$RUN/env"
+  "$PY" -m pip freeze > "$RUN/env/pip_freeze.txt" 2>/dev/null || echo "pip unavailable" > "$RUN/env/pip_freeze.txt"
+  { uname -a; "$PY" --version; nproc 2>/dev/null || true; } > "$RUN/env/system.txt"
+  git -C "$ROOT" rev-parse HEAD > "$RUN/env/git_commit.txt" 2>/dev/null || echo "not a git checkout" > "$RUN/env/git_commit.txt"
+  git -C "$ROOT" status --porcelain > "$RUN/env/git_status.txt" 2>/dev/null || true
+  printf '%q ' "$0" "$SEED" --preset "$PRESET" --device "$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"} > "$RUN/env/command.txt"
+  echo >> "$RUN/env/command.txt"
+}
+
+train() {
+  if [ -f "$RUN/config.json" ]; then
+    "$PY" training/pilot.py --resume --out-dir "$RUN" --device "$DEVICE" "${NP[@]}"
+  else
+    "$PY" training/pilot.py "${TRAIN_ARGS[@]}" --out-dir "$RUN" "${NP[@]}"
+  fi
+  local state
+  state="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["state"])' "$RUN/status.json")"
+  case "$state" in
+    completed) ;;
+    diverged) echo "note: the run diverged; the analyses use the checkpoints it wrote" >&2 ;;
+    *) echo "training ended in state '$state'" >&2; return 1 ;;
+  esac
+}
+
+a() { "$PY" "analysis/$1.py" --run-dir "$RUN" "${NP[@]}" "${@:2}"; }
+
+step 01_env_snapshot env_snapshot
+step 02_training train
+step 03_eval_noise a basin/eval_noise
+step 04_oscillations a switching/detect_oscillations
+step 05_trajectory_pca a backbone/trajectory_pca
+step 06_update_alignment a backbone/update_alignment
+step 07_residual_decomposition a backbone/residual_decomposition "${GRAD[@]}"
+step 08_switching_alignment a switching/switching_alignment
+step 09_fisher_analysis a fisher/fisher_analysis "${GRAD[@]}"
+step 10_rayleigh_quotients a fisher/rayleigh_quotients "${RAYLEIGH[@]}"
+step 11_basin_tests a basin/basin_tests
+step 12_basin_depth a basin/basin_depth "${DEPTH[@]}"
+step 13_manifold_dim a basin/manifold_dim
+step 14_reheating "$PY" experiments/reheating/reheat.py --run-dir "$RUN" "${NP[@]}"
+step 15_reheat_geometry a reheating/reheat_geometry
+step 16_figures "$PY" figures/make_paper_figures.py --run-dir "$RUN"
+step 17_report "$PY" figures/make_report.py --run-dir "$RUN"
+
+echo "pipeline finished in $((SECONDS - T_START)) s: $RUN/report.md"

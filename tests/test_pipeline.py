@@ -1,0 +1,158 @@
+"""End to end: the per-seed pipeline at the `test` preset, its resumption, its failure reporting."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "run_seed.sh"
+AUTO = ROOT / "scripts" / "run_seed_auto.sh"
+STAGES = ["01_env_snapshot", "02_training", "03_eval_noise", "04_oscillations", "05_trajectory_pca",
+          "06_update_alignment", "07_residual_decomposition", "08_switching_alignment", "09_fisher_analysis",
+          "10_rayleigh_quotients", "11_basin_tests", "12_basin_depth", "13_manifold_dim", "14_reheating",
+          "15_reheat_geometry", "16_figures", "17_report"]
+
+
+def pipeline(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=env)
+
+
+@pytest.fixture(scope="module")
+def pipe_base(tmp_path_factory):
+    return tmp_path_factory.mktemp("pipeline")
+
+
+@pytest.fixture(scope="module")
+def done_run(pipe_base):
+    base = pipe_base
+    run = base / "run"
+    t0 = time.monotonic()
+    p = pipeline("3", "--preset", "test", "--out-dir", str(run), "--set", f"cache_dir={base / 'cache'}")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return run, base, time.monotonic() - t0
+
+
+def test_every_stage_runs_and_leaves_report_and_figures(done_run):
+    run, _, _ = done_run
+    assert sorted(f.stem for f in (run / ".stages").glob("*.done")) == STAGES
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    report = (run / "report.md").read_text()
+    # every image the report embeds exists
+    images = [line.split("](", 1)[1].split(")", 1)[0] for line in report.splitlines() if "![" in line]
+    assert images, "the report embeds no figure"
+    for rel in images:
+        assert (run / rel).is_file(), rel
+    for name in ("pip_freeze.txt", "system.txt", "git_commit.txt", "command.txt"):
+        assert (run / "env" / name).stat().st_size > 0
+
+
+def test_reheating_outputs_follow_the_definitions(done_run):
+    run, _, _ = done_run
+    res = json.loads((run / "analysis" / "reheating.json").read_text())
+    assert len(res["runs"]) == 3                                  # the three learning rates
+    for r in res["runs"]:
+        rows = [json.loads(line) for line in (Path(r["dir"]) / "metrics.jsonl").read_text().splitlines()]
+        p = [m["p_ood"] for m in rows]
+        assert rows[0]["step"] == 0
+        assert r["reentry"]["G"] == pytest.approx(max(p) - p[0])
+        assert r["reentry"]["p0"] == pytest.approx(p[0])
+        # the reheat starts from the original run's last weights, bit for bit
+        first = load_file(str(Path(r["dir"]) / "checkpoints" / "step_000000.safetensors"))
+        last = load_file(str(run / "checkpoints" / "step_000020.safetensors"))
+        assert all((first[k] == last[k]).all() for k in last)
+
+
+def test_rerun_skips_every_stage(done_run):
+    run, base, _ = done_run
+    before = (run / "report.md").stat().st_mtime_ns
+    p = pipeline("3", "--preset", "test", "--out-dir", str(run), "--set", f"cache_dir={base / 'cache'}")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("[skip]") == len(STAGES) and "[run ]" not in p.stdout
+    assert (run / "report.md").stat().st_mtime_ns == before
+
+
+def test_failing_stage_stops_the_pipeline_and_is_named(done_run):
+    run, base, _ = done_run
+    target = run / "analysis" / "trajectory_pca.json"
+    good = target.read_bytes()
+    for name in ("16_figures", "17_report"):
+        (run / ".stages" / f"{name}.done").unlink()
+    try:
+        target.write_text("{not json")
+        p = pipeline("3", "--preset", "test", "--out-dir", str(run), "--set", f"cache_dir={base / 'cache'}")
+        assert p.returncode != 0
+        assert "stage 16_figures failed" in p.stderr
+        assert not (run / ".stages" / "16_figures.done").exists()
+        assert not (run / ".stages" / "17_report.done").exists()
+    finally:
+        target.write_bytes(good)
+    p = pipeline("3", "--preset", "test", "--out-dir", str(run), "--set", f"cache_dir={base / 'cache'}")
+    assert p.returncode == 0, p.stderr
+    assert "[run ] 16_figures" in p.stdout and "[run ] 17_report" in p.stdout
+    assert "[run ] 02_training" not in p.stdout
+
+
+def test_killed_pipeline_resumes_training_exactly(done_run, tmp_path):
+    """Kill the pipeline during training, run it again: the run ends with the same weights."""
+    _, base, _ = done_run
+    run = tmp_path / "killed"
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    args = ["bash", str(SCRIPT), "3", "--preset", "test", "--out-dir", str(run), "--until", "02_training",
+            "--set", f"cache_dir={base / 'cache'}"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    ckpt = run / "checkpoints" / "step_000005.safetensors"
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / ".stages" / "02_training.done").exists()
+    p = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "[skip] 01_env_snapshot" in p.stdout
+    a = load_file(str(run / "checkpoints" / "step_000020.safetensors"))
+    b = load_file(str(done_run[0] / "checkpoints" / "step_000020.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["x"], "SEED must be a non-negative integer"),
+    (["1", "--preset", "huge"], "unknown preset 'huge'"),
+    (["1", "--until", "99_nothing"], "unknown stage '99_nothing'"),
+])
+def test_bad_arguments_give_one_line_errors(args, message):
+    p = pipeline(*args)
+    assert p.returncode == 2 and message in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_auto_seed_scouts_in_their_own_directories(pipe_base, tmp_path):
+    base = pipe_base
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    p = subprocess.run(["bash", str(AUTO), "--seeds", "1,2", "--preset", "test", "--fallback",
+                        "--scout-root", str(tmp_path / "scouts"), "--out-dir", str(tmp_path / "run"),
+                        "--until", "01_env_snapshot", "--set", f"cache_dir={base / 'cache'}"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "[auto] chosen seed:" in p.stdout
+    scouts = sorted(d.name for d in (tmp_path / "scouts").iterdir())
+    assert scouts[0] == "scout_test_s1"
+    for d in (tmp_path / "scouts").iterdir():
+        m = json.loads((d / "oscillation_manifest.json").read_text())
+        assert "pairs" in m
+        cfg = json.loads((d / "config.json").read_text())["config"]
+        assert cfg["steps"] == 4 and cfg["lambda_probe2"] is None    # 2000/10000 of the test preset's 20 steps
+    # the real run directory is not touched by the scouts
+    assert not (tmp_path / "run" / "config.json").exists()
+    assert (tmp_path / "run" / ".stages" / "01_env_snapshot.done").exists()
