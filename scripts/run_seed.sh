@@ -133,6 +133,6 @@ step 13_manifold_dim a basin/manifold_dim
 step 14_reheating "$PY" experiments/reheating/reheat.py --run-dir "$RUN" "${NP[@]}"
 step 15_reheat_geometry a reheating/reheat_geometry
 step 16_figures "$PY" figures/make_paper_figures.py --run-dir "$RUN"
-step 17_report "$PY" figures/make_report.py --run-dir "$RUN"
+step 17_report "$PY" figures/make_report.py --run-dir "$RUN" --reuse-figures
 
 echo "pipeline finished in $((SECONDS - T_START)) s: $RUN/report.md"

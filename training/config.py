@@ -33,7 +33,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 # Fields that do not change what is computed (where it runs, where it is written); they are left
 # out of the config hash so that a run can be resumed on another device or from a moved directory.
-_NOT_HASHED = ("out_dir", "device", "compile", "cache_dir", "progress")
+NOT_HASHED = ("out_dir", "device", "compile", "cache_dir", "progress")
 
 
 @dataclass
@@ -175,7 +175,7 @@ class Config:
 
     def hash(self) -> str:
         """Short hash of everything that determines the computation (not where it runs or is written)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ validation

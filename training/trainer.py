@@ -46,25 +46,35 @@ def autocast_context(cfg: Config, device: torch.device):
 
 
 # ---------------------------------------------------------------------------- evaluation
+EVAL_SETS = ("val", "probe_in", "probe_ood")
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, task: LMProbeTask, device: torch.device, amp=contextlib.nullcontext) -> dict:
-    """val_loss on the fixed validation windows; p/nll/lm on the fixed probe sets (one forward per set)."""
+def evaluate(model: torch.nn.Module, task: LMProbeTask, device: torch.device, amp=contextlib.nullcontext,
+             sets: tuple[str, ...] = EVAL_SETS) -> dict:
+    """val_loss on the fixed validation windows; p/nll/lm on the fixed probe sets (one forward per set).
+
+    ``sets`` restricts the evaluation to some of the three sets (e.g. only ``probe_ood``).
+    """
     was_training = model.training
     model.eval()
     bs = task.cfg.eval_batch_size
     out: dict[str, float] = {}
     try:
-        val = task.eval_set("val")
-        total, count = torch.zeros((), device=device), torch.zeros((), device=device)
-        for i in range(0, len(val.x), bs):
-            x, y = val.x[i:i + bs].to(device), val.y[i:i + bs].to(device)
-            with amp():
-                logits = model(x)
-            ce = token_ce(logits, y)
-            total += ce.sum()
-            count += (y != -100).sum()
-        out["val_loss"] = (total / count).item()
+        if "val" in sets:
+            val = task.eval_set("val")
+            total, count = torch.zeros((), device=device), torch.zeros((), device=device)
+            for i in range(0, len(val.x), bs):
+                x, y = val.x[i:i + bs].to(device), val.y[i:i + bs].to(device)
+                with amp():
+                    logits = model(x)
+                ce = token_ce(logits, y)
+                total += ce.sum()
+                count += (y != -100).sum()
+            out["val_loss"] = (total / count).item()
         for name, tag in (("probe_in", "in"), ("probe_ood", "ood")):
+            if name not in sets:
+                continue
             s = task.eval_set(name)
             sums: dict[str, torch.Tensor] = {}
             for i in range(0, len(s.x), bs):

@@ -100,11 +100,14 @@ class CheckpointSet:
                         try:
                             rows[i] = f.get_slice(name)[a:b].reshape(-1)
                         except Exception as e:
-                            raise UserError(f"cannot read {name} from checkpoint step {s} of {self.run_dir} ({e})") from None
+                            raise UserError(f"cannot read {name} from {self._describe(s)} ({e})") from None
                     yield rows
             finally:
                 for h in handles:
                     h.__exit__(None, None, None)
+
+    def _describe(self, step: int) -> str:
+        return f"checkpoint step {step} of {self.run_dir}"
 
     def vector(self, step: int, block: int | None = None) -> np.ndarray:
         """θ(step) restricted to the trunk / block, as one float64 vector."""
@@ -127,6 +130,59 @@ class CheckpointSet:
                 out[pos:pos + c] = (blk.T @ w).numpy()
                 pos += c
         return out[:, 0] if squeeze else out
+
+
+class CheckpointFiles(CheckpointSet):
+    """A :class:`CheckpointSet` over an explicit list of checkpoint files, possibly of several runs.
+
+    The files are given as (run directory, step) pairs and must share one model shape (e.g. a run and
+    the runs started from its checkpoints). Its ``steps`` are the *positions* 0..N−1 in that list, so
+    :func:`compute_gram`, :class:`Gram` and :func:`pca` work on it unchanged, with positions in place
+    of steps; ``files[i]`` says which checkpoint position i is.
+    """
+
+    def __init__(self, files: Sequence[tuple[str | Path, int]], cfg=None):
+        from training.trainer import read_run_config
+        self.files = [(Path(d), int(s)) for d, s in files]
+        if len(self.files) < 2:
+            raise UserError(f"a trajectory analysis needs at least 2 checkpoints (got {len(self.files)})")
+        for d, s in self.files:
+            if not runio.checkpoint_path(d, s).is_file():
+                raise UserError(f"checkpoint {runio.checkpoint_path(d, s)} does not exist")
+        self.run_dir = self.files[0][0]
+        self.cfg = read_run_config(self.run_dir) if cfg is None else cfg
+        self.steps = list(range(len(self.files)))
+        self._shapes = None
+        want = {n: self.shapes()[n] for n in self.names()}
+        for i in range(1, len(self.files)):       # headers only: cheap, and a clear error instead of a bad row
+            with self._open(i) as f:
+                have = {n: tuple(f.get_slice(n).get_shape()) for n in want if n in f.keys()}
+            if have != want:
+                raise UserError(f"checkpoint {self.path(i)} does not have the model shape of {self.path(0)}; "
+                                "only runs of one architecture can share a trajectory analysis")
+
+    def path(self, i: int) -> Path:
+        d, s = self.files[i]
+        return runio.checkpoint_path(d, s)
+
+    def file_key(self) -> list[list]:
+        """(path, mtime_ns, size) of every file, in order: the key of a cache of anything computed from them."""
+        out = []
+        for i in self.steps:
+            st = os.stat(self.path(i))
+            out.append([str(self.path(i).resolve()), st.st_mtime_ns, st.st_size])
+        return out
+
+    def _describe(self, i: int) -> str:
+        return f"checkpoint {self.path(i)}"
+
+    def _open(self, i: int):
+        from safetensors import safe_open
+        path = self.path(i)
+        try:
+            return safe_open(str(path), framework="numpy")
+        except Exception as e:
+            raise UserError(f"checkpoint {path} is missing, corrupt or truncated ({e})") from None
 
 
 def prefetch(items: Iterator, depth: int = 2) -> Iterator:

@@ -1,0 +1,410 @@
+"""Paper figures, tables, numbers, the per-run report and the paper's generated inputs.
+
+The per-run inputs are written by the real analysis scripts on a copy of the tiny `test`-preset run;
+the reheating, SGD-control and β2-sweep summaries (other studies) are small synthetic files with their
+schemas. Numbers are checked against the input JSON computed independently here (numpy, plain Python).
+"""
+import contextlib
+import io
+import json
+import math
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_script
+
+sys.path.insert(0, str(ROOT))
+from figures import make_paper_figures as mpf  # noqa: E402
+
+FIGS = ["fig1_backbone", "fig2_alignment", "fig3_fisher", "fig4_reheating"]
+TABLES = ["table2_pc1", "table3_update_alignment", "table4_sign_flip", "table5_block_bias", "table_gradient_alignment",
+          "table6_rayleigh", "table9_sgd", "table10_matched", "table_beta2", "table_beta2_reheat", "table11_reheating",
+          "comparison"]
+
+
+# ---------------------------------------------------------------------------- synthetic study summaries
+def synthetic_reheating(run_dir: Path) -> dict:
+    """reheating.json as experiments/reheating writes it: original run + three reheats from the last checkpoint."""
+    t = json.loads((run_dir / "analysis" / "trajectory_pca.json").read_text())
+    dec = t["trunk"]["decomposition"]
+    ms = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last, n = dec["steps"][-1], 8
+    runs = []
+    for k, (lr, amp) in enumerate([(3e-3, 0.55), (1.8e-3, 0.7), (9e-4, 0.35)]):
+        steps = list(range(0, n + 1))
+        p = [round(0.1 + 0.01 * k + amp * math.sin(math.pi * s / n) ** 2 * (1 - 0.3 * s / n), 6) for s in steps]
+        peak = max(range(len(p)), key=lambda i: p[i])
+        reentry = {"p0": p[0], "peak_p_ood": p[peak], "peak_step": steps[peak], "G": p[peak] - p[0],
+                   "first_step_at_threshold": next((s for s, v in zip(steps, p) if v >= 0.6), None), "threshold": 0.6,
+                   "final_p_ood": p[-1], "final_step": steps[-1], "final_val_loss": 3.0}
+        a = [dec["a"][-1] * (1 + 0.01 * k * math.sin(math.pi * s / n)) for s in steps]
+        r = [dec["residual_norm"][-1] * (1 + 0.3 * math.sin(math.pi * s / n)) for s in steps]
+        runs.append({"name": f"ckpt{last:06d}_lr{lr:g}_fresh", "from_step": last, "lr": lr, "moments": False,
+                     "lam": 4.0, "state": "completed", "n_steps": n, "steps": steps, "p_ood": p,
+                     "val_loss": [3.0] * len(p), "reentry": reentry, "ckpt_steps": steps, "a": a, "r_norm": r,
+                     "delta_a": a[-1] - a[0], "delta_r": r[-1] - r[0], "rel_delta_a": (a[-1] - a[0]) / abs(a[0]),
+                     "rel_delta_r": (r[-1] - r[0]) / r[0]})
+    original = {"steps": dec["steps"], "p_ood": None, "a": dec["a"], "r_norm": dec["residual_norm"], "last_step": last,
+                "eval_steps": [m["step"] for m in ms], "eval_p_ood": [m["p_ood"] for m in ms]}
+    return {"run_dir": str(run_dir), "original": original, "backbone": {}, "runs": runs,
+            "table": [{"lr": e["lr"], **e["reentry"]} for e in runs], "reading": "synthetic"}
+
+
+SGD = {"protocol": {"window": [2, 8]},
+       "table9": [{"run": "A", "optimizer": "adamw", "state": "completed", "final_val_loss": 2.41, "best_p_ood": 0.31,
+                   "pc1": 0.6234, "pc1_raw": 0.8123, "k95": 7, "k99": 12, "drift": 21.37},
+                  {"run": "B", "optimizer": "sgd", "state": "completed", "final_val_loss": 6.8, "best_p_ood": 0.0,
+                   "pc1": 0.9991, "pc1_raw": 0.9999, "k95": 1, "k99": 1, "drift": 3.2},
+                  {"run": "C", "optimizer": "sgd_momentum", "state": "completed", "final_val_loss": 5.05,
+                   "best_p_ood": 0.01, "pc1": 0.9932, "pc1_raw": 0.9991, "k95": 1, "k99": 2, "drift": 9.1}],
+       "table10": [{"run": "A", "optimizer": "adamw", "window": [0, 1, 2], "window_spec": "[0,1,2]", "kind": "matched",
+                    "val_range": [4.1, 7.7], "pc1": 0.774, "k95": 2, "k99": 2, "drift": 10.2}],
+       "matched": {"rows": []}, "verdict": {"outcome": "OPTIMIZER-INDUCED", "reading": "synthetic"}}
+BETA = {"table": [{"beta2": b, "state": st, "final_val_loss": v, "val_display": "diverged" if st == "diverged" else v,
+                   "best_p_ood": 0.5, "pc1": pc1, "k95": 6, "k99": 9, "drift": 100.0, "mean_abs_update_cos": 0.2,
+                   "interference": 0.01}
+                  for b, pc1, st, v in [(0.99, 0.681, "completed", 1.2), (0.95, 0.684, "completed", 1.25),
+                                        (0.8, 0.634, "completed", 1.4), (0.0, 0.516, "diverged", None)]],
+        "reheat_table": [{"beta2": 0.95, "ckpt": 10, "best_lr": 1.8e-3, "best_lr_tied": False, "p0": 0.2,
+                          "peak_p_ood": 0.4, "G": 0.2}]}
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+# ---------------------------------------------------------------------------- fixtures
+def run_inprocess(script: str, *args: str) -> tuple[int, str]:
+    """Run a repository script as ``python script args`` would, but in this process (no second torch import)."""
+    old, buf = sys.argv, io.StringIO()
+    sys.argv = [str(ROOT / script), "--no-progress", *args]
+    try:
+        with contextlib.redirect_stdout(buf):
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    finally:
+        sys.argv = old
+    return code, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def full(tiny_run, tmp_path_factory):
+    """A copy of the tiny run with every per-run analysis, synthetic study summaries, and the generated outputs."""
+    base = tmp_path_factory.mktemp("figs")
+    run = base / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    small = ["--n-batches", "2", "--batch-size", "2", "--n-checkpoints", "3"]
+    for script, *extra in [("analysis/backbone/trajectory_pca.py", "--window", "3", "--null-samples", "2"),
+                           ("analysis/backbone/update_alignment.py",),
+                           ("analysis/backbone/residual_decomposition.py", *small, "--parts", "total"),
+                           ("analysis/fisher/rayleigh_quotients.py", *small, "--n-random", "2"),
+                           ("analysis/switching/detect_oscillations.py",)]:
+        code, out = run_inprocess(script, "--run-dir", str(run), *extra)
+        assert code == 0, (script, out)
+    write_json(run / "analysis" / "reheating.json", synthetic_reheating(run))
+    write_json(base / "sgd" / "analysis" / "sgd_control_results.json", SGD)
+    write_json(base / "beta" / "analysis" / "beta_sweep_summary.json", BETA)
+    code, gen = run_inprocess("figures/make_paper_figures.py", "--run-dir", str(run), "--sgd-dir", str(base / "sgd"),
+                              "--beta-dir", str(base / "beta"), "--paper-dir", str(base / "generated"))
+    assert code == 0, gen
+    code, out = run_inprocess("figures/make_report.py", "--run-dir", str(run), "--sgd-dir", str(base / "sgd"),
+                              "--reuse-figures")
+    assert code == 0, out
+    return {"base": base, "run": run, "out": run / "figures", "gen": gen, "paper": base / "generated",
+            "numbers": json.loads((run / "figures" / "numbers.json").read_text()),
+            "json": {n: json.loads((run / "analysis" / f"{n}.json").read_text())
+                     for n in ("trajectory_pca", "update_alignment", "residual_decomposition", "rayleigh_quotients")}}
+
+
+def md_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells of the Markdown table in ``path`` (escaped pipes restored)."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
+    split = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines]
+    return split[0], split[2:]
+
+
+# ---------------------------------------------------------------------------- outputs
+def test_every_figure_and_table_is_written(full):
+    out = full["out"]
+    for name in FIGS:
+        for ext in ("png", "pdf"):
+            assert (out / f"{name}.{ext}").stat().st_size > 5000, name
+        assert (full["paper"] / "figures" / f"{name}.pdf").stat().st_size > 5000
+    for name in TABLES:
+        assert (out / "tables" / f"{name}.md").read_text().count("\n|") >= 2, name
+        tex = (out / "tables" / f"{name}.tex").read_text()
+        assert r"\toprule" in tex and r"\bottomrule" in tex and tex.count("{") == tex.count("}"), name
+        assert (full["paper"] / "tables" / f"{name}.tex").read_text() == tex
+    # the tiny run has no oscillation: the switching table is skipped with one line, not an error
+    assert "skipped table_switching" in full["gen"]
+    assert not (out / "tables" / "table_switching.md").exists()
+    assert (full["paper"] / "numbers.tex").read_text() == (out / "numbers.tex").read_text()
+
+
+def test_table2_cells_are_the_json_values(full):
+    t = full["json"]["trajectory_pca"]
+    head, rows = md_rows(full["out"] / "tables" / "table2_pc1.md")
+    col = {h: i for i, h in enumerate(head)}
+    units = [("trunk", t["trunk"])] + [(f"block {b['block']}", b) for b in t["blocks"]]
+    assert [r[0] for r in rows] == [u for u, _ in units]
+    for (unit, e), row in zip(units, rows):
+        assert row[col["PC1 raw (%)"]] == f"{100 * e['raw']['explained_variance_ratio'][0]:.1f}"
+        assert row[col["PC1 row-norm. (%)"]] == f"{100 * e['rownorm']['explained_variance_ratio'][0]:.1f}"
+        assert row[col["null PC1 (%)"]] == f"{100 * e['random_walk_null']['pc1']:.1f}"
+        assert int(row[col["k95"]]) == e["raw"]["k95"]
+        x = e["decomposition"]
+        fb = x["a"][-1] ** 2 / x["drift_norm"][-1] ** 2          # f_b = a² / ‖x‖², recomputed
+        assert float(row[col["f_b final (%)"]]) == pytest.approx(100 * fb, abs=0.051)
+    tex = (full["out"] / "tables" / "table2_pc1.tex").read_text()
+    assert f"trunk & 16{{,}}384 & {100 * t['trunk']['raw']['pc1']:.1f} &" in tex
+
+
+def test_numbers_equal_the_inputs(full):
+    num = full["numbers"]["numbers"]
+    t, u = full["json"]["trajectory_pca"], full["json"]["update_alignment"]
+    r, q = full["json"]["residual_decomposition"], full["json"]["rayleigh_quotients"]
+    assert num["pc1_trunk_raw"]["value"] == t["trunk"]["raw"]["explained_variance_ratio"][0]
+    assert num["pc1_trunk_raw"]["text"] == f"{100 * t['trunk']['raw']['pc1']:.1f}"
+    assert num["pc1_trunk_raw"]["macro"] == r"\PcOneTrunkRaw"
+    assert num["pc1_block_max"]["value"] == max(b["raw"]["pc1"] for b in t["blocks"])
+    excess = 100 * (t["trunk"]["raw"]["pc1"] - t["trunk"]["random_walk_null"]["pc1"])
+    assert num["pc1_excess_over_null"]["value"] == pytest.approx(excess)
+    assert num["trunk_null_verb"]["value"] == ("exceeds" if excess > 0 else "does not exceed")
+    assert num["update_cos_trunk"]["value"] == pytest.approx(np.mean(np.abs(u["trunk"]["signed_cos"])))
+    early = [abs(c) for s, c in zip(u["trunk"]["steps"], u["trunk"]["signed_cos"]) if s < round(0.2 * 20)]
+    assert num["update_cos_trunk_early"]["value"] == (pytest.approx(np.mean(early)) if early else None)
+    g = [c["total"]["trunk"]["mean_abs_cos"] for c in r["checkpoints"]]
+    assert num["grad_cos_max"]["value"] == max(g)
+    assert num["grad_floor_trunk"]["value"] == pytest.approx(math.sqrt(2 / (math.pi * t["trunk"]["dim"])))
+    assert num["update_over_grad"]["value"] == pytest.approx(u["trunk"]["mean_abs_cos"] / np.mean(g))
+    qb = [c["q_backbone"] for c in q["checkpoints"]]
+    assert num["q_b_growth"]["value"] == pytest.approx(qb[-1] / qb[0])
+    assert num["anisotropy_max"]["value"] == max(c["anisotropy"] for c in q["checkpoints"])
+    # reheating: G = max p_ood − p_ood at the start, of the run with the largest G
+    rh = json.loads((full["run"] / "analysis" / "reheating.json").read_text())
+    gains = [max(x["p_ood"]) - x["p_ood"][0] for x in rh["runs"]]
+    assert num["reheat_gain"]["value"] == pytest.approx(max(gains))
+    assert num["reheat_best_lr"]["value"] == rh["runs"][int(np.argmax(gains))]["lr"]
+    assert num["sgd_pc1_adamw"]["value"] == 0.6234 and num["sgd_verdict"]["value"] == "OPTIMIZER-INDUCED"
+    assert num["beta_pc1_max"]["value"] == 0.684 and num["beta_diverged"]["value"] == "0"
+    assert num["beta_monotone_verb"]["value"] == "does not fall monotonically"     # 0.681 < 0.684
+    # the paper's published values come from figures/paper_values.py with their source
+    assert num["paper_sgd_pc1_adamw"]["value"] == 61.5 and "Table 9" in num["paper_sgd_pc1_adamw"]["source"]
+    # numbers.tex: one letters-only macro per number, holding the LaTeX text
+    tex = (full["out"] / "numbers.tex").read_text()
+    assert "\\newcommand{\\PcOneTrunkRaw}{" + num["pc1_trunk_raw"]["tex"] + "}" in tex
+    names = re.findall(r"\\newcommand\{\\([^}]*)\}", tex)
+    assert len(names) == len(num) == len(set(names)) and all(n.isalpha() for n in names)
+
+
+def test_phase_and_sign_tables(full):
+    u = full["json"]["update_alignment"]
+    T, b1 = 20, round(0.2 * 20)
+    _, rows = md_rows(full["out"] / "tables" / "table3_update_alignment.md")
+    late = [a for s, a in zip(u["trunk"]["steps"], u["trunk"]["abs_cos"]) if s > round(0.6 * T)]
+    assert rows[2][0] == "late" and rows[2][3] == f"{np.mean(late):.3f}"
+    assert rows[0][1] == f"t < {b1}"
+    assert [r[0] for r in rows[3:]] == ["before λ switch", "after λ switch"]          # λ switches at step 10
+    _, rows = md_rows(full["out"] / "tables" / "table4_sign_flip.md")
+    for row, e in zip(rows, [u["trunk"]] + u["blocks"]):
+        assert row[1] == ("none" if e["sign_flip_step"] is None else str(e["sign_flip_step"]))
+        assert float(row[5]) == pytest.approx(np.mean(e["signed_cos"]), abs=5e-4)
+    _, rows = md_rows(full["out"] / "tables" / "table5_block_bias.md")
+    B = np.sum([c["total"]["b"] for c in full["json"]["residual_decomposition"]["checkpoints"]], axis=0)
+    assert rows[-1][0] == "B (sum)"
+    assert [float(x) for x in rows[-1][2:]] == pytest.approx(B, abs=5e-4)
+
+
+def test_reheating_table_and_figure_data(full):
+    rh = json.loads((full["run"] / "analysis" / "reheating.json").read_text())
+    head, rows = md_rows(full["out"] / "tables" / "table11_reheating.md")
+    col = {h: i for i, h in enumerate(head)}
+    for run, row in zip(rh["runs"], rows):
+        g = max(run["p_ood"]) - run["p_ood"][0]
+        assert row[col["G"]] == f"{g:+.3f}"
+        assert row[col["peak p_ood"]] == f"{max(run['p_ood']):.3f}"
+    fig4 = full["numbers"]["figures"]["fig4_reheating"]["data"]
+    start = rh["runs"][0]["from_step"]
+    assert fig4["runs"][0]["steps"][0] == start and fig4["runs"][0]["steps"][-1] == start + 8   # appended after the start
+    assert fig4["original"]["p_ood"] == rh["original"]["eval_p_ood"]
+
+
+def test_switching_table_from_pairs(full):
+    inp = mpf.load_inputs(full["run"])
+    pair = {"peak_step": 10, "trough_step": 15, "kind": "fall", "abs_cos_backbone": 0.25, "backbone_share": 0.0625,
+            "capture_transverse": {"pc2_to_pc6": 0.4}}
+    inp.data["switching_alignment"] = {
+        "pairs": [{"peak_step": 10, "trough_step": 15, "amplitude": 0.125}],
+        "trunk": {"k_max": 6, "pairs": [pair], "summary": {"mean_abs_cos_backbone": 0.25, "mean_backbone_share": 0.0625,
+                                                           "mean_capture_transverse": 0.4}},
+        "blocks": [{"pairs": [dict(pair, abs_cos_backbone=0.1)]}, {"pairs": [dict(pair, abs_cos_backbone=0.3)]}],
+        "block_range": {"abs_cos_backbone": [0.1, 0.3], "capture_transverse_pc2_to_pc6": [0.4, 0.4]}}
+    t = mpf.table_switching(inp)
+    md = t.to_md()
+    assert "| 10 | 15 | fall | 0.125 | 0.250 | 0.062 | 40.0 | 0.100–0.300 | 40.0 |" in md
+    N = mpf.Numbers()
+    mpf.numbers_switching(inp, N)
+    assert N["switch_transverse_trunk"].value == pytest.approx(0.9375) and N["e_trunk"].text() == "40.0"
+
+
+# ---------------------------------------------------------------------------- the report
+def test_report_embeds_figures_and_lists_missing(full):
+    run = full["run"]
+    text = (run / "report.md").read_text()
+    for name in FIGS:
+        m = re.search(rf"!\[[^\]]*\]\(([^)]*{name}\.png)\)", text)
+        assert m and (run / m.group(1)).exists(), name
+    assert "| quantity | this run | paper (source) |" in text
+    pc1 = full["numbers"]["numbers"]["pc1_trunk_raw"]["text"]
+    assert re.search(rf"\| trunk PC1, raw / row-normalised \(%\) \| {re.escape(pc1)} / ", text)
+    assert "`switching_alignment`: not run" in text and "`basin_depth`: not run" in text
+    assert "`beta`: not included" in text and "`sgd`: not run" not in text
+    reading = full["numbers"]["readings"][0]
+    assert f"- {reading}" in text and full["numbers"]["numbers"]["trunk_null_verb"]["value"] in reading
+
+
+# ---------------------------------------------------------------------------- the paper's inputs
+STANDARD = set("""documentclass usepackage input newcommand title author thanks date begin end maketitle emph section
+paragraph label ref cite texttt fi else mathrm frac sum langle rangle theta sigma rho alpha lambda pi ell beta top
+times cdot sqrt quad approx item bibitem textbf par small centering includegraphics linewidth caption vb vsw
+pood mathbf text le ge dots ldots Delta S cos pm""".split())
+
+
+def active_tex(body: str, flags: dict[str, bool]) -> str:
+    r"""The text TeX typesets given the \ifhave<flag> values (nested conditionals, \else)."""
+    out, stack = [], []
+    for tok in re.split(r"(\\ifhave[a-z]+|\\else\b|\\fi\b)", body):
+        if tok.startswith("\\ifhave"):
+            stack.append([flags[tok[len("\\ifhave"):]], False])
+        elif tok == "\\else":
+            stack[-1][1] = True
+        elif tok == "\\fi":
+            stack.pop()
+        elif all(on != in_else for on, in_else in stack):
+            out.append(tok)
+    assert not stack
+    return "".join(out)
+
+
+def check_paper_against(gen_dir: Path) -> None:
+    r"""Every macro paper.tex typesets is defined by gen_dir/numbers.tex, every \input'd file exists."""
+    tex = (ROOT / "paper" / "paper.tex").read_text()
+    body = "\n".join(re.sub(r"(?<!\\)%.*", "", line) for line in tex.splitlines())     # comments (not \%) removed
+    gen = (gen_dir / "numbers.tex").read_text()
+    defined = set(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}", gen))
+    flags = {m.group(1): m.group(2) == "true" for m in re.finditer(r"\\have([a-z]+)(true|false)", gen)}
+    assert set(re.findall(r"\\ifhave([a-z]+)", body)) <= set(flags)
+    assert body.count("{") == body.count("}")
+    text = active_tex(body, flags)
+    unknown = set(re.findall(r"\\([A-Za-z]+)", text)) - STANDARD - defined
+    assert not unknown, unknown
+    for path in re.findall(r"\\(?:input|includegraphics\[[^\]]*\])\{generated/([^}]*)\}", text):
+        assert (gen_dir / path).exists(), path
+    # no number typed into the prose (they come from macros; labels like "block 0" are allowed)
+    prose = re.sub(r"\\[A-Za-z]+|\$[^$]*\$|\{[^{}]*\}", " ", body.split(r"\begin{thebibliography}")[0])
+    assert not re.findall(r"\d+\.\d+|\d{3,}", prose)
+
+
+def test_paper_uses_only_generated_numbers(full, tmp_path):
+    check_paper_against(full["paper"])
+    bare = tmp_path / "bare"                            # every \ifhave flag false: the paper still compiles
+    bare.mkdir()
+    for f in ("config.json", "metrics.jsonl", "status.json"):
+        shutil.copy(full["run"] / f, bare / f)
+    mpf.generate(mpf.load_inputs(bare), bare / "figures", paper_dir=tmp_path / "gen")
+    check_paper_against(tmp_path / "gen")
+    assert not list((tmp_path / "gen" / "figures").glob("*.pdf"))
+
+
+# ---------------------------------------------------------------------------- missing and bad inputs
+def call(module, *args: str) -> int:
+    """Run a script's main() in this process as the command line would (UserError -> one line, exit 2)."""
+    from training.cli import run_main
+    old = sys.argv
+    sys.argv = [module.__file__, *args]
+    try:
+        return run_main(module.main)
+    except SystemExit as e:                             # --help
+        return e.code
+    finally:
+        sys.argv = old
+
+
+def bare_copy(full, where: Path) -> Path:
+    where.mkdir()
+    for f in ("config.json", "metrics.jsonl", "status.json"):
+        shutil.copy(full["run"] / f, where / f)
+    return where
+
+
+def test_missing_inputs_are_skipped_or_strict(full, tmp_path, capsys):
+    from figures import make_report
+    bare = bare_copy(full, tmp_path / "bare")
+    assert call(mpf, "--run-dir", str(bare)) == 0
+    out = capsys.readouterr().out
+    for name in FIGS:
+        assert sum(line.startswith(f"skipped {name}: missing") for line in out.splitlines()) == 1
+    assert not list((bare / "figures").glob("*.png"))
+    assert "| not run |" in (bare / "figures" / "tables" / "comparison.md").read_text()
+    assert call(mpf, "--run-dir", str(bare), "--strict") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "missing" in err and "trajectory_pca" in err
+    assert call(make_report, "--run-dir", str(bare)) == 0
+    text = (bare / "report.md").read_text()
+    assert "### Figure 1 — backbone–residual decomposition\n\nnot run" in text
+    assert "`trajectory_pca`: not run" in text
+
+
+def test_bad_run_directories_are_one_line_errors(full, tmp_path, capsys):
+    from figures import make_report
+    p = run_script("figures/make_paper_figures.py", "--run-dir", str(tmp_path / "missing"))    # as a user runs it
+    assert p.returncode == 2 and "does not exist" in p.stderr and p.stderr.count("\n") == 1
+    assert call(make_report, "--run-dir", str(tmp_path / "missing")) == 2
+    broken = bare_copy(full, tmp_path / "broken")
+    (broken / "analysis").mkdir()
+    cases = [('{"trunk": ', "corrupt"), ('{"trunk": {}}', "lacks an expected field")]
+    for content, message in cases:
+        (broken / "analysis" / "trajectory_pca.json").write_text(content)
+        capsys.readouterr()
+        assert call(mpf, "--run-dir", str(broken)) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    (broken / "analysis" / "trajectory_pca.json").unlink()
+    (broken / "status.json").write_text('{"state": "running", "step": 5}')
+    assert call(mpf, "--run-dir", str(broken)) == 2 and "not finished" in capsys.readouterr().err
+    assert call(mpf, "--run-dir", str(broken), "--allow-incomplete") == 0
+    assert call(mpf, "--run-dir", str(full["run"]), "--sgd-dir", str(tmp_path / "nope")) == 2
+    assert "--sgd-dir" in capsys.readouterr().err
+
+
+def test_help_and_make_targets(capsys):
+    from figures import make_report
+    for module in (mpf, make_report):
+        assert call(module, "--help") == 0
+        assert "--run-dir" in capsys.readouterr().out
+    if shutil.which("make") and not shutil.which("latexmk"):
+        p = subprocess.run(["make", "-s", "-C", str(ROOT / "paper"), "pdf"], capture_output=True, text=True)
+        assert p.returncode != 0 and "latexmk is needed" in p.stdout
+
+
+# ---------------------------------------------------------------------------- formatting
+def test_formatting_rules():
+    fmt = mpf.fmt
+    assert fmt(0.79123, "pct") == "79.1" and fmt(None, "pct") == "—" and fmt(None, "pct", "tex") == "--"
+    assert fmt(2.4e-6, "sci") == "2.4e-06" and fmt(2.4e-6, "sci", "tex") == r"\ensuremath{2.4\times10^{-6}}"
+    assert fmt((0.2, 0.31), "num2") == "0.20–0.31" and fmt((0.2, 0.31), "num2", "tex") == "0.20--0.31"
+    assert fmt(-0.0401, "signed") == "-0.040" and fmt(-0.0401, "signed", "tex") == r"\ensuremath{-0.040}"
+    assert fmt(25165824, "int", "tex") == "25{,}165{,}824" and fmt(3375.0, "x") == "3,375×"
+    assert fmt("a_b & 5 %", "text", "tex") == r"a\_b \& 5 \%"
+    assert mpf.macro_name("k95_trunk") == "KNineFiveTrunk" and mpf.macro_name("pc1_trunk_raw") == "PcOneTrunkRaw"
