@@ -248,3 +248,35 @@ def choose_steps(available: Sequence[int], explicit: str | None, n: int) -> list
         return spread_steps(available, n)
     from training.analysis_io import parse_step_list
     return parse_step_list(explicit, list(available))
+
+
+# ---------------------------------------------------------------------------- LM / probe interference
+def interference(model: GPT, task: LMProbeTask, cfg: Config, step: int, n_batches: int, seed: int,
+                 batch_size: int | None = None, block: int | None = None, progress: bool = False) -> dict:
+    """Gradient interference between the two terms of the training loss (seed 000 §3, reference §4.16).
+
+    For analysis batch i (key [seed, GRAD_TAG, i]) g_LM,i is the gradient of L_LM on the training mixture
+    and g_probe,i the gradient of L_probe on the same text windows with a probe in every sequence
+    (:func:`analysis_batches`); both over the trunk (or one block) in canonical order. Returns
+    cos_i = ⟨g_LM,i, g_probe,i⟩ / (‖g_LM,i‖ ‖g_probe,i‖) for every batch (NaN where a gradient is zero
+    or non-finite), their mean, std and mean |cos|, the mean gradient norms and the noise floor of the
+    dimension (the typical |cos| of two unrelated directions). All sums are float64.
+    """
+    g_lm = minibatch_gradients(model, task, cfg, step, n_batches, seed, batch_size, "lm", block, progress)
+    g_probe = minibatch_gradients(model, task, cfg, step, n_batches, seed, batch_size, "probe", block, progress)
+    dots = torch.zeros(n_batches, dtype=torch.float64, device=g_lm.device)
+    width = chunk_width(g_lm)
+    for a in range(0, g_lm.shape[1], width):
+        dots += (g_lm[:, a:a + width].to(torch.float64) * g_probe[:, a:a + width].to(torch.float64)).sum(dim=1)
+    n_lm, n_probe = row_norms(g_lm), row_norms(g_probe)
+    denom = n_lm * n_probe
+    cos = torch.where(denom > 0, dots / denom.clamp(min=torch.finfo(torch.float64).tiny),
+                      torch.full_like(dots, float("nan"))).cpu().numpy()
+    ok = np.isfinite(cos)
+    return {"step": int(step), "n_batches": int(n_batches), "seed": int(seed), "batch_size": batch_size,
+            "block": block, "cos": cos.tolist(), "n_finite": int(ok.sum()),
+            "mean_cos": float(cos[ok].mean()) if ok.any() else None,
+            "std_cos": float(cos[ok].std()) if ok.any() else None,
+            "mean_abs_cos": float(np.abs(cos[ok]).mean()) if ok.any() else None,
+            "lm_grad_norm": float(n_lm.mean()), "probe_grad_norm": float(n_probe.mean()),
+            "noise_floor": noise_floor(g_lm.shape[1])}
