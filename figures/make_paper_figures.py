@@ -1223,8 +1223,8 @@ def comparison(inp: Inputs, N: Numbers) -> Table:
         ["anisotropy α (max, at step)", ours("anisotropy_max", "anisotropy_max_step", sep=" at "), paper("anisotropy_peak")],
         ["top Fisher eigenvector overlap |⟨u1, v_b⟩| (max)", ours("top_eig_overlap_max"), paper("top_eig_overlap")],
         ["p_ood oscillations: switch pairs detected (paper: p_ood range)", ours("n_switch_pairs"), paper("p_ood_osc_range")],
-        ["|⟨v_sw, v_b⟩| (trunk mean; block range)", _switch_cos(N), paper("switch_abs_cos")],
-        ["E_2:6 of the transverse switch (trunk mean; block range, %)", _switch_e(N), paper("e26_seed42", "e26_seed271")],
+        ["|⟨v_sw, v_b⟩| (trunk mean; block range)", _switch_range(N, "switch_cos_trunk", "switch_cos_block"), paper("switch_abs_cos")],
+        ["E_2:6 of the transverse switch (trunk mean; block range, %)", _switch_range(N, "e_trunk", "e_block"), paper("e26_seed42", "e26_seed271")],
         ["reheating peak p_ood (best lr)", ours("reheat_peak"), paper("reheat_peak")],
         ["re-entry gain G (best lr)", ours("reheat_gain"), paper("reheat_G")],
         ["SGD controls: PC1 AdamW / SGD (%)", ours("sgd_pc1_adamw", "sgd_pc1_sgd"), paper("sgd_pc1_adamw", "sgd_pc1_sgd")],
@@ -1239,21 +1239,13 @@ def comparison(inp: Inputs, N: Numbers) -> Table:
                  cols, [[Cell(x, "text") for x in r] for r in rows])
 
 
-def _switch_cos(N: Numbers) -> str:
-    if "switch_cos_trunk" not in N:
+def _switch_range(N: Numbers, trunk: str, block: str) -> str:
+    """A switching number as 'trunk mean; block min–max', or why it is absent."""
+    if trunk not in N:
         return "not run" if "n_switch_pairs" not in N else "no switch pair"
-    s = N.text("switch_cos_trunk")
-    if "switch_cos_block_min" in N:
-        s += f"; {N.text('switch_cos_block_min')}–{N.text('switch_cos_block_max')}"
-    return s
-
-
-def _switch_e(N: Numbers) -> str:
-    if "e_trunk" not in N:
-        return "not run" if "n_switch_pairs" not in N else "no switch pair"
-    s = N.text("e_trunk")
-    if "e_block_min" in N:
-        s += f"; {N.text('e_block_min')}–{N.text('e_block_max')}"
+    s = N.text(trunk)
+    if f"{block}_min" in N:
+        s += f"; {N.text(block + '_min')}–{N.text(block + '_max')}"
     return s
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,18 @@ def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
     """Run an analysis script as a user would; returns the completed process (not checked)."""
     return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
+
+
+def run_inprocess(capsys, script, *args):
+    """``python script --no-progress args`` run as __main__ in this process (saves a torch import per call).
+
+    Returns (exit code, stdout, stderr)."""
+    argv = sys.argv
+    sys.argv = [str(ROOT / script), "--no-progress", *args]
+    try:
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return e.value.code, captured.out, captured.err

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_inprocess, run_script
 from training import runio
 from training.analysis_io import open_run
 from training.basin import (RELAX_TAG, disjoint_pairs, drift_table, isotropic_cos_gram, parse_pairs, percentile_of,
@@ -27,19 +27,6 @@ TESTS = "analysis/basin/basin_tests.py"
 DEPTH = "analysis/basin/basin_depth.py"
 MANIFOLD = "analysis/basin/manifold_dim.py"
 PAIRS = [(10, 5), (10, 15), (20, 15)]          # (peak, trough): a rise, a fall, a rise
-
-
-def run_inprocess(capsys, script, *args):
-    """``python script --no-progress args`` as __main__ in this process; (exit code, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = [str(ROOT / script), "--no-progress", *args]
-    try:
-        with pytest.raises(SystemExit) as e:
-            runpy.run_path(str(ROOT / script), run_name="__main__")
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -275,7 +275,7 @@ def test_bad_flags_and_dirs(sweep, tmp_path):
                        cwd=ROOT, env=env, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error: --beta2s") and p.stderr.count("\n") == 1
     assert not (tmp_path / "x").exists()
-    with pytest.raises(UserError, match="fixes beta2"):
+    with pytest.raises(UserError, match=r"--set beta2=\.\.\.: the β2-sweep protocol sets this itself \(use --beta2s\)"):
         STUDY.main(["train", "--preset", "test", "--set", "beta2=0.5"])
     with pytest.raises(UserError, match="unknown preset"):
         STUDY.main(["train", "--preset", "huge"])

@@ -263,7 +263,7 @@ def test_bad_flags_and_missing_runs_give_one_line(done, tmp_path, monkeypatch, c
     p = study(tmp_path / "s", done["cache"], "--bogus")                 # as a user runs it
     assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr
     import runpy
-    cases = ((["--runs", "A,X"], "--runs"), (["--set", "steps=3"], "the study sets"), (["--preset", "nope"], "preset"),
+    cases = ((["--runs", "A,X"], "--runs"), (["--set", "steps=3"], "the SGD-control protocol sets this itself"), (["--preset", "nope"], "preset"),
              (["--analyse-only"], "has not been trained"))
     for extra, words in cases:                                           # the same entry point, in this process
         monkeypatch.setattr(sys, "argv", [SCRIPT, "--preset", "test", "--out-dir", str(tmp_path / "s"), *extra])

@@ -2,15 +2,13 @@
 bootstrap noise estimate, the logit lens, and the three scripts end to end on a tiny real run."""
 import json
 import math
-import runpy
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_script
+from conftest import run_inprocess, run_script
 from trajfix import synthetic_trajectory
 from training.config import preset
 from training.data import Batch
@@ -200,21 +198,6 @@ def test_logit_lens_last_layer_is_the_model_output():
 
 
 # ---------------------------------------------------------------------------- the scripts on a real run
-def run_inprocess(capsys, script, *args):
-    """``python script --no-progress args`` run as __main__ in this process (saves a torch import per call).
-
-    Returns (exit code, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = [str(ROOT / script), "--no-progress", *args]
-    try:
-        with pytest.raises(SystemExit) as e:
-            runpy.run_path(str(ROOT / script), run_name="__main__")
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
 def run_copy(tiny_run, tmp_path_factory):
     dst = tmp_path_factory.mktemp("switching_run") / "run"

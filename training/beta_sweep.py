@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from training import runio, studies
-from training.config import Config, parse_override
+from training.config import NOT_HASHED, Config, parse_override
 from training.errors import UserError
 
 STUDY = "beta_sweep"
@@ -104,21 +104,15 @@ def parse_paper_lrs(text: str, what: str = "--lrs") -> list[float]:
     return values
 
 
-RUNTIME_FIELDS = ("device", "compile", "cache_dir", "progress")   # where a run executes, not what it computes
-
-
 def runtime_overrides(items: Sequence[str]) -> dict:
     """The --set items that only say where runs execute (applied to reheating runs derived from a run's config)."""
-    return {k: v for k, v in (parse_override(i) for i in items) if k in RUNTIME_FIELDS}
+    return {k: v for k, v in (parse_override(i) for i in items) if k in NOT_HASHED and k != "out_dir"}
 
 
 def check_overrides(items: Sequence[str]) -> None:
     """Refuse a --set of a field the protocol fixes (it would be replaced without a word)."""
-    for item in items:
-        key, _ = parse_override(item)
-        if key in PROTOCOL_FIELDS:
-            hint = " (use --beta2s)" if key == "beta2" else ""
-            raise UserError(f"--set {key}=... is not allowed: the β2-sweep protocol fixes {key}{hint}")
+    studies.refuse_protocol_overrides((parse_override(i)[0] for i in items), PROTOCOL_FIELDS, "β2-sweep",
+                                      {"beta2": " (use --beta2s)"})
 
 
 # ---------------------------------------------------------------------------- protocol

@@ -124,10 +124,9 @@ def plan_reheats(run_dir: Path, orig: Config, from_step: int, lrs: Sequence[floa
                  lam: float, eval_every: int, modes: Sequence[bool], overrides: dict | None = None) -> list[ReheatSpec]:
     """The reheating runs of (start checkpoint × moments mode × learning rate), not yet trained."""
     overrides = dict(overrides or {})
-    bad = sorted(set(overrides) & set(PROTOCOL_FIELDS))
-    if bad:
-        raise UserError(f"--set {bad[0]}=... is set by the reheating protocol; use --lrs/--steps/--warmup/--lam/"
-                        "--eval-every/--from-step/--moments instead")
+    studies.refuse_protocol_overrides(overrides, PROTOCOL_FIELDS, "reheating",
+                                      {k: " (use --lrs/--steps/--warmup/--lam/--eval-every/--from-step/--moments)"
+                                       for k in PROTOCOL_FIELDS})
     if steps < 1 or warmup < 0 or eval_every < 1 or not (math.isfinite(lam) and lam >= 0):
         raise UserError(f"need --steps >= 1, --warmup >= 0, --eval-every >= 1 and --lam >= 0 (got steps {steps}, "
                         f"warmup {warmup}, eval-every {eval_every}, lam {lam})")

@@ -88,7 +88,20 @@ def study_parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every run (e.g. cache_dir=..., device=cuda); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def error(message):                      # flag mistakes as one line, like every other UserError
+        raise UserError(f"{message} (see --help)")
+    p.error = error
     return p
+
+
+def refuse_protocol_overrides(keys, protocol_fields: Sequence[str], study: str, hints: dict | None = None) -> None:
+    """A ``--set`` of a field the study's protocol fixes would be replaced silently: refuse it in one line."""
+    fixed = sorted(set(keys) & set(protocol_fields))
+    if fixed:
+        hint = (hints or {}).get(fixed[0], "")
+        raise UserError(f"--set {', '.join(fixed)}=...: the {study} protocol sets {'these' if len(fixed) > 1 else 'this'} "
+                        f"itself{hint}")
 
 
 def study_base_config(args: argparse.Namespace) -> Config:

@@ -27,8 +27,7 @@ from training import sgd_controls as sc  # noqa: E402
 from training.analysis_io import figure, save_figure, write_result  # noqa: E402
 from training.cli import run_main  # noqa: E402
 from training.config import parse_override  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.studies import ensure_run, study_base_config, study_dir, study_parser  # noqa: E402
+from training.studies import ensure_run, refuse_protocol_overrides, study_base_config, study_dir, study_parser  # noqa: E402
 
 RESULT = "sgd_control_results"
 COLORS = {"A": "tab:blue", "B": "tab:red", "C": "tab:green", "Cprime": "tab:purple"}
@@ -38,15 +37,9 @@ def parse_args():
     p = study_parser(__doc__)
     p.add_argument("--runs", default="A,B,C,Cprime", help="which runs to train and analyse (default A,B,C,Cprime)")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
-
-    def error(message):                      # flag mistakes as one line, like every other UserError
-        raise UserError(f"{message} (see --help)")
-    p.error = error
     args = p.parse_args()
-    fixed = sorted({parse_override(item)[0] for item in args.set} & set(sc.PROTOCOL_FIELDS))
-    if fixed:
-        raise UserError(f"--set {', '.join(fixed)}: the study sets these itself (its protocol); use training/pilot.py "
-                        "for a single run with other values")
+    refuse_protocol_overrides((parse_override(item)[0] for item in args.set), sc.PROTOCOL_FIELDS, "SGD-control",
+                              {k: " (use training/pilot.py for a single run with other values)" for k in sc.PROTOCOL_FIELDS})
     return args
 
 
