@@ -14,10 +14,12 @@ SEED   ?= 42
 
 install: $(VENV)/.installed
 
+# --no-compile: byte-compiling every file of the wheels takes about a minute on 2 cores (measured 96 s vs 34 s for
+# the whole install); Python compiles the modules actually imported on first use instead.
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --upgrade pip
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt
 	touch $@
 
 demo: install

@@ -15,7 +15,7 @@ import torch
 from safetensors.numpy import load_file as load_np
 
 from conftest import ROOT, run_script
-from training import runio
+from training import parallel, runio
 from training.data import prepare_task
 from training.model import trunk_names
 from training.trainer import read_run_config
@@ -85,6 +85,13 @@ def test_runs_and_protocol(reheated):
         assert (cfg.batch_size, cfg.grad_accum, cfg.wd, cfg.beta2, cfg.seed) == \
             (orig.batch_size, orig.grad_accum, orig.wd, orig.beta2, orig.seed)
         assert r["ckpt_steps"] == r["steps"] == [0, 1, 2, 3, 4] and runio.read_status(Path(r["dir"]))["state"] == "completed"
+    # on a multi-core CPU the two fresh runs of the first command trained side by side, each logging to its file;
+    # the single saved-moments run of the second command trained in the command's own process
+    if parallel.cpu_count() > 1:
+        assert "side by side (2 processes x" in logs[0]
+        for name in NAMES[:2]:
+            assert "| val " in (run / "reheat" / name / "train.log").read_text()     # its evaluation lines
+    assert "side by side" not in logs[1] and not (run / "reheat" / NAMES[2] / "train.log").exists()
 
 
 def test_start_is_the_original_checkpoint_bit_for_bit(reheated):

@@ -25,13 +25,14 @@ import json
 import math
 import re
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from training import runio, studies
+from training import parallel, runio, studies
 from training.config import NOT_HASHED, Config
 from training.errors import UserError
 
@@ -176,6 +177,40 @@ def train_reheat(spec: ReheatSpec, orig_dir: Path) -> str:
         if src.exists() and not dst.exists():
             runio.atomic_write(dst, lambda tmp, s=src: shutil.copyfile(s, tmp))
     return studies.ensure_run(spec.cfg, spec.dir)
+
+
+def _train_one(job: tuple[ReheatSpec, Path]) -> str:
+    return train_reheat(*job)
+
+
+def train_reheats(specs: Sequence[ReheatSpec], orig_dir: Path, jobs: int | None = None) -> None:
+    """Train the unfinished runs of ``specs``: one after another (``jobs`` = 1) or side by side in child
+    processes (training/parallel.py; ``None`` = one per run up to the number of cores on a CPU, one on a GPU).
+    Side by side, each run logs to ``<run>/train.log`` and shows no progress bar."""
+    todo = []
+    for spec in specs:
+        if is_done(spec):
+            print(f"skip {spec.name}: already {studies.run_state(spec.dir)}")
+        else:
+            todo.append(spec)
+    if not todo:
+        return
+    n, threads = parallel.plan_jobs(len(todo), jobs, todo[0].cfg.device)
+    if n > 1:
+        todo = [replace(s, cfg=s.cfg.replace(progress=False)) for s in todo]
+        print(f"training {len(todo)} reheating runs side by side ({n} processes x {threads} thread"
+              f"{'s' if threads > 1 else ''}; logs in <run>/train.log)", flush=True)
+    t0: dict[str, float] = {}
+
+    def start(job):
+        t0[job[0].name] = time.monotonic()
+        print(f"train {job[0].name} -> {job[0].dir}", flush=True)
+
+    def done(job, state):
+        print(f"{state}: {job[0].name} ({time.monotonic() - t0[job[0].name]:.1f} s)", flush=True)
+
+    parallel.run_jobs(_train_one, [(s, Path(orig_dir)) for s in todo], n, threads,
+                      log_path=lambda job: job[0].dir / "train.log", on_start=start, on_done=done)
 
 
 # ---------------------------------------------------------------------------- finding reheating runs

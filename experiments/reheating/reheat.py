@@ -7,9 +7,10 @@ the optimizer moments saved at that step (--moments saved; the last checkpoint's
 need a run trained with --set keep_optimizer_states=true), constant λ, linear warmup then cosine to the
 floor, an evaluation and a checkpoint every --eval-every steps, and a data stream of its own (never the
 original run's batch order). Defaults are the paper's protocol scaled to the run's preset
-(training/studies.py): paper 2000 steps, warmup 200, λ 4, lrs 1e-3,6e-4,3e-4, eval every 100; quick 120,
-12, 2, 3e-3,1.8e-3,9e-4, 6. The runs are trained one after another in this process; finished ones are
-skipped and interrupted ones resumed, so re-running the command completes the set.
+(training/studies.py): paper 2000 steps, warmup 200, λ 4, lrs 1e-3,6e-4,3e-4, eval every 200; quick 120,
+12, 2, 3e-3,1.8e-3,9e-4, 12. On a CPU the runs train side by side, one process each (--jobs; small models use
+one core better than two); on a GPU one after another. Finished runs are skipped and interrupted ones resumed,
+so re-running the command completes the set.
 
 Then: python analysis/reheating/reheat_geometry.py --run-dir RUN
 
@@ -17,7 +18,6 @@ Example:  python experiments/reheating/reheat.py --run-dir runs/quick --moments 
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -46,6 +46,8 @@ def main() -> int:
     p.add_argument("--eval-every", type=int, help="evaluation and checkpoint cadence (default: 100 paper steps, scaled)")
     p.add_argument("--moments", default="fresh", help="fresh | saved | both: fresh optimizer (the paper) and/or the "
                                                       "optimizer moments saved at --from-step (default fresh)")
+    p.add_argument("--jobs", type=int, help="runs trained side by side, each in its own process (default: one per "
+                                            "run up to the number of CPU cores; 1 on a GPU)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every reheating run (e.g. device=cuda, beta2=0.8); fields "
                         "that change the computation are added to the run names")
@@ -68,14 +70,7 @@ def main() -> int:
     c = specs[0].cfg
     print(f"reheating {run.dir} from step {from_step}: {len(specs)} run(s), {c.steps} steps, warmup {c.warmup}, "
           f"λ {c.lambda_probe:g}, eval every {c.eval_every}, lrs {', '.join(f'{s.lr:g}' for s in specs)}")
-    for spec in specs:
-        if reheating.is_done(spec):
-            print(f"skip {spec.name}: already {studies.run_state(spec.dir)}")
-            continue
-        t0 = time.monotonic()
-        print(f"train {spec.name} -> {spec.dir}", flush=True)
-        state = reheating.train_reheat(spec, run.dir)
-        print(f"{state}: {spec.name} ({time.monotonic() - t0:.1f} s)", flush=True)
+    reheating.train_reheats(specs, run.dir, args.jobs)
     print(f"{'run':<36} {'state':<10} {'p0':>6} {'peak':>6} {'@step':>6} {'G':>7} {'final':>6}")
     for spec in specs:
         state = studies.run_state(spec.dir)

@@ -1,0 +1,106 @@
+"""training/parallel.py: results in order, errors raised in the parent, thread counts, logs, and children that
+die with their parent."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import ROOT
+from training import parallel
+from training.errors import UserError
+
+
+def square_and_threads(x):
+    import torch
+    print(f"item {x}")
+    return x * x, torch.get_num_threads(), os.getpid()
+
+
+def fail_on_two(x):
+    if x == 2:
+        raise UserError("item 2 is bad")
+    return x
+
+
+def test_plan_jobs():
+    cores = parallel.cpu_count()
+    assert parallel.plan_jobs(3, None, "cpu") == (min(3, cores), max(1, cores // min(3, cores)))
+    assert parallel.plan_jobs(3, 1, "cpu") == (1, cores)
+    assert parallel.plan_jobs(2, 8, "cpu") == (2, max(1, cores // 2))     # never more processes than runs
+    assert parallel.plan_jobs(3, None, "cuda")[0] == 1                    # one process on an accelerator
+    with pytest.raises(UserError, match="at least 1"):
+        parallel.plan_jobs(3, 0, "cpu")
+
+
+def test_children_return_in_order_with_their_threads_and_logs(tmp_path):
+    seen = []
+    out = parallel.run_jobs(square_and_threads, [3, 1, 2], jobs=2, threads=1,
+                            log_path=lambda x: tmp_path / f"{x}.log", on_done=lambda x, r: seen.append(x))
+    assert [r[0] for r in out] == [9, 1, 4]
+    assert all(r[1] == 1 for r in out)                      # each child got the thread count asked for
+    assert all(r[2] != os.getpid() for r in out)            # and ran in another process
+    assert sorted(seen) == [1, 2, 3]
+    for x in (1, 2, 3):
+        assert (tmp_path / f"{x}.log").read_text() == f"item {x}\n"
+
+
+def test_one_job_runs_in_this_process():
+    out = parallel.run_jobs(square_and_threads, [2, 5], jobs=1, threads=1)
+    assert [r[0] for r in out] == [4, 25] and {r[2] for r in out} == {os.getpid()}
+
+
+def test_a_child_error_is_raised_in_the_parent():
+    with pytest.raises(UserError, match="item 2 is bad"):
+        parallel.run_jobs(fail_on_two, [1, 2, 3], jobs=2, threads=1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_children_die_with_a_killed_parent(tmp_path):
+    """SIGKILL the parent while its children sleep: no child survives it."""
+    pids = tmp_path / "pids"
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from training import parallel
+        import child_mod
+        if __name__ == "__main__":            # spawned children import this file again
+            parallel.run_jobs(child_mod.sleeper, [{str(pids)!r}] * 2, jobs=2, threads=1)
+    """))
+    (tmp_path / "child_mod.py").write_text(textwrap.dedent("""
+        import os, time
+        def sleeper(path):
+            with open(path, "a") as fh:
+                fh.write(f"{os.getpid()}\\n")
+            time.sleep(120)
+    """))
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    proc = subprocess.Popen([sys.executable, str(script)], env=env)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if pids.exists() and len(pids.read_text().split()) == 2:
+            break
+        time.sleep(0.2)
+    assert pids.exists(), "the children never started"
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    alive = children
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _alive(p)]
+        time.sleep(0.2)
+    assert not alive, f"children {alive} outlived their killed parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"          # a zombie has exited
+    except FileNotFoundError:
+        return False
