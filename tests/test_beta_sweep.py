@@ -215,7 +215,7 @@ def test_rerun_is_a_no_op(sweep, capsys):
     for cmd in ("train", "analyse", "reheat"):          # the stages that do work (`all` adds two summaries)
         assert STUDY.main([cmd, *sweep["args"][1:]]) == 0
     text = capsys.readouterr().out
-    assert text.count("nothing to do") == 4 and text.count("is up to date") == 2
+    assert text.count(": already completed (") == 4 and text.count("is up to date") == 2   # no run restarted
     assert {p: p.stat().st_mtime_ns for p in watched} == before
 
 

@@ -86,7 +86,7 @@ def done(tmp_path_factory):
     root = base / "study"
     killer = base / "killer.py"
     killer.write_text(KILLER.format(root=str(ROOT), kill=KILL_AT, script=str(ROOT / SCRIPT)))
-    p = study(root, cache, wrapper=killer)
+    p = study(root, cache, "--jobs", "1", wrapper=killer)    # in one process: the wrapper's kill must apply
     assert p.returncode == 137, p.stderr[-2000:]
     status = json.loads((root / DIRS["Cprime"] / "status.json").read_text())
     assert status["state"] == "running" and status["step"] < 8          # really interrupted mid-run

@@ -136,8 +136,9 @@ def sweep_config(base: Config, beta2: float) -> Config:
                         ckpt_dense=tuple(tuple(w) for w in p["ckpt_dense"])).validate()
 
 
-def train_sweep(base: Config, beta2s: Sequence[float], root: Path, log: Callable[[str], None] = print) -> list[dict]:
-    """Train (or resume, or skip) one run per β2 under ``root``, one after another.
+def train_sweep(base: Config, beta2s: Sequence[float], root: Path, log: Callable[[str], None] = print,
+                jobs: int | None = None) -> list[dict]:
+    """Train (or resume, or skip) one run per β2 under ``root`` (side by side on a CPU: studies.train_runs).
 
     A diverged run is recorded and the sweep goes on; a run that fails for another reason is recorded
     too, the others still run, and a UserError naming the failures is raised at the end.
@@ -145,19 +146,14 @@ def train_sweep(base: Config, beta2s: Sequence[float], root: Path, log: Callable
     root = Path(root)
     write_study_record(root, base, [{"beta2": b, "run_dir": str(root / run_dir_name(b)),
                                      "state": studies.run_state(root / run_dir_name(b))} for b in beta2s])
+    runs = studies.train_runs([studies.RunJob(f"β2 = {beta2_label(b)}", sweep_config(base, b), root / run_dir_name(b))
+                               for b in beta2s], jobs, log)
     done, failed = [], []
     for b in beta2s:
-        run_dir = root / run_dir_name(b)
-        log(f"== β2 = {beta2_label(b)}: {run_dir}")
-        try:
-            state = studies.ensure_run(sweep_config(base, b), run_dir)
-        except UserError:
-            raise
-        except Exception as e:     # noqa: BLE001 -- recorded, the sweep continues, reported at the end
-            state = "failed"
-            failed.append(f"β2={beta2_label(b)} ({type(e).__name__}: {e})")
-        done.append({"beta2": b, "run_dir": str(run_dir), "state": state})
-        log(f"== β2 = {beta2_label(b)}: {state}")
+        r = runs[f"β2 = {beta2_label(b)}"]
+        if r["error"]:
+            failed.append(f"β2={beta2_label(b)} ({r['error']})")
+        done.append({"beta2": b, "run_dir": str(root / run_dir_name(b)), "state": r["state"]})
     write_study_record(root, base, done)
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {'; '.join(failed)}; re-run the same command to resume them")

@@ -8,16 +8,19 @@ lr 1e-3 run. A study at another preset keeps their *proportions*: a step count s
 3e-4} are {3e-3, 1.8e-3, 9e-4}). At ``paper`` every value is the paper's own.
 
 A study writes ordinary run directories (so every analysis script works on each of them) under one
-study directory, and resumes by resuming each unfinished run.
+study directory, and resumes by resuming each unfinished run. On a CPU its runs train side by side
+(:func:`train_runs`, ``--jobs``).
 """
 from __future__ import annotations
 
 import argparse
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from training import runio
+from training import parallel, runio
 from training.config import PRESETS, Config, parse_override, preset
 from training.errors import UserError
 
@@ -68,6 +71,80 @@ def ensure_run(cfg: Config, run_dir: Path) -> str:
         return Trainer(have.replace(device=cfg.device, progress=cfg.progress, compile=cfg.compile), run_dir,
                        resume=True).run()
     return Trainer(cfg, run_dir, resume=False).run()
+
+
+@dataclass
+class RunJob:
+    """One run of a study: a label for messages, its config and its directory."""
+    label: str
+    cfg: Config
+    dir: Path
+
+
+def finished_state(cfg: Config, run_dir: Path) -> str | None:
+    """completed | diverged when ``run_dir`` holds this very run, finished; None when it still has to train.
+    A directory holding a different run is refused, as :func:`ensure_run` would."""
+    state = run_state(run_dir)
+    if state not in ("completed", "diverged"):
+        return None
+    from training.trainer import read_run_config
+    if read_run_config(run_dir).hash() != cfg.replace(out_dir=str(run_dir)).validate().hash():
+        raise UserError(f"{run_dir} already holds a run with a different config; remove it or choose another "
+                        "study directory")
+    return state
+
+
+def _train_job(job: RunJob) -> tuple[str, str | None, float]:
+    t0 = time.monotonic()
+    try:
+        state, error = ensure_run(job.cfg, job.dir), None
+    except UserError:
+        raise
+    except Exception as e:     # noqa: BLE001 -- recorded; the other runs go on; the caller reports it
+        state, error = "failed", f"{type(e).__name__}: {e}"
+    return state, error, round(time.monotonic() - t0, 2)
+
+
+def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> dict[str, dict]:
+    """Train (or resume, or skip when finished) every run of ``jobs``; label -> {state, error, seconds}.
+
+    ``n_jobs`` runs train side by side in child processes (training/parallel.py; None = one per run up to the
+    number of CPU cores, one on a GPU); each then logs to ``<run>/train.log``. A UserError stops the study; any
+    other failure of a run is recorded (state "failed") and the other runs still train.
+    """
+    out: dict[str, dict] = {}
+    todo = []
+    for job in jobs:                 # finished runs are reported here, without starting a process for them
+        state = finished_state(job.cfg, job.dir)
+        if state:
+            log(f"{job.label}: already {state} ({job.dir})")
+            out[job.label] = {"state": state, "error": None, "seconds": 0.0}
+        else:
+            todo.append(job)
+    if not todo:
+        return out
+    jobs = todo
+    n, threads = parallel.plan_jobs(len(jobs), n_jobs, jobs[0].cfg.device)
+    if n > 1:
+        jobs = [RunJob(j.label, j.cfg.replace(progress=False), j.dir) for j in jobs]
+        log(f"training {len(jobs)} runs side by side ({n} processes x {threads} thread{'s' if threads > 1 else ''}; "
+            f"logs in <run>/train.log)")
+
+    def start(job):
+        log(f"train {job.label} -> {job.dir}")
+
+    def done(job, r):
+        out[job.label] = {"state": r[0], "error": r[1], "seconds": r[2]}
+        log(f"{job.label}: {r[0]} ({r[2]:.1f} s in this invocation)" + (f" -- {r[1]}" if r[1] else ""))
+
+    parallel.run_jobs(_train_job, jobs, n, threads, log_path=(lambda j: j.dir / "train.log") if n > 1 else None,
+                      on_start=start, on_done=done)
+    return out
+
+
+def add_jobs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, help="runs trained side by side, one process each (default: one per run up "
+                                            "to the number of CPU cores; 1 on a GPU)")
 
 
 def run_state(run_dir: Path) -> str:

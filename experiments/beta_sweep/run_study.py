@@ -49,6 +49,7 @@ def build_parser():
     p.add_argument("--batch-size", type=int, help="analysis: sequences per mini-batch (default: the run's micro-batch)")
     p.add_argument("--analysis-seed", type=int, default=0, help="analysis: seed of the analysis batches (default 0)")
     p.add_argument("--device", default="auto", help="analysis: auto | cpu | cuda (training: --set device=...)")
+    studies.add_jobs_arg(p)
     return p
 
 
@@ -81,7 +82,7 @@ def train(args, base, root, beta2s, reheat_beta2s, ckpts, lrs):
     print(f"β2 sweep at preset {base.preset}: {len(beta2s)} runs of {p['steps']} steps (warmup {p['warmup']}, "
           f"λ {base.lambda_probe:g} → {base.lambda_after:g} at step {p['lambda_step']}, eval every {p['eval_every']}, "
           f"checkpoints every {p['ckpt_every']} + dense {p['ckpt_dense']}) in {root}")
-    runs = bs.train_sweep(base, beta2s, root)
+    runs = bs.train_sweep(base, beta2s, root, jobs=args.jobs)
     for r in runs:
         print(f"  β2 = {bs.beta2_label(r['beta2'])}: {r['state']}")
 
@@ -130,21 +131,16 @@ def reheat(args, base, root, beta2s, reheat_beta2s, ckpts, lrs):
     plan = bs.reheat_plan(root, reheat_beta2s, ckpts, lrs)
     print(f"β2 reheating grid: {len(plan)} runs (β2 {', '.join(map(bs.beta2_label, reheat_beta2s))}; "
           f"paper checkpoints {ckpts})")
-    failed = []
+    jobs = []
     for entry in plan:
         tag = f"β2 = {bs.beta2_label(entry['beta2'])}, ckpt {entry['ckpt']}, lr {entry['lr']:g}"
         if "skip" in entry:
             print(f"  {tag}: skipped ({entry['skip']})")
             continue
         cfg = entry["cfg"].replace(**{**bs.runtime_overrides(args.set), "progress": not args.no_progress})
-        try:
-            state = studies.ensure_run(cfg, Path(entry["out_dir"]))
-        except UserError:
-            raise
-        except Exception as e:  # noqa: BLE001 -- recorded, the grid continues, reported at the end
-            state = "failed"
-            failed.append(f"{tag} ({type(e).__name__}: {e})")
-        print(f"  {tag}: {state} ({entry['out_dir']})")
+        jobs.append(studies.RunJob(tag, cfg, Path(entry["out_dir"])))
+    runs = studies.train_runs(jobs, args.jobs, lambda msg: print(f"  {msg}"))
+    failed = [f"{tag} ({r['error']})" for tag, r in runs.items() if r["error"]]
     if failed:
         raise UserError(f"{len(failed)} reheating run(s) failed: {'; '.join(failed)}; re-run to resume them")
 

@@ -27,7 +27,9 @@ from training import sgd_controls as sc  # noqa: E402
 from training.analysis_io import figure, save_figure, write_result  # noqa: E402
 from training.cli import run_main  # noqa: E402
 from training.config import parse_override  # noqa: E402
-from training.studies import ensure_run, refuse_protocol_overrides, study_base_config, study_dir, study_parser  # noqa: E402
+from training.errors import UserError  # noqa: E402
+from training.studies import (RunJob, add_jobs_arg, refuse_protocol_overrides, study_base_config, study_dir,  # noqa: E402
+                              study_parser, train_runs)
 
 RESULT = "sgd_control_results"
 COLORS = {"A": "tab:blue", "B": "tab:red", "C": "tab:green", "Cprime": "tab:purple"}
@@ -37,6 +39,7 @@ def parse_args():
     p = study_parser(__doc__)
     p.add_argument("--runs", default="A,B,C,Cprime", help="which runs to train and analyse (default A,B,C,Cprime)")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
+    add_jobs_arg(p)
     args = p.parse_args()
     refuse_protocol_overrides((parse_override(item)[0] for item in args.set), sc.PROTOCOL_FIELDS, "SGD-control",
                               {k: " (use training/pilot.py for a single run with other values)" for k in sc.PROTOCOL_FIELDS})
@@ -58,10 +61,11 @@ def main() -> int:
             c = cfgs[key]
             print(f"run {key}: {c.optimizer} lr {c.lr:g} wd {c.wd:g}"
                   + (f" momentum {c.momentum:g}" if sc.RUNS[key].momentum is not None else ""), flush=True)
-            t0 = time.monotonic()
-            state = ensure_run(c, root / sc.RUNS[key].dirname)
-            timings[key] = round(time.monotonic() - t0, 2)
-            print(f"run {key}: {state} ({timings[key]:.1f} s in this invocation)", flush=True)
+        done = train_runs([RunJob(f"run {key}", cfgs[key], root / sc.RUNS[key].dirname) for key in keys], args.jobs)
+        failed = [f"{label} ({r['error']})" for label, r in done.items() if r["error"]]
+        if failed:
+            raise UserError(f"{'; '.join(failed)}; re-run the same command to resume")
+        timings = {key: done[f"run {key}"]["seconds"] for key in keys}
     t0 = time.monotonic()
     result = sc.analyse(root, base, keys, progress=not args.no_progress)
     result["timings_s"] = {"train_this_invocation": timings, "analysis": round(time.monotonic() - t0, 2)}
