@@ -88,10 +88,17 @@ class Run:
         path = runio.checkpoint_path(self.dir, step)
         if step not in self.steps:
             raise UserError(f"{self.dir} has no checkpoint at step {step} (available: {self.steps[0]}..{self.steps[-1]})")
-        tensors, _ = runio.load_checkpoint(path)
+        tensors, meta = runio.load_checkpoint(path)
+        if meta.get("contents") == "trunk" or "tok_emb.weight" not in tensors:
+            raise UserError(f"{self.dir} stores trunk-only checkpoints (ckpt_contents=trunk): this analysis needs the "
+                            "whole model (embeddings, LayerNorms); trajectory analyses work, this one needs a run "
+                            "trained with ckpt_contents=full")
         vocab = tensors["tok_emb.weight"].shape[0]
         model = GPT(self.cfg.replace(attention=attention), vocab)
         runio.load_weights(model, path)
+        from training.symmetry import attention_biases, load_bias_stats
+        if attention_biases(model):         # disordered attention: the draws up to this step (policy "last")
+            load_bias_stats(self.dir, step, model)
         return model.to(device).eval()
 
 

@@ -24,16 +24,20 @@ from typing import Any, Optional
 
 from training.errors import UserError
 
-CORPORA = ("synthetic", "tinystories", "files")
+CORPORA = ("synthetic", "tinystories", "files", "fineweb")
 TOKENIZERS = ("gpt2", "bpe")
 WINDOWS = ("story", "packed")
 ATTENTION = ("sdpa", "math")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+TASKS = ("lm_probe", "modadd")
 
 # Fields that do not change what is computed (where it runs, where it is written); they are left
 # out of the config hash so that a run can be resumed on another device or from a moved directory.
-NOT_HASHED = ("out_dir", "device", "compile", "cache_dir", "progress")
+NOT_HASHED = ("out_dir", "device", "compile", "cache_dir", "progress", "ckpt_contents", "ckpt_dtype", "ckpt_shards",
+              "async_checkpoints")
+CKPT_CONTENTS = ("full", "trunk")
+CKPT_DTYPES = ("fp32", "bf16")
 
 
 @dataclass
@@ -71,6 +75,22 @@ class Config:
     n_probe_eval: int = 2000         # examples in each fixed probe evaluation set
     eval_seed: int = 1234            # seeds the fixed eval sets; independent of the training seed
 
+    # --- task: "lm_probe" (stories + probe, above) or "modadd" (marker modular addition, training/modadd.py)
+    task: str = "lm_probe"
+    modadd_T: int = 16               # body length; the model sees T tokens + a separator (seq_len must be T + 1)
+    modadd_classes: int = 8          # C: values and labels are the tokens 0..C-1
+    modadd_vocab: int = 256          # body vocabulary; the separator is token id modadd_vocab
+    modadd_marker_offset: int = 100  # the i-th marker is token marker_offset + i
+    modadd_m_min: int = 1            # marked positions per sequence: m in [m_min, m_max]
+    modadd_m_max: int = 4
+    modadd_mode: str = "reference"   # reference (label leaks through value tokens) | strict (markers needed)
+    modadd_value_distractor_p: float = 0.5   # strict mode: chance that a distractor slot holds a value token
+    modadd_schedule: str = "mixed"   # mixed (m uniform per batch) | curriculum (m = m_min..m_max in blocks)
+    modadd_stage_steps: int = 0      # curriculum stage length; 0 = steps / number of stages
+    modadd_reset_optimizer: bool = True   # curriculum: fresh optimizer state at every stage (as the reference)
+    modadd_shared_positions: bool = True  # one position set per batch (reference) or one per sequence
+    modadd_n_eval: int = 512         # fixed evaluation sequences per m (seeded by eval_seed)
+
     # --- optimisation ---
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -85,6 +105,28 @@ class Config:
     batch_size: int = 64             # micro-batch (sequences)
     grad_accum: int = 2
     grad_clip: float = 1.0           # global norm; 0 disables
+
+    # --- ECD / SOAP (training/ecd.py, training/optim.py): for ECD, lr is its Δt̂ and wd its coupled L2 decay
+    ecd_eta: float = 100.0           # concentration η (reference runs: 100)
+    ecd_F0: float = 2.0              # loss offset; steps with loss <= F0 are skipped (reference runs: 2)
+    ecd_nu: float = 0.0              # bounce amplitude ν (0 in every reference run)
+    ecd_projection: str = "per_tensor"   # per_tensor (the reference code) | global (conserves the Noether charge)
+    ecd_seed: Optional[int] = None   # bounce-noise seed; None = seed
+    soap_precondition_frequency: int = 10
+
+    # --- disordered attention (training/model.py; reference modadd_ecd §B.6): non-learned random q/k/v biases
+    attn_disorder: str = "none"      # none | q | qk | qv | qkv: which of bQ, bK, bV are added
+    attn_bq_mean: float = 0.5        # bQ ~ mean + std_i * N(0, 1), std_i = linspace(first, last, head_dim)
+    attn_bq_std_first: float = 0.05
+    attn_bq_std_last: float = 0.15
+    attn_bk_mean: float = 0.3        # bK cancels in the softmax (a no-op kept for the reference's runs)
+    attn_bk_std_first: float = 0.12
+    attn_bk_std_last: float = 0.08
+    attn_bv_mean: float = 0.0
+    attn_bv_std_first: float = 0.05
+    attn_bv_std_last: float = 0.05
+    attn_bias_seed: Optional[int] = None   # seed of the bias draws; None = seed
+    attn_bias_eval: str = "mean"     # evaluation bias: mean | last (the last training draw, reference) | resample
 
     # --- composite loss L_LM + lambda * L_probe (reference §3.5) ---
     lambda_probe: float = 2.0
@@ -105,9 +147,16 @@ class Config:
     init_from: str = ""              # start from these weights with a fresh optimizer (reheating)
     init_optimizer: str = ""         # with init_from: also load the optimizer moments from this state file
     keep_optimizer_states: bool = False   # also write state/optimizer_step_XXXXXX.pt at every checkpoint
+    # checkpoint storage for long sweeps (runio.save_checkpoint); the resume state then keeps full fp32 weights
+    ckpt_contents: str = "full"      # full | trunk (the trunk matrices only: trajectory analyses, not model ones)
+    ckpt_dtype: str = "fp32"         # fp32 | bf16 (half the bytes; drift analyses refuse it: below bf16 resolution)
+    ckpt_shards: bool = False        # one file per block (+ one for the rest) so per-block analyses read only theirs
+    async_checkpoints: Optional[bool] = None   # write checkpoints on a background thread; None = on CUDA only
     device: str = "auto"
     precision: str = "auto"          # auto = bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False
+    vocab_multiple: int = 1          # pad the embedding / head rows to a multiple of this (64 on GPUs); logits are
+                                     # sliced back to the real vocabulary, so the loss is that of the unpadded model
     progress: bool = True
     out_dir: str = ""
     preset: str = ""
@@ -176,6 +225,12 @@ class Config:
     def hash(self) -> str:
         """Short hash of everything that determines the computation (not where it runs or is written)."""
         d = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        # the ECD/SOAP/disorder fields came later: at their defaults they leave earlier runs' hashes alone
+        d = {k: v for k, v in d.items() if not (k in _SYMMETRY_DEFAULTS and v == _SYMMETRY_DEFAULTS[k])}
+        if d.get("vocab_multiple") == 1:   # added later: unpadded runs keep their hashes
+            d.pop("vocab_multiple")
+        if self.task == "lm_probe":   # the task fields came later: keep the hashes of earlier runs
+            d = {k: v for k, v in d.items() if k != "task" and not k.startswith("modadd_")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ validation
@@ -199,7 +254,25 @@ class Config:
         need(self.attention in ATTENTION, f"unknown attention '{self.attention}' (choose from {', '.join(ATTENTION)})")
         need(self.device in DEVICES, f"unknown device '{self.device}' (choose from {', '.join(DEVICES)})")
         need(self.precision in PRECISIONS, f"unknown precision '{self.precision}' (choose from {', '.join(PRECISIONS)})")
+        need(self.ckpt_contents in CKPT_CONTENTS,
+             f"unknown ckpt_contents '{self.ckpt_contents}' (choose from {', '.join(CKPT_CONTENTS)})")
+        need(self.ckpt_dtype in CKPT_DTYPES, f"unknown ckpt_dtype '{self.ckpt_dtype}' (choose from {', '.join(CKPT_DTYPES)})")
+        need(self.vocab_multiple >= 1, f"vocab_multiple must be a positive integer (got {self.vocab_multiple})")
         need(self.corpus != "files" or bool(self.corpus_path), "corpus=files needs corpus_path (a .txt, .jsonl or .parquet file)")
+        need(self.corpus != "fineweb" or (bool(self.corpus_path) and self.tokenizer == "gpt2"),
+             "corpus=fineweb needs corpus_path (a directory of *_train_*.bin / *_val_*.bin token shards) and tokenizer=gpt2")
+        need(self.ecd_eta > 0, f"ecd_eta must be positive (got {self.ecd_eta})")
+        need(self.ecd_nu >= 0, f"ecd_nu must be >= 0 (got {self.ecd_nu})")
+        need(self.ecd_projection in ("per_tensor", "global"),
+             f"unknown ecd_projection '{self.ecd_projection}' (choose from per_tensor, global)")
+        need(self.attn_disorder in ("none", "q", "qk", "qv", "qkv"),
+             f"unknown attn_disorder '{self.attn_disorder}' (choose from none, q, qk, qv, qkv)")
+        need(self.attn_bias_eval in ("mean", "last", "resample"),
+             f"unknown attn_bias_eval '{self.attn_bias_eval}' (choose from mean, last, resample)")
+        need(min(self.attn_bq_std_first, self.attn_bq_std_last, self.attn_bk_std_first, self.attn_bk_std_last,
+                 self.attn_bv_std_first, self.attn_bv_std_last) >= 0, "attention-bias std values must be >= 0")
+        need(self.soap_precondition_frequency > 0,
+             f"soap_precondition_frequency must be positive (got {self.soap_precondition_frequency})")
         need(self.tokenizer != "bpe" or self.bpe_vocab_size >= 512,
              f"bpe_vocab_size must be at least 512 (got {self.bpe_vocab_size})")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1) (got {self.dropout})")
@@ -217,7 +290,11 @@ class Config:
         need(self.lambda_probe >= 0 and self.lambda_after >= 0, "lambda_probe and lambda_probe2 must be >= 0")
         need(0 <= self.lambda_step <= self.steps,
              f"lambda_step={self.lambda_step} is outside the run's steps [0, {self.steps}]")
-        for name in ("train_gap", "eval_in_gap", "eval_ood_gap"):
+        need(self.task in TASKS, f"unknown task '{self.task}' (choose from {', '.join(TASKS)})")
+        if self.task == "modadd":
+            from training.modadd import validate_modadd
+            validate_modadd(self)
+        for name in ("train_gap", "eval_in_gap", "eval_ood_gap") if self.task == "lm_probe" else ():
             lo, hi = getattr(self, name)
             need(0 <= lo <= hi, f"{name} must be (lo, hi) with 0 <= lo <= hi (got ({lo}, {hi}))")
             # key (<= 8 tokens) + gap + query (<= 8 tokens) + a short prefix must fit in one window
@@ -327,7 +404,24 @@ def _test() -> Config:
     )
 
 
-PRESETS = {"test": _test, "quick": _quick, "paper": _paper}
+def _gpt2_size(name: str, n_layer: int, n_head: int, d_model: int):
+    """The seed-004 model sizes (GPT-2 shapes) on FineWeb token shards, with the reference runs' schedule:
+    context 512, 8 sequences per update, constant learning rate, no clipping, no probe, ECD (Δt̂ 1, η 100,
+    F0 2), 122,070 updates (500M tokens); corpus_path must point at the shards (prepare_fineweb.py)."""
+    def build() -> Config:
+        return Config(preset=name, n_layer=n_layer, n_head=n_head, d_model=d_model, d_ff=4 * d_model, seq_len=512,
+                      corpus="fineweb", corpus_path="data/fineweb10B", tokenizer="gpt2", window="packed",
+                      p_probe=0.0, lambda_probe=0.0, lambda_probe2=None, lambda_step=0,
+                      train_gap=(5, 30), eval_in_gap=(5, 30), eval_ood_gap=(80, 200), n_probe_eval=8,
+                      optimizer="ecd", lr=1.0, wd=0.0, warmup=0, lr_floor=1.0, grad_clip=0.0,
+                      steps=122_070, batch_size=8, grad_accum=1, eval_every=1000, ckpt_every=1000,
+                      n_val_seqs=64, eval_batch_size=8)
+    return build
+
+
+PRESETS = {"test": _test, "quick": _quick, "paper": _paper,
+           "124m": _gpt2_size("124m", 12, 12, 768), "355m": _gpt2_size("355m", 24, 16, 1024),
+           "774m": _gpt2_size("774m", 36, 20, 1280), "1.3b": _gpt2_size("1.3b", 48, 25, 1600)}
 
 
 def preset(name: str) -> Config:
@@ -348,3 +442,8 @@ def checkpoint_steps(cfg: Config) -> list[int]:
 def eval_steps(cfg: Config) -> list[int]:
     """Steps with an evaluation: 0, every eval_every, and the last step."""
     return sorted(set(range(0, cfg.steps + 1, cfg.eval_every)) | {cfg.steps})
+
+
+# defaults of the ECD/SOAP/disorder fields (see Config.hash)
+_SYMMETRY_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)
+                      if f.name.startswith(("ecd_", "attn_disorder", "attn_b", "soap_"))}

@@ -50,6 +50,9 @@ def corpus_identity(cfg: Config) -> dict:
     ident = {"corpus": cfg.corpus, "n_train": cfg.n_train_docs, "n_val": cfg.n_val_docs, "min_chars": cfg.min_doc_chars}
     if cfg.corpus == "synthetic":
         ident.update(seed=cfg.corpus_seed, version=SYNTHETIC_VERSION)
+    elif cfg.corpus == "fineweb":
+        from training.fineweb import fineweb_identity
+        ident["shards"] = fineweb_identity(cfg.corpus_path)
     elif cfg.corpus == "files":
         files = _corpus_files(cfg.corpus_path)
         ident["files"] = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
@@ -228,6 +231,9 @@ class TokenSplit:
 
 def token_cache(cfg: Config, tok: Tokenizer, corpus: _LazyCorpus | None = None) -> dict[str, TokenSplit]:
     """Tokenise the corpus once into memmaps keyed by (corpus, tokenizer); return the train and val splits."""
+    if cfg.corpus == "fineweb":     # already tokenised (GPT-2 ids in uint16 shards): read in place
+        from training.fineweb import fineweb_splits
+        return fineweb_splits(cfg)
     corpus = corpus or _LazyCorpus(cfg)
     key = _key({"corpus": corpus_identity(cfg), "tokenizer": tok.identity, "format": CACHE_FORMAT})
     final = cache_root(cfg) / "tokens" / key
@@ -271,9 +277,11 @@ class Batch:
     probe_mask: torch.Tensor   # (B, T) bool, True at scored codeword targets
 
     def to(self, device: torch.device) -> "Batch":
-        nb = device.type == "cuda"
-        return Batch(self.x.to(device, non_blocking=nb), self.y.to(device, non_blocking=nb),
-                     self.probe_mask.to(device, non_blocking=nb))
+        if device.type != "cuda":
+            return Batch(self.x.to(device), self.y.to(device), self.probe_mask.to(device))
+        # page-locked host copies (PyTorch's caching host allocator) make the copies truly asynchronous:
+        # the next micro-batch is drawn on the CPU while the GPU still computes
+        return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in (self.x, self.y, self.probe_mask)))
 
 
 class LMProbeTask:
@@ -370,6 +378,9 @@ def prepare_task(cfg: Config, run_dir: Path | None = None) -> LMProbeTask:
     A run directory's tokenizer.json and codewords.json, when present, are authoritative (a resumed or
     analysed run uses exactly what it was trained with).
     """
+    if cfg.task == "modadd":        # synthetic task: no corpus, tokenizer or codewords
+        from training.modadd import ModAddTask
+        return ModAddTask(cfg)
     corpus = _LazyCorpus(cfg)
     tok_path = run_dir / "tokenizer.json" if run_dir else None
     if tok_path is not None and tok_path.exists():

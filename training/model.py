@@ -33,28 +33,42 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.backend = cfg.attention
+        # disordered attention (training/symmetry.py): random non-learned q/k/v biases; None = symmetric
+        self.bias = None
+        if getattr(cfg, "attn_disorder", "none") != "none":
+            from training.symmetry import AttentionBias
+            self.bias = AttentionBias(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
+        if self.bias is not None:
+            q, k, v = self.bias(q, k, v, self.training)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
         p = self.dropout if self.training else 0.0
-        if self.backend == "sdpa":
+        hook = getattr(self, "prob_hook", None)    # set by analyses that read / edit the probabilities
+        if self.backend == "sdpa" and hook is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         else:
-            y = math_attention(q, k, v, dropout_p=p, training=self.training)
+            y = math_attention(q, k, v, dropout_p=p, training=self.training, hook=hook)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.out_proj(y))
 
 
 def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
-    """Explicit causal attention softmax(q kᵀ / √d + mask) v, differentiable to any order."""
+                   dropout_p: float = 0.0, training: bool = False, hook=None) -> torch.Tensor:
+    """Explicit causal attention softmax(q kᵀ / √d + mask) v, differentiable to any order.
+
+    ``hook(att)``, when given, receives the probabilities (B, H, T, T) and returns the ones to use
+    (a module's ``prob_hook`` attribute; see training/attention_probe.py).
+    """
     T = q.shape[-2]
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     scores = scores.masked_fill(~mask, float("-inf"))
     att = torch.softmax(scores, dim=-1)
+    if hook is not None:
+        att = hook(att)
     if dropout_p > 0 and training:
         att = F.dropout(att, p=dropout_p)
     return att @ v
@@ -93,19 +107,35 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
+        # rows padded to a multiple of cfg.vocab_multiple (tensor-core friendly shapes); the extra rows start
+        # at zero, are never an input, and their logits are sliced off, so they stay zero and change nothing
+        mult = max(1, getattr(cfg, "vocab_multiple", 1))
+        self.padded_vocab = -(-vocab_size // mult) * mult
         self.tok_emb = nn.Embedding(vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        for i, block in enumerate(self.blocks):
+            if block.attn.bias is not None:
+                block.attn.bias.layer = i          # each layer draws its own attention biases
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if self.padded_vocab != vocab_size:    # built unpadded first: the random stream is the unpadded model's
+            w = self.tok_emb.weight
+            self.tok_emb.weight = nn.Parameter(torch.cat([w.detach(), w.new_zeros(self.padded_vocab - vocab_size,
+                                                                                  cfg.d_model)]))
+            self.tok_emb.num_embeddings = self.lm_head.out_features = self.padded_vocab
         self.lm_head.weight = self.tok_emb.weight      # tied
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         std = self.cfg.init_std
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
+            if (m is self.tok_emb or m is self.lm_head) and self.padded_vocab != self.vocab_size:
+                with torch.no_grad():       # the real rows draw exactly what an unpadded model draws
+                    m.weight.zero_()
+                    nn.init.normal_(m.weight[:self.vocab_size], mean=0.0, std=std)
+            elif isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, mean=0.0, std=std)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
@@ -125,11 +155,12 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
+        return logits if self.padded_vocab == self.vocab_size else logits[..., :self.vocab_size]
 
     def num_params(self) -> int:
-        """Number of distinct parameters (the tied embedding/head counted once)."""
-        return sum(p.numel() for p in self.parameters())
+        """Number of distinct parameters (the tied embedding/head counted once, vocabulary padding not counted)."""
+        return sum(p.numel() for p in self.parameters()) - (self.padded_vocab - self.vocab_size) * self.cfg.d_model
 
 
 # ---------------------------------------------------------------------------- the trunk

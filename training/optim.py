@@ -110,6 +110,83 @@ register_optimizer("sgd_momentum", _sgd_momentum, description="SGD with momentum
 register_optimizer("sgdw_nesterov", _sgdw_nesterov, description="Nesterov SGD with decoupled decay, SGDW (run C′)")
 
 
+def _ecd(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    from training.ecd import ECD
+    return ECD(param_groups(model, cfg.wd), lr=cfg.lr, eta=cfg.ecd_eta, F0=cfg.ecd_F0, nu=cfg.ecd_nu,
+               weight_decay=cfg.wd, projection=cfg.ecd_projection,
+               seed=cfg.seed if cfg.ecd_seed is None else cfg.ecd_seed)
+
+
+def _soap(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    try:
+        from pytorch_optimizer import SOAP
+    except ImportError:
+        from training.errors import UserError
+        raise UserError("optimizer soap needs the pytorch-optimizer package: pip install pytorch-optimizer") from None
+    return SOAP(param_groups(model, cfg.wd), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                weight_decay=cfg.wd, precondition_frequency=cfg.soap_precondition_frequency)
+
+
+class MuonAdamW:
+    """torch.optim.Muon on the 2-D trunk matrices (learning rate matched to AdamW's RMS, so one lr serves
+    both) and AdamW on every other parameter, stepped together; one state_dict holds both."""
+
+    def __init__(self, model: nn.Module, cfg: Config, device: torch.device):
+        from training.model import trunk_parameters
+        trunk = [p for _, p in trunk_parameters(model)]
+        ids = {id(p) for p in trunk}
+        rest = [dict(g, params=[p for p in g["params"] if id(p) not in ids]) for g in param_groups(model, cfg.wd)]
+        self.muon = torch.optim.Muon(trunk, lr=cfg.lr, weight_decay=cfg.wd, momentum=cfg.momentum,
+                                     adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW([g for g in rest if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                       eps=cfg.eps, fused=device.type == "cuda")
+        self.param_groups = self.muon.param_groups + self.adamw.param_groups
+        self.state = _JointState(self.muon, self.adamw)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != {"muon", "adamw"}:
+            raise ValueError("not a Muon+AdamW optimizer state")
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
+
+
+class _JointState:
+    """``optimizer.state.clear()`` (a curriculum stage restart) on both halves of :class:`MuonAdamW`."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+
+    def clear(self) -> None:
+        for o in self.optimizers:
+            o.state.clear()
+
+
+def _muon(model: nn.Module, cfg: Config, device: torch.device):
+    return MuonAdamW(model, cfg, device)
+
+
+register_optimizer("ecd", _ecd, needs_closure=True,
+                   description="ECD_q1 (training/ecd.py): lr = Δt̂, wd = coupled L2, ecd_eta / ecd_F0 / ecd_nu / ecd_projection")
+register_optimizer("soap", _soap, description="SOAP (pytorch-optimizer), betas (beta1, beta2), decoupled decay")
+register_optimizer("muon", _muon, description="Muon (torch.optim) on the 2-D trunk matrices, AdamW on the rest")
+
+
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> tuple[torch.optim.Optimizer, OptimizerSpec]:
     spec = OPTIMIZERS[cfg.optimizer]
     return spec.build(model, cfg, device), spec

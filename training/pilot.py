@@ -7,11 +7,17 @@ Examples::
     python training/pilot.py --preset paper --seed 271            # the paper's run (GPU, TinyStories, GPT-2 BPE)
     python training/pilot.py --preset paper --dry-run             # print the config and parameter counts
     python training/pilot.py --resume --out-dir runs/NAME         # continue a killed run exactly
+    torchrun --nproc_per_node 8 training/pilot.py --preset paper  # data-parallel over 8 GPUs, same global batch
     python training/pilot.py --preset paper --init-from runs/NAME/checkpoints/step_010000.safetensors \\
         --lambda-probe 4 --lambda-probe2 4 --lr 6e-4 --warmup 200 --steps 2000   # reheating
 
 Any config field can be set with ``--set FIELD=VALUE`` (e.g. ``--set n_layer=4 --set corpus=files
 --set corpus_path=data/stories.jsonl``); ``--config FILE`` starts from a saved config.json.
+
+Under ``torchrun`` (several processes) the run is trained with DistributedDataParallel: each process
+takes its slice of every micro-batch (``--batch-size`` is the global micro-batch and must divide by
+the number of processes), so results equal the single-process run within round-off; rank 0 alone
+writes the run directory, and ``--resume`` resumes all processes from the same state.
 """
 from __future__ import annotations
 
@@ -48,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta1", type=float)
     p.add_argument("--beta2", type=float)
     p.add_argument("--momentum", type=float, help="momentum of the SGD variants")
-    p.add_argument("--optimizer", help="adamw | sgd | sgd_momentum | sgdw_nesterov")
+    p.add_argument("--optimizer", help="adamw | sgd | sgd_momentum | sgdw_nesterov | ecd | soap | muon")
     p.add_argument("--warmup", type=int)
     p.add_argument("--lambda-probe", type=float, help="probe-loss weight before --lambda-step")
     p.add_argument("--lambda-probe2", type=float, help="probe-loss weight from --lambda-step on")
@@ -129,6 +135,17 @@ def dry_run(cfg: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from training import distributed
+    device = args.device or next((v.split("=", 1)[1] for v in args.set if v.replace("-", "_").startswith("device=")),
+                                 "auto")
+    dist = distributed.from_env(device)   # single process unless started by torchrun
+    try:
+        return _main(args, dist)
+    finally:
+        distributed.shutdown(dist)
+
+
+def _main(args: argparse.Namespace, dist) -> int:
     from training.trainer import Trainer, read_run_config, run_name
     if args.resume:
         if not args.out_dir:
@@ -141,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--resume continues a run with its own config; drop the other training flags")
         cfg = read_run_config(run_dir).replace(device=args.device or "auto", progress=not args.no_progress,
                                                compile=args.compile)
-        state = Trainer(cfg, run_dir, resume=True).run()
+        state = Trainer(cfg, run_dir, resume=True, dist=dist).run()
     else:
         cfg = resolve_config(args)
         if args.print_run_dir:
@@ -152,9 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         run_dir = Path(args.out_dir) if args.out_dir else Path("runs") / run_name(cfg)
         cfg = cfg.replace(out_dir=str(run_dir))
-        print(f"run directory: {run_dir}", file=sys.stderr)
-        state = Trainer(cfg, run_dir, resume=False).run()
-    print(f"{state}: {run_dir}")
+        if dist.is_main:
+            print(f"run directory: {run_dir}", file=sys.stderr)
+        state = Trainer(cfg, run_dir, resume=False, dist=dist).run()
+    if dist.is_main:
+        print(f"{state}: {run_dir}")
     return 0
 
 

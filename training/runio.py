@@ -128,13 +128,148 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CKPT_DIR / f"step_{step:06d}.safetensors"
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, config_hash: str) -> Path:
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
-               for k, v in model.state_dict().items() if k not in TIED}
-    blob = canonical_safetensors(save(tensors, metadata={"step": str(step), "config_hash": config_hash}))
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, config_hash: str, contents: str = "full",
+                    dtype: str = "fp32", shards: bool = False) -> Path:
+    """Write the weights of ``step`` (fp32, all tensors, one file: the default and what analyses expect).
+
+    Storage options for long sweeps (Config ckpt_contents / ckpt_dtype / ckpt_shards): ``contents="trunk"``
+    keeps only the trunk matrices, ``dtype="bf16"`` halves the bytes (drift analyses refuse it), and
+    ``shards=True`` writes block b's tensors to ``step_XXXXXX.blockBB.safetensors`` next to the main file,
+    which holds the rest and lists the shards in its metadata; the main file is renamed into place last,
+    so a listed checkpoint always has its shards. Non-default options are recorded in the metadata.
+    """
+    return write_checkpoint(run_dir, step, checkpoint_tensors(model, contents, dtype), config_hash, contents,
+                            dtype, shards)
+
+
+def checkpoint_tensors(model: torch.nn.Module, contents: str = "full", dtype: str = "fp32") -> dict[str, torch.Tensor]:
+    """Host copies of the tensors a checkpoint stores (a snapshot: training may go on changing the model)."""
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    state = model.state_dict()
+    keep = set(trunk_names_of(state)) if contents == "trunk" else None
+    vocab = getattr(model, "vocab_size", None)        # a padded vocabulary is stored without its zero rows
+    return {k: (v[:vocab] if k == "tok_emb.weight" and vocab else v).detach().to("cpu", torch_dtype, copy=True).contiguous()
+            for k, v in state.items() if k not in TIED and (keep is None or k in keep)}
+
+
+def write_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], config_hash: str,
+                     contents: str = "full", dtype: str = "fp32", shards: bool = False) -> Path:
+    tensors = dict(tensors)
+    meta = {"step": str(step), "config_hash": config_hash}
+    if contents != "full":
+        meta["contents"] = contents
+    if dtype != "fp32":
+        meta["dtype"] = dtype
     path = checkpoint_path(run_dir, step)
+    if shards:
+        groups = _block_groups(tensors)
+        for b in sorted(k for k in groups if k is not None):
+            names = groups[b]
+            blob = canonical_safetensors(save({k: tensors.pop(k) for k in names}, metadata={**meta, "shard": str(b)}))
+            atomic_write(shard_path(path, b), lambda tmp, blob=blob: Path(tmp).write_bytes(blob))
+        meta["shards"] = ",".join(str(b) for b in sorted(k for k in groups if k is not None))
+    blob = canonical_safetensors(save(tensors, metadata=meta))
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
     return path
+
+
+def host_copy(obj: Any) -> Any:
+    """``obj`` (nested dicts / lists of tensors, e.g. an optimizer state dict) with every tensor copied to the host."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
+
+
+class BackgroundWriter:
+    """Runs write jobs in submission order on one thread, so that saving a checkpoint does not stall training.
+
+    The caller snapshots what it writes (:func:`checkpoint_tensors`, :func:`host_copy`) before submitting.
+    At most ``depth`` jobs wait; :meth:`join` waits for all of them and re-raises the first failure (also
+    raised by the next :meth:`submit`). Disabled, a job runs at once in the caller's thread.
+    """
+
+    def __init__(self, enabled: bool = True, depth: int = 2):
+        import queue
+        self.enabled = enabled
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            job = self._q.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    job()
+            except BaseException as e:        # kept for the training thread
+                self._error = e
+            finally:
+                self._q.task_done()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def submit(self, job) -> None:
+        if not self.enabled:
+            job()
+            return
+        self._check()
+        if self._thread is None:
+            import threading
+            self._thread = threading.Thread(target=self._work, name="checkpoint-writer", daemon=True)
+            self._thread.start()
+        self._q.put(job)
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._q.join()
+        self._check()
+
+    def close(self) -> None:
+        """Wait for the pending writes and stop the thread (errors are re-raised by :meth:`join` first)."""
+        if self._thread is not None:
+            try:
+                self._q.join()
+            finally:
+                self._q.put(None)
+                self._thread.join()
+                self._thread = None
+        self._check()
+
+
+def trunk_names_of(state: dict) -> list[str]:
+    """The trunk tensors (DESIGN §4) among a state dict's names: per block attention qkv / output, MLP up / down."""
+    from training.model import TRUNK_SUFFIXES
+    return [k for k in state if k.startswith("blocks.") and k.split(".", 2)[-1] in TRUNK_SUFFIXES]
+
+
+def _block_groups(tensors: dict) -> dict[int | None, list[str]]:
+    groups: dict[int | None, list[str]] = {}
+    for k in tensors:
+        b = int(k.split(".")[1]) if k.startswith("blocks.") else None
+        groups.setdefault(b, []).append(k)
+    return groups
+
+
+def shard_path(path: Path, block: int) -> Path:
+    """The file of block ``block`` of the sharded checkpoint whose main file is ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.block{block:02d}{path.suffix}")
+
+
+def checkpoint_files(path: str | Path, meta: dict[str, str]) -> list[Path]:
+    """The main file and, for a sharded checkpoint, its block files."""
+    path = Path(path)
+    shards = [int(b) for b in meta.get("shards", "").split(",") if b]
+    return [path] + [shard_path(path, b) for b in shards]
 
 
 def canonical_safetensors(blob: bytes) -> bytes:
@@ -171,7 +306,12 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         from safetensors import safe_open
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        return load_file(str(path)), meta
+        tensors = {}
+        for p in checkpoint_files(path, meta):
+            if not p.is_file():
+                raise UserError(f"checkpoint {path} lists the shard {p.name}, which is missing")
+            tensors.update(load_file(str(p)))
+        return tensors, meta
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
 
@@ -179,6 +319,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
     """Load a checkpoint into ``model`` (shapes must match); returns the checkpoint metadata."""
     tensors, meta = load_checkpoint(path)
+    if meta.get("contents") == "trunk":
+        raise UserError(f"checkpoint {path} holds the trunk matrices only (ckpt_contents=trunk): it cannot restore "
+                        "a whole model (no embeddings, LayerNorms); use a run trained with ckpt_contents=full")
+    emb = getattr(getattr(model, "tok_emb", None), "weight", None)
+    if emb is not None and "tok_emb.weight" in tensors and tensors["tok_emb.weight"].shape[0] < emb.shape[0]:
+        t = tensors["tok_emb.weight"]             # a model with a padded vocabulary: the extra rows are zero
+        tensors["tok_emb.weight"] = torch.cat([t, t.new_zeros(emb.shape[0] - t.shape[0], t.shape[1])])
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if k not in TIED]
     if missing or unexpected:

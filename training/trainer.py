@@ -21,10 +21,12 @@ from tqdm import tqdm
 from training import runio
 from training.config import Config, checkpoint_steps, eval_steps
 from training.data import Batch, LMProbeTask, prepare_task
+from training.distributed import SINGLE, Dist, check_config, forward_backward_ddp
 from training.errors import UserError
 from training.losses import composite_loss, probe_stats, token_ce
 from training.model import GPT, trunk_size
 from training.optim import build_optimizer, lambda_at, lr_at, set_lr
+from training.symmetry import load_bias_stats, save_bias_stats
 
 
 # ---------------------------------------------------------------------------- device helpers
@@ -55,7 +57,10 @@ def evaluate(model: torch.nn.Module, task: LMProbeTask, device: torch.device, am
     """val_loss on the fixed validation windows; p/nll/lm on the fixed probe sets (one forward per set).
 
     ``sets`` restricts the evaluation to some of the three sets (e.g. only ``probe_ood``).
+    A task with an evaluation of its own (modular addition) is evaluated by it.
     """
+    if hasattr(task, "evaluate"):
+        return task.evaluate(model, device, amp)
     was_training = model.training
     model.eval()
     bs = task.cfg.eval_batch_size
@@ -150,33 +155,46 @@ def _raise_interrupt(signum, frame):
 
 # ---------------------------------------------------------------------------- training
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, resume: bool):
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool, dist: Dist = SINGLE):
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.dist = dist         # under torchrun: this rank (training.distributed); rank 0 alone writes
+
+    def _precheck(self) -> str | None:
+        """The final state of a run that needs no training (resume of a finished run), else None."""
+        if self.resume:
+            status = runio.read_status(self.run_dir) or {}
+            if status.get("state") in ("completed", "diverged"):
+                print(f"run {self.run_dir} is already {status['state']} at step {status.get('step')}; nothing to do")
+                return status["state"]
+        elif (self.run_dir / "config.json").exists():
+            raise UserError(f"run directory {self.run_dir} already holds a run; pass --resume to continue it "
+                            "or choose another --out-dir")
+        return None
 
     def run(self) -> str:
         """Train (or resume) the run; return the final state: completed or diverged."""
-        with runio.RunLock(self.run_dir):
-            if self.resume:
-                status = runio.read_status(self.run_dir) or {}
-                if status.get("state") in ("completed", "diverged"):
-                    print(f"run {self.run_dir} is already {status['state']} at step {status.get('step')}; nothing to do")
-                    return status["state"]
-            elif (self.run_dir / "config.json").exists():
-                raise UserError(f"run directory {self.run_dir} already holds a run; pass --resume to continue it "
-                                "or choose another --out-dir")
+        with self.dist.main_context(lambda: runio.RunLock(self.run_dir)):
+            done = self.dist.on_main(self._precheck)
+            if done is not None:
+                return done
             self.cfg.validate()
+            check_config(self.cfg, self.dist)
             old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM,)}
             try:
                 return self._train()
             except _Interrupted as e:
-                runio.write_status(self.run_dir, "failed", self.step, f"interrupted by {e}; resume with --resume")
+                if self.dist.is_main:
+                    runio.write_status(self.run_dir, "failed", self.step, f"interrupted by {e}; resume with --resume")
                 raise UserError(f"interrupted by {e}; resume with: python training/pilot.py --resume --out-dir {self.run_dir}")
             except BaseException as e:
-                if (self.run_dir / "config.json").exists():
+                if self.dist.is_main and (self.run_dir / "config.json").exists():
                     msg = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
                     runio.write_status(self.run_dir, "failed", getattr(self, "step", 0), msg + "; resume with --resume")
                 raise
             finally:
+                writer = getattr(self, "writer", None)
+                if writer is not None:       # pending checkpoint writes finish before the process goes on
+                    writer.close()
                 for s, h in old.items():
                     signal.signal(s, h)
 
@@ -185,7 +203,8 @@ class Trainer:
         self.step = 0
         device = resolve_device(cfg.device)
         amp = lambda: autocast_context(cfg, device)  # noqa: E731
-        task = prepare_task(cfg, run_dir)
+        main = self.dist.is_main                   # rank 0 alone writes the run directory
+        task = self.dist.main_first(lambda: prepare_task(cfg, run_dir))
         model = build_model(cfg, task.tok.vocab_size, "cpu")
         if cfg.init_from:
             meta = runio.load_weights(model, cfg.init_from)
@@ -206,23 +225,35 @@ class Trainer:
             if state.get("config_hash") != chash:
                 raise UserError(f"resume state of {run_dir} was written by a different config; start a new run")
             start = int(state["step"])
-            runio.load_weights(model, runio.checkpoint_path(run_dir, start))
+            if state.get("model") is not None:     # the run stores reduced checkpoints (trunk-only / bf16)
+                model.load_state_dict(state["model"])
+            else:
+                runio.load_weights(model, runio.checkpoint_path(run_dir, start))
+            load_bias_stats(run_dir, start, model)      # disordered attention: draw counters (no-op otherwise)
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
             if device.type == "cuda" and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(state["cuda_rng"])
             acc = dict(state["acc"])
             elapsed0 = float(state["elapsed_s"])
-            runio.truncate_metrics(run_dir, start)
-            print(f"resuming {run_dir} from step {start}")
+            if main:
+                runio.truncate_metrics(run_dir, start)
+                print(f"resuming {run_dir} from step {start}")
         else:
             start, acc, elapsed0 = 0, _new_acc(), 0.0
+        if state is None and main:
             runio.atomic_write_json(run_dir / "config.json", {
                 "config": cfg.to_dict(), "config_hash": chash, "provenance": {**runio.provenance(), **init_note},
                 "vocab_size": task.tok.vocab_size, "tokenizer": task.tok.identity,
                 "n_params": model.num_params(), "trunk_params": trunk_size(cfg)})
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        runio.write_status(run_dir, "running", start)
+        if main:
+            runio.write_status(run_dir, "running", start)
+        train_fwd = fwd
+        if self.dist.enabled:      # gradients averaged over the ranks; evaluation uses the plain model
+            from torch.nn.parallel import DistributedDataParallel
+            ddp = DistributedDataParallel(model, device_ids=[self.dist.local_rank] if device.type == "cuda" else None)
+            train_fwd = torch.compile(ddp) if cfg.compile else ddp
 
         ckpt_at, eval_at = set(checkpoint_steps(cfg)), set(eval_steps(cfg))
         t0 = time.monotonic()
@@ -230,7 +261,7 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
 
         def record(step: int) -> list[float]:
-            m = evaluate(fwd, task, device, amp)
+            m = self.dist.on_main(lambda: evaluate(fwd, task, device, amp))
             n = max(1, acc["n"])
             rec = {"step": step, "tokens": step * cfg.tokens_per_step, "lr": lr_at(cfg, step) if step else 0.0,
                    "lambda": lambda_at(cfg, max(step, 1)),
@@ -238,38 +269,64 @@ class Trainer:
                    "train_lm_loss": acc["lm"] / n if acc["n"] else None,
                    "train_probe_loss": acc["probe"] / acc["probe_n"] if acc["probe_n"] else None,
                    "grad_norm": acc["gnorm"] / acc["steps"] if acc["steps"] else None,
+                   **(optimizer.diagnostics() if hasattr(optimizer, "diagnostics") else {}),   # ECD's drift/turn
                    **m, "elapsed_s": round(elapsed(), 3)}
-            runio.append_metrics(run_dir, rec)
+            if main:
+                runio.append_metrics(run_dir, rec)
+                tqdm.write(_format_record(rec), file=sys.stderr)
             acc.update(_new_acc())
-            tqdm.write(_format_record(rec), file=sys.stderr)
-            return [m["p_ood"]]
+            return [m["p_ood"]] if "p_ood" in m else []
+
+        writer = self.writer = runio.BackgroundWriter(
+            enabled=cfg.async_checkpoints if cfg.async_checkpoints is not None else device.type == "cuda")
 
         def checkpoint(step: int) -> None:
-            runio.save_checkpoint(run_dir, step, model, chash)
-            runio.save_state(run_dir, {
-                "step": step, "config_hash": chash, "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                "acc": dict(acc), "elapsed_s": elapsed()})
-            if cfg.keep_optimizer_states:
-                runio.atomic_write(runio.optimizer_state_path(run_dir, step), lambda tmp: torch.save(
-                    {"step": step, "config_hash": chash, "optimizer": optimizer.state_dict()}, tmp))
+            if not main:
+                return
+            tensors = runio.checkpoint_tensors(model, cfg.ckpt_contents, cfg.ckpt_dtype)
+            save_bias_stats(run_dir, step, model)       # disordered attention: <checkpoint>.attn_bias.json
+            st = {"step": step, "config_hash": chash, "optimizer": optimizer.state_dict(),
+                  "torch_rng": torch.get_rng_state(),
+                  "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                  "acc": dict(acc), "elapsed_s": elapsed()}
+            if (cfg.ckpt_contents, cfg.ckpt_dtype) != ("full", "fp32"):
+                # reduced checkpoints (trunk-only / bf16) cannot restore the run: keep its fp32 weights here
+                st["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if writer.enabled:                          # written later by the writer thread: snapshot now
+                st = runio.host_copy(st)
 
-        p_ood_history = [r["p_ood"] for r in runio.read_metrics(run_dir) if r.get("p_ood") is not None]
+            def write() -> None:     # checkpoint first, then the resume state that points at it
+                runio.write_checkpoint(run_dir, step, tensors, chash, cfg.ckpt_contents, cfg.ckpt_dtype,
+                                       cfg.ckpt_shards)
+                runio.save_state(run_dir, st)
+                if cfg.keep_optimizer_states:
+                    runio.atomic_write(runio.optimizer_state_path(run_dir, step), lambda tmp: torch.save(
+                        {"step": step, "config_hash": chash, "optimizer": st["optimizer"]}, tmp))
+            writer.submit(write)
+
+        p_ood_history = self.dist.on_main(lambda: [r["p_ood"] for r in runio.read_metrics(run_dir)
+                                                   if r.get("p_ood") is not None])
         if state is None:
             p_ood_history += record(0)
             checkpoint(0)
 
         model.train()
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (cfg.progress and sys.stderr.isatty()))
+                   disable=not (cfg.progress and main and sys.stderr.isatty()))
         for step in range(start + 1, cfg.steps + 1):
             self.step = step
             lr, lam = lr_at(cfg, step), lambda_at(cfg, step)
+            if getattr(task, "resets_optimizer", None) and task.resets_optimizer(step):
+                optimizer.state.clear()        # a curriculum stage that restarts the optimizer (modadd)
             set_lr(optimizer, lr)
             sums = {}
 
             def closure() -> torch.Tensor:
+                if self.dist.enabled:       # this rank's slice of the same global batch
+                    sums.update(forward_backward_ddp(train_fwd, ddp, optimizer, lambda m: task.train_batch(step, m),
+                                                     cfg.grad_accum, lam, cfg.grad_clip, trainable, amp, self.dist,
+                                                     device))
+                    return sums["loss"] / cfg.grad_accum
                 sums.update(forward_backward(fwd, optimizer, lambda m: task.train_batch(step, m).to(device),
                                              cfg.grad_accum, lam, cfg.grad_clip, trainable, amp))
                 return sums["loss"] / cfg.grad_accum
@@ -284,8 +341,10 @@ class Trainer:
             if not finite:
                 bar.close()
                 msg = f"non-finite loss or gradient at step {step}; the last checkpoint before it is usable"
-                runio.write_status(run_dir, "diverged", step, msg)
-                print(f"diverged: {msg}", file=sys.stderr)
+                writer.join()
+                if main:
+                    runio.write_status(run_dir, "diverged", step, msg)
+                    print(f"diverged: {msg}", file=sys.stderr)
                 return "diverged"
             acc["loss"] += float(sums["loss"])
             acc["lm"] += float(sums["lm"])
@@ -299,13 +358,18 @@ class Trainer:
                 p_ood_history += record(step)
             if step in ckpt_at:
                 checkpoint(step)
-                runio.write_status(run_dir, "running", step)
+                if main:
+                    runio.write_status(run_dir, "running", step)
             if cfg.early_stop and len(p_ood_history) >= 5 and min(p_ood_history[-5:]) >= 0.8 and step in ckpt_at:
                 bar.close()
-                runio.write_status(run_dir, "completed", step, "early stop: the last 5 p_ood values are >= 0.8")
+                writer.join()
+                if main:
+                    runio.write_status(run_dir, "completed", step, "early stop: the last 5 p_ood values are >= 0.8")
                 return "completed"
         bar.close()
-        runio.write_status(run_dir, "completed", cfg.steps, f"finished {cfg.steps} steps in {elapsed():.1f} s")
+        writer.join()
+        if main:
+            runio.write_status(run_dir, "completed", cfg.steps, f"finished {cfg.steps} steps in {elapsed():.1f} s")
         return "completed"
 
 

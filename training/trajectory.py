@@ -45,36 +45,90 @@ class CheckpointSet:
         if len(self.steps) < 2:
             raise UserError(f"{self.run_dir} has {len(self.steps)} checkpoint(s); trajectory analyses need at least 2")
         self._shapes: dict[str, tuple[int, ...]] | None = None
+        self.header(self.steps[0], blocks=())       # refuses reduced-precision checkpoints at once
 
     def names(self, block: int | None = None) -> list[str]:
         return trunk_names(self.cfg, block)
 
-    def _open(self, step: int):
+    def _main_path(self, step: int) -> Path:
+        return runio.checkpoint_path(self.run_dir, step)
+
+    def _open(self, step: int, name: str | None = None):
+        """The checkpoint file of ``step`` (for a checkpoint sharded by block: the file holding ``name``)."""
         from safetensors import safe_open
-        path = runio.checkpoint_path(self.run_dir, step)
+        path = self._main_path(step)
+        if name is not None and name.startswith("blocks."):
+            shards = getattr(self, "_shard_cache", {}).get(step)
+            if shards is None:
+                shards = self._shards(step)
+            if int(name.split(".")[1]) in shards:
+                path = runio.shard_path(path, int(name.split(".")[1]))
         try:
             return safe_open(str(path), framework="numpy")
         except Exception as e:
             raise UserError(f"checkpoint {path} is missing, corrupt or truncated ({e})") from None
 
-    def shapes(self) -> dict[str, tuple[int, ...]]:
+    def _shards(self, step: int) -> set[int]:
+        """Blocks stored in files of their own (ckpt_shards); read from the main file's metadata once per step."""
+        if not hasattr(self, "_shard_cache"):
+            self._shard_cache: dict[int, set[int]] = {}
+        if step not in self._shard_cache:
+            with self._open(step) as f:
+                meta = f.metadata() or {}
+            self._shard_cache[step] = {int(b) for b in meta.get("shards", "").split(",") if b}
+        return self._shard_cache[step]
+
+    def header(self, step: int, blocks=None) -> dict[str, tuple[int, ...]]:
+        """Shapes of the tensors of checkpoint ``step``, refusing a precision below fp32.
+
+        ``blocks``: for a checkpoint sharded by block, the shard files to read besides the main file
+        (None = all), so a per-block analysis opens only its block's files. This is the one gate of the
+        trajectory analyses: reduced-precision checkpoints (ckpt_dtype=bf16) are refused with the reason;
+        trunk-only checkpoints (ckpt_contents=trunk) pass.
+        """
+        with self._open(step) as f:
+            meta = f.metadata() or {}
+            shapes = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
+            dtypes = {n: f.get_slice(n).get_dtype() for n in f.keys()}
+        shards = self._shards(step)
+        for b in sorted(shards if blocks is None else shards & set(blocks)):
+            with self._open(step, f"blocks.{b}.") as f:
+                shapes.update({n: tuple(f.get_slice(n).get_shape()) for n in f.keys()})
+                dtypes.update({n: f.get_slice(n).get_dtype() for n in f.keys()})
+        low = sorted({d for n, d in dtypes.items() if n.startswith("blocks.") and d != "F32"})
+        if meta.get("dtype", "fp32") != "fp32" or low:
+            raise UserError(
+                f"{self._describe(step)} is stored in {meta.get('dtype') or low[0]} (ckpt_dtype): drift analyses "
+                "need fp32 weights, because bf16 keeps 8 significant bits (relative spacing 2^-8 = 0.4%) and a "
+                "training step moves a weight by far less, so drifts and their PCA would be rounding noise; "
+                "retrain with ckpt_dtype=fp32")
+        return shapes
+
+    def shapes(self, block: int | None = None) -> dict[str, tuple[int, ...]]:
+        """Tensor shapes (read from the first checkpoint; for sharded checkpoints only the files ``block`` needs)."""
+        first = self.steps[0]
         if self._shapes is None:
-            with self._open(self.steps[0]) as f:
-                self._shapes = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
-            missing = [n for n in self.names() if n not in self._shapes]
-            if missing:
-                raise UserError(f"checkpoints of {self.run_dir} lack trunk tensors such as {missing[0]}")
+            self._shapes = self.header(first, blocks=())
+            self._loaded_blocks: set[int] = set()
+        want = set(range(self.cfg.n_layer)) if block is None else {block}
+        todo = (want & self._shards(first)) - self._loaded_blocks
+        if todo:
+            self._shapes.update(self.header(first, blocks=todo))
+            self._loaded_blocks |= todo
+        missing = [n for n in self.names(block) if n not in self._shapes]
+        if missing:
+            raise UserError(f"checkpoints of {self.run_dir} lack trunk tensors such as {missing[0]}")
         return self._shapes
 
     def dim(self, block: int | None = None) -> int:
-        shapes = self.shapes()
+        shapes = self.shapes(block)
         return int(sum(np.prod(shapes[n]) for n in self.names(block)))
 
     def chunks(self, block: int | None, max_elems: int) -> list[tuple[str, int, int]]:
         """(tensor name, first row, end row) pieces of at most ~max_elems elements, in canonical order."""
         out = []
         for n in self.names(block):
-            shape = self.shapes()[n]
+            shape = self.shapes(block)[n]
             rows, cols = shape[0], int(np.prod(shape[1:])) if len(shape) > 1 else 1
             per = max(1, max_elems // cols)
             out.extend((n, a, min(rows, a + per)) for a in range(0, rows, per))
@@ -90,8 +144,8 @@ class CheckpointSet:
         for name, a, b in self.chunks(block, max_elems):
             pieces.setdefault(name, []).append((a, b))
         for name, ranges in pieces.items():
-            per_row = int(np.prod(self.shapes()[name][1:]))
-            handles = [self._open(s) for s in steps]
+            per_row = int(np.prod(self.shapes(block)[name][1:]))
+            handles = [self._open(s, name) for s in steps]
             try:
                 files = [h.__enter__() for h in handles]
                 for a, b in ranges:
@@ -155,8 +209,8 @@ class CheckpointFiles(CheckpointSet):
         self._shapes = None
         want = {n: self.shapes()[n] for n in self.names()}
         for i in range(1, len(self.files)):       # headers only: cheap, and a clear error instead of a bad row
-            with self._open(i) as f:
-                have = {n: tuple(f.get_slice(n).get_shape()) for n in want if n in f.keys()}
+            shapes = self.header(i)
+            have = {n: shapes[n] for n in want if n in shapes}
             if have != want:
                 raise UserError(f"checkpoint {self.path(i)} does not have the model shape of {self.path(0)}; "
                                 "only runs of one architecture can share a trajectory analysis")
@@ -176,13 +230,8 @@ class CheckpointFiles(CheckpointSet):
     def _describe(self, i: int) -> str:
         return f"checkpoint {self.path(i)}"
 
-    def _open(self, i: int):
-        from safetensors import safe_open
-        path = self.path(i)
-        try:
-            return safe_open(str(path), framework="numpy")
-        except Exception as e:
-            raise UserError(f"checkpoint {path} is missing, corrupt or truncated ({e})") from None
+    def _main_path(self, i: int) -> Path:
+        return self.path(i)
 
 
 def prefetch(items: Iterator, depth: int = 2) -> Iterator:
@@ -278,8 +327,13 @@ class Gram:
 
 
 def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block: int | None = None,
-                 anchor: int | None = None, max_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False) -> Gram:
-    """Stream the checkpoints once and accumulate G in float64 (memory: T × chunk, not T × D)."""
+                 anchor: int | None = None, max_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False,
+                 device: str | torch.device = "cpu") -> Gram:
+    """Stream the checkpoints once and accumulate G in float64 (memory: T × chunk, not T × D).
+
+    ``device``: where the float64 products run ("cpu", "cuda", or "auto" = cuda when present). On a GPU
+    each float32 chunk is copied over once and converted, anchored and multiplied there (still float64).
+    """
     steps = list(ckpts.steps if steps is None else steps)
     anchor = steps[0] if anchor is None else anchor
     if anchor not in steps:
@@ -292,6 +346,10 @@ def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block
         from tqdm import tqdm
         chunks = tqdm(chunks, total=len(ckpts.chunks(block, _elems(max_bytes, T))), desc="gram", unit="chunk",
                       disable=None)
+    dev = resolve_analysis_device(device)
+    if dev.type != "cpu":
+        G[:] = _gram_on_device(chunks, T, ai, dev)
+        return Gram(steps, anchor, block, ckpts.dim(block), G)
     Gt = torch.from_numpy(G)
     for rows in chunks:
         # float64 products of cache-sized column blocks: torch's BLAS runs this shape several times
@@ -301,9 +359,36 @@ def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block
     return Gram(steps, anchor, block, ckpts.dim(block), G)
 
 
+def resolve_analysis_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
+_GPU_COLS = 1 << 20        # columns per float64 product on an accelerator (T × 2^20 × 8 bytes)
+
+
+def _gram_on_device(chunks: Iterator[np.ndarray], T: int, anchor_row: int, device: torch.device) -> np.ndarray:
+    """G accumulated in float64 on ``device`` from float32 T × c chunks (the accelerator path of compute_gram)."""
+    G = torch.zeros(T, T, dtype=torch.float64, device=device)
+    for rows in chunks:
+        x = torch.from_numpy(rows).to(device)      # one host->device copy per chunk (float32)
+        for a in range(0, x.shape[1], _GPU_COLS):
+            blk = x[:, a:a + _GPU_COLS].double()
+            blk.sub_(blk[anchor_row].clone())
+            G.addmm_(blk, blk.T)
+    return G.cpu().numpy()
+
+
 def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool = False,
-                max_bytes: int = DEFAULT_CHUNK_BYTES) -> Gram:
-    """The Gram of all checkpoints anchored at the first, cached in RUN/analysis/gram/ (keyed by files)."""
+                max_bytes: int = DEFAULT_CHUNK_BYTES, compute: bool = True, device: str = "cpu") -> Gram | None:
+    """The Gram of all checkpoints anchored at the first, cached in RUN/analysis/gram/ (keyed by files).
+
+    With ``compute=False`` a missing or stale cache gives None instead of a computation.
+    """
     key_src = [[s, os.stat(runio.checkpoint_path(ckpts.run_dir, s)).st_mtime_ns,
                 os.stat(runio.checkpoint_path(ckpts.run_dir, s)).st_size] for s in ckpts.steps]
     name = "trunk" if block is None else f"block{block}"
@@ -316,7 +401,9 @@ def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool =
                     return Gram(list(z["steps"].tolist()), int(z["anchor"]), block, int(z["dim"]), z["G"].copy())
         except (OSError, ValueError, KeyError):
             pass      # unreadable cache: recompute and overwrite
-    g = compute_gram(ckpts, block=block, max_bytes=max_bytes, progress=progress)
+    if not compute:
+        return None
+    g = compute_gram(ckpts, block=block, max_bytes=max_bytes, progress=progress, device=device)
     import io
     buf = io.BytesIO()
     np.savez(buf, steps=np.asarray(g.steps), anchor=g.anchor, dim=g.dim, G=g.G, key=np.asarray(key))
@@ -454,8 +541,11 @@ def rolling_pc1(gram: Gram, width: int, steps: Sequence[int] | None = None, glob
 
 
 def random_walk_null(increment_norms: Sequence[float], dim: int, n_samples: int = 20, seed: int = 0,
-                     rownorm: bool = False) -> dict:
-    """PC1 and k95 of a trajectory with the same per-interval step sizes in isotropic random directions.
+                     rownorm: bool = False, centered: bool = False) -> dict:
+    """PC1 and k95 (and k90) of a trajectory with the same per-interval step sizes in isotropic random directions.
+
+    ``centered``: PCA of the mean-centred positions (the starting point included as a row) instead of
+    the uncentered drifts.
 
     The increments' inner products are those of independent uniform directions in R^dim: their Gram
     matrix is drawn exactly as a Wishart(dim, I) matrix normalised to unit diagonal, so no D-dimensional
@@ -468,7 +558,10 @@ def random_walk_null(increment_norms: Sequence[float], dim: int, n_samples: int 
         raise UserError("the random-walk null needs at least one increment")
     rng = np.random.default_rng(seed)
     L = np.tril(np.ones((T, T)))
-    pc1, k95 = [], []
+    if centered:       # rows: the start (0) and the T positions, minus their mean
+        L = np.vstack([np.zeros((1, T)), L])
+        L = L - L.mean(axis=0, keepdims=True)
+    pc1, k95, k90 = [], [], []
     for _ in range(n_samples):
         W = wishart(df=dim, scale=np.eye(T)).rvs(random_state=rng) if T > 1 else np.array([[float(dim)]])
         W = np.atleast_2d(W)
@@ -483,8 +576,10 @@ def random_walk_null(increment_norms: Sequence[float], dim: int, n_samples: int 
         evr = lam / lam.sum()
         pc1.append(float(evr[0]))
         k95.append(k_at(evr, 0.95))
+        k90.append(k_at(evr, 0.90))
     return {"pc1": float(np.mean(pc1)), "pc1_std": float(np.std(pc1)), "k95": float(np.mean(k95)),
-            "k95_std": float(np.std(k95)), "n_samples": n_samples, "seed": seed, "rownorm": rownorm}
+            "k95_std": float(np.std(k95)), "k90": float(np.mean(k90)), "k90_std": float(np.std(k90)),
+            "n_samples": n_samples, "seed": seed, "rownorm": rownorm, "centered": centered}
 
 
 def increment_norms(gram: Gram, steps: Sequence[int] | None = None) -> np.ndarray:
