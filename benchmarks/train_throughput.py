@@ -9,8 +9,9 @@ AdamW on CUDA, fp32 on the CPU. Prints a table and writes JSON (``--out``).
     python benchmarks/train_throughput.py --shapes paper --steps 20 --batch-size 64
 
 Model FLOPs per token follow the usual 6·N (N = non-embedding-input parameters incl. the tied head)
-plus attention 6·L·T·d (causal-halved 12·L·T·d); MFU is reported against the device's dense bf16 peak
-when it is known.
+plus attention 6·L·T·d (causal-halved 12·L·T·d). MFU is reported against the device's dense bf16
+peak on a known GPU, against ``--peak-tflops`` when given, and on the CPU against the measured rate of
+a large fp32 matrix product on the same threads (a practical peak: what the BLAS reaches at best).
 """
 from __future__ import annotations
 
@@ -53,9 +54,21 @@ def peak_tflops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
+def measured_gemm_tflops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """Best observed fp32 TFLOP/s of an n×n matrix product on ``device`` (the CPU's practical peak)."""
+    a = torch.randn(n, n, device=device)
+    a @ a
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e12
+
+
 def bench_shape(name: str, device: torch.device, steps: int, warmup: int, batch_size: int | None,
-                compile_model: bool) -> dict:
-    cfg = preset(name).replace(device=device.type, compile=compile_model)
+                compile_model: bool, peak: float | None = None, vocab_multiple: int = 1) -> dict:
+    cfg = preset(name).replace(device=device.type, compile=compile_model, vocab_multiple=vocab_multiple)
     if batch_size:
         cfg = cfg.replace(batch_size=batch_size)
     elif device.type == "cpu" and name == "paper":
@@ -89,12 +102,12 @@ def bench_shape(name: str, device: torch.device, steps: int, warmup: int, batch_
     med = times[len(times) // 2]
     tokens = cfg.batch_size * cfg.seq_len
     fpt = flops_per_token(cfg, vocab)
-    peak = peak_tflops(device)
     tflops = fpt * tokens / med / 1e12
     return {"shape": name, "params": model.num_params(), "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
             "tokens_per_step": tokens, "ms_per_step_median": med * 1e3, "ms_per_step_min": times[0] * 1e3,
             "tokens_per_s": tokens / med, "model_tflops": tflops, "mfu": tflops / peak if peak else None,
-            "precision": "bf16-autocast" if device.type == "cuda" else "fp32", "compiled": compile_model}
+            "precision": "bf16-autocast" if device.type == "cuda" else "fp32", "compiled": compile_model,
+            "vocab_multiple": vocab_multiple}
 
 
 def main() -> int:
@@ -105,14 +118,30 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch-size", type=int, help="micro-batch (default: the preset's; 4 for paper on a CPU)")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--vocab-multiple", type=int, default=1, help="pad the vocabulary to a multiple of this (64 on GPUs)")
+    p.add_argument("--peak-tflops", type=float, help="device peak for the MFU (default: known GPU peak; CPU: measured GEMM)")
     p.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = p.parse_args()
     if args.steps < 1 or args.warmup < 0:
         raise UserError("--steps must be >= 1 and --warmup >= 0")
     device = resolve_device(args.device)
-    rows = [bench_shape(s, device, args.steps, args.warmup, args.batch_size, args.compile) for s in args.shapes]
+    if args.peak_tflops:
+        peak, source = args.peak_tflops, "--peak-tflops"
+    elif peak_tflops(device):
+        peak, source = peak_tflops(device), "dense bf16 peak of the GPU model"
+    elif device.type == "cpu":
+        peak, source = measured_gemm_tflops(device), "measured fp32 GEMM 2048x2048 (best of 5, before and after)"
+    else:
+        peak, source = None, "unknown"
+    rows = [bench_shape(s, device, args.steps, args.warmup, args.batch_size, args.compile, peak,
+                        args.vocab_multiple) for s in args.shapes]
+    if source.startswith("measured"):      # a shared machine: the best GEMM rate seen before or after the shapes
+        peak = max(peak, measured_gemm_tflops(device))
+        for r in rows:
+            r["mfu"] = r["model_tflops"] / peak
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"device: {device.type} ({dev_name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"device: {device.type} ({dev_name}), torch {torch.__version__}, threads {torch.get_num_threads()}; "
+          f"peak {peak if peak is None else f'{peak:.3f} TFLOP/s'} ({source})")
     print(f"{'shape':<7}{'params':>13}{'batch':>7}{'tokens/step':>13}{'ms/step':>10}{'tokens/s':>12}{'TFLOP/s':>9}{'MFU':>7}")
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
@@ -121,7 +150,8 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": device.type, "device_name": dev_name, "torch": torch.__version__,
-                               "threads": torch.get_num_threads(), "results": rows}, indent=2))
+                               "threads": torch.get_num_threads(), "peak_tflops": peak, "peak_source": source,
+                               "results": rows}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -9,13 +9,19 @@ then times, each in a fresh process:
 * ``pca``: the Gram matrix streamed in float64 and the exact uncentered PCA (raw and row-normalised),
   i.e. what ``analysis/backbone/trajectory_pca.py`` does for the trunk.
 
-Reports wall time and peak resident memory of each and the ratio pca / read, as a table and JSON.
+* ``sketch`` (with ``--sketch DIM``): the seeded Gaussian JL sketch of the same Gram matrix
+  (training/sketch.py, what ``trajectory_pca.py --sketch DIM`` does) and the same PCA, with its
+  error bound and its measured error against the exact Gram of the ``pca`` measurement.
+
+Reports wall time and peak resident memory of each and the ratios pca / read (and sketch / read,
+sketch / pca), as a table and JSON.
 By default the files are in the page cache for both measurements (written just before), so the ratio
 shows the cost of the analysis over a memory-speed read. ``--cold`` drops the page cache before every
 measurement (needs root) so both start from the disk, as a first analysis of a fresh run does.
 
     python benchmarks/trajectory_pca_scale.py --checkpoints 51
     python benchmarks/trajectory_pca_scale.py --checkpoints 200 --preset quick     # a smaller shape
+    python benchmarks/trajectory_pca_scale.py --checkpoints 51 200 --sketch 256 --repeats 1
 """
 from __future__ import annotations
 
@@ -74,13 +80,39 @@ def child(mode: str, run: str) -> None:
                     total += float(f.get_tensor(name)[0, 0])     # forces the full read
         extra = {}
     else:
-        g = compute_gram(ck)
+        if mode == "pca":
+            g = compute_gram(ck)
+        else:                                   # sketch:DIM
+            from training.sketch import compute_sketch
+            g = compute_sketch(ck, int(mode.split(":")[1]), seed=0)
         raw, rn = pca(g, rownorm=False, k=1), pca(g, rownorm=True, k=1)
         extra = {"pc1_raw": float(raw.explained_variance_ratio[0]), "pc1_rownorm": float(rn.explained_variance_ratio[0]),
                  "k95": raw.k95}
+        np.save(Path(run) / f"gram_{mode.replace(':', '')}.npy", g.G)     # for the parent's error measurement
     wall = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"mode": mode, "wall_s": wall, "peak_rss_gb": peak_kb / 2**20, **extra}))
+
+
+def sketch_row(run: Path, n: int, dim: int, k: int, sketches: list[dict], best_read: dict, best_pca: dict) -> dict:
+    """The sketch's timing, memory, bound and measured error (against the exact Gram) for one size."""
+    from training.sketch import SketchedGram, measured_error, pca_bounds
+    from training.trajectory import Gram
+    steps = [200 * i for i in range(n)]
+    exact = Gram(steps, 0, None, dim, np.load(run / "gram_pca.npy"))
+    sk = SketchedGram(steps, 0, None, dim, np.load(run / f"gram_sketch{k}.npy"), sketch_dim=k, seed=0)
+    bounds = pca_bounds(sk)
+    best = min(sketches, key=lambda r: r["wall_s"])
+    return {"sketch": {
+        "sketch_dim": k, "sketch_s": best["wall_s"], "sketch_peak_gb": best["peak_rss_gb"],
+        "all_sketch_s": [r["wall_s"] for r in sketches],
+        "ratio_sketch_over_read": best["wall_s"] / best_read["wall_s"],
+        "ratio_sketch_over_pca": best["wall_s"] / best_pca["wall_s"],
+        "epsilon": sk.epsilon, "epsilon_subspace": bounds["subspace"]["epsilon"], "failure_prob": sk.failure_prob,
+        "pc1_raw": best["pc1_raw"],
+        "pc1_raw_bound": ([bounds["explained_variance_ratio_lo"][0], bounds["explained_variance_ratio_hi"][0]]
+                          if bounds["valid"] else None),
+        "measured": measured_error(sk, exact)}}
 
 
 def drop_page_cache() -> None:
@@ -108,6 +140,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2, help="alternating read/pca measurements per size (min reported)")
     ap.add_argument("--workdir", help="where to write the synthetic checkpoints (default: a temporary directory)")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each measurement (root)")
+    ap.add_argument("--sketch", type=int, metavar="DIM", help="also measure the DIM-dimensional JL sketch")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
     ap.add_argument("--out", default="benchmarks/results/trajectory_pca_scale.json")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -125,10 +158,12 @@ def main() -> int:
         t = time.perf_counter()
         dim = write_checkpoints(run, cfg, n, seed=0)
         write_s = time.perf_counter() - t
-        reads, pcas = [], []
-        for _ in range(args.repeats):          # alternate so that both see the same machine state
+        reads, pcas, sketches = [], [], []
+        for _ in range(args.repeats):          # alternate so that all see the same machine state
             reads.append(measure("read", run, args.cold))
             pcas.append(measure("pca", run, args.cold))
+            if args.sketch:
+                sketches.append(measure(f"sketch:{args.sketch}", run, args.cold))
         best_read = min(reads, key=lambda r: r["wall_s"])
         best_pca = min(pcas, key=lambda r: r["wall_s"])
         rows.append({"checkpoints": n, "trunk_params": dim, "bytes_read_gb": n * dim * 4 / 2**30, "write_s": write_s,
@@ -137,12 +172,25 @@ def main() -> int:
                      "ratio_pca_over_read": best_pca["wall_s"] / best_read["wall_s"],
                      "all_read_s": [r["wall_s"] for r in reads], "all_pca_s": [r["wall_s"] for r in pcas],
                      "pc1_raw": best_pca["pc1_raw"], "k95": best_pca["k95"]})
+        if args.sketch:
+            rows[-1].update(sketch_row(run, n, dim, args.sketch, sketches, best_read, best_pca))
         if not args.keep:
             shutil.rmtree(run)
     print(f"{'ckpts':>6}{'trunk D':>13}{'GB read':>9}{'read s':>9}{'pca s':>9}{'ratio':>7}{'read peak GB':>14}{'pca peak GB':>13}")
     for r in rows:
         print(f"{r['checkpoints']:>6}{r['trunk_params']:>13,}{r['bytes_read_gb']:>9.2f}{r['read_s']:>9.2f}{r['pca_s']:>9.2f}"
               f"{r['ratio_pca_over_read']:>7.2f}{r['read_peak_gb']:>14.2f}{r['pca_peak_gb']:>13.2f}")
+    if args.sketch:
+        print(f"sketch dim {args.sketch}:")
+        print(f"{'ckpts':>6}{'sketch s':>10}{'/read':>7}{'/pca':>7}{'peak GB':>9}{'epsilon':>9}{'PC1 exact':>11}"
+              f"{'PC1 sketch':>12}{'PC1 bound':>17}{'max entry err':>15}")
+        for r in rows:
+            sk = r["sketch"]
+            print(f"{r['checkpoints']:>6}{sk['sketch_s']:>10.2f}{sk['ratio_sketch_over_read']:>7.2f}"
+                  f"{sk['ratio_sketch_over_pca']:>7.2f}{sk['sketch_peak_gb']:>9.2f}{sk['epsilon']:>9.3f}"
+                  f"{r['pc1_raw']:>11.5f}{sk['pc1_raw']:>12.5f}"
+                  f"{'[%.3f, %.3f]' % tuple(sk['pc1_raw_bound']) if sk['pc1_raw_bound'] else 'none':>17}"
+                  f"{sk['measured']['max_entry_error_over_norms']:>15.4f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"preset": args.preset, "cold_cache": args.cold, "results": rows}, indent=2))

@@ -6,7 +6,15 @@ v_b (raw PC1, sign such that a(t_last) > 0) with the decomposition a(t), ‖r(t)
 PC1 stability (adjacent-window |cos| and |cos| with the global v_b); and the random-walk null (the same
 per-interval step sizes in random directions). Output: RUN/analysis/trajectory_pca.json and .png.
 
+With ``--sketch DIM`` the Gram matrices come from a seeded Gaussian (Johnson–Lindenstrauss) sketch of
+DIM dimensions instead (training/sketch.py): one pass over the checkpoints at a cost of DIM per
+parameter and checkpoint, for runs with too many or too large checkpoints. The result goes to
+RUN/analysis/trajectory_pca_sketch.json (+ .png) with, for the trunk and each block, the sketch's
+entrywise error bound ε (failure probability --sketch-failure-prob), intervals guaranteed to hold the
+exact explained fractions and PC1, and -- when the exact Gram is already cached -- the measured error.
+
 Example:  python analysis/backbone/trajectory_pca.py --run-dir runs/quick
+          python analysis/backbone/trajectory_pca.py --run-dir runs/paper --sketch 1024
 """
 import sys
 from pathlib import Path
@@ -17,8 +25,9 @@ import _paths  # noqa: E402,F401
 from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
 from training.cli import run_main  # noqa: E402
 from training.errors import UserError  # noqa: E402
+from training.sketch import compute_sketch, measured_error, pca_bounds  # noqa: E402
 from training.trajectory import (cached_gram, decomposition, increment_norms, pca, random_walk_null,  # noqa: E402
-                                 rolling_pc1, select_steps)
+                                 resolve_analysis_device, rolling_pc1, select_steps)
 
 
 def analyse(gram, steps, ref, args, null_seed):
@@ -42,10 +51,21 @@ def main() -> int:
     p.add_argument("--window", type=int, default=10, help="rolling-window width in checkpoints (default 10)")
     p.add_argument("--null-samples", type=int, default=20, help="random-walk null samples (default 20)")
     p.add_argument("--no-blocks", action="store_true", help="trunk only")
+    p.add_argument("--sketch", type=int, metavar="DIM",
+                   help="approximate the Gram matrices by a DIM-dimensional seeded JL sketch (seed: --seed)")
+    p.add_argument("--sketch-failure-prob", type=float, default=0.01,
+                   help="probability that the reported sketch error bound fails (default 0.01)")
+    p.add_argument("--device", default="auto",
+                   help="device of the Gram / sketch products: auto (cuda when present) | cpu | cuda (default auto)")
     args = p.parse_args()
     if args.null_samples < 1 or args.window < 2:
         raise UserError("--null-samples must be >= 1 and --window >= 2")
+    if args.sketch is not None and args.sketch < 1:
+        raise UserError(f"--sketch must be a positive dimension (got {args.sketch})")
+    if not 0 < args.sketch_failure_prob < 1:
+        raise UserError(f"--sketch-failure-prob must be in (0, 1) (got {args.sketch_failure_prob})")
     run = open_run(args.run_dir)
+    device = resolve_analysis_device(args.device)
     ckpts = run.checkpoints()
     steps = select_steps(ckpts.steps, args.stride, args.start, args.end)
     ref = steps[0] if args.ref is None else args.ref
@@ -57,29 +77,56 @@ def main() -> int:
     result = {"run_dir": str(run.dir), "settings": {"stride": args.stride, "start": args.start, "end": args.end,
                                                       "ref": ref, "window": args.window, "seed": args.seed,
                                                       "null_samples": args.null_samples}}
-    trunk_gram = cached_gram(ckpts, None, progress=progress)
+    if args.sketch:
+        result["settings"].update(sketch=args.sketch, sketch_failure_prob=args.sketch_failure_prob)
+
+    def gram_of(block):
+        if not args.sketch:
+            return cached_gram(ckpts, block, progress=progress, device=device)
+        return compute_sketch(ckpts, args.sketch, seed=args.seed, block=block, failure_prob=args.sketch_failure_prob,
+                              device=device, progress=progress)
+
+    def sketch_report(g, block):
+        if not args.sketch:
+            return {}
+        rep = {"sketch": g.describe(), "bounds": {"raw": pca_bounds(g, steps, ref, rownorm=False),
+                                                  "rownorm": pca_bounds(g, steps, ref, rownorm=True)}}
+        exact = cached_gram(ckpts, block, compute=False)
+        if exact is not None:
+            rep["measured_error"] = measured_error(g, exact, steps, ref)
+        return rep
+
+    trunk_gram = gram_of(None)
     result["trunk"] = analyse(trunk_gram, steps, ref, args, args.seed)
     result["trunk"]["dim"] = trunk_gram.dim
+    result["trunk"].update(sketch_report(trunk_gram, None))
     result["random_walk_null"] = result["trunk"]["random_walk_null"]
     result["blocks"] = []
     if not args.no_blocks:
         for b in range(run.cfg.n_layer):
-            g = cached_gram(ckpts, b, progress=progress)
+            g = gram_of(b)
             entry = analyse(g, steps, ref, args, args.seed + 1 + b)
-            result["blocks"].append({"block": b, "dim": g.dim, **entry})
-    path = write_result(run, "trajectory_pca", result)
-    plot(run, result)
+            result["blocks"].append({"block": b, "dim": g.dim, **entry, **sketch_report(g, b)})
+    name = "trajectory_pca_sketch" if args.sketch else "trajectory_pca"
+    path = write_result(run, name, result)
+    plot(run, result, name)
     t = result["trunk"]
     print(f"trunk PC1 {100 * t['raw']['pc1']:.1f}% (row-normalised {100 * t['rownorm']['pc1']:.1f}%), "
           f"k95 {t['raw']['k95']}, k99 {t['raw']['k99']}; random-walk null PC1 {100 * t['random_walk_null']['pc1']:.1f}% "
           f"k95 {t['random_walk_null']['k95']:.1f}")
+    if args.sketch:
+        bd = t["bounds"]["raw"]
+        rng = (f"exact PC1 in [{100 * bd['explained_variance_ratio_lo'][0]:.1f}, "
+               f"{100 * bd['explained_variance_ratio_hi'][0]:.1f}]%" if bd["valid"] else bd["reason"])
+        print(f"sketch dim {args.sketch}: epsilon {t['sketch']['epsilon']:.3f} (failure prob. "
+              f"{args.sketch_failure_prob:g}); {rng}")
     for b in result["blocks"]:
         print(f"block {b['block']}: PC1 {100 * b['raw']['pc1']:.1f}%  k95 {b['raw']['k95']}")
     print(f"wrote {path}")
     return 0
 
 
-def plot(run, result):
+def plot(run, result, name="trajectory_pca"):
     fig, ax = figure(2, 2, width=5.2, height=3.6)
     t = result["trunk"]
     k = range(1, len(t["raw"]["explained_variance_ratio"]) + 1)
@@ -105,7 +152,7 @@ def plot(run, result):
         ax[1, 1].plot(r["window_start"], r["global_abs_cos"], label="vs global v_b")
         ax[1, 1].set(xlabel="window start step", ylabel="|cos|", title=f"rolling PC1 (W={r['width']})")
         ax[1, 1].legend(fontsize=7)
-    save_figure(fig, run, "trajectory_pca")
+    save_figure(fig, run, name)
 
 
 if __name__ == "__main__":
