@@ -1,0 +1,33 @@
+"""Rewrite STUDY/report.md and its figures from STUDY/analysis/modadd_study.json (no training, no analysis).
+
+Example:
+  python experiments/modadd/report.py --study-dir runs/modadd_quick_s0
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _paths  # noqa: E402,F401
+
+from training.cli import run_main  # noqa: E402
+from training.errors import UserError  # noqa: E402
+from training.runio import read_json  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    p.add_argument("--study-dir", required=True, help="the study directory written by run_study.py")
+    p.add_argument("--no-progress", action="store_true", help="accepted for uniformity; nothing to show")
+    args = p.parse_args()
+    root = Path(args.study_dir)
+    res_path = root / "analysis" / "modadd_study.json"
+    if not res_path.exists():
+        raise UserError(f"{res_path} does not exist; run experiments/modadd/run_study.py first")
+    from training.modadd_report import write_report
+    print(f"wrote {write_report(read_json(res_path, 'study result'), root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

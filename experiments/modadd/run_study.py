@@ -1,0 +1,86 @@
+"""Modular-addition study (issue 5, seed 002): train attention-only and standard models on the marker task,
+analyse them (per-block spectra, attention bubbling, SGD commutators, SAE ablation, curriculum) and write
+STUDY/report.md with figures and the headline table next to the seed README's claims.
+
+Five runs are trained into STUDY/<run>, side by side on a CPU (--jobs; finished runs are skipped, an
+interrupted one resumes exactly): attn_ref_s<seed>, attn_ref_s<seed+1>, mlp_ref_s<seed>, attn_strict_s<seed>,
+attn_curr_s<seed>. Analyses are cached in each run's analysis/ directory (recomputed when the run changed
+or with --redo-analysis). See experiments/modadd/README.md.
+
+Examples:
+  python experiments/modadd/run_study.py                              # quick preset: a 2-core CPU, minutes
+  python experiments/modadd/run_study.py --preset reference --set device=cuda   # the reference code's sizes
+  python experiments/modadd/run_study.py --preset test --out-dir /tmp/modadd     # seconds
+  python experiments/modadd/run_study.py --analyse-only --redo-analysis
+"""
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _paths  # noqa: E402,F401
+
+from training import modadd_study as ms  # noqa: E402
+from training.cli import run_main  # noqa: E402
+from training.config import parse_override  # noqa: E402
+from training.errors import UserError  # noqa: E402
+from training.runio import atomic_write_json  # noqa: E402
+from training.studies import add_jobs_arg, study_parser  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = study_parser(__doc__)
+    p.set_defaults(preset="quick", seed=0)
+    for a in p._actions:
+        if a.dest == "preset":
+            a.help = "test | quick | reference (default quick)"
+        if a.dest == "seed":
+            a.help = "seed of the first run (the second attention-only run uses seed+1; default 0)"
+    p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the finished runs")
+    p.add_argument("--redo-analysis", action="store_true", help="recompute every analysis even if cached")
+    add_jobs_arg(p)
+    p.add_argument("--runs", default="", help="roles to train (comma list of attn,attn_seed2,mlp,strict,curriculum; "
+                                              "default all)")
+    args = p.parse_args(argv)
+    if args.preset not in ms.SIZES:
+        raise UserError(f"unknown --preset '{args.preset}' (choose from {', '.join(ms.SIZES)})")
+    roles = [r.strip() for r in args.runs.split(",") if r.strip()]
+    bad = [r for r in roles if r not in {s.role for s in ms.run_specs(0)}]
+    if bad:
+        raise UserError(f"--runs: unknown role(s) {', '.join(bad)}")
+    args.roles = roles or None
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    overrides = dict(parse_override(item) for item in args.set)
+    root = Path(args.out_dir) if args.out_dir else Path("runs") / f"{ms.STUDY}_{args.preset}_s{args.seed}"
+    ms.run_configs(args.preset, args.seed, overrides)          # validates every config before any work
+    t0 = time.monotonic()
+    print(f"modadd study in {root}: preset {args.preset}, seed {args.seed}", flush=True)
+    timings = {}
+    if not args.analyse_only:
+        timings = ms.train_all(root, args.preset, args.seed, overrides, progress=not args.no_progress,
+                               only=args.roles, log=lambda s: print(s, flush=True), jobs=args.jobs)
+    t1 = time.monotonic()
+    res = ms.analyse_all(root, args.preset, args.seed, redo=args.redo_analysis, progress=not args.no_progress,
+                         log=lambda s: print(s, flush=True))
+    if not res["runs"]:
+        raise UserError(f"no finished run in {root} to analyse; run without --analyse-only first")
+    res["timings_s"] = {"train_this_invocation": timings, "analysis": round(time.monotonic() - t1, 2),
+                        "total_this_invocation": round(time.monotonic() - t0, 2)}
+    res["protocol"] = {"sizes": ms.SIZES[args.preset], "analysis": ms.ANALYSIS[args.preset], "overrides": args.set,
+                       "runs": {s.name: dict(s.changes) for s in ms.run_specs(args.seed)}}
+    atomic_write_json(root / "analysis" / f"{ms.RESULT}.json", res)
+    from training.modadd_report import write_report
+    path = write_report(res, root)
+    for key, h in res["headline"].items():
+        if isinstance(h, dict) and "verdict" in h:
+            print(f"{key:<11} {h['verdict']}")
+    print(f"wrote {path} ({time.monotonic() - t0:.0f} s in this invocation)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

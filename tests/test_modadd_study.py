@@ -1,0 +1,67 @@
+"""The modular-addition study end to end at the test size, its analysis scripts, and their bad-input errors."""
+import json
+
+import pytest
+
+from conftest import run_inprocess
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return tmp_path_factory.mktemp("modadd") / "study"
+
+
+def test_study_end_to_end_and_rerun(study, capsys):
+    code, out, err = run_inprocess(capsys, "experiments/modadd/run_study.py", "--preset", "test", "--out-dir", str(study))
+    assert code == 0, err
+    assert "wrote" in out and (study / "report.md").exists()
+    res = json.loads((study / "analysis" / "modadd_study.json").read_text())
+    assert set(res["runs"]) == {"attn", "attn_seed2", "mlp", "strict", "curriculum"}
+    h = res["headline"]
+    for key in ("collapse", "commutator", "bubbling", "mlp", "curriculum", "sae", "leak"):
+        assert "verdict" in h[key], key
+    report = (study / "report.md").read_text()
+    assert "| claim (seed 002) |" in report and "figures/commutators_attn.png" in report
+    for fig in ("training", "spectra_attn", "attention_attn", "commutators_attn", "sae_attn", "curriculum"):
+        assert (study / "figures" / f"{fig}.png").stat().st_size > 1000
+    # the run directories are ordinary toolkit runs
+    run = study / "attn_ref_s0"
+    assert (run / "checkpoints" / "step_000000.safetensors").exists()
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    # a second invocation trains nothing and reuses the cached analyses
+    code, out, err = run_inprocess(capsys, "experiments/modadd/run_study.py", "--preset", "test", "--out-dir", str(study))
+    assert code == 0, err
+    assert res["headline"] == json.loads((study / "analysis" / "modadd_study.json").read_text())["headline"]
+    code, out, err = run_inprocess(capsys, "experiments/modadd/report.py", "--study-dir", str(study))
+    assert code == 0 and "report.md" in out
+
+
+def test_analysis_scripts_on_a_study_run(study, capsys):
+    if not (study / "attn_ref_s0" / "status.json").exists():
+        pytest.skip("needs the study of the previous test")
+    run = str(study / "attn_ref_s0")
+    for script, extra, name in (
+            ("analysis/modadd/spectra.py", ["--null-samples", "3"], "modadd_spectra"),
+            ("analysis/attention/bubbling.py", ["--probe-n", "16"], "modadd_attention"),
+            ("analysis/commutator/commutators.py", ["--n-checkpoints", "1", "--samples", "2", "--mc", "2"],
+             "modadd_commutators"),
+            ("analysis/modadd/sae_ablation.py", ["--sae-steps", "20", "--steps", "4,24"], "modadd_sae"),
+            ("analysis/modadd/subspace_alignment.py", ["--other-run", str(study / "attn_ref_s1")],
+             "modadd_cross_subspaces")):
+        code, out, err = run_inprocess(capsys, script, "--run-dir", run, *extra)
+        assert code == 0, (script, err)
+        assert (study / "attn_ref_s0" / "analysis" / f"{name}.json").exists()
+    code, out, err = run_inprocess(capsys, "analysis/modadd/curriculum.py", "--run-dir", str(study / "attn_curr_s0"))
+    assert code == 0, err
+    # one-line errors
+    code, out, err = run_inprocess(capsys, "analysis/modadd/curriculum.py", "--run-dir", run)
+    assert code == 2 and err.strip().startswith("error:") and "curriculum" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_inprocess(capsys, "analysis/modadd/sae_ablation.py", "--run-dir", run, "--steps", "7")
+    assert code == 2 and "no checkpoint" in err
+    code, out, err = run_inprocess(capsys, "analysis/modadd/sae_ablation.py", "--run-dir", run, "--layer", "9")
+    assert code == 2 and "out of range" in err
+    code, out, err = run_inprocess(capsys, "experiments/modadd/run_study.py", "--preset", "big")
+    assert code == 2 and "preset" in err
+    code, out, err = run_inprocess(capsys, "experiments/modadd/run_study.py", "--preset", "test", "--set", "attn_only=0",
+                                   "--out-dir", str(study))
+    assert code == 2 and "sets this itself" in err
