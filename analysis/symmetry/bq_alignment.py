@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""bQ alignment (reference modadd_ecd §B.7, §C.11): how the keys of tokens and positions line up with ⟨bQ⟩.
+
+For every layer l and head h: cos(W_K^(h)·e, ⟨bQ⟩_l) for each row e of the raw tied token embedding and of
+the learned position embedding (no LayerNorm, no key bias). For a run trained with a query bias, ⟨bQ⟩ is
+the mean of its training draws up to the checkpoint (read from <checkpoint>.attn_bias.json); for a
+symmetric run, the null of the reference: one random draw from the bQ distribution of the run's config
+(seeded by --seed). Per layer: mean/std of the token cosines, the z-score of their mean square against
+the analytic random-direction null (E cos² = 1/head_dim), the top and bottom tokens (ids and, when the
+run has a tokenizer, their text), and the position curve averaged over heads.
+
+Writes RUN/analysis/bq_alignment.json and bq_alignment.png (layers × positions heatmap).
+
+Examples::
+
+    python analysis/symmetry/bq_alignment.py --run-dir runs/symmetry_cpu_s0/adamw_bq
+    python analysis/symmetry/bq_alignment.py --run-dir runs/symmetry_cpu_s0/adamw_sym --step 200   # the null
+"""
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _paths  # noqa: E402,F401
+
+from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.cli import run_main  # noqa: E402
+from training.errors import UserError  # noqa: E402
+from training.symmetry_study import alignment  # noqa: E402
+
+
+def main() -> int:
+    p = analysis_parser(__doc__)
+    p.add_argument("--step", type=int, help="checkpoint to analyse (default: the last)")
+    p.add_argument("--top", type=int, default=15, help="top/bottom tokens listed per layer (default 15)")
+    args = p.parse_args()
+    run = open_run(args.run_dir)
+    step = run.steps[-1] if args.step is None else args.step
+    if step not in run.steps:
+        raise UserError(f"{run.dir} has no checkpoint at step {step} (available {run.steps[0]}..{run.steps[-1]})")
+    res = alignment(run.dir, run.cfg, step, args.seed)
+    tok_path = run.dir / "tokenizer.json"
+    if tok_path.exists():
+        from training.data_tokenizers import BPETokenizer
+        tok = BPETokenizer.load(tok_path)
+        for layer in res["layers"]:
+            layer["top_text"] = [tok.decode([t]) for t in layer["top_tokens"]]
+            layer["bottom_text"] = [tok.decode([t]) for t in layer["bottom_tokens"]]
+    path = write_result(run, "bq_alignment", res)
+    fig, ax = figure(1, 1, width=6)
+    im = ax[0, 0].imshow([l["position_cos"] for l in res["layers"]], aspect="auto", cmap="RdBu_r", vmin=-0.5, vmax=0.5)
+    ax[0, 0].set(xlabel="position", ylabel="layer", title=f"cos(W_K p, <bQ>) averaged over heads ({res['direction']})")
+    fig.colorbar(im, ax=ax[0, 0])
+    save_figure(fig, run, "bq_alignment")
+    for layer in res["layers"]:
+        print(f"layer {layer['layer']}: |<bQ>| {layer['bq_norm']:.3f}  token cos mean {layer['token_cos_mean']:+.3f} "
+              f"std {layer['token_cos_std']:.3f}  z(mean cos^2 vs null) {layer['z_mean_square']:+.1f}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

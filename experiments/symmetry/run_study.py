@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Symmetry-breaking study: optimizers (AdamW, SGD, ECD, SOAP, ECD-global) × {symmetric, random query bias}.
+
+Trains every run into STUDY/<optimizer>_<arm>, side by side on a CPU (--jobs; finished runs are skipped,
+unfinished ones resumed exactly), then writes STUDY/analysis/symmetry_results.json (every number), STUDY/report.md (the
+results table next to the seed's headline numbers, and what this toolkit confirms or not) and
+STUDY/analysis/curves.png. See training/symmetry_study.py for the protocol.
+
+Examples:
+  python experiments/symmetry/run_study.py                          # CPU size, minutes on 2 cores
+  python experiments/symmetry/run_study.py --optimizers ecd,adamw --arms sym,bq
+  python experiments/symmetry/run_study.py --size gpu --set device=cuda --set corpus_path=data/fineweb10B
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import _paths  # noqa: E402,F401
+
+from training import symmetry_study as ss  # noqa: E402
+from training.analysis_io import figure, save_figure, write_result  # noqa: E402
+from training.cli import run_main  # noqa: E402
+from training.config import parse_override  # noqa: E402
+from training.errors import UserError  # noqa: E402
+from training.runio import atomic_write_text  # noqa: E402
+from training.studies import RunJob, add_jobs_arg, refuse_protocol_overrides, train_runs  # noqa: E402
+
+
+def parse_args(argv=None):
+    first = __doc__.strip().split("\n\n")[0]
+    p = argparse.ArgumentParser(description=first, epilog=__doc__.strip()[len(first):].strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="cpu", help="cpu (default; minutes on a CPU) | gpu (the seed's 124M on FineWeb)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every run (default 0)")
+    p.add_argument("--optimizers", default=",".join(ss.OPTIMIZERS), help=f"subset of {','.join(ss.OPTIMIZERS)}")
+    p.add_argument("--arms", default=",".join(ss.ARMS), help="subset of sym,bq")
+    p.add_argument("--out-dir", help="study directory (default runs/symmetry_<size>_s<seed>)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field of every run (e.g. steps=100, device=cuda); repeatable")
+    p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_jobs_arg(p)
+
+    def error(message):
+        raise UserError(f"{message} (see --help)")
+    p.error = error
+    args = p.parse_args(argv)
+    refuse_protocol_overrides((parse_override(i)[0] for i in args.set), ss.PROTOCOL_FIELDS, "symmetry",
+                              {k: " (use training/pilot.py for a single run with other values)" for k in ss.PROTOCOL_FIELDS})
+    return args
+
+
+def main(argv=None) -> int:
+    t_start = time.monotonic()
+    args = parse_args(argv)
+    opts = ss.parse_list(args.optimizers, ss.OPTIMIZERS, "optimizers")
+    arms = ss.parse_list(args.arms, ss.ARMS, "arms")
+    overrides = dict(parse_override(i) for i in args.set)
+    overrides["progress"] = not args.no_progress
+    cfgs = ss.run_configs(args.size, args.seed, opts, arms, overrides)
+    root = Path(args.out_dir) if args.out_dir else Path("runs") / f"symmetry_{args.size}_s{args.seed}"
+    print(f"symmetry study in {root}: size {args.size}, seed {args.seed}, runs {', '.join(cfgs)}", flush=True)
+    if not args.analyse_only:
+        done = train_runs([RunJob(name, cfg, root / name) for name, cfg in cfgs.items()], args.jobs,
+                          log=lambda msg: print(msg, flush=True))
+        failed = [f"{name} ({r['error']})" for name, r in done.items() if r["error"]]
+        if failed:
+            raise UserError(f"{'; '.join(failed)}; re-run the same command to resume")
+    result = ss.analyse(root, cfgs, progress=not args.no_progress)
+    wall = time.monotonic() - t_start
+    result["wall_s_this_invocation"] = round(wall, 1)
+    out = SimpleNamespace(analysis_dir=root / "analysis")
+    path = write_result(out, "symmetry_results", result)
+    plot(out, result)
+    note = " (analysis only)" if args.analyse_only else ""
+    atomic_write_text(root / "report.md", ss.report_markdown(result, args.size, wall, note))
+    for line in result["verdicts"]:
+        print(line)
+    print(f"wrote {path}, {root / 'report.md'} and {out.analysis_dir / 'curves.png'}")
+    return 0
+
+
+def plot(out, result):
+    fig, ax = figure(1, 3, width=4.2)
+    colors = {"adamw": "tab:blue", "sgd": "tab:red", "ecd": "tab:green", "soap": "tab:purple", "ecd_global": "tab:olive"}
+    for name, r in result["runs"].items():
+        opt, arm = name.rsplit("_", 1)
+        style = "-" if arm == "sym" else "--"
+        c = r["curve"]
+        if c["step"]:
+            ax[0, 0].plot(c["step"], c["val_loss"], style, color=colors.get(opt), label=name)
+        s = r.get("symmetry") or {}
+        if s.get("steps"):
+            ax[0, 1].semilogy(s["steps"], [max(v, 1e-12) for v in s["qk_charge_rel"]], style, color=colors.get(opt))
+        vc = r.get("velocity_charge") or {}
+        if vc.get("steps"):
+            ax[0, 2].semilogy(vc["steps"], [max(v, 1e-12) for v in vc["qk_charge_rel"]], style, color=colors.get(opt),
+                              label=name)
+    ax[0, 0].set(xlabel="step", ylabel="validation loss", title="loss (solid: symmetric, dashed: bQ)")
+    ax[0, 1].set(xlabel="step", ylabel="relative QK charge (Δθ)", title="Noether charge from checkpoints")
+    ax[0, 2].set(xlabel="step", ylabel="relative QK charge (velocity)", title="ECD: charge from its velocity")
+    for a in ax[0]:
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=6)
+    save_figure(fig, out, "curves")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
