@@ -2,7 +2,7 @@
 #   make demo   - install into .venv, then run the whole offline `quick` pipeline into runs/quick: training,
 #                 every analysis, reheating, figures and runs/quick/report.md (resumes if interrupted)
 #   make test   - install into .venv, then run the test suite
-# Studies (each one command, resumable): make sgd-controls, make beta-sweep
+# Studies (each one command, resumable): make sgd-controls, make beta-sweep, make modadd, make symmetry
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +10,7 @@ RUN    ?= runs/quick
 
 SEED   ?= 42
 
-.PHONY: demo test install bench clean-cache sgd-controls beta-sweep
+.PHONY: demo test install bench clean-cache sgd-controls beta-sweep modadd symmetry
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ sgd-controls: install
 
 beta-sweep: install
 	experiments/beta_sweep/run_beta2.sh --preset quick
+
+modadd: install
+	$(PY) experiments/modadd/run_study.py --preset quick --seed 0
+
+symmetry: install
+	$(PY) experiments/symmetry/run_study.py --size cpu --seed 0
 
 test: install
 	$(PY) -m pytest -q tests
