@@ -27,6 +27,13 @@ def test_json_round_trip(name):
     assert isinstance(back.train_gap, tuple) and isinstance(back.ckpt_dense[0], tuple)
 
 
+def test_preset_hashes_are_those_of_the_published_runs():
+    """Fields added later (task, modular addition, ECD/SOAP, attention disorder, vocabulary padding, storage) leave
+    the presets' hashes as they were before those fields existed, so earlier run directories still resume."""
+    assert {p: preset(p).hash() for p in ("test", "quick", "paper")} == \
+        {"test": "c84d412d6b101cd4", "quick": "de7088f0b3af7977", "paper": "b64abb7ddc9ec453"}
+
+
 def test_hash_ignores_location_but_not_science():
     c = preset("test")
     assert c.replace(out_dir="x", device="cpu").hash() == c.hash()

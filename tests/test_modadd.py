@@ -93,9 +93,10 @@ def test_config_validation_and_hash_compatibility():
         _cfg(modadd_mode="loose").validate()
     with pytest.raises(UserError, match="unknown task"):
         preset("test").replace(task="nope").validate()
-    # the LM task's hash ignores the task fields (runs written before they existed keep their hash)
+    # the task fields at their defaults leave an LM run's hash alone (runs written before they existed keep it)
     c = preset("test")
-    assert c.hash() == c.replace(modadd_classes=5).hash() != _cfg().hash()
+    assert c.hash() == c.replace(modadd_classes=8).hash() != _cfg().hash()
+    assert _cfg().hash() != _cfg(modadd_classes=5).hash()
     assert Config.from_json(_cfg().to_json()) == _cfg()
 
 

@@ -224,13 +224,8 @@ class Config:
 
     def hash(self) -> str:
         """Short hash of everything that determines the computation (not where it runs or is written)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
-        # the ECD/SOAP/disorder fields came later: at their defaults they leave earlier runs' hashes alone
-        d = {k: v for k, v in d.items() if not (k in _SYMMETRY_DEFAULTS and v == _SYMMETRY_DEFAULTS[k])}
-        if d.get("vocab_multiple") == 1:   # added later: unpadded runs keep their hashes
-            d.pop("vocab_multiple")
-        if self.task == "lm_probe":   # the task fields came later: keep the hashes of earlier runs
-            d = {k: v for k, v in d.items() if k != "task" and not k.startswith("modadd_")}
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED
+             and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ validation
@@ -444,6 +439,8 @@ def eval_steps(cfg: Config) -> list[int]:
     return sorted(set(range(0, cfg.steps + 1, cfg.eval_every)) | {cfg.steps})
 
 
-# defaults of the ECD/SOAP/disorder fields (see Config.hash)
-_SYMMETRY_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)
-                      if f.name.startswith(("ecd_", "attn_disorder", "attn_b", "soap_"))}
+# Fields added after runs had been published (the task, modular addition, ECD/SOAP, attention disorder,
+# vocabulary padding): hashed only when they differ from their defaults, so earlier runs keep their hashes.
+_LATER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)
+                   if f.name in ("task", "vocab_multiple")
+                   or f.name.startswith(("modadd_", "ecd_", "soap_", "attn_disorder", "attn_b"))}
