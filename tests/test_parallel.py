@@ -20,6 +20,11 @@ def square_and_threads(x):
     return x * x, torch.get_num_threads(), os.getpid()
 
 
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
 def fail_on_two(x):
     if x == 2:
         raise UserError("item 2 is bad")
@@ -28,7 +33,8 @@ def fail_on_two(x):
 
 def test_plan_jobs():
     cores = parallel.cpu_count()
-    assert parallel.plan_jobs(3, None, "cpu") == (min(3, cores), max(1, cores // min(3, cores)))
+    assert parallel.plan_jobs(3, None, "cpu") == (min(3, 4 * cores), max(1, cores // min(3, 4 * cores)))
+    assert parallel.plan_jobs(100, None, "cpu") == (4 * cores, 1)        # all at once, up to 4 per core
     assert parallel.plan_jobs(3, 1, "cpu") == (1, cores)
     assert parallel.plan_jobs(2, 8, "cpu") == (2, max(1, cores // 2))     # never more processes than runs
     assert parallel.plan_jobs(3, None, "cuda")[0] == 1                    # one process on an accelerator
@@ -46,6 +52,12 @@ def test_children_return_in_order_with_their_threads_and_logs(tmp_path):
     assert sorted(seen) == [1, 2, 3]
     for x in (1, 2, 3):
         assert (tmp_path / f"{x}.log").read_text() == f"item {x}\n"
+
+
+def test_each_result_is_reported_as_soon_as_it_is_ready():
+    seen = []
+    parallel.run_jobs(nap, [4.0, 0.0], jobs=2, threads=1, on_done=lambda x, r: seen.append((x, time.monotonic())))
+    assert [x for x, _ in seen] == [0.0, 4.0] and seen[1][1] - seen[0][1] > 2.0
 
 
 def test_one_job_runs_in_this_process():

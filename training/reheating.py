@@ -179,13 +179,14 @@ def train_reheat(spec: ReheatSpec, orig_dir: Path) -> str:
     return studies.ensure_run(spec.cfg, spec.dir)
 
 
-def _train_one(job: tuple[ReheatSpec, Path]) -> str:
-    return train_reheat(*job)
+def _train_one(job: tuple[ReheatSpec, Path]) -> tuple[str, float]:
+    t0 = time.monotonic()
+    return train_reheat(*job), time.monotonic() - t0
 
 
 def train_reheats(specs: Sequence[ReheatSpec], orig_dir: Path, jobs: int | None = None) -> None:
     """Train the unfinished runs of ``specs``: one after another (``jobs`` = 1) or side by side in child
-    processes (training/parallel.py; ``None`` = one per run up to the number of cores on a CPU, one on a GPU).
+    processes (training/parallel.py; ``None`` = all at once on a CPU, one at a time on a GPU).
     Side by side, each run logs to ``<run>/train.log`` and shows no progress bar."""
     todo = []
     for spec in specs:
@@ -200,14 +201,11 @@ def train_reheats(specs: Sequence[ReheatSpec], orig_dir: Path, jobs: int | None 
         todo = [replace(s, cfg=s.cfg.replace(progress=False)) for s in todo]
         print(f"training {len(todo)} reheating runs side by side ({n} processes x {threads} thread"
               f"{'s' if threads > 1 else ''}; logs in <run>/train.log)", flush=True)
-    t0: dict[str, float] = {}
-
     def start(job):
-        t0[job[0].name] = time.monotonic()
         print(f"train {job[0].name} -> {job[0].dir}", flush=True)
 
-    def done(job, state):
-        print(f"{state}: {job[0].name} ({time.monotonic() - t0[job[0].name]:.1f} s)", flush=True)
+    def done(job, result):
+        print(f"{result[0]}: {job[0].name} ({result[1]:.1f} s)", flush=True)
 
     parallel.run_jobs(_train_one, [(s, Path(orig_dir)) for s in todo], n, threads,
                       log_path=lambda job: job[0].dir / "train.log", on_start=start, on_done=done)

@@ -108,8 +108,8 @@ def _train_job(job: RunJob) -> tuple[str, str | None, float]:
 def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> dict[str, dict]:
     """Train (or resume, or skip when finished) every run of ``jobs``; label -> {state, error, seconds}.
 
-    ``n_jobs`` runs train side by side in child processes (training/parallel.py; None = one per run up to the
-    number of CPU cores, one on a GPU); each then logs to ``<run>/train.log``. A UserError stops the study; any
+    ``n_jobs`` runs train side by side in child processes (training/parallel.py; None = all at once on a CPU,
+    up to 4 per core, one at a time on a GPU); each then logs to ``<run>/train.log``. A UserError stops the study; any
     other failure of a run is recorded (state "failed") and the other runs still train.
     """
     out: dict[str, dict] = {}
@@ -143,8 +143,8 @@ def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> 
 
 
 def add_jobs_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--jobs", type=int, help="runs trained side by side, one process each (default: one per run up "
-                                            "to the number of CPU cores; 1 on a GPU)")
+    p.add_argument("--jobs", type=int, help="runs trained side by side, one process each (default: all at once on a "
+                                            "CPU, up to 4 per core; 1 on a GPU)")
 
 
 def run_state(run_dir: Path) -> str:

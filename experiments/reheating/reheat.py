@@ -46,8 +46,8 @@ def main() -> int:
     p.add_argument("--eval-every", type=int, help="evaluation and checkpoint cadence (default: 100 paper steps, scaled)")
     p.add_argument("--moments", default="fresh", help="fresh | saved | both: fresh optimizer (the paper) and/or the "
                                                       "optimizer moments saved at --from-step (default fresh)")
-    p.add_argument("--jobs", type=int, help="runs trained side by side, each in its own process (default: one per "
-                                            "run up to the number of CPU cores; 1 on a GPU)")
+    p.add_argument("--jobs", type=int, help="runs trained side by side, each in its own process (default: all at "
+                                            "once on a CPU, up to 4 per core; 1 on a GPU)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every reheating run (e.g. device=cuda, beta2=0.8); fields "
                         "that change the computation are added to the run names")
