@@ -67,7 +67,7 @@ def write_checkpoints(run: Path, cfg, n: int, seed: int) -> int:
     return sum(int(np.prod(s)) for s in shapes.values())
 
 
-def child(mode: str, run: str) -> None:
+def child(mode: str, run: str, device: str = "cpu") -> None:
     """Run one measurement in this (fresh) process and print a JSON line."""
     from training.trajectory import CheckpointSet, compute_gram, pca
     t0 = time.perf_counter()
@@ -81,7 +81,7 @@ def child(mode: str, run: str) -> None:
         extra = {}
     else:
         if mode == "pca":
-            g = compute_gram(ck)
+            g = compute_gram(ck, device=device)     # float64 on the CPU or an accelerator
         else:                                   # sketch:DIM
             from training.sketch import compute_sketch
             g = compute_sketch(ck, int(mode.split(":")[1]), seed=0)
@@ -124,10 +124,11 @@ def drop_page_cache() -> None:
         raise UserError(f"--cold needs permission to write /proc/sys/vm/drop_caches ({e.strerror}); run without it") from None
 
 
-def measure(mode: str, run: Path, cold: bool) -> dict:
+def measure(mode: str, run: Path, cold: bool, device: str = "cpu") -> dict:
     if cold:
         drop_page_cache()
-    p = subprocess.run([sys.executable, __file__, "--child", mode, str(run)], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, __file__, "--child", mode, str(run), "--device", device], capture_output=True,
+                       text=True)
     if p.returncode != 0:
         raise UserError(f"{mode} measurement failed: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -142,11 +143,12 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each measurement (root)")
     ap.add_argument("--sketch", type=int, metavar="DIM", help="also measure the DIM-dimensional JL sketch")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
+    ap.add_argument("--device", default="cpu", help="where the exact Gram's float64 products run: cpu (default) | cuda | auto")
     ap.add_argument("--out", default="benchmarks/results/trajectory_pca_scale.json")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(*args.child)
+        child(*args.child, device=args.device)
         return 0
     if min(args.checkpoints) < 3 or args.repeats < 1:
         raise UserError("--checkpoints must be >= 3 and --repeats >= 1")
@@ -161,7 +163,7 @@ def main() -> int:
         reads, pcas, sketches = [], [], []
         for _ in range(args.repeats):          # alternate so that all see the same machine state
             reads.append(measure("read", run, args.cold))
-            pcas.append(measure("pca", run, args.cold))
+            pcas.append(measure("pca", run, args.cold, args.device))
             if args.sketch:
                 sketches.append(measure(f"sketch:{args.sketch}", run, args.cold))
         best_read = min(reads, key=lambda r: r["wall_s"])
@@ -193,7 +195,8 @@ def main() -> int:
                   f"{sk['measured']['max_entry_error_over_norms']:>15.4f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"preset": args.preset, "cold_cache": args.cold, "results": rows}, indent=2))
+    out.write_text(json.dumps({"preset": args.preset, "cold_cache": args.cold, "device": args.device, "results": rows},
+                              indent=2))
     print(f"wrote {out}")
     return 0
 
