@@ -162,3 +162,27 @@ def test_missing_or_corrupt_checkpoints_are_reported(traj, tmp_path):
     p.write_bytes(p.read_bytes()[:200])
     with pytest.raises(UserError, match="corrupt or truncated"):
         compute_gram(CheckpointSet(bad))
+
+
+def test_gram_of_many_checkpoints_matches_dense_and_is_symmetric(tmp_path):
+    # T >= 16: the Gram is accumulated strip by strip over its upper triangle and mirrored
+    run, steps, Theta = synthetic_trajectory(tmp_path / "run", T=21, seed=1)
+    ck = CheckpointSet(run)
+    for anchor in (steps[0], steps[13]):
+        g = compute_gram(ck, anchor=anchor, max_bytes=1 << 16)
+        X = Theta - Theta[steps.index(anchor)]
+        np.testing.assert_allclose(g.G, X @ X.T, rtol=1e-10, atol=1e-12 * np.abs(X @ X.T).max())
+        assert np.array_equal(g.G, g.G.T)
+
+
+def test_checkpoint_cut_inside_its_data_is_reported(traj, tmp_path):
+    from training.errors import UserError
+    import shutil
+    ck, steps, _ = traj
+    bad = tmp_path / "cut"
+    shutil.copytree(ck.run_dir, bad)
+    p = bad / "checkpoints" / f"step_{steps[5]:06d}.safetensors"
+    p.write_bytes(p.read_bytes()[:-4096])          # header intact, the last tensor's data missing
+    with pytest.raises(UserError, match="corrupt or truncated") as e:
+        compute_gram(CheckpointSet(bad))
+    assert str(steps[5]) in str(e.value)

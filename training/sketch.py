@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from training.errors import UserError
-from training.trajectory import DEFAULT_CHUNK_BYTES, CheckpointSet, Gram, _elems, pca, prefetch
+from training.trajectory import DEFAULT_CHUNK_BYTES, CheckpointSet, Gram, _elems, pca, stream_rows
 
 GEN_BLOCK = 4096          # coordinates of one tensor per generated projection block
 _COLS = 16384             # columns of a chunk projected at a time (bounds the R block in memory)
@@ -132,7 +132,7 @@ def compute_sketch(ckpts: CheckpointSet, sketch_dim: int, seed: int = 0, steps: 
     elems = _elems(max_bytes, T)
     pieces = ckpts.chunks(block, elems)
     shapes = ckpts.shapes(block)
-    chunks = prefetch(ckpts.read_rows(steps, block, elems))
+    chunks = stream_rows(ckpts, steps, block, elems)
     if progress:
         from tqdm import tqdm
         chunks = tqdm(chunks, total=len(pieces), desc="sketch", unit="chunk", disable=None)

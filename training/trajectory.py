@@ -9,8 +9,8 @@ T coefficients c (v = Xᵀc). Inner products between such vectors are cᵀGc'. B
 residual norms, update alignment, rolling-window stability and switching directions are therefore
 T×T algebra once G is known.
 
-G is accumulated in float64 in one streaming pass over parameter chunks (memory-mapped safetensors
-slices), so peak memory is T × chunk, never T × D. Directions are materialised as D-vectors (a second
+G is accumulated in float64 in one streaming pass over parameter chunks (plain reads at the tensor
+offsets of the safetensors files), so peak memory is T × chunk, never T × D. Directions are materialised as D-vectors (a second
 pass) only where a gradient must be paired with them (:meth:`CheckpointSet.materialise`).
 """
 from __future__ import annotations
@@ -56,13 +56,7 @@ class CheckpointSet:
     def _open(self, step: int, name: str | None = None):
         """The checkpoint file of ``step`` (for a checkpoint sharded by block: the file holding ``name``)."""
         from safetensors import safe_open
-        path = self._main_path(step)
-        if name is not None and name.startswith("blocks."):
-            shards = getattr(self, "_shard_cache", {}).get(step)
-            if shards is None:
-                shards = self._shards(step)
-            if int(name.split(".")[1]) in shards:
-                path = runio.shard_path(path, int(name.split(".")[1]))
+        path = self._main_path(step) if name is None else self._file_of(step, name)
         try:
             return safe_open(str(path), framework="numpy")
         except Exception as e:
@@ -134,31 +128,96 @@ class CheckpointSet:
             out.extend((n, a, min(rows, a + per)) for a in range(0, rows, per))
         return out
 
-    def read_rows(self, steps: Sequence[int], block: int | None, max_elems: int) -> Iterator[np.ndarray]:
+    def _file_of(self, step: int, name: str) -> Path:
+        """The file of ``step`` that holds ``name`` (for a checkpoint sharded by block: that block's file)."""
+        path = self._main_path(step)
+        if name.startswith("blocks.") and int(name.split(".")[1]) in self._shards(step):
+            path = runio.shard_path(path, int(name.split(".")[1]))
+        return path
+
+    def _extents(self, path: Path) -> dict[str, tuple[int, int]]:
+        """name -> (absolute byte offset, byte length) of the float32 tensors of one safetensors file.
+
+        The format is an 8-byte little-endian header length, a JSON header with each tensor's dtype, shape
+        and ``data_offsets`` (relative to the end of the header), then the data. Parsed once per file; the
+        file's size is checked against the header, so a truncated file is refused before any read.
+        """
+        cache = self.__dict__.setdefault("_extent_cache", {})
+        if path not in cache:
+            try:
+                with open(path, "rb") as f:
+                    n = int.from_bytes(f.read(8), "little")
+                    if not 0 < n < 100 * 2**20:
+                        raise ValueError("bad header length")
+                    header = json.loads(f.read(n))
+                    size = os.fstat(f.fileno()).st_size
+                ext = {}
+                for name, info in header.items():
+                    if name == "__metadata__":
+                        continue
+                    a, b = (int(v) for v in info["data_offsets"])
+                    if info["dtype"] == "F32" and 8 + n + b <= size:
+                        ext[name] = (8 + n + a, b - a)
+                    elif 8 + n + b > size:
+                        raise ValueError(f"{name} ends at byte {8 + n + b} of a {size}-byte file")
+            except FileNotFoundError:
+                raise UserError(f"checkpoint {path} is missing") from None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
+            cache[path] = ext
+        return cache[path]
+
+    def read_rows(self, steps: Sequence[int], block: int | None, max_elems: int,
+                  ring: int = 0) -> Iterator[np.ndarray]:
         """For each chunk, the len(steps) × c float32 matrix of parameter values (rows in ``steps`` order).
 
-        The files are opened per tensor and closed after it, so the memory-mapped pages held at any time
-        are those of one tensor across the checkpoints, not of whole checkpoints.
+        Rows are read with ``os.preadv`` straight into the output at the byte offsets of the safetensors
+        header: plain reads release the GIL while they wait for the disk (memory-mapped page faults inside
+        the safetensors binding do not), so a reading thread overlaps the arithmetic of the Gram, and no
+        mapped pages stay resident. The dtype gate (fp32 only) is :meth:`header`.
+
+        ``ring`` > 0: the chunks are views into ``ring`` buffers used in turn, so that reading does not
+        fault in (and zero) fresh pages for every chunk -- that costs more than the copy itself. A chunk is
+        then valid only until ``ring`` further chunks have been produced (see :func:`stream_rows`).
         """
         pieces: dict[str, list[tuple[int, int]]] = {}
         for name, a, b in self.chunks(block, max_elems):
             pieces.setdefault(name, []).append((a, b))
+        shapes = self.shapes(block)
+        largest = max((b - a) * int(np.prod(shapes[n][1:])) for n, rs in pieces.items() for a, b in rs)
+        buffers = [np.empty(len(steps) * largest, dtype=np.float32) for _ in range(ring)]
+        produced = 0
         for name, ranges in pieces.items():
             per_row = int(np.prod(self.shapes(block)[name][1:]))
-            handles = [self._open(s, name) for s in steps]
+            where = []
+            for s in steps:
+                path = self._file_of(s, name)
+                ext = self._extents(path).get(name)
+                if ext is None or ext[1] != 4 * per_row * self.shapes(block)[name][0]:
+                    raise UserError(f"{self._describe(s)} has no float32 {name} of shape {self.shapes(block)[name]}")
+                where.append((s, path, ext[0]))
+            fds = []
             try:
-                files = [h.__enter__() for h in handles]
+                for s, path, _ in where:
+                    fds.append(os.open(path, os.O_RDONLY))
+                    if hasattr(os, "posix_fadvise"):
+                        os.posix_fadvise(fds[-1], 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 for a, b in ranges:
-                    rows = np.empty((len(steps), (b - a) * per_row), dtype=np.float32)
-                    for i, (s, f) in enumerate(zip(steps, files)):
-                        try:
-                            rows[i] = f.get_slice(name)[a:b].reshape(-1)
-                        except Exception as e:
-                            raise UserError(f"cannot read {name} from {self._describe(s)} ({e})") from None
+                    shape = (len(steps), (b - a) * per_row)
+                    if ring:
+                        rows = buffers[produced % ring][:shape[0] * shape[1]].reshape(shape)
+                        produced += 1
+                    else:
+                        rows = np.empty(shape, dtype=np.float32)
+                    for i, (fd, (s, path, off)) in enumerate(zip(fds, where)):
+                        _pread_exact(fd, memoryview(rows[i]).cast("B"), off + 4 * a * per_row,
+                                     lambda: f"cannot read {name} from {self._describe(s)} (file truncated)")
                     yield rows
+            except OSError as e:
+                raise UserError(f"cannot read {name} from checkpoint {e.filename or ''} ({e.strerror})") from None
             finally:
-                for h in handles:
-                    h.__exit__(None, None, None)
+                for fd in fds:
+                    os.close(fd)
 
     def _describe(self, step: int) -> str:
         return f"checkpoint step {step} of {self.run_dir}"
@@ -234,6 +293,26 @@ class CheckpointFiles(CheckpointSet):
         return self.path(i)
 
 
+def _pread_exact(fd: int, buf: memoryview, offset: int, what) -> None:
+    """Fill ``buf`` from ``fd`` at ``offset`` (a short read means the file ended early: a UserError)."""
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n <= 0:
+            raise UserError(what())
+        done += n
+
+
+def stream_rows(ckpts: CheckpointSet, steps: Sequence[int], block: int | None, max_elems: int,
+                depth: int = 2) -> Iterator[np.ndarray]:
+    """:meth:`CheckpointSet.read_rows` read ``depth`` chunks ahead by a background thread, into reused buffers.
+
+    A chunk stays valid until the consumer asks for the next one: with ``depth`` chunks queued and one being
+    read, ``depth + 2`` buffers are the fewest that never overwrite the chunk in the consumer's hands.
+    """
+    return prefetch(ckpts.read_rows(steps, block, max_elems, ring=depth + 2), depth)
+
+
 def prefetch(items: Iterator, depth: int = 2) -> Iterator:
     """Iterate ``items`` with the next ``depth`` produced by a background thread.
 
@@ -280,14 +359,25 @@ def _elems(max_bytes: int, n_rows: int) -> int:
     return max(1024, max_bytes // (4 * max(1, n_rows)))
 
 
-_BLOCK = 16384     # columns converted to float64 at a time: cache-resident operands for the products
+_BLOCK = 8192      # columns converted to float64 at a time: cache-resident operands for the products (measured
+                   # best of 4k-32k with 2 strips on the paper trunk, 51 checkpoints)
 
 
-def _float64_blocks(rows: np.ndarray, anchor_row: int | None = None) -> Iterator[torch.Tensor]:
-    """Column blocks of a float32 chunk as float64 tensors, optionally minus the anchor row (exact in float64)."""
+def _float64_blocks(rows: np.ndarray, anchor_row: int | None = None, every: int = 1, first: int = 0,
+                    out: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Column blocks of a float32 chunk as float64 tensors, optionally minus the anchor row (exact in float64).
+
+    ``every``/``first``: only blocks first, first + every, ... (one worker's share). ``out``: a float64
+    buffer of at least T × _BLOCK elements to convert into (no fresh pages per block); each yielded
+    block is then valid until the next one.
+    """
     x = torch.from_numpy(rows)
-    for a in range(0, x.shape[1], _BLOCK):
-        blk = x[:, a:a + _BLOCK].double()
+    for a in range(first * _BLOCK, x.shape[1], every * _BLOCK):
+        src = x[:, a:a + _BLOCK]
+        if out is None:
+            blk = src.double()
+        else:
+            blk = out[:src.numel()].view(src.shape).copy_(src)
         if anchor_row is not None:
             blk.sub_(blk[anchor_row].clone())
         yield blk
@@ -341,7 +431,7 @@ def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block
     T = len(steps)
     G = np.zeros((T, T))
     ai = steps.index(anchor)
-    chunks = prefetch(ckpts.read_rows(steps, block, _elems(max_bytes, T)))
+    chunks = stream_rows(ckpts, steps, block, _elems(max_bytes, T))
     if progress:
         from tqdm import tqdm
         chunks = tqdm(chunks, total=len(ckpts.chunks(block, _elems(max_bytes, T))), desc="gram", unit="chunk",
@@ -350,13 +440,54 @@ def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block
     if dev.type != "cpu":
         G[:] = _gram_on_device(chunks, T, ai, dev)
         return Gram(steps, anchor, block, ckpts.dim(block), G)
-    Gt = torch.from_numpy(G)
-    for rows in chunks:
-        # float64 products of cache-sized column blocks: torch's BLAS runs this shape several times
-        # faster than numpy's, and converting per block halves the memory traffic of a float64 chunk
-        for blk in _float64_blocks(rows, ai):
-            Gt.addmm_(blk, blk.T)
+    G[:] = _gram_on_cpu(chunks, T, ai)
     return Gram(steps, anchor, block, ckpts.dim(block), G)
+
+
+def _gram_on_cpu(chunks: Iterator[np.ndarray], T: int, anchor_row: int) -> np.ndarray:
+    """Σ over chunks of X_c·X_cᵀ in float64, on the CPU's cores.
+
+    Each float32 chunk is cut into cache-sized column blocks, converted to float64 (and anchored) per
+    block, which halves the memory traffic of converting a whole chunk. The blocks are shared among
+    worker threads, each running the products single-threaded into an accumulator of its own (block i
+    to worker i mod n, summed in worker order: the same result on every run with the same n). Threads
+    instead of the BLAS's own parallelism because this shape (T × 16k blocks, T ≈ 50) parallelises badly
+    inside one product, and an idle BLAS thread spins on the core that the reading thread needs.
+    G is symmetric: each strip of rows is multiplied only with itself and the rows below it (the upper
+    triangle: 3/4 of the products for 2 strips; more strips make the products smaller and slower, so 2
+    measured fastest at T = 51), mirrored at the end.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    strips = _row_strips(T)
+    n = max(1, torch.get_num_threads())
+    acc = [torch.zeros(T, T, dtype=torch.float64) for _ in range(n)]
+
+    scratch = [torch.empty(T * _BLOCK, dtype=torch.float64) for _ in range(n)]
+
+    def work(w: int, rows: np.ndarray) -> None:
+        Gw = acc[w]
+        for blk in _float64_blocks(rows, anchor_row, every=n, first=w, out=scratch[w]):
+            for a, b in strips:
+                Gw[a:b, a:].addmm_(blk[a:b], blk[a:].T)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for rows in chunks:
+                for f in [pool.submit(work, w, rows) for w in range(n)]:
+                    f.result()
+    finally:
+        torch.set_num_threads(threads)
+    G = sum(acc[1:], acc[0].clone()).numpy()
+    return np.triu(G) + np.triu(G, 1).T
+
+
+def _row_strips(T: int, n: int = 2) -> list[tuple[int, int]]:
+    """``n`` row ranges of about equal size covering 0..T (one range for a small T)."""
+    n = n if T >= 16 else 1
+    cuts = [round(i * T / n) for i in range(n + 1)]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def resolve_analysis_device(device: str | torch.device) -> torch.device:
