@@ -52,6 +52,85 @@ def test_soap_builds_and_steps():
     assert any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
 
 
+def test_soap_on_vectors_is_bias_corrected_adam_with_decay_after_the_step():
+    # 1-D parameters are not preconditioned: from the second call on, SOAP is Adam with its moments started
+    # at that call (step count j = call - 1), eps added to sqrt(v) before the bias correction of the step size
+    # (lr * sqrt(1 - b2^j) / (1 - b1^j)), and decoupled decay p <- p - lr*wd*p applied after the update.
+    pytest.importorskip("pytorch_optimizer")
+    gpt, cfg = small_model()
+    for m in gpt.modules():                      # give the LayerNorms non-trivial, distinct parameters
+        if isinstance(m, torch.nn.LayerNorm):
+            torch.nn.init.normal_(m.weight, 1.0, 0.1)
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+
+    class WithLogitBias(torch.nn.Module):        # a 1-D parameter in the decayed group (LayerNorms are not)
+        def __init__(self):
+            super().__init__()
+            self.gpt = gpt
+            self.logit_bias = torch.nn.Parameter(0.1 * torch.randn(50, generator=torch.Generator().manual_seed(3)))
+
+        def forward(self, x):
+            return self.gpt(x) + self.logit_bias
+
+    model = WithLogitBias()
+    cfg = cfg.replace(optimizer="soap", lr=2e-2, beta1=0.9, beta2=0.95, eps=1e-8, wd=0.5)
+    opt, _ = build_optimizer(model, cfg, torch.device("cpu"))
+    vectors = [(p, g["weight_decay"]) for g in opt.param_groups for p in g["params"] if p.ndim == 1]
+    assert {wd for _, wd in vectors} == {0.0, 0.5}       # both the no-decay LayerNorms and the decayed bias
+    ref = [(p.detach().double().clone(), torch.zeros_like(p, dtype=torch.float64),
+            torch.zeros_like(p, dtype=torch.float64), wd) for p, wd in vectors]
+    for call in range(1, 9):
+        opt.zero_grad(set_to_none=True)
+        lm_loss(model, seed=call).backward()
+        grads = [p.grad.detach().double().clone() for p, _ in vectors]
+        opt.step()
+        if call == 1:                            # the first call only sets up the preconditioners
+            continue
+        j = call - 1
+        step = cfg.lr * math.sqrt(1 - cfg.beta2 ** j) / (1 - cfg.beta1 ** j)
+        for (theta, m1, m2, wd), g in zip(ref, grads):
+            m1.mul_(cfg.beta1).add_((1 - cfg.beta1) * g)
+            m2.mul_(cfg.beta2).add_((1 - cfg.beta2) * g * g)
+            theta.sub_(step * m1 / (m2.sqrt() + cfg.eps))
+            theta.sub_(cfg.lr * wd * theta)
+        for (p, _), (theta, *_rest) in zip(vectors, ref):
+            np.testing.assert_allclose(p.detach().double().numpy(), theta.numpy(), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("lr", [3e-3, 1e-2])
+def test_soap_beats_adamw_on_an_ill_conditioned_matrix_quadratic(lr):
+    # a smoke check, not an equality: L(W) = mean((A W B - C)^2) with A, B of condition number ~32 each;
+    # SOAP's Kronecker preconditioner undoes both sides, AdamW's diagonal one cannot (200 steps, same lr/betas)
+    pytest.importorskip("pytorch_optimizer")
+    g = torch.Generator().manual_seed(1)
+    m, n = 16, 12
+    Qa, _ = torch.linalg.qr(torch.randn(m, m, generator=g))
+    Qb, _ = torch.linalg.qr(torch.randn(n, n, generator=g))
+    A = Qa @ torch.diag(torch.logspace(0, 1.5, m)) @ Qa.T
+    B = Qb @ torch.diag(torch.logspace(0, 1.5, n)) @ Qb.T
+    C = torch.randn(m, n, generator=g)
+
+    class Quadratic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W = torch.nn.Parameter(torch.zeros(m, n))
+
+        def forward(self):
+            return ((A @ self.W @ B - C) ** 2).mean()
+
+    final = {}
+    for name in ("adamw", "soap"):
+        model = Quadratic()
+        cfg = preset("test").replace(optimizer=name, lr=lr, beta1=0.95, beta2=0.95, wd=0.0)
+        opt, _ = build_optimizer(model, cfg, torch.device("cpu"))
+        for _ in range(200):
+            opt.zero_grad(set_to_none=True)
+            model().backward()
+            opt.step()
+        final[name] = float(model().detach())
+    assert final["soap"] < 0.5 * final["adamw"], final
+
+
 def test_muon_on_trunk_and_adamw_elsewhere_with_exact_state_round_trip():
     model, cfg = small_model()
     c = cfg.replace(optimizer="muon", lr=1e-2)
