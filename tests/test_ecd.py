@@ -1,6 +1,7 @@
 """ECD_q1 (training/ecd.py) against an independent numpy implementation of the equations and its exact
 properties: unit speed, the closed-form step, skipped steps, bit-identical resume, descent on a convex
-quadratic, and the Noether charge on the rotation-invariant sombrero toy (reference modadd_ecd §B.4)."""
+quadratic, and the Noether charge on the rotation-invariant sombrero toy (reference modadd_ecd §B.4);
+the step-size matching of baselines (§B.2) against known answers."""
 import copy
 import io
 import math
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.ecd import ECD, eta_prior
+from training.ecd import ECD, calibrate_lr, eta_prior, median_step_norm, step_norms
 from training.errors import UserError
 
 
@@ -252,3 +253,157 @@ def test_invariance_identity_gradient_is_orthogonal_to_rotations():
     b = torch.tensor([0.7, 0.4], dtype=torch.float64, requires_grad=True)
     sombrero(a, b).backward()
     assert abs(charge(a.detach(), b.detach(), a.grad, b.grad)) < 1e-14
+
+
+# ---------------------------------------------------------------------------- step-size matching (§B.2)
+def linear_problem(d=7):
+    """A linear loss (w·c)·s: its gradient s·c never changes, so plain SGD steps are exactly lr·s·‖c‖."""
+    c = torch.randn(d, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def make_model():
+        m = torch.nn.Module()
+        m.w = torch.nn.Parameter(torch.linspace(-1.0, 1.0, d, dtype=torch.float64))
+        return m
+    return make_model, c, (lambda model, s: (model.w * c).sum() * s)
+
+
+def sgd(model, lr):
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0)
+
+
+def test_median_step_norm_is_exact_for_sgd_on_a_constant_gradient():
+    make_model, c, loss_fn = linear_problem()
+    scales = [100.0, 100.0, 1, 2, 3, 4, 5, 6, 7, 8]       # the first 20 % (the two large steps) are burn-in
+    lr, g = 0.01, float(c.norm())
+    model = make_model()
+    norms = step_norms(model, sgd(model, lr), scales, loss_fn, 10)
+    np.testing.assert_allclose(norms, [lr * s * g for s in scales], rtol=1e-12)
+    model = make_model()
+    got = median_step_norm(model, sgd(model, lr), lambda k: scales[k], loss_fn, 10)
+    assert got == pytest.approx(lr * 4.5 * g, rel=1e-6)                  # median of 1..8
+    model = make_model()
+    assert median_step_norm(model, sgd(model, lr), scales, loss_fn, 10, skip_fraction=0.0) == \
+        pytest.approx(lr * 5.5 * g, rel=1e-6)                              # median of 1..8, 100, 100
+
+
+def test_calibrate_lr_damping_one_hits_the_target_in_one_rescale():
+    make_model, c, loss_fn = linear_problem()
+    g, target = float(c.norm()), 0.37
+    res = calibrate_lr(make_model, sgd, [1.0], loss_fn, target, lr0=0.9, damping=1.0)
+    assert res["converged"] and len(res["rounds"]) == 2
+    assert res["rounds"][0]["lr"] == 0.9 and res["rounds"][0]["ratio"] == pytest.approx(0.9 * g / target, rel=1e-12)
+    assert res["lr"] == pytest.approx(target / g, rel=1e-12)
+    assert res["ratio"] == pytest.approx(1.0, abs=1e-12) == res["rounds"][1]["ratio"]
+    assert res["rounds"][1]["statistic"] == pytest.approx(target, rel=1e-12)
+
+
+def test_calibrate_lr_reference_damping_follows_the_square_root_rule_and_stops_after_max_rounds():
+    make_model, c, loss_fn = linear_problem()
+    g, target = float(c.norm()), 0.37
+    # statistic ∝ lr: with lr ← lr/√ratio the ratio after k rescalings is ratio0^(1/2^k)
+    res = calibrate_lr(make_model, sgd, [1.0], loss_fn, target, lr0=4 * target / g)
+    assert [r["ratio"] for r in res["rounds"]] == pytest.approx([4 ** 0.5 ** k for k in range(6)], rel=1e-10)
+    assert res["converged"] and res["ratio"] == pytest.approx(4 ** (1 / 32), rel=1e-10)    # 1.044 ≤ 1.05
+    res = calibrate_lr(make_model, sgd, [1.0], loss_fn, target, lr0=16 * target / g)
+    assert not res["converged"] and len(res["rounds"]) == 6                 # 5 rescalings, all measured
+    assert res["ratio"] == pytest.approx(16 ** (1 / 32), rel=1e-10) and res["lr"] == res["rounds"][-1]["lr"]
+    res = calibrate_lr(make_model, sgd, [1.0], loss_fn, target, lr0=16 * target / g, max_rounds=0)
+    assert len(res["rounds"]) == 1 and res["lr"] == 16 * target / g
+
+
+def test_ecd_steps_skipped_below_F0_are_left_out_of_the_median():
+    params, _, A, b = quad_problem(8)
+    x0 = [p.detach().clone() for p in params]
+    xstar = -torch.linalg.solve(A, b)
+    F0 = float(0.5 * xstar @ A @ xstar + b @ xstar + 1.0) - 1.0         # below every loss of the quadratic
+
+    def fresh():
+        m = torch.nn.Module()
+        m.u, m.v = (torch.nn.Parameter(x.clone()) for x in x0)
+        return m
+
+    def loss_fn(model, on):          # an "off" minibatch has a loss below F0 (and a zero gradient): ECD skips it
+        x = torch.cat([model.u, model.v])
+        F = 0.5 * x @ A @ x + b @ x + 1.0
+        return F if on else 0.0 * F + (F0 - 1.0)
+
+    def ecd(model):
+        return ECD(model.parameters(), lr=0.2, eta=4.0, F0=F0)
+    on = [1, 1, 1, 0, 1, 0, 1, 0, 1, 1]
+    model = fresh()
+    norms = step_norms(model, ecd(model), on, loss_fn, 10)
+    assert [n == 0.0 for n in norms] == [not k for k in on]
+    model = fresh()
+    want = step_norms(model, ecd(model), [1], loss_fn, 7)      # the same 7 updates without the skipped calls
+    np.testing.assert_allclose([n for n in norms if n], want, rtol=1e-12)
+    model = fresh()
+    got = median_step_norm(model, ecd(model), on, loss_fn, 10)
+    assert got == pytest.approx(float(np.median(want[2:])), rel=1e-12)   # window = calls 2..9 = updates 2..6
+    model = fresh()
+    with pytest.raises(UserError, match="F0"):
+        median_step_norm(model, ecd(model), [0], loss_fn, 5)
+
+
+def mlp_problem():
+    """A 161-parameter tanh MLP on a fixed regression set, 50 fixed minibatches of 32."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(256, 8, generator=g)
+    y = torch.tanh(X @ torch.randn(8, 1, generator=g)) + 0.1 * torch.randn(256, 1, generator=g)
+    idx = [torch.randperm(256, generator=g)[:32] for _ in range(50)]
+
+    def make_model():                # initialised from the global RNG: calibrate_lr seeds it per round
+        return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    return make_model, (lambda k: (X[idx[k]], y[idx[k]])), (lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]))
+
+
+def test_calibrate_adamw_against_ecd_on_a_small_mlp():
+    make_model, batches, loss_fn = mlp_problem()
+    with torch.random.fork_rng(devices=[]):           # the same θ0 as calibrate_lr's rounds (seed 0)
+        torch.manual_seed(0)
+        model = make_model()
+    target = median_step_norm(model, ECD(model.parameters(), lr=0.3, eta=100.0, F0=-1.0), batches, loss_fn, 50)
+    assert 0.01 < target < 0.1
+
+    def adamw(m, lr):
+        return torch.optim.AdamW(m.parameters(), lr=lr)
+    rng = torch.get_rng_state()
+    res = calibrate_lr(make_model, adamw, batches, loss_fn, target, lr0=3e-3)   # reference damping ½, ±5 %
+    assert torch.equal(rng, torch.get_rng_state())     # the caller's RNG is left alone
+    assert res["converged"] and abs(res["ratio"] - 1) <= 0.05 and 2 <= len(res["rounds"]) <= 6
+    assert all(r["still_steps"] == 0 for r in res["rounds"])
+    assert res == calibrate_lr(make_model, adamw, batches, loss_fn, target, lr0=3e-3)       # deterministic
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = make_model()
+    again = median_step_norm(model, adamw(model, res["lr"]), batches, loss_fn, 25)
+    assert again == res["rounds"][-1]["statistic"] and again / target == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    ({"target": 0.0}, "target"), ({"target": -1.0}, "target"), ({"target": float("nan")}, "target"),
+    ({"lr0": 0.0}, "lr0"), ({"lr0": float("inf")}, "lr0"), ({"n_steps": 1}, "n_steps"),
+    ({"tol": 0.0}, "tol"), ({"max_rounds": -1}, "max_rounds"), ({"damping": 0.0}, "damping"),
+    ({"damping": 1.5}, "damping"), ({"skip_fraction": 1.0}, "skip_fraction"), ({"batches": []}, "empty"),
+    ({"make_model": None}, "callable")])
+def test_calibrate_lr_refuses_bad_arguments(kwargs, msg):
+    make_model, _, loss_fn = linear_problem()
+    args = dict(make_model=make_model, make_optimizer=sgd, batches=[1.0], loss_fn=loss_fn, target=0.1, lr0=0.01)
+    args.update(kwargs)
+    with pytest.raises(UserError, match=msg):
+        calibrate_lr(**args)
+
+
+def test_step_norm_helpers_refuse_bad_arguments_and_report_divergence():
+    make_model, _, loss_fn = linear_problem()
+    model = make_model()
+    with pytest.raises(UserError, match="n_steps"):
+        median_step_norm(model, sgd(model, 0.1), [1.0], loss_fn, 0)
+    with pytest.raises(UserError, match="skip_fraction"):
+        median_step_norm(model, sgd(model, 0.1), [1.0], loss_fn, 5, skip_fraction=-0.1)
+    with pytest.raises(UserError, match="batches"):
+        median_step_norm(model, sgd(model, 0.1), 3, loss_fn, 5)
+
+    def blow_up(m, s):                     # w ← (1 − 2·lr)·w overflows to inf, then nan
+        return (m.w.float() ** 2).sum()
+    with pytest.raises(UserError, match="diverged"):
+        calibrate_lr(make_model, sgd, [1.0], blow_up, target=0.1, lr0=1e30, n_steps=10)
