@@ -22,7 +22,14 @@ def test_study_end_to_end_and_rerun(study, capsys):
         assert "verdict" in h[key], key
     report = (study / "report.md").read_text()
     assert "| claim (seed 002) |" in report and "figures/commutators_attn.png" in report
-    for fig in ("training", "spectra_attn", "attention_attn", "commutators_attn", "sae_attn", "curriculum"):
+    assert "## Linear probes (held-out accuracy)" in report and "figures/linear_probes_attn.png" in report
+    from training.modadd_study import run_specs
+    for spec in run_specs(0):              # every run has its held-out probes, cached under the script's name
+        lp = res["runs"][spec.role]["linear_probes"]
+        assert lp["n_train"] == 128 and len(lp["y_test_acc"]) == 2
+        assert (study / spec.name / "analysis" / "linear_probes.json").exists()
+    for fig in ("training", "spectra_attn", "attention_attn", "commutators_attn", "sae_attn", "curriculum",
+                "linear_probes_attn"):
         assert (study / "figures" / f"{fig}.png").stat().st_size > 1000
     # the run directories are ordinary toolkit runs
     run = study / "attn_ref_s0"

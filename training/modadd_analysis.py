@@ -8,7 +8,9 @@
   trajectory basis and on the toolkit's backbone (training/commutator.py);
 * :func:`sae_ablation` -- Top-K SAE at early / mid / late checkpoints with latent ablation patched at the
   SAE's own site and propagated to the readout (training/sae.py);
-* :func:`curriculum` -- accuracy per m while a curriculum moves to larger m.
+* :func:`curriculum` -- accuracy per m while a curriculum moves to larger m;
+* :func:`linear_probes` -- held-out accuracy of linear probes for y and m on the readout-position residual
+  after the embedding and after each block (training/linear_probe.py).
 
 Every random draw comes from a generator seeded by the ``seed`` argument; batches are drawn from the
 task with keys of the analysis' own (never a training batch).
@@ -365,3 +367,91 @@ def curriculum(run_dir) -> dict:
         out["forgetting"][str(m)] = {"acc_end_of_own_stage": during[-1] if during else None, "peak_in_own_stage": peak,
                                      "final": final, "drop_from_peak": None if peak is None else peak - final}
     return out
+
+
+# ---------------------------------------------------------------------------- linear probes
+PROBE_CHUNK = 32        # probe sequences are drawn in chunks of this size, each with one m (and, as in training,
+                        # one position set when modadd_shared_positions)
+
+
+def probe_sets(task, n_train: int, n_test: int, seed: int = 0):
+    """Two disjoint seeded sets of task sequences (training and held-out) for the linear probes.
+
+    Chunk c of split s is drawn from the generator keyed [seed, 113, s, c] with m = ms[c mod len(ms)], so
+    the m classes are balanced. Held-out sequences that also occur in the training set (possible in
+    principle, never seen in practice at T = 16) are dropped; ``n_dropped`` says how many.
+    """
+    def draw(split, n):
+        parts = [task.sample([seed, 113, split, c], n=min(PROBE_CHUNK, n - a), m=task.ms[c % len(task.ms)])
+                 for c, a in enumerate(range(0, n, PROBE_CHUNK))]
+        x = torch.cat([p.x for p in parts])
+        ms = torch.cat([torch.full((len(p.x),), p.m, dtype=torch.long) for p in parts])
+        return x, torch.cat([p.label for p in parts]), ms
+
+    if n_train < 2 or n_test < 1:
+        raise UserError(f"the probes need at least 2 training and 1 held-out sequence (got {n_train}, {n_test})")
+    train, test = draw(0, n_train), draw(1, n_test)
+    seen = {bytes(row.numpy()) for row in train[0]}
+    keep = torch.tensor([bytes(row.numpy()) not in seen for row in test[0]], dtype=torch.bool)
+    test = tuple(t[keep] for t in test)
+    if not len(test[0]):
+        raise UserError("every held-out probe sequence also occurs in the training set; use more sequences")
+    return {"train": dict(zip(("x", "y", "m"), train)), "test": dict(zip(("x", "y", "m"), test)),
+            "n_dropped": int((~keep).sum())}
+
+
+@torch.no_grad()
+def readout_residuals(model, x: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual stream at the readout (separator, last) position: (n_layer + 1, n, d) -- after the
+    embedding, then after each block -- and the model's answer logits (n, V) there."""
+    sites = [model.drop] + list(model.blocks)
+    feats, logits = [[] for _ in sites], []
+    store: dict = {}
+    hooks = [mod.register_forward_hook(lambda mod, i, o, j=j: store.__setitem__(j, o[:, -1].detach()))
+             for j, mod in enumerate(sites)]
+    try:
+        for a in range(0, len(x), batch_size):
+            logits.append(model(x[a:a + batch_size])[:, -1].float())
+            for j in range(len(sites)):
+                feats[j].append(store[j].float())
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack([torch.cat(f) for f in feats]), torch.cat(logits)
+
+
+def linear_probes(run_dir, step: int | None = None, n_train: int = 2048, n_test: int = 1024, seed: int = 0,
+                  l2: float | None = None) -> dict:
+    """Held-out accuracy of linear probes for the label y and for m on the readout-position residual
+    after the embedding and after each block, at checkpoint ``step`` (default the last); with the
+    training accuracy (labelled as such) and the chance levels. Probe fitting: training/linear_probe.py."""
+    from training.linear_probe import probe_report
+    run = _open(run_dir)
+    task = _task(run)
+    step = run.steps[-1] if step is None else int(step)
+    if step not in run.steps:
+        raise UserError(f"{run.dir} has no checkpoint at step {step} (available: {run.steps[0]}..{run.steps[-1]})")
+    model = run.model(step)
+    data = probe_sets(task, n_train, n_test, seed)
+    tr, te = data["train"], data["test"]
+    H_tr, _ = readout_residuals(model, tr["x"])
+    H_te, logits = readout_residuals(model, te["x"])
+    C, m0 = run.cfg.modadd_classes, task.ms[0]
+    names = ["embedding"] + [f"block {i + 1}" for i in range(run.cfg.n_layer)]
+    layers = []
+    for j, name in enumerate(names):
+        row = {"index": j, "name": name}
+        for target, k, y_tr, y_te in (("y", C, tr["y"], te["y"]), ("m", len(task.ms), tr["m"] - m0, te["m"] - m0)):
+            row[target] = probe_report(H_tr[j], y_tr.numpy(), H_te[j], y_te.numpy(), k, l2=l2, seed=seed + j)
+        layers.append(row)
+    model_acc = float((logits.argmax(-1) == te["y"]).double().mean())
+    summary = {f"{t}_{s}_acc": [r[t][f"{s}_acc"] for r in layers] for t in ("y", "m") for s in ("test", "train")}
+    return {"step": step, "site": "residual stream at the readout (separator) position; index 0 = after the "
+                                  "embedding, index i = after block i",
+            "probe": "multinomial logistic regression on whitened features, L2 chosen on a split of the training "
+                     "set, L-BFGS (training/linear_probe.py)",
+            "seed": seed, "n_train": int(len(tr["y"])), "n_test": int(len(te["y"])),
+            "n_test_dropped": data["n_dropped"], "ms": task.ms, "classes": C, "mode": run.cfg.modadd_mode,
+            "chance": {"y": 1.0 / C, "m": 1.0 / len(task.ms), "y_majority": layers[0]["y"]["chance_majority"],
+                       "m_majority": layers[0]["m"]["chance_majority"]},
+            "model_answer_acc_test": model_acc, "layer_names": names, "layers": layers, **summary}

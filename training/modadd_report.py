@@ -128,6 +128,24 @@ def plot_sae(sae: dict, path: Path) -> str:
     return _save(fig, path)
 
 
+def plot_linear_probes(res: dict, path: Path) -> str:
+    fig, ax = _fig(1, 2, width=4.6)
+    x = np.arange(len(res["layer_names"]))
+    for a, t, title in ((ax[0, 0], "y", f"label y = Σ values mod {res['classes']}"),
+                        (ax[0, 1], "m", f"number of markers m ∈ {res['ms']}")):
+        a.plot(x, res[f"{t}_test_acc"], "o-", label="held-out")
+        a.plot(x, res[f"{t}_train_acc"], "s--", alpha=0.7, label="training (not the result)")
+        a.axhline(res["chance"][t], color="0.5", ls=":", label="chance (uniform)")
+        a.axhline(res["chance"][f"{t}_majority"], color="0.7", ls="-.", lw=0.8, label="majority class")
+        if t == "y":
+            a.plot(x[-1], res["model_answer_acc_test"], "k*", ms=10, label="model's answer")
+        a.set_xticks(x, res["layer_names"], rotation=30, fontsize=7)
+        a.set(title=title, ylim=(-0.02, 1.02), xlabel="residual stream after")
+        a.legend(fontsize=6)
+    ax[0, 0].set_ylabel(f"probe accuracy (step {res['step']}, {res['n_test']} held-out)")
+    return _save(fig, path)
+
+
 def plot_curriculum(cur: dict, path: Path) -> str:
     fig, ax = _fig(1, 1, width=6.0)
     for m, v in cur["acc"].items():
@@ -152,6 +170,34 @@ def _f(v, spec=".3g"):
     return str(v)
 
 
+def _probe_table(res: dict) -> list[str]:
+    """Held-out linear-probe accuracy per layer (training accuracy in brackets) for the attention-only and
+    standard runs."""
+    runs = res["runs"]
+    have = [role for role in ("attn", "mlp") if "linear_probes" in runs.get(role, {})]
+    if not have:
+        return []
+    names = max((runs[r]["linear_probes"]["layer_names"] for r in have), key=len)
+    first = runs[have[0]]["linear_probes"]
+    L = ["## Linear probes (held-out accuracy)", "",
+         f"A multinomial logistic-regression probe on the residual stream at the readout (separator) position, "
+         f"fitted on {first['n_train']} sequences and scored on {first['n_test']} others (a disjoint seeded set), "
+         f"at the last checkpoint; training accuracy in brackets (the reference reported only that). After the "
+         f"embedding the readout slot holds the same vector in every sequence, so that column is the majority-class "
+         f"baseline. Details: `RUN/analysis/linear_probes.json`.", "",
+         "| run | target (chance) | " + " | ".join(names) + " | model's answer |",
+         "|---|---|" + "---|" * len(names) + "---|"]
+    for role in have:
+        p = runs[role]["linear_probes"]
+        for t, label in (("y", "y = Σ values mod C"), ("m", "m markers")):
+            cells = [f"{p[f'{t}_test_acc'][i]:.2f} ({p[f'{t}_train_acc'][i]:.2f})" if i < len(p["layer_names"]) else ""
+                     for i in range(len(names))]
+            ans = _f(p["model_answer_acc_test"], ".2f") if t == "y" else ""
+            L.append(f"| {ROLE_LABEL.get(role, role)} | {label} ({p['chance'][t]:.2f}) | " + " | ".join(cells)
+                     + f" | {ans} |")
+    return L + [""]
+
+
 def write_report(res: dict, root: Path) -> Path:
     root = Path(root)
     figdir = root / "figures"
@@ -168,6 +214,8 @@ def write_report(res: dict, root: Path) -> Path:
             figs["commutators"] = plot_commutators(runs["attn"]["commutators"], figdir / "commutators_attn.png")
         if "sae" in runs["attn"]:
             figs["sae"] = plot_sae(runs["attn"]["sae"], figdir / "sae_attn.png")
+        if "linear_probes" in runs["attn"]:
+            figs["linear_probes"] = plot_linear_probes(runs["attn"]["linear_probes"], figdir / "linear_probes_attn.png")
     if "mlp" in runs:
         figs["spectra_mlp"] = plot_spectra(runs["mlp"]["spectra"], "standard blocks, per block", figdir / "spectra_mlp.png")
     if "strict" in runs:
@@ -257,13 +305,15 @@ def write_report(res: dict, root: Path) -> Path:
           "accuracy of the reference-trained model on strict data tests this directly. Claims measured only in "
           "reference mode (collapse, bubbling, commutators) describe how that shortcut is learned, not marker-driven "
           "addition; the strict run is the control.", ""]
+    L += _probe_table(res)
     L += ["## Figures", ""]
     for key, title in (("spectra", "Per-block trajectory spectra (attention-only)"),
                        ("spectra_mlp", "Per-block trajectory spectra (standard blocks)"),
                        ("attention", "Attention entropy and top-k override (attention-only, reference data)"),
                        ("attention_strict", "Attention entropy and top-k override (strict data)"),
                        ("commutators", "SGD commutators and their projections (attention-only)"),
-                       ("sae", "SAE ablation by training stage"), ("curriculum", "Curriculum: accuracy per m")):
+                       ("sae", "SAE ablation by training stage"), ("curriculum", "Curriculum: accuracy per m"),
+                       ("linear_probes", "Linear probes per layer (attention-only; held-out and training accuracy)")):
         if key in figs:
             L += [f"### {title}", "", f"![{key}](figures/{figs[key]})", ""]
     L += ["## Caveats", "",

@@ -13,7 +13,8 @@ Sizes (``--preset``): ``quick`` (a 2-core CPU; the whole study and its report in
 every 500 -- for a GPU), ``test`` (seconds; for the test suite). Every run uses AdamW (β2 0.999, weight
 decay 0.01 on all but LayerNorm) at a constant learning rate without clipping, as the reference.
 
-The analyses of :mod:`training.modadd_analysis` write ``RUN/analysis/modadd_<name>.json``; the study adds
+The analyses of :mod:`training.modadd_analysis` write ``RUN/analysis/modadd_<name>.json`` (the linear probes:
+``RUN/analysis/linear_probes.json``, the file of their script); the study adds
 ``STUDY/analysis/modadd_study.json`` (headline numbers and verdicts) and the report
 (:mod:`training.modadd_report`).
 """
@@ -46,11 +47,12 @@ SIZES = {
 }
 # analysis sizes per preset
 ANALYSIS = {
-    "test": dict(null_samples=3, comm_checkpoints=2, comm_samples=2, n_mc=2, sae_steps=40, sae_batches=2, probe_n=16),
+    "test": dict(null_samples=3, comm_checkpoints=2, comm_samples=2, n_mc=2, sae_steps=40, sae_batches=2, probe_n=16,
+                 lp_train=128, lp_test=64),
     "quick": dict(null_samples=20, comm_checkpoints=4, comm_samples=3, n_mc=3, sae_steps=500, sae_batches=12,
-                  probe_n=128),
+                  probe_n=128, lp_train=2048, lp_test=1024),
     "reference": dict(null_samples=20, comm_checkpoints=10, comm_samples=9, n_mc=10, sae_steps=2500, sae_batches=40,
-                      probe_n=128),
+                      probe_n=128, lp_train=4096, lp_test=2048),
 }
 # Fields the study's protocol sets itself (a --set of them would silently change the design).
 PROTOCOL_FIELDS = ("task", "attn_only", "modadd_mode", "modadd_schedule", "modadd_reset_optimizer", "seed", "steps",
@@ -114,9 +116,11 @@ def _analysis_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / "analysis" / f"modadd_{name}.json"
 
 
-def cached(run_dir: Path, name: str, fn, redo: bool = False):
-    """The analysis JSON of a run, computed (and written atomically) when missing or older than the run."""
-    path = _analysis_path(run_dir, name)
+def cached(run_dir: Path, name: str, fn, redo: bool = False, file: str | None = None):
+    """The analysis JSON of a run, computed (and written atomically) when missing or older than the run.
+
+    The file is RUN/analysis/modadd_<name>.json, or RUN/analysis/<file>.json (the name its script writes)."""
+    path = Path(run_dir) / "analysis" / f"{file}.json" if file else _analysis_path(run_dir, name)
     status = Path(run_dir) / "status.json"
     if not redo and path.exists() and (not status.exists() or path.stat().st_mtime >= status.stat().st_mtime):
         return runio.read_json(path, "analysis result")
@@ -142,6 +146,8 @@ def analyse_all(root: Path, size: str, seed: int, redo: bool = False, progress: 
         r = {"metrics_final": runio.read_metrics(d)[-1], "config": runio.read_json(d / "config.json")["config"]}
         r["spectra"] = cached(d, "spectra", lambda: ma.spectra(d, null_samples=a["null_samples"], seed=seed), redo)
         r["attention"] = cached(d, "attention", lambda: ma.attention(d, probe_n=a["probe_n"], progress=progress), redo)
+        r["linear_probes"] = cached(d, "linear_probes", lambda: ma.linear_probes(
+            d, n_train=a["lp_train"], n_test=a["lp_test"], seed=seed), redo, file="linear_probes")
         if role in ("attn", "mlp"):
             r["commutators"] = cached(d, "commutators", lambda: ma.commutators(
                 d, n_checkpoints=a["comm_checkpoints"], samples=a["comm_samples"], n_mc=a["n_mc"], seed=seed,
