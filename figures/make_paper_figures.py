@@ -452,6 +452,10 @@ def numbers_run(inp: Inputs, N: Numbers) -> None:
     N.add("trunk_params", inp.config_file.get("trunk_params"), "int", src + ": trunk_params")
     N.add("git_commit", (inp.config_file.get("provenance") or {}).get("git_commit", "")[:10] or None, "text",
           src + ": provenance.git_commit")
+    prov = inp.config_file.get("provenance") or {}
+    N.add("numerics", (f"torch {prov['torch']}, CPU capability {prov['cpu_capability']}, {prov['threads']} thread(s)"
+                       + (f", {prov['cuda']}" if prov.get("cuda") else "")) if "cpu_capability" in prov else None,
+          "text", src + ": provenance (torch, cpu_capability, threads, cuda)")
     N.add("run_state", inp.status.get("state", "unknown"), "text", "status.json")
     n_params = inp.config_file.get("n_params")
     N.add("scale_phrase", "much smaller than the paper's" if n_params and n_params < 0.5 * PV.VALUES["n_params_millions"].value

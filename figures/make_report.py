@@ -97,6 +97,8 @@ def report_text(res: mpf.Result, report_path: Path) -> str:
         ("schedule", f"{t('steps')} steps, warmup {t('warmup')}, {t('batch_seqs')} sequences per step, λ {lam}"),
         ("checkpoints", f"every {t('ckpt_every')} steps ({t('n_checkpoints')}); evaluation every {t('eval_every')}"),
         ("code", f"git {t('git_commit')}"),
+        ("numerics", f"{t('numerics')} (bit-for-bit reproducible on the same combination; across CPU vector ISAs a "
+                     "run drifts apart like a different seed)" if N["numerics"].value else "not recorded by this run"),
     ])]
     out += ["## Training outcome", "", kv_table([
         ("state", f"{t('run_state')} at step {t('last_step')}"),

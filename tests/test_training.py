@@ -29,6 +29,10 @@ def test_run_directory_contract(reference_run):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["config"]["preset"] == "test" and len(cfg["config_hash"]) == 16
     assert {"git_commit", "command", "torch", "time"} <= set(cfg["provenance"])
+    # what bitwise reproducibility depends on besides code and seed: this process's CPU kernels and threads
+    import torch
+    assert cfg["provenance"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cfg["provenance"]["threads"] >= 1 and cfg["provenance"]["cpu"]
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
     assert runio.list_checkpoints(run) == [0, 5, 10, 15, 20]
     meta_step = []
