@@ -74,11 +74,16 @@ def child(mode: str, run: str, device: str = "cpu") -> None:
     t0 = time.perf_counter()
     ck = CheckpointSet(run)
     if mode == "read":                       # the safetensors library's reader (memory-mapped, copied out)
+        from safetensors import safe_open
         total = 0.0
         for s in ck.steps:
-            with ck._open(s) as f:
-                for name in ck.names():
-                    total += float(f.get_tensor(name)[0, 0])     # forces the full read
+            files: dict = {}
+            for name in ck.names():
+                files.setdefault(ck._file_of(s, name), []).append(name)
+            for path, names in files.items():
+                with safe_open(str(path), framework="numpy") as f:
+                    for name in names:
+                        total += float(f.get_tensor(name)[0, 0])     # forces the full read
         extra = {}
     elif mode == "read_pread":               # the PCA's own reader (plain reads at the header's offsets), no arithmetic
         from training.trajectory import DEFAULT_CHUNK_BYTES, _elems, stream_rows

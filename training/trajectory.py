@@ -53,24 +53,40 @@ class CheckpointSet:
     def _main_path(self, step: int) -> Path:
         return runio.checkpoint_path(self.run_dir, step)
 
-    def _open(self, step: int, name: str | None = None):
-        """The checkpoint file of ``step`` (for a checkpoint sharded by block: the file holding ``name``)."""
-        from safetensors import safe_open
-        path = self._main_path(step) if name is None else self._file_of(step, name)
-        try:
-            return safe_open(str(path), framework="numpy")
-        except Exception as e:
-            raise UserError(f"checkpoint {path} is missing, corrupt or truncated ({e})") from None
+    def _index(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...], int, int]]]:
+        """(metadata, name -> (dtype, shape, absolute byte offset, byte length)) of one safetensors file.
+
+        The format is an 8-byte little-endian header length, a JSON header with each tensor's dtype, shape
+        and ``data_offsets`` (relative to the end of the header), then the data. Parsed once per file; the
+        file's size is checked against every tensor, so a truncated file is refused before any read.
+        """
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if path not in cache:
+            try:
+                with open(path, "rb") as f:
+                    n = int.from_bytes(f.read(8), "little")
+                    if not 0 < n < 100 * 2**20:
+                        raise ValueError("bad header length")
+                    header = json.loads(f.read(n))
+                    size = os.fstat(f.fileno()).st_size
+                meta = header.pop("__metadata__", None) or {}
+                tensors = {}
+                for name, info in header.items():
+                    a, b = (int(v) for v in info["data_offsets"])
+                    if not 0 <= a <= b or 8 + n + b > size:
+                        raise ValueError(f"{name} ends at byte {8 + n + b} of a {size}-byte file")
+                    tensors[name] = (str(info["dtype"]), tuple(int(d) for d in info["shape"]), 8 + n + a, b - a)
+            except FileNotFoundError:
+                raise UserError(f"checkpoint {path} is missing") from None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
+            cache[path] = (meta, tensors)
+        return cache[path]
 
     def _shards(self, step: int) -> set[int]:
-        """Blocks stored in files of their own (ckpt_shards); read from the main file's metadata once per step."""
-        if not hasattr(self, "_shard_cache"):
-            self._shard_cache: dict[int, set[int]] = {}
-        if step not in self._shard_cache:
-            with self._open(step) as f:
-                meta = f.metadata() or {}
-            self._shard_cache[step] = {int(b) for b in meta.get("shards", "").split(",") if b}
-        return self._shard_cache[step]
+        """Blocks stored in files of their own (ckpt_shards), from the main file's metadata."""
+        meta = self._index(self._main_path(step))[0]
+        return {int(b) for b in meta.get("shards", "").split(",") if b}
 
     def header(self, step: int, blocks=None) -> dict[str, tuple[int, ...]]:
         """Shapes of the tensors of checkpoint ``step``, refusing a precision below fp32.
@@ -80,23 +96,20 @@ class CheckpointSet:
         trajectory analyses: reduced-precision checkpoints (ckpt_dtype=bf16) are refused with the reason;
         trunk-only checkpoints (ckpt_contents=trunk) pass.
         """
-        with self._open(step) as f:
-            meta = f.metadata() or {}
-            shapes = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
-            dtypes = {n: f.get_slice(n).get_dtype() for n in f.keys()}
+        main = self._main_path(step)
+        meta, tensors = self._index(main)
+        info = dict(tensors)
         shards = self._shards(step)
         for b in sorted(shards if blocks is None else shards & set(blocks)):
-            with self._open(step, f"blocks.{b}.") as f:
-                shapes.update({n: tuple(f.get_slice(n).get_shape()) for n in f.keys()})
-                dtypes.update({n: f.get_slice(n).get_dtype() for n in f.keys()})
-        low = sorted({d for n, d in dtypes.items() if n.startswith("blocks.") and d != "F32"})
+            info.update(self._index(runio.shard_path(main, b))[1])
+        low = sorted({v[0] for n, v in info.items() if n.startswith("blocks.") and v[0] != "F32"})
         if meta.get("dtype", "fp32") != "fp32" or low:
             raise UserError(
                 f"{self._describe(step)} is stored in {meta.get('dtype') or low[0]} (ckpt_dtype): drift analyses "
                 "need fp32 weights, because bf16 keeps 8 significant bits (relative spacing 2^-8 = 0.4%) and a "
                 "training step moves a weight by far less, so drifts and their PCA would be rounding noise; "
                 "retrain with ckpt_dtype=fp32")
-        return shapes
+        return {n: v[1] for n, v in info.items()}
 
     def shapes(self, block: int | None = None) -> dict[str, tuple[int, ...]]:
         """Tensor shapes (read from the first checkpoint; for sharded checkpoints only the files ``block`` needs)."""
@@ -135,38 +148,6 @@ class CheckpointSet:
             path = runio.shard_path(path, int(name.split(".")[1]))
         return path
 
-    def _extents(self, path: Path) -> dict[str, tuple[int, int]]:
-        """name -> (absolute byte offset, byte length) of the float32 tensors of one safetensors file.
-
-        The format is an 8-byte little-endian header length, a JSON header with each tensor's dtype, shape
-        and ``data_offsets`` (relative to the end of the header), then the data. Parsed once per file; the
-        file's size is checked against the header, so a truncated file is refused before any read.
-        """
-        cache = self.__dict__.setdefault("_extent_cache", {})
-        if path not in cache:
-            try:
-                with open(path, "rb") as f:
-                    n = int.from_bytes(f.read(8), "little")
-                    if not 0 < n < 100 * 2**20:
-                        raise ValueError("bad header length")
-                    header = json.loads(f.read(n))
-                    size = os.fstat(f.fileno()).st_size
-                ext = {}
-                for name, info in header.items():
-                    if name == "__metadata__":
-                        continue
-                    a, b = (int(v) for v in info["data_offsets"])
-                    if info["dtype"] == "F32" and 8 + n + b <= size:
-                        ext[name] = (8 + n + a, b - a)
-                    elif 8 + n + b > size:
-                        raise ValueError(f"{name} ends at byte {8 + n + b} of a {size}-byte file")
-            except FileNotFoundError:
-                raise UserError(f"checkpoint {path} is missing") from None
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
-            cache[path] = ext
-        return cache[path]
-
     def read_rows(self, steps: Sequence[int], block: int | None, max_elems: int,
                   ring: int = 0) -> Iterator[np.ndarray]:
         """For each chunk, the len(steps) × c float32 matrix of parameter values (rows in ``steps`` order).
@@ -174,7 +155,7 @@ class CheckpointSet:
         Rows are read with ``os.preadv`` straight into the output at the byte offsets of the safetensors
         header: plain reads release the GIL while they wait for the disk (memory-mapped page faults inside
         the safetensors binding do not), so a reading thread overlaps the arithmetic of the Gram, and no
-        mapped pages stay resident. The dtype gate (fp32 only) is :meth:`header`.
+        mapped pages stay resident. The precision gate with its reason is :meth:`header`.
 
         ``ring`` > 0: the chunks are views into ``ring`` buffers used in turn, so that reading does not
         fault in (and zero) fresh pages for every chunk -- that costs more than the copy itself. A chunk is
@@ -192,10 +173,10 @@ class CheckpointSet:
             where = []
             for s in steps:
                 path = self._file_of(s, name)
-                ext = self._extents(path).get(name)
-                if ext is None or ext[1] != 4 * per_row * self.shapes(block)[name][0]:
+                dtype, shape, offset, nbytes = self._index(path)[1].get(name, (None, None, 0, 0))
+                if dtype != "F32" or shape != self.shapes(block)[name] or nbytes != 4 * int(np.prod(shape)):
                     raise UserError(f"{self._describe(s)} has no float32 {name} of shape {self.shapes(block)[name]}")
-                where.append((s, path, ext[0]))
+                where.append((s, path, offset))
             fds = []
             try:
                 for s, path, _ in where:
