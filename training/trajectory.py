@@ -10,8 +10,9 @@ residual norms, update alignment, rolling-window stability and switching directi
 T×T algebra once G is known.
 
 G is accumulated in float64 in one streaming pass over parameter chunks (plain reads at the tensor
-offsets of the safetensors files), so peak memory is T × chunk, never T × D. Directions are materialised as D-vectors (a second
-pass) only where a gradient must be paired with them (:meth:`CheckpointSet.materialise`).
+offsets of the safetensors files), so peak memory is T × chunk, never T × D. Directions are materialised
+as D-vectors (a second pass) only where a gradient must be paired with them
+(:meth:`CheckpointSet.materialise`).
 """
 from __future__ import annotations
 
@@ -432,7 +433,7 @@ def _gram_on_cpu(chunks: Iterator[np.ndarray], T: int, anchor_row: int) -> np.nd
     block, which halves the memory traffic of converting a whole chunk. The blocks are shared among
     worker threads, each running the products single-threaded into an accumulator of its own (block i
     to worker i mod n, summed in worker order: the same result on every run with the same n). Threads
-    instead of the BLAS's own parallelism because this shape (T × 16k blocks, T ≈ 50) parallelises badly
+    instead of the BLAS's own parallelism because this shape (T × 8k blocks, T ≈ 50) parallelises badly
     inside one product, and an idle BLAS thread spins on the core that the reading thread needs.
     G is symmetric: each strip of rows is multiplied only with itself and the rows below it (the upper
     triangle: 3/4 of the products for 2 strips; more strips make the products smaller and slower, so 2
@@ -442,7 +443,6 @@ def _gram_on_cpu(chunks: Iterator[np.ndarray], T: int, anchor_row: int) -> np.nd
     strips = _row_strips(T)
     n = max(1, torch.get_num_threads())
     acc = [torch.zeros(T, T, dtype=torch.float64) for _ in range(n)]
-
     scratch = [torch.empty(T * _BLOCK, dtype=torch.float64) for _ in range(n)]
 
     def work(w: int, rows: np.ndarray) -> None:
@@ -451,7 +451,6 @@ def _gram_on_cpu(chunks: Iterator[np.ndarray], T: int, anchor_row: int) -> np.nd
             for a, b in strips:
                 Gw[a:b, a:].addmm_(blk[a:b], blk[a:].T)
 
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=n) as pool:
@@ -459,7 +458,7 @@ def _gram_on_cpu(chunks: Iterator[np.ndarray], T: int, anchor_row: int) -> np.nd
                 for f in [pool.submit(work, w, rows) for w in range(n)]:
                     f.result()
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(n)
     G = sum(acc[1:], acc[0].clone()).numpy()
     return np.triu(G) + np.triu(G, 1).T
 
