@@ -124,8 +124,8 @@ def test_script_end_to_end_on_a_tiny_modadd_run(modadd_run, capsys):
                                    "--n-train", "128", "--n-test", "64", "--seed", "3")
     assert code == 0, err
     assert "held-out" in out and "wrote" in out
-    res = json.loads((modadd_run / "analysis" / "linear_probes.json").read_text())
-    assert (modadd_run / "analysis" / "linear_probes.png").stat().st_size > 1000
+    res = json.loads((modadd_run / "analysis" / "modadd_linear_probes.json").read_text())
+    assert (modadd_run / "analysis" / "modadd_linear_probes.png").stat().st_size > 1000
     assert res["step"] == 24 and res["n_train"] == 128 and res["n_test"] + res["n_test_dropped"] == 64
     assert res["chance"]["y"] == 1 / 8 and res["chance"]["m"] == 1 / 4 and res["ms"] == [1, 2, 3, 4]
     assert res["layer_names"] == ["embedding", "block 1"] and len(res["layers"]) == 2

@@ -27,7 +27,7 @@ def test_study_end_to_end_and_rerun(study, capsys):
     for spec in run_specs(0):              # every run has its held-out probes, cached under the script's name
         lp = res["runs"][spec.role]["linear_probes"]
         assert lp["n_train"] == 128 and len(lp["y_test_acc"]) == 2
-        assert (study / spec.name / "analysis" / "linear_probes.json").exists()
+        assert (study / spec.name / "analysis" / "modadd_linear_probes.json").exists()
     for fig in ("training", "spectra_attn", "attention_attn", "commutators_attn", "sae_attn", "curriculum",
                 "linear_probes_attn"):
         assert (study / "figures" / f"{fig}.png").stat().st_size > 1000

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 from typing import Callable, Optional
 
 import torch
@@ -363,12 +364,11 @@ def _window_median(norms: list[float], skip_fraction: float, who: str) -> float:
     start = int(math.floor(skip_fraction * len(norms)))
     if not all(math.isfinite(n) for n in norms[start:]):
         return math.nan
-    moved = sorted(n for n in norms[start:] if n != 0.0)
+    moved = [n for n in norms[start:] if n != 0.0]
     if not moved:
         raise UserError(f"{who}: no step in the measured window moved the parameters (for ECD: every minibatch "
                         f"loss was <= F0, lower F0)")
-    k = len(moved)
-    return moved[k // 2] if k % 2 else 0.5 * (moved[k // 2 - 1] + moved[k // 2])
+    return statistics.median(moved)
 
 
 def _check_positive(name: str, value) -> None:

@@ -403,21 +403,14 @@ def probe_sets(task, n_train: int, n_test: int, seed: int = 0):
 @torch.no_grad()
 def readout_residuals(model, x: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual stream at the readout (separator, last) position: (n_layer + 1, n, d) -- after the
-    embedding, then after each block -- and the model's answer logits (n, V) there."""
-    sites = [model.drop] + list(model.blocks)
-    feats, logits = [[] for _ in sites], []
-    store: dict = {}
-    hooks = [mod.register_forward_hook(lambda mod, i, o, j=j: store.__setitem__(j, o[:, -1].detach()))
-             for j, mod in enumerate(sites)]
-    try:
-        for a in range(0, len(x), batch_size):
-            logits.append(model(x[a:a + batch_size])[:, -1].float())
-            for j in range(len(sites)):
-                feats[j].append(store[j].float())
-    finally:
-        for h in hooks:
-            h.remove()
-    return torch.stack([torch.cat(f) for f in feats]), torch.cat(logits)
+    embedding, then after each block (switching.residual_stream) -- and the model's answer logits (n, V) there."""
+    from training.switching import residual_stream
+    feats, logits = [], []
+    for a in range(0, len(x), batch_size):
+        hidden, out = residual_stream(model, x[a:a + batch_size])
+        feats.append(torch.stack([h[:, -1].float() for h in hidden]))
+        logits.append(out[:, -1].float())
+    return torch.cat(feats, 1), torch.cat(logits)
 
 
 def linear_probes(run_dir, step: int | None = None, n_train: int = 2048, n_test: int = 1024, seed: int = 0,

@@ -184,7 +184,7 @@ def _probe_table(res: dict) -> list[str]:
          f"fitted on {first['n_train']} sequences and scored on {first['n_test']} others (a disjoint seeded set), "
          f"at the last checkpoint; training accuracy in brackets (the reference reported only that). After the "
          f"embedding the readout slot holds the same vector in every sequence, so that column is the majority-class "
-         f"baseline. Details: `RUN/analysis/linear_probes.json`.", "",
+         f"baseline. Details: `RUN/analysis/modadd_linear_probes.json`.", "",
          "| run | target (chance) | " + " | ".join(names) + " | model's answer |",
          "|---|---|" + "---|" * len(names) + "---|"]
     for role in have:

@@ -13,8 +13,7 @@ Sizes (``--preset``): ``quick`` (a 2-core CPU; the whole study and its report in
 every 500 -- for a GPU), ``test`` (seconds; for the test suite). Every run uses AdamW (β2 0.999, weight
 decay 0.01 on all but LayerNorm) at a constant learning rate without clipping, as the reference.
 
-The analyses of :mod:`training.modadd_analysis` write ``RUN/analysis/modadd_<name>.json`` (the linear probes:
-``RUN/analysis/linear_probes.json``, the file of their script); the study adds
+The analyses of :mod:`training.modadd_analysis` write ``RUN/analysis/modadd_<name>.json``; the study adds
 ``STUDY/analysis/modadd_study.json`` (headline numbers and verdicts) and the report
 (:mod:`training.modadd_report`).
 """
@@ -116,11 +115,9 @@ def _analysis_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / "analysis" / f"modadd_{name}.json"
 
 
-def cached(run_dir: Path, name: str, fn, redo: bool = False, file: str | None = None):
-    """The analysis JSON of a run, computed (and written atomically) when missing or older than the run.
-
-    The file is RUN/analysis/modadd_<name>.json, or RUN/analysis/<file>.json (the name its script writes)."""
-    path = Path(run_dir) / "analysis" / f"{file}.json" if file else _analysis_path(run_dir, name)
+def cached(run_dir: Path, name: str, fn, redo: bool = False):
+    """The analysis JSON of a run, computed (and written atomically) when missing or older than the run."""
+    path = _analysis_path(run_dir, name)
     status = Path(run_dir) / "status.json"
     if not redo and path.exists() and (not status.exists() or path.stat().st_mtime >= status.stat().st_mtime):
         return runio.read_json(path, "analysis result")
@@ -147,7 +144,7 @@ def analyse_all(root: Path, size: str, seed: int, redo: bool = False, progress: 
         r["spectra"] = cached(d, "spectra", lambda: ma.spectra(d, null_samples=a["null_samples"], seed=seed), redo)
         r["attention"] = cached(d, "attention", lambda: ma.attention(d, probe_n=a["probe_n"], progress=progress), redo)
         r["linear_probes"] = cached(d, "linear_probes", lambda: ma.linear_probes(
-            d, n_train=a["lp_train"], n_test=a["lp_test"], seed=seed), redo, file="linear_probes")
+            d, n_train=a["lp_train"], n_test=a["lp_test"], seed=seed), redo)
         if role in ("attn", "mlp"):
             r["commutators"] = cached(d, "commutators", lambda: ma.commutators(
                 d, n_checkpoints=a["comm_checkpoints"], samples=a["comm_samples"], n_mc=a["n_mc"], seed=seed,

@@ -7,7 +7,7 @@ sequences and scored on --n-test other ones (a disjoint set): the HELD-OUT accur
 training accuracy is reported next to it, labelled, to show the gap (the reference reported training
 accuracy). Chance: 1/C for y, 1/(number of m values) for m, and the majority-class rate.
 
-Writes RUN/analysis/linear_probes.json and linear_probes.png.
+Writes RUN/analysis/modadd_linear_probes.json and modadd_linear_probes.png.
 
 Example:
   python analysis/modadd/linear_probes.py --run-dir runs/modadd_quick_s0/attn_ref_s0
@@ -22,7 +22,7 @@ from training.analysis_io import analysis_parser, open_run, write_result  # noqa
 from training.cli import run_main  # noqa: E402
 from training.errors import UserError  # noqa: E402
 
-NAME = "linear_probes"
+NAME = "modadd_linear_probes"
 
 
 def main() -> int:
