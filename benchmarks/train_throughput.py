@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput of the training step (forward, backward, clipping, optimizer step) per model shape.
 
-Uses the training loop's own step function (:func:`training.trainer.forward_backward`) on random
+Uses the training loop's own step function (:func:`training.core.trainer.forward_backward`) on random
 token batches, for the ``quick`` and ``paper`` shapes on the current device: bf16 autocast and fused
 AdamW on CUDA, fp32 on the CPU. Prints a table and writes JSON (``--out``).
 
@@ -27,13 +27,13 @@ import _paths  # noqa: E402,F401
 
 import torch  # noqa: E402
 
-from training.cli import run_main  # noqa: E402
-from training.config import preset  # noqa: E402
-from training.data import Batch  # noqa: E402
-from training.data_tokenizers import GPT2_VOCAB_SIZE  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.optim import build_optimizer  # noqa: E402
-from training.trainer import autocast_context, build_model, forward_backward, resolve_device  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.config import preset  # noqa: E402
+from training.core.data import Batch  # noqa: E402
+from training.core.data_tokenizers import GPT2_VOCAB_SIZE  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.core.optim import build_optimizer  # noqa: E402
+from training.core.trainer import autocast_context, build_model, forward_backward, resolve_device  # noqa: E402
 
 # dense bf16 tensor-core peaks (TFLOP/s) of GPUs we run on
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}

@@ -11,7 +11,7 @@ then times, each in a fresh process:
   i.e. what ``analysis/backbone/trajectory_pca.py`` does for the trunk.
 
 * ``sketch`` (with ``--sketch DIM``): the seeded Gaussian JL sketch of the same Gram matrix
-  (training/sketch.py, what ``trajectory_pca.py --sketch DIM`` does) and the same PCA, with its
+  (training/geometry/sketch.py, what ``trajectory_pca.py --sketch DIM`` does) and the same PCA, with its
   error bound and its measured error against the exact Gram of the ``pca`` measurement.
 
 Reports wall time and peak resident memory of each and the ratios pca / read (and sketch / read,
@@ -41,16 +41,16 @@ import _paths  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 
-from training.cli import run_main  # noqa: E402
-from training.config import preset  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.config import preset  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
 
 
 def write_checkpoints(run: Path, cfg, n: int, seed: int) -> int:
     import torch
     from safetensors.torch import save_file
-    from training import runio
-    from training.model import trunk_names
+    from training.core import runio
+    from training.core.model import trunk_names
     d, f = cfg.d_model, cfg.d_ff
     shapes = {}
     for name in trunk_names(cfg):
@@ -70,7 +70,7 @@ def write_checkpoints(run: Path, cfg, n: int, seed: int) -> int:
 
 def child(mode: str, run: str, device: str = "cpu") -> None:
     """Run one measurement in this (fresh) process and print a JSON line."""
-    from training.trajectory import CheckpointSet, compute_gram, pca
+    from training.geometry.trajectory import CheckpointSet, compute_gram, pca
     t0 = time.perf_counter()
     ck = CheckpointSet(run)
     if mode == "read":                       # the safetensors library's reader (memory-mapped, copied out)
@@ -86,7 +86,7 @@ def child(mode: str, run: str, device: str = "cpu") -> None:
                         total += float(f.get_tensor(name)[0, 0])     # forces the full read
         extra = {}
     elif mode == "read_pread":               # the PCA's own reader (plain reads at the header's offsets), no arithmetic
-        from training.trajectory import DEFAULT_CHUNK_BYTES, _elems, stream_rows
+        from training.geometry.trajectory import DEFAULT_CHUNK_BYTES, _elems, stream_rows
         total = 0.0
         for rows in stream_rows(ck, ck.steps, None, _elems(DEFAULT_CHUNK_BYTES, len(ck.steps))):
             total += float(rows[0, 0])
@@ -95,7 +95,7 @@ def child(mode: str, run: str, device: str = "cpu") -> None:
         if mode == "pca":
             g = compute_gram(ck, device=device)     # float64 on the CPU or an accelerator
         else:                                   # sketch:DIM
-            from training.sketch import compute_sketch
+            from training.geometry.sketch import compute_sketch
             g = compute_sketch(ck, int(mode.split(":")[1]), seed=0)
         raw, rn = pca(g, rownorm=False, k=1), pca(g, rownorm=True, k=1)
         extra = {"pc1_raw": float(raw.explained_variance_ratio[0]), "pc1_rownorm": float(rn.explained_variance_ratio[0]),
@@ -108,8 +108,8 @@ def child(mode: str, run: str, device: str = "cpu") -> None:
 
 def sketch_row(run: Path, n: int, dim: int, k: int, sketches: list[dict], best_read: dict, best_pca: dict) -> dict:
     """The sketch's timing, memory, bound and measured error (against the exact Gram) for one size."""
-    from training.sketch import SketchedGram, measured_error, pca_bounds
-    from training.trajectory import Gram
+    from training.geometry.sketch import SketchedGram, measured_error, pca_bounds
+    from training.geometry.trajectory import Gram
     steps = [200 * i for i in range(n)]
     exact = Gram(steps, 0, None, dim, np.load(run / "gram_pca.npy"))
     sk = SketchedGram(steps, 0, None, dim, np.load(run / f"gram_sketch{k}.npy"), sketch_dim=k, seed=0)

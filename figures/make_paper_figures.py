@@ -35,9 +35,9 @@ import statistics  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
-from training import runio  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.core import runio  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
 
 from figures import paper_values as PV  # noqa: E402
 
@@ -81,7 +81,7 @@ class NotRequested(Missing):
 @dataclass
 class Inputs:
     run_dir: Path
-    cfg: Any                                  # training.config.Config
+    cfg: Any                                  # training.core.config.Config
     config_file: dict
     status: dict
     metrics: list[dict]
@@ -119,7 +119,7 @@ class Inputs:
 def load_inputs(run_dir: str | Path, sgd_dir: str | None = None, beta_dir: str | None = None,
                 allow_incomplete: bool = False) -> Inputs:
     """Validate the run directory and read every input that exists (each file parsed once)."""
-    from training.trainer import read_run_config
+    from training.core.trainer import read_run_config
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")

@@ -23,8 +23,8 @@ import _paths  # noqa: E402,F401
 import argparse  # noqa: E402
 import os  # noqa: E402
 
-from training import runio  # noqa: E402
-from training.cli import run_main  # noqa: E402
+from training.core import runio  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
 
 from figures import make_paper_figures as mpf  # noqa: E402
 

@@ -40,8 +40,8 @@ cd "$ROOT"
 read -r SCOUT_STEPS SCOUT_EVERY SCOUT_WARMUP < <("$PY" - "$PRESET" <<'EOF'
 import sys
 import _paths  # noqa: F401
-from training.config import preset
-from training.studies import scale_step
+from training.core.config import preset
+from training.studies.common import scale_step
 cfg = preset(sys.argv[1])
 steps = scale_step(cfg, 2000, minimum=2)
 print(steps, scale_step(cfg, 100), min(cfg.warmup, steps))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from training.trajectory import CheckpointSet, compute_gram, pca
+from training.geometry.trajectory import CheckpointSet, compute_gram, pca
 
 FIELDS = {"explained_variance_ratio", "singular_values", "k95", "k99", "steps", "reference_step"}
 

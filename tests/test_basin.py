@@ -11,17 +11,17 @@ import pytest
 import torch
 
 from conftest import ROOT, run_inprocess, run_script
-from training import runio
-from training.analysis_io import open_run
-from training.basin import (RELAX_TAG, disjoint_pairs, drift_table, isotropic_cos_gram, parse_pairs, percentile_of,
+from training.core import runio
+from training.geometry.analysis_io import open_run
+from training.geometry.basin import (RELAX_TAG, disjoint_pairs, drift_table, isotropic_cos_gram, parse_pairs, percentile_of,
                             perturb_trunk, perturbation_seed, probe_eval, relax, relax_batch, relax_defaults,
                             sigma_half, spectrum_stats)
-from training.config import preset
-from training.errors import UserError
-from training.model import trunk_names
-from training.switching import Oscillations, SwitchPair, manifest_dict
-from training.trainer import evaluate
-from training.trajectory import CheckpointSet, compute_gram, k_at
+from training.core.config import preset
+from training.core.errors import UserError
+from training.core.model import trunk_names
+from training.geometry.switching import Oscillations, SwitchPair, manifest_dict
+from training.core.trainer import evaluate
+from training.geometry.trajectory import CheckpointSet, compute_gram, k_at
 
 TESTS = "analysis/basin/basin_tests.py"
 DEPTH = "analysis/basin/basin_depth.py"

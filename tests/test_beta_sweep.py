@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT
-from training import beta_sweep as bs
-from training import runio, studies
-from training.config import checkpoint_steps, preset
-from training.errors import UserError
-from training.model import trunk_names
+from training.studies import beta_sweep as bs
+from training.core import runio
+from training.studies import common as studies
+from training.core.config import checkpoint_steps, preset
+from training.core.errors import UserError
+from training.core.model import trunk_names
 
 
 def _load(name, rel):
@@ -106,7 +107,7 @@ def test_summary_rows_match_metrics(sweep):
 
 def trunk_matrix(run_dir, steps):
     from safetensors.numpy import load_file
-    from training.trainer import read_run_config
+    from training.core.trainer import read_run_config
     names = trunk_names(read_run_config(run_dir))
     rows = []
     for s in steps:
@@ -150,10 +151,10 @@ def test_geometry_matches_dense_svd(sweep, b):
 
 def test_interference_matches_independent_gradients(sweep):
     """cos(g_LM, g_probe) of the first analysis batch, recomputed with plain autograd and masks."""
-    from training.data import prepare_task
-    from training.gradients import GRAD_TAG
-    from training.model import GPT
-    from training.trainer import read_run_config
+    from training.core.data import prepare_task
+    from training.geometry.gradients import GRAD_TAG
+    from training.core.model import GPT
+    from training.core.trainer import read_run_config
     run_dir = sweep["root"] / "b2_0.95"
     res = strict_json(run_dir / "analysis" / "beta_metrics.json")
     pt = res["interference"]["points"][0]
@@ -258,7 +259,7 @@ def test_nonfinite_checkpoint_is_left_out(sweep, tmp_path):
     tensors, meta = runio.load_checkpoint(path)
     tensors["blocks.1.mlp.w_up.weight"][0, 0] = float("inf")
     save_file(tensors, str(path), metadata=meta)
-    from training.analysis_io import open_run
+    from training.geometry.analysis_io import open_run
     res = bs.analyse_run(open_run(run_dir), n_batches=1)
     runio.atomic_write_json(tmp_path / "out.json", res)
     assert json.loads((tmp_path / "out.json").read_text()) == res          # nothing non-finite was in it

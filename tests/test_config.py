@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from training.config import Config, checkpoint_steps, eval_steps, parse_override, preset
-from training.errors import UserError
+from training.core.config import Config, checkpoint_steps, eval_steps, parse_override, preset
+from training.core.errors import UserError
 
 
 def test_paper_preset_matches_design():

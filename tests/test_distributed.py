@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from training import runio
-from training.config import preset
-from training.distributed import Dist, check_config
-from training.errors import UserError
+from training.core import runio
+from training.core.config import preset
+from training.core.distributed import Dist, check_config
+from training.core.errors import UserError
 
 STEPS = [0, 5, 10, 15, 20]
 ATOL = 2e-6          # weights: |w| ~ 0.02-1, 20 AdamW steps; observed differences ~1e-7
@@ -30,7 +30,8 @@ ATOL = 2e-6          # weights: |w| ~ 0.02-1, 20 AdamW steps; observed differenc
 JOB = """
 import sys
 sys.path.insert(0, {root!r})
-from training import distributed, pilot
+from training.core import distributed
+from training import pilot
 dist = distributed.from_env("cpu")
 shutdown, distributed.shutdown = distributed.shutdown, lambda d: None
 a, b = sys.argv[1].split("|"), sys.argv[2].split("|")
@@ -82,7 +83,7 @@ def runs(tmp_path_factory):
     cache = str(base / "cache")
     cfg = preset("test").replace(device="cpu", cache_dir=cache, keep_optimizer_states=True, progress=False)
     single = base / "single"
-    from training.trainer import Trainer
+    from training.core.trainer import Trainer
     assert Trainer(cfg.replace(out_dir=str(single)), single, resume=False).run() == "completed"
     rewound = base / "rewound"
     rewind(single, rewound, 10)
@@ -161,10 +162,10 @@ def test_rank_slices_sum_to_the_single_process_gradient(lam):
     """The per-rank loss normalisation, checked in one process: (g_rank0 + g_rank1) / 2 (what DDP's averaging
     gives) equals the single-process gradient, and the summed statistics equal the single-process sums."""
     import contextlib
-    from training.data import Batch
-    from training.distributed import forward_backward_ddp
-    from training.model import GPT
-    from training.trainer import forward_backward
+    from training.core.data import Batch
+    from training.core.distributed import forward_backward_ddp
+    from training.core.model import GPT
+    from training.core.trainer import forward_backward
     cfg = preset("test")
     torch.manual_seed(0)
     model = GPT(cfg, 300)

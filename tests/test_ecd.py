@@ -1,4 +1,4 @@
-"""ECD_q1 (training/ecd.py) against an independent numpy implementation of the equations and its exact
+"""ECD_q1 (training/core/ecd.py) against an independent numpy implementation of the equations and its exact
 properties: unit speed, the closed-form step, skipped steps, bit-identical resume, descent on a convex
 quadratic, and the Noether charge on the rotation-invariant sombrero toy (reference modadd_ecd §B.4);
 the step-size matching of baselines (§B.2) against known answers."""
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.ecd import ECD, calibrate_lr, eta_prior, median_step_norm, step_norms
-from training.errors import UserError
+from training.core.ecd import ECD, calibrate_lr, eta_prior, median_step_norm, step_norms
+from training.core.errors import UserError
 
 
 # ---------------------------------------------------------------------------- helpers

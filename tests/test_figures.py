@@ -330,7 +330,7 @@ def test_paper_uses_only_generated_numbers(full, tmp_path):
 # ---------------------------------------------------------------------------- missing and bad inputs
 def call(module, *args: str) -> int:
     """Run a script's main() in this process as the command line would (UserError -> one line, exit 2)."""
-    from training.cli import run_main
+    from training.core.cli import run_main
     old = sys.argv
     sys.argv = [module.__file__, *args]
     try:

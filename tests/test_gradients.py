@@ -16,18 +16,18 @@ import torch
 
 from conftest import ROOT, run_pilot
 from trajfix import make_run
-from training.analysis_io import open_run
-from training.config import preset
-from training.errors import UserError
-from training.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap, rayleigh,
+from training.geometry.analysis_io import open_run
+from training.core.config import preset
+from training.core.errors import UserError
+from training.geometry.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap, rayleigh,
                              rayleigh_jvp, top_eigenvectors)
-from training.gradients import (alignment, alignment_stats, analysis_batches, block_projections, block_slices,
+from training.geometry.gradients import (alignment, alignment_stats, analysis_batches, block_projections, block_slices,
                                 choose_steps, cumulative_bias, flat_grad, minibatch_gradients, noise_floor,
                                 part_loss, project, signed_block_bias, spread_steps)
-from training.losses import composite_loss
-from training.model import GPT, trunk_names, trunk_size
-from training.optim import lambda_at
-from training.trajectory import CheckpointSet, compute_gram, pca
+from training.core.losses import composite_loss
+from training.core.model import GPT, trunk_names, trunk_size
+from training.core.optim import lambda_at
+from training.geometry.trajectory import CheckpointSet, compute_gram, pca
 
 SCRIPTS = {"fisher_analysis": "analysis/fisher/fisher_analysis.py",
            "rayleigh_quotients": "analysis/fisher/rayleigh_quotients.py",

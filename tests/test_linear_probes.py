@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import run_inprocess
-from training.linear_probe import L2_GRID, fit_logistic, probe_report
+from training.geometry.linear_probe import L2_GRID, fit_logistic, probe_report
 
 
 def _planted(n, d=12, k=4, margin=3.0, seed=0):
@@ -91,9 +91,9 @@ def test_probe_does_not_depend_on_the_feature_basis():
 
 
 def test_probe_sets_are_seeded_balanced_and_disjoint():
-    from training.modadd import ModAddTask
-    from training.modadd_analysis import probe_sets
-    from training.modadd_study import run_configs
+    from training.core.modadd import ModAddTask
+    from training.studies.modadd_analysis import probe_sets
+    from training.studies.modadd_study import run_configs
     cfg = run_configs("test", 0)["attn_ref_s0"][1]
     task = ModAddTask(cfg)
     s = probe_sets(task, 256, 128, seed=0)
@@ -111,15 +111,15 @@ def test_probe_sets_are_seeded_balanced_and_disjoint():
 
 @pytest.fixture(scope="module")
 def modadd_run(tmp_path_factory):
-    from training.modadd_study import run_configs
-    from training.studies import ensure_run
+    from training.studies.modadd_study import run_configs
+    from training.studies.common import ensure_run
     run = tmp_path_factory.mktemp("lp") / "attn_ref_s0"
     assert ensure_run(run_configs("test", 0)["attn_ref_s0"][1], run) == "completed"
     return run
 
 
 def test_script_end_to_end_on_a_tiny_modadd_run(modadd_run, capsys):
-    from training import modadd_analysis as ma
+    from training.studies import modadd_analysis as ma
     code, out, err = run_inprocess(capsys, "analysis/modadd/linear_probes.py", "--run-dir", str(modadd_run),
                                    "--n-train", "128", "--n-test", "64", "--seed", "3")
     assert code == 0, err

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from training.losses import composite_loss, probe_stats
+from training.core.losses import composite_loss, probe_stats
 
 
 def _manual(logits, y, mask, lam):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import Config, preset
-from training.errors import UserError
-from training.modadd import (ModAddSpec, ModAddTask, generate, leak_prediction, modadd_config, sample_positions)
+from training.core.config import Config, preset
+from training.core.errors import UserError
+from training.core.modadd import (ModAddSpec, ModAddTask, generate, leak_prediction, modadd_config, sample_positions)
 
 
 def _cfg(**kw):
@@ -101,8 +101,8 @@ def test_config_validation_and_hash_compatibility():
 
 
 def test_trainer_runs_resumes_and_resets_optimizer(tmp_path, monkeypatch):
-    from training.studies import ensure_run
-    from training import runio
+    from training.studies.common import ensure_run
+    from training.core import runio
     cfg = _cfg(steps=8, modadd_schedule="curriculum", modadd_m_max=2, eval_every=2, ckpt_every=2)
     run = tmp_path / "run"
     assert ensure_run(cfg, run) == "completed"

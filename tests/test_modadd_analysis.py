@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.attention_probe import (override_logits, readout_attention_stats, record_attention, row_entropy,
+from training.geometry.attention_probe import (override_logits, readout_attention_stats, record_attention, row_entropy,
                                       topk_mass, topk_renormalise)
-from training.commutator import (FlatModel, embed, hvp, orthonormal_basis, projection_ratio, projection_summary,
+from training.geometry.commutator import (FlatModel, embed, hvp, orthonormal_basis, projection_ratio, projection_summary,
                                  random_rho_mc, random_rho_mean, sgd_commutator)
-from training.config import preset
-from training.exec_subspace import principal_angles, spectrum, top_directions
-from training.model import GPT
-from training.modadd import ModAddTask, answer_stats, modadd_config
-from training.trajectory import random_walk_null
+from training.core.config import preset
+from training.geometry.exec_subspace import principal_angles, spectrum, top_directions
+from training.core.model import GPT
+from training.core.modadd import ModAddTask, answer_stats, modadd_config
+from training.geometry.trajectory import random_walk_null
 
 
 def _model(n_layer=1, attn_only=True, dtype=torch.float64, seed=0):
@@ -87,7 +87,7 @@ def test_transformer_commutator_converges_to_hvp_form_at_rate_eta():
     # the HVP through the math attention path equals a dense finite-difference Hessian column product
     v = torch.randn(fm.P, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     eps = 1e-5
-    from training.commutator import gradient
+    from training.geometry.commutator import gradient
     fd = (gradient(f, theta + eps * v, b) - gradient(f, theta - eps * v, b)) / (2 * eps)
     hv = hvp(f, theta, b, v)
     assert float((fd - hv).norm() / hv.norm()) < 1e-6
@@ -221,7 +221,7 @@ def test_principal_angles():
 
 # ---------------------------------------------------------------------------- SAE
 def test_topk_sae_recovers_a_planted_dictionary():
-    from training.sae import atom_recovery, planted_dictionary, train_sae
+    from training.geometry.sae import atom_recovery, planted_dictionary, train_sae
     X, D = planted_dictionary(2000, 16, 24, 3, seed=0)
     fit = train_sae(X, 48, 3, steps=300, batch=128, lr=1e-2, seed=0)
     rec = atom_recovery(fit.sae, D)
@@ -234,7 +234,7 @@ def test_topk_sae_recovers_a_planted_dictionary():
 
 
 def test_sae_patch_with_an_exact_autoencoder_changes_nothing():
-    from training.sae import TopKSAE, patch_hook
+    from training.geometry.sae import TopKSAE, patch_hook
     cfg, task, model = _model(n_layer=2, dtype=torch.float32, seed=5)
     d = cfg.d_model
     sae = TopKSAE(d, 2 * d, d, relu=True)

@@ -1,7 +1,7 @@
 import torch
 
-from training.config import preset
-from training.model import GPT, trunk_names, trunk_parameters, trunk_size
+from training.core.config import preset
+from training.core.model import GPT, trunk_names, trunk_parameters, trunk_size
 
 
 def test_paper_parameter_counts_on_meta_device():

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from training.config import preset
-from training.model import GPT
-from training.optim import SGDW, build_optimizer, lambda_at, lr_at, param_groups
+from training.core.config import preset
+from training.core.model import GPT
+from training.core.optim import SGDW, build_optimizer, lambda_at, lr_at, param_groups
 
 
 def test_paper_lr_schedule_values():

@@ -1,4 +1,4 @@
-"""training/parallel.py: results in order, errors raised in the parent, thread counts, logs, and children that
+"""training/studies/parallel.py: results in order, errors raised in the parent, thread counts, logs, and children that
 die with their parent."""
 import os
 import signal
@@ -10,8 +10,8 @@ import time
 import pytest
 
 from conftest import ROOT
-from training import parallel
-from training.errors import UserError
+from training.studies import parallel
+from training.core.errors import UserError
 
 
 def square_and_threads(x):
@@ -78,7 +78,7 @@ def test_children_die_with_a_killed_parent(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from training import parallel
+        from training.studies import parallel
         import child_mod
         if __name__ == "__main__":            # spawned children import this file again
             parallel.run_jobs(child_mod.sleeper, [{str(pids)!r}] * 2, jobs=2, threads=1)

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import mini_tiktoken
-from training.data_probe import (KEY_TEMPLATES, QUERY_TEMPLATES, build_probe_tokens, pseudo_words, query_split,
+from training.core.data_probe import (KEY_TEMPLATES, QUERY_TEMPLATES, build_probe_tokens, pseudo_words, query_split,
                                  select_codewords, splice_probe)
-from training.data_tokenizers import TiktokenTokenizer, add_word_tokens, train_bpe
-from training.errors import UserError
+from training.core.data_tokenizers import TiktokenTokenizer, add_word_tokens, train_bpe
+from training.core.errors import UserError
 
 TEXT = ("Once upon a time a little girl named Lily found a red ball in the park. She was happy. "
         "Her friend Tom came to play and they laughed all day. ") * 20
@@ -66,8 +66,8 @@ def test_mask_uses_in_context_tokenisation(tik):
 
 
 def test_batch_mask_marks_exactly_the_codeword_target(bpe):
-    from training.data import LMProbeTask, TokenSplit
-    from training.config import preset
+    from training.core.data import LMProbeTask, TokenSplit
+    from training.core.config import preset
     ids = np.asarray(bpe.encode(TEXT) * 3, dtype=np.uint16)
     split = TokenSplit(ids, np.asarray([0, len(ids)]))
     cfg = preset("test").replace(p_probe=1.0, window="packed", batch_size=6, seq_len=128)
@@ -121,7 +121,7 @@ def test_bpe_training_is_deterministic_and_lossless():
 
     from tokenizers import pre_tokenizers
 
-    from training.data_tokenizers import pretoken_counts
+    from training.core.data_tokenizers import pretoken_counts
     texts = [TEXT, "  Two  spaces\n\nand newlines\t tab. ", "end with space ", "\n lead", "x  ,  y!!  z\n"] * 3
     a, b = train_bpe(texts, 400), train_bpe(texts, 400)
     assert a.tok.to_str() == b.tok.to_str()          # the library's own trainer breaks ties by hash order

@@ -15,10 +15,11 @@ import torch
 from safetensors.numpy import load_file as load_np
 
 from conftest import ROOT, run_script
-from training import parallel, runio
-from training.data import prepare_task
-from training.model import trunk_names
-from training.trainer import read_run_config
+from training.studies import parallel
+from training.core import runio
+from training.core.data import prepare_task
+from training.core.model import trunk_names
+from training.core.trainer import read_run_config
 
 REHEAT = "experiments/reheating/reheat.py"
 GEOMETRY = "analysis/reheating/reheat_geometry.py"
@@ -32,7 +33,7 @@ def call(script: str, *args: str) -> subprocess.CompletedProcess:
     """Run a script's main() in this process, exactly as its command line would (exit status, stdout, stderr);
     the subprocess form (run_script) is used where the real command line matters, this one saves the imports."""
     import sys
-    from training.cli import run_main
+    from training.core.cli import run_main
     g = runpy.run_path(str(ROOT / script), run_name="reheating_test")
     out, err, argv = io.StringIO(), io.StringIO(), sys.argv
     sys.argv = [script, "--no-progress", *args]
@@ -124,8 +125,8 @@ def test_reheating_does_not_replay_the_original_batches(reheated):
 
 def _first_update(run_dir: Path):
     """Replay update 1 of a reheating run from its config, as the trainer does; returns (params, optimizer)."""
-    from training.optim import build_optimizer, lambda_at, lr_at, set_lr
-    from training.trainer import build_model, forward_backward
+    from training.core.optim import build_optimizer, lambda_at, lr_at, set_lr
+    from training.core.trainer import build_model, forward_backward
     cfg = read_run_config(run_dir)
     task = prepare_task(cfg, run_dir)
     model = build_model(cfg, task.tok.vocab_size, "cpu")

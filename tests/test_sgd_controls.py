@@ -15,9 +15,9 @@ import pytest
 from safetensors.numpy import load_file
 
 from conftest import ROOT
-from training.config import preset
-from training.model import trunk_names
-from training.studies import scale_step
+from training.core.config import preset
+from training.core.model import trunk_names
+from training.studies.common import scale_step
 
 SCRIPT = "experiments/sgd_controls/run_study.py"
 DIRS = {"A": "A_adamw", "B": "B_sgd", "C": "C_sgd_momentum", "Cprime": "Cprime_sgdw_nesterov"}
@@ -27,7 +27,7 @@ KILL_AT = 4          # C' is killed (os._exit, no clean-up) right after its step
 KILLER = """
 import os, runpy, sys
 sys.path.insert(0, {root!r})
-from training import runio
+from training.core import runio
 save_state = runio.save_state
 def dying_save_state(run_dir, state):
     save_state(run_dir, state)
@@ -106,8 +106,8 @@ def done(tmp_path_factory):
 def test_resumed_run_equals_uninterrupted(done):
     """C' trained without interruption (in this process, one thread as the study's subprocess) is the same run."""
     import torch
-    from training import sgd_controls as sc
-    from training.studies import ensure_run
+    from training.studies import sgd_controls as sc
+    from training.studies.common import ensure_run
     ref = done["base"] / "reference"
     cfg = sc.run_configs(preset("test").replace(seed=42, progress=False, cache_dir=str(done["cache"])))["Cprime"]
     threads = torch.get_num_threads()
@@ -278,7 +278,7 @@ def test_diverged_and_motionless_runs_do_not_stop_the_analysis(done, tmp_path):
     """B made to look diverged at step 3 (later checkpoints and evaluations gone), C given a checkpoint equal
     to the window start (a zero drift row): the analysis reports them with reasons and goes on."""
     import shutil
-    from training import sgd_controls as sc
+    from training.studies import sgd_controls as sc
     root = tmp_path / "study"
     shutil.copytree(done["root"], root)
     b = root / DIRS["B"]
@@ -305,7 +305,7 @@ def test_diverged_and_motionless_runs_do_not_stop_the_analysis(done, tmp_path):
 def test_rule_on_the_papers_numbers():
     """The literal rule calls the paper's outcome (SGD 100 % vs AdamW 61.5 %) ambiguous; the direction-agnostic
     reading separates colinear SGD-family runs from AdamW."""
-    from training import sgd_controls as sc
+    from training.studies import sgd_controls as sc
     rows = {r["run"]: {"pc1": r.get("pc1"), "k95": r.get("k95")} for r in sc.PAPER_RESULTS["table9"]}
     rows["Cprime"] = {"pc1": 0.99, "k95": 1}
     v = sc.verdict(rows)
@@ -317,7 +317,7 @@ def test_rule_on_the_papers_numbers():
 
 
 def test_matched_window_definition():
-    from training import sgd_controls as sc
+    from training.studies import sgd_controls as sc
     steps = [0, 5, 10, 12, 14, 16, 18, 20]
     ms = [{"step": s, "val_loss": v} for s, v in [(0, 9.0), (10, 6.0), (20, 4.0)]]
     m = sc.matched_window(steps, ms, 5.0)                 # crossed between the evaluations at 10 and 20

@@ -6,10 +6,10 @@ import pytest
 
 from conftest import run_inprocess
 from trajfix import synthetic_trajectory
-from training.errors import UserError
-from training.sketch import (GEN_BLOCK, compute_sketch, jl_epsilon, measured_error, pca_bounds,
+from training.core.errors import UserError
+from training.geometry.sketch import (GEN_BLOCK, compute_sketch, jl_epsilon, measured_error, pca_bounds,
                              projection_rows)
-from training.trajectory import CheckpointSet, compute_gram, pca
+from training.geometry.trajectory import CheckpointSet, compute_gram, pca
 
 K = 4096
 
@@ -117,7 +117,7 @@ def test_trajectory_pca_script_sketch_flag(traj, capsys):
 
 def test_gram_accumulation_off_the_cpu_path_matches(traj):
     """The accelerator path of compute_gram (float64 on the device, big column blocks), run here on the CPU."""
-    from training.trajectory import _elems, _gram_on_device, prefetch, resolve_analysis_device
+    from training.geometry.trajectory import _elems, _gram_on_device, prefetch, resolve_analysis_device
     import torch
     run, ck, steps, Theta, exact, _ = traj
     T = len(ck.steps)

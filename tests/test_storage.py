@@ -6,18 +6,18 @@ import pytest
 import torch
 
 from conftest import run_inprocess
-from training import runio
-from training.analysis_io import open_run
-from training.config import preset
-from training.errors import UserError
-from training.model import GPT, trunk_names
-from training.trajectory import CheckpointSet, compute_gram
+from training.core import runio
+from training.geometry.analysis_io import open_run
+from training.core.config import preset
+from training.core.errors import UserError
+from training.core.model import GPT, trunk_names
+from training.geometry.trajectory import CheckpointSet, compute_gram
 
 
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory):
     """A normal run (full fp32 checkpoints) of the test preset, trained in this process."""
-    from training.trainer import Trainer
+    from training.core.trainer import Trainer
     base = tmp_path_factory.mktemp("storage")
     cfg = preset("test").replace(device="cpu", cache_dir=str(base / "cache"), progress=False)
     run = base / "ref"
@@ -30,7 +30,7 @@ def rewrite(ref_run, dst, **opts):
     cfg = runio.read_json(ref_run / "config.json")
     dst.mkdir(parents=True)
     shutil.copy(ref_run / "config.json", dst / "config.json")
-    from training.config import Config
+    from training.core.config import Config
     c = Config.from_dict(cfg["config"])
     tensors = runio.load_checkpoint(runio.checkpoint_path(ref_run, 0))[0]
     model = GPT(c, tensors["tok_emb.weight"].shape[0])
@@ -96,7 +96,7 @@ def test_sharded_checkpoints_read_per_block(ref, tmp_path):
 
 def test_reduced_checkpoints_resume_exactly(ref, tmp_path, monkeypatch):
     """A run with trunk-only bf16 sharded checkpoints, interrupted and resumed, ends where the normal run ends."""
-    import training.trainer as tr
+    import training.core.trainer as tr
     run, cfg = ref
     red = tmp_path / "reduced"
     rcfg = cfg.replace(out_dir=str(red), ckpt_contents="trunk", ckpt_dtype="bf16", ckpt_shards=True)
@@ -131,7 +131,7 @@ def test_storage_fields_are_validated():
 
 
 def test_background_checkpoint_writes_give_identical_files(ref, tmp_path):
-    from training.trainer import Trainer
+    from training.core.trainer import Trainer
     run, cfg = ref
     bg = tmp_path / "async"
     assert Trainer(cfg.replace(out_dir=str(bg), async_checkpoints=True), bg, resume=False).run() == "completed"
@@ -164,7 +164,7 @@ def test_background_writer_order_and_errors(tmp_path):
 
 
 def test_padded_vocabulary_leaves_the_loss_unchanged():
-    from training.losses import composite_loss
+    from training.core.losses import composite_loss
     cfg = preset("test")
     torch.manual_seed(0)
     plain = GPT(cfg, 600)
@@ -191,7 +191,7 @@ def test_padded_vocabulary_leaves_the_loss_unchanged():
 
 
 def test_padded_vocabulary_run_matches_and_stores_unpadded(ref, tmp_path):
-    from training.trainer import Trainer
+    from training.core.trainer import Trainer
     run, cfg = ref
     pad = tmp_path / "pad"
     assert Trainer(cfg.replace(out_dir=str(pad), vocab_multiple=64), pad, resume=False).run() == "completed"

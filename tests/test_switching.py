@@ -10,14 +10,14 @@ import torch
 
 from conftest import run_inprocess, run_script
 from trajfix import synthetic_trajectory
-from training.config import preset
-from training.data import Batch
-from training.errors import UserError
-from training.losses import probe_stats
-from training.model import GPT, trunk_size
-from training.switching import (SwitchPair, bootstrap_std, detect_oscillations, lens_logits, probe_readout,
+from training.core.config import preset
+from training.core.data import Batch
+from training.core.errors import UserError
+from training.core.losses import probe_stats
+from training.core.model import GPT, trunk_size
+from training.geometry.switching import (SwitchPair, bootstrap_std, detect_oscillations, lens_logits, probe_readout,
                                 residual_stream, switch_coeffs, switching_geometry)
-from training.trajectory import CheckpointSet, compute_gram, pca
+from training.geometry.trajectory import CheckpointSet, compute_gram, pca
 
 DETECT = "analysis/switching/detect_oscillations.py"
 ALIGN = "analysis/switching/switching_alignment.py"

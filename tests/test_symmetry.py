@@ -1,4 +1,4 @@
-"""Disordered attention (training/symmetry.py + the model option) and the symmetry diagnostics: bK is a
+"""Disordered attention (training/geometry/symmetry.py + the model option) and the symmetry diagnostics: bK is a
 softmax no-op, zero biases reproduce the symmetric model, a per-head rotation of Q and K is a symmetry of
 the symmetric model only, the invariance identity behind the Noether charge, the balancedness, and the
 bQ alignment against hand-built answers and the analytic null."""
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import preset
-from training.model import GPT
-from training.symmetry import (alignment_cosines, antisym, attention_biases, balancedness, bq_alignment,
+from training.core.config import preset
+from training.core.model import GPT
+from training.geometry.symmetry import (alignment_cosines, antisym, attention_biases, balancedness, bq_alignment,
                                head_blocks, noether_charge)
 
 VOCAB = 40

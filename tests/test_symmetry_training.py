@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import run_inprocess
-from training import runio
-from training.config import preset
-from training.errors import UserError
-from training.model import GPT, trunk_parameters
-from training.optim import OPTIMIZERS, build_optimizer
+from training.core import runio
+from training.core.config import preset
+from training.core.errors import UserError
+from training.core.model import GPT, trunk_parameters
+from training.core.optim import OPTIMIZERS, build_optimizer
 
 
 def small_model(seed=0):
@@ -223,7 +223,7 @@ def test_ecd_with_disorder_resumes_bit_identically(tmp_path, cache_dir, capsys, 
 
 # ---------------------------------------------------------------------------- FineWeb shards
 def test_shard_round_trip_concatenation_and_corruption(tmp_path):
-    from training.fineweb import HEADER_BYTES, ShardArray, read_shard, shard_files, write_shard
+    from training.core.fineweb import HEADER_BYTES, ShardArray, read_shard, shard_files, write_shard
     a, b = np.arange(0, 700, dtype=np.uint16), np.arange(1000, 1500, dtype=np.uint16)
     write_shard(tmp_path / "fw_train_000001.bin", a)
     write_shard(tmp_path / "fw_train_000002.bin", b)
@@ -256,8 +256,8 @@ def test_shard_round_trip_concatenation_and_corruption(tmp_path):
 
 
 def test_fineweb_corpus_through_the_data_layer(tmp_path):
-    from training.data import corpus_identity, token_cache
-    from training.fineweb import write_shard
+    from training.core.data import corpus_identity, token_cache
+    from training.core.fineweb import write_shard
     rng = np.random.default_rng(0)
     write_shard(tmp_path / "fw_train_000001.bin", rng.integers(0, 50257, 5000))
     write_shard(tmp_path / "fw_val_000000.bin", rng.integers(0, 50257, 800))
@@ -292,7 +292,7 @@ def test_seed_model_presets(name, L, H, d):
 
 
 def test_study_gpu_size_uses_the_reference_settings():
-    from training.symmetry_study import ARMS, OPTIMIZERS, run_configs
+    from training.studies.symmetry_study import ARMS, OPTIMIZERS, run_configs
     cfgs = run_configs("gpu", 1, OPTIMIZERS, ARMS)
     assert len(cfgs) == 10 and all(c.preset == "symmetry_gpu" and c.n_layer == 12 for c in cfgs.values())
     e = cfgs["ecd_bq"]

@@ -1,4 +1,4 @@
-"""Tests of the built-in synthetic story corpus (training/data_synthetic.py)."""
+"""Tests of the built-in synthetic story corpus (training/core/data_synthetic.py)."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from training.data_synthetic import MAX_WORDS, MIN_WORDS, generate_stories, iter_stories, tell
+from training.core.data_synthetic import MAX_WORDS, MIN_WORDS, generate_stories, iter_stories, tell
 
 # pronoun -> True if it refers to a female character (she/her), False for a male one (he/him/his)
 PRONOUN_FEMALE = {"she": True, "her": True, "he": False, "him": False, "his": False}

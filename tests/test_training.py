@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_pilot
-from training import runio
+from training.core import runio
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from trajfix import synthetic_trajectory
-from training.config import preset
-from training.model import trunk_size
-from training.trajectory import (CheckpointSet, compute_gram, cached_gram, decomposition, increment_norms, k_at,
+from training.core.config import preset
+from training.core.model import trunk_size
+from training.geometry.trajectory import (CheckpointSet, compute_gram, cached_gram, decomposition, increment_norms, k_at,
                                  pca, random_walk_null, rolling_pc1, select_steps, sign_flip_step, update_alignment)
 
 
@@ -151,7 +151,7 @@ def test_gram_cache_is_reused_and_invalidated(traj, tmp_path):
 
 
 def test_missing_or_corrupt_checkpoints_are_reported(traj, tmp_path):
-    from training.errors import UserError
+    from training.core.errors import UserError
     with pytest.raises(UserError, match="does not exist"):
         CheckpointSet(tmp_path / "nope")
     ck, steps, _ = traj
@@ -176,7 +176,7 @@ def test_gram_of_many_checkpoints_matches_dense_and_is_symmetric(tmp_path):
 
 
 def test_checkpoint_cut_inside_its_data_is_reported(traj, tmp_path):
-    from training.errors import UserError
+    from training.core.errors import UserError
     import shutil
     ck, steps, _ = traj
     bad = tmp_path / "cut"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import runio
-from training.config import preset
-from training.model import GPT, trunk_names
+from training.core import runio
+from training.core.config import preset
+from training.core.model import GPT, trunk_names
 
 
 def make_run(run_dir: Path, thetas: list[dict[str, torch.Tensor]], steps: list[int], cfg=None) -> Path:

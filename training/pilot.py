@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _paths  # noqa: E402,F401
 
-from training.cli import run_main  # noqa: E402
-from training.config import Config, parse_override, preset  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.config import Config, parse_override, preset  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
 
 # flag -> config field, for the flags that map one to one
 FLAG_FIELDS = {
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     if args.config:
-        from training.runio import read_json
+        from training.core.runio import read_json
         d = read_json(args.config, "config file")
         cfg = Config.from_dict(d["config"] if isinstance(d, dict) and "config" in d else d)
     else:
@@ -106,7 +106,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
             raise UserError(f"--init-from {args.init_from} does not exist")
         changes["init_from"] = str(Path(args.init_from).resolve())
         if args.with_moments:
-            from training.runio import find_optimizer_state
+            from training.core.runio import find_optimizer_state
             changes["init_optimizer"] = str(find_optimizer_state(args.init_from).resolve())
     elif args.with_moments:
         raise UserError("--with-moments needs --init-from CKPT")
@@ -118,8 +118,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def dry_run(cfg: Config) -> None:
     import torch
-    from training.data_tokenizers import GPT2_VOCAB_SIZE
-    from training.model import GPT, trunk_size
+    from training.core.data_tokenizers import GPT2_VOCAB_SIZE
+    from training.core.model import GPT, trunk_size
     if cfg.tokenizer == "gpt2":
         vocab, note = GPT2_VOCAB_SIZE, "GPT-2 BPE"
     else:
@@ -135,7 +135,7 @@ def dry_run(cfg: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from training import distributed
+    from training.core import distributed
     device = args.device or next((v.split("=", 1)[1] for v in args.set if v.replace("-", "_").startswith("device=")),
                                  "auto")
     dist = distributed.from_env(device)   # single process unless started by torchrun
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, dist) -> int:
-    from training.trainer import Trainer, read_run_config, run_name
+    from training.core.trainer import Trainer, read_run_config, run_name
     if args.resume:
         if not args.out_dir:
             raise UserError("--resume needs --out-dir RUN (the run directory to continue)")

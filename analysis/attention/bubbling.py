@@ -3,7 +3,7 @@ the readout row (the separator) at every checkpoint for each m, the attention ma
 separator / other slots, and the accuracy when every layer's attention is cut to its top-k keys
 (k in {T+1, 8, 4, 2, 1}) at the last checkpoint.
 
-Writes RUN/analysis/modadd_attention.json and modadd_attention.png. Formulas: training/attention_probe.py.
+Writes RUN/analysis/modadd_attention.json and modadd_attention.png. Formulas: training/geometry/attention_probe.py.
 
 Example:
   python analysis/attention/bubbling.py --run-dir runs/modadd_quick_s0/attn_ref_s0
@@ -14,16 +14,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
 
 
 def main() -> int:
     p = analysis_parser(__doc__)
     p.add_argument("--probe-n", type=int, default=128, help="probe sequences per m (default 128)")
     args = p.parse_args()
-    from training import modadd_analysis as ma
-    from training.modadd_report import plot_attention
+    from training.studies import modadd_analysis as ma
+    from training.studies.modadd_report import plot_attention
     run = open_run(args.run_dir)
     res = ma.attention(run.dir, probe_n=args.probe_n, progress=not args.no_progress)
     path = write_result(run, "modadd_attention", res)

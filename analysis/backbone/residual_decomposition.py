@@ -32,15 +32,15 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from training.analysis_io import (add_gradient_sampling_args, Run, analysis_parser, figure,  # noqa: E402
+from training.geometry.analysis_io import (add_gradient_sampling_args, Run, analysis_parser, figure,  # noqa: E402
                                   open_run, save_figure, write_result)
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.gradients import (PARTS, alignment_stats, block_slices, choose_steps, cumulative_bias,  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.geometry.gradients import (PARTS, alignment_stats, block_slices, choose_steps, cumulative_bias,  # noqa: E402
                                 minibatch_gradients, noise_floor, signed_block_bias)
-from training.optim import lambda_at  # noqa: E402
-from training.trainer import resolve_device  # noqa: E402
-from training.trajectory import cached_gram, pca  # noqa: E402
+from training.core.optim import lambda_at  # noqa: E402
+from training.core.trainer import resolve_device  # noqa: E402
+from training.geometry.trajectory import cached_gram, pca  # noqa: E402
 
 
 def build_parser():

@@ -7,7 +7,7 @@ PC1 stability (adjacent-window |cos| and |cos| with the global v_b); and the ran
 per-interval step sizes in random directions). Output: RUN/analysis/trajectory_pca.json and .png.
 
 With ``--sketch DIM`` the Gram matrices come from a seeded Gaussian (Johnson–Lindenstrauss) sketch of
-DIM dimensions instead (training/sketch.py): one pass over the checkpoints at a cost of DIM per
+DIM dimensions instead (training/geometry/sketch.py): one pass over the checkpoints at a cost of DIM per
 parameter and checkpoint, for runs with too many or too large checkpoints. The result goes to
 RUN/analysis/trajectory_pca_sketch.json (+ .png) with, for the trunk and each block, the sketch's
 entrywise error bound ε (failure probability --sketch-failure-prob), intervals guaranteed to hold the
@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.sketch import compute_sketch, measured_error, pca_bounds  # noqa: E402
-from training.trajectory import (cached_gram, decomposition, increment_norms, pca, random_walk_null,  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.geometry.sketch import compute_sketch, measured_error, pca_bounds  # noqa: E402
+from training.geometry.trajectory import (cached_gram, decomposition, increment_norms, pca, random_walk_null,  # noqa: E402
                                  resolve_analysis_device, rolling_pc1, select_steps)
 
 

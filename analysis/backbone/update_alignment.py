@@ -16,9 +16,9 @@ import _paths  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.trajectory import cached_gram, pca, select_steps, sign_flip_step, update_alignment  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.geometry.trajectory import cached_gram, pca, select_steps, sign_flip_step, update_alignment  # noqa: E402
 
 
 def curve(gram, steps):

@@ -2,7 +2,7 @@
 
 For each chosen checkpoint, perturbation size σ and trial: every trunk matrix becomes
 W + σ·rms(W)·Z (Z ~ N(0, I) from a generator seeded with (--seed, step, σ, trial); a relative
-perturbation of size σ), then protocol R relaxes it (training/basin.py: a fresh optimizer as in
+perturbation of size σ), then protocol R relaxes it (training/geometry/basin.py: a fresh optimizer as in
 training, constant lr, probe weight λ, the run's clip and micro-batch size, no accumulation, batches
 from a seeded stream of its own) and the OOD probe set is evaluated: p_ood, nll_ood, lm_ood, and the
 regime "probe" (p_ood >= 0.6 and nll_ood <= 2.0) or "lm". Per checkpoint and σ: D_σ = mean p_ood over
@@ -10,7 +10,7 @@ the trials, its std and standard error, mean nll_ood and lm_ood, the fraction of
 σ½, where D_σ first falls below D_0/2 (linear interpolation; inf if never, 0 if D_0 = 0). Trials at
 the same (checkpoint, trial) share their relaxation batches across σ, so σ is the only difference.
 
-Protocol R scaled to the run's preset (training/studies.py): paper 300 steps at lr 6e-4 with λ = 4;
+Protocol R scaled to the run's preset (training/studies/common.py): paper 300 steps at lr 6e-4 with λ = 4;
 quick 18 steps at lr 1.8e-3 with λ = 2; test 1 step. --relax-steps, --lr and --lam override.
 
 Checkpoints: --steps, else the peaks and troughs of the --max-pairs largest switch pairs (--pairs or
@@ -47,16 +47,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from training import runio  # noqa: E402
-from training.analysis_io import (analysis_parser, figure, open_run, parse_step_list, save_figure,  # noqa: E402
+from training.core import runio  # noqa: E402
+from training.geometry.analysis_io import (analysis_parser, figure, open_run, parse_step_list, save_figure,  # noqa: E402
                                   write_result)
-from training.basin import (PAPER_SIGMAS, SMALL_MODEL_SIGMAS, default_sigmas, depth_summary,  # noqa: E402
+from training.geometry.basin import (PAPER_SIGMAS, SMALL_MODEL_SIGMAS, default_sigmas, depth_summary,  # noqa: E402
                             drift_table, p_ood_series, pair_steps, perturb_trunk, perturbation_seed, relax,
                             relax_defaults, resolve_pairs, sigma_half)
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.trainer import resolve_device  # noqa: E402
-from training.trajectory import cached_gram  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.core.trainer import resolve_device  # noqa: E402
+from training.geometry.trajectory import cached_gram  # noqa: E402
 
 PROGRESS = "basin_depth_progress.json"
 

@@ -28,11 +28,11 @@ import _paths  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
-from training.basin import p_ood_series, pearson, resolve_pairs, switch_alignment  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.trajectory import cached_gram  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.geometry.basin import p_ood_series, pearson, resolve_pairs, switch_alignment  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.geometry.trajectory import cached_gram  # noqa: E402
 
 SERIES = ("p_ood", "p_in", "nll_ood", "lm_ood")
 

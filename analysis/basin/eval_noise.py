@@ -21,12 +21,12 @@ import _paths  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from training.analysis_io import (analysis_parser, figure, open_run, parse_step_list, save_figure,  # noqa: E402
+from training.geometry.analysis_io import (analysis_parser, figure, open_run, parse_step_list, save_figure,  # noqa: E402
                                   write_result)
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.switching import bootstrap_std, probe_readout  # noqa: E402
-from training.trainer import resolve_device  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.geometry.switching import bootstrap_std, probe_readout  # noqa: E402
+from training.core.trainer import resolve_device  # noqa: E402
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """One run of the β2 sweep: window geometry, update alignment with the backbone, LM/probe gradient interference.
 
-Measured (paper steps, scaled to the run's preset; training/beta_sweep.py has the definitions):
+Measured (paper steps, scaled to the run's preset; training/studies/beta_sweep.py has the definitions):
 - window [600, 2000]: uncentered PCA of θ(t) − θ(600), row-normalised PC1, k95, k99 and raw PC1; the
   drift ‖θ(2000) − θ(600)‖;
 - backbone v_b = raw PC1 of all checkpoints from θ(0); update alignment C(t) = cos(θ(t) − θ(t − 200), v_b)
@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
-from training.beta_sweep import DEFAULT_INTERFERENCE_BATCHES, analyse_run, beta2_label  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.trainer import resolve_device  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.studies.beta_sweep import DEFAULT_INTERFERENCE_BATCHES, analyse_run, beta2_label  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.core.trainer import resolve_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

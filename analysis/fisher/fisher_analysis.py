@@ -23,13 +23,13 @@ import _paths  # noqa: E402,F401
 
 import time  # noqa: E402
 
-from training.analysis_io import (add_gradient_sampling_args, analysis_parser, figure, open_run,  # noqa: E402
+from training.geometry.analysis_io import (add_gradient_sampling_args, analysis_parser, figure, open_run,  # noqa: E402
                                   save_figure, write_result)
-from training.cli import run_main  # noqa: E402
-from training.fisher import fisher_spectrum  # noqa: E402
-from training.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
-from training.optim import lambda_at  # noqa: E402
-from training.trainer import resolve_device  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.geometry.fisher import fisher_spectrum  # noqa: E402
+from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
+from training.core.optim import lambda_at  # noqa: E402
+from training.core.trainer import resolve_device  # noqa: E402
 
 
 def build_parser():

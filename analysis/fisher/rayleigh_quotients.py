@@ -32,16 +32,16 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training.analysis_io import (add_gradient_sampling_args, Run, analysis_parser, figure,  # noqa: E402
+from training.geometry.analysis_io import (add_gradient_sampling_args, Run, analysis_parser, figure,  # noqa: E402
                                   open_run, save_figure, write_result)
-from training.cli import run_main  # noqa: E402
-from training.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap,  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.geometry.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap,  # noqa: E402
                              rayleigh, rayleigh_jvp, top_eigenvectors)
-from training.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
-from training.optim import lambda_at  # noqa: E402
-from training.trainer import resolve_device  # noqa: E402
-from training.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs  # noqa: E402
-from training.trajectory import CheckpointSet, Gram, cached_gram, cos_span, pca  # noqa: E402
+from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
+from training.core.optim import lambda_at  # noqa: E402
+from training.core.trainer import resolve_device  # noqa: E402
+from training.geometry.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs  # noqa: E402
+from training.geometry.trajectory import CheckpointSet, Gram, cached_gram, cos_span, pca  # noqa: E402
 
 
 

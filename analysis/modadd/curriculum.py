@@ -12,14 +12,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
 
 
 def main() -> int:
     args = analysis_parser(__doc__).parse_args()
-    from training import modadd_analysis as ma
-    from training.modadd_report import plot_curriculum
+    from training.studies import modadd_analysis as ma
+    from training.studies.modadd_report import plot_curriculum
     run = open_run(args.run_dir)
     res = ma.curriculum(run.dir)
     path = write_result(run, "modadd_curriculum", res)

@@ -2,7 +2,7 @@
 (separator) position predicts the label y = (sum of the marked values) mod C and the number of markers m,
 after the embedding and after each block, at one checkpoint.
 
-Each probe (multinomial logistic regression, training/linear_probe.py) is fitted on --n-train seeded task
+Each probe (multinomial logistic regression, training/geometry/linear_probe.py) is fitted on --n-train seeded task
 sequences and scored on --n-test other ones (a disjoint set): the HELD-OUT accuracy is the result; the
 training accuracy is reported next to it, labelled, to show the gap (the reference reported training
 accuracy). Chance: 1/C for y, 1/(number of m values) for m, and the majority-class rate.
@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
 
 NAME = "modadd_linear_probes"
 
@@ -34,8 +34,8 @@ def main() -> int:
     args = p.parse_args()
     if args.l2 is not None and args.l2 <= 0:
         raise UserError(f"--l2 must be positive (got {args.l2})")
-    from training import modadd_analysis as ma
-    from training.modadd_report import plot_linear_probes
+    from training.studies import modadd_analysis as ma
+    from training.studies.modadd_report import plot_linear_probes
     run = open_run(args.run_dir)
     res = ma.linear_probes(run.dir, step=args.step, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                            l2=args.l2)

@@ -2,7 +2,7 @@
 early / mid / late checkpoints, with latent ablation patched at that site and propagated through the rest
 of the network; controls: reconstruction only, and as many random latents.
 
-Writes RUN/analysis/modadd_sae.json and modadd_sae.png. Formulas: training/sae.py.
+Writes RUN/analysis/modadd_sae.json and modadd_sae.png. Formulas: training/geometry/sae.py.
 
 Example:
   python analysis/modadd/sae_ablation.py --run-dir runs/modadd_quick_s0/attn_ref_s0 --steps 160,640,1440
@@ -13,8 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, open_run, parse_step_list, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
 
 
 def main() -> int:
@@ -24,8 +24,8 @@ def main() -> int:
     p.add_argument("--sae-steps", type=int, default=1500, help="SAE training steps (default 1500)")
     p.add_argument("--n-ablate", type=int, default=6, help="latents zeroed (default 6, the reference's)")
     args = p.parse_args()
-    from training import modadd_analysis as ma
-    from training.modadd_report import plot_sae
+    from training.studies import modadd_analysis as ma
+    from training.studies.modadd_report import plot_sae
     run = open_run(args.run_dir)
     steps = parse_step_list(args.steps, run.steps) if args.steps else None
     res = ma.sae_ablation(run.dir, steps=steps, layer=args.layer, sae_steps=args.sae_steps, n_ablate=args.n_ablate,

@@ -1,7 +1,7 @@
 """Per-block trajectory spectra of a modular-addition run: r90, erank, participation ratio, alignment to
 final (centred and uncentred) against the random-walk null with the same step sizes.
 
-Writes RUN/analysis/modadd_spectra.json and modadd_spectra.png. Formulas: training/exec_subspace.py.
+Writes RUN/analysis/modadd_spectra.json and modadd_spectra.png. Formulas: training/geometry/exec_subspace.py.
 
 Example:
   python analysis/modadd/spectra.py --run-dir runs/modadd_quick_s0/attn_ref_s0
@@ -12,16 +12,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
 
 
 def main() -> int:
     p = analysis_parser(__doc__)
     p.add_argument("--null-samples", type=int, default=20, help="random-walk null draws per block (default 20)")
     args = p.parse_args()
-    from training import modadd_analysis as ma
-    from training.modadd_report import plot_spectra
+    from training.studies import modadd_analysis as ma
+    from training.studies.modadd_report import plot_spectra
     run = open_run(args.run_dir)
     res = ma.spectra(run.dir, null_samples=args.null_samples, seed=args.seed)
     path = write_result(run, "modadd_spectra", res)

@@ -1,7 +1,7 @@
 """Principal angles between the top-k centred trajectory PCs of equal-shape blocks: across the layers of one
 run and, with --other-run, across two runs (e.g. two seeds), against the random overlap k/n.
 
-Writes RUN/analysis/modadd_cross_subspaces.json. Formulas: training/exec_subspace.py.
+Writes RUN/analysis/modadd_cross_subspaces.json. Formulas: training/geometry/exec_subspace.py.
 
 Example:
   python analysis/modadd/subspace_alignment.py --run-dir STUDY/attn_ref_s0 --other-run STUDY/attn_ref_s1
@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
 
 
 def main() -> int:
@@ -21,7 +21,7 @@ def main() -> int:
     p.add_argument("--other-run", help="a second run of the same architecture (e.g. another seed)")
     p.add_argument("--k", type=int, default=3, help="principal directions per block (default 3)")
     args = p.parse_args()
-    from training import modadd_analysis as ma
+    from training.studies import modadd_analysis as ma
     run = open_run(args.run_dir)
     res = ma.cross_subspaces(run.dir, args.other_run, k=args.k)
     path = write_result(run, "modadd_cross_subspaces", res)

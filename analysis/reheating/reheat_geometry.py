@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training import reheating  # noqa: E402
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.studies import reheating  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
 
 
 def main() -> int:

@@ -25,12 +25,12 @@ import _paths  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.switching import probe_readout, read_manifest, switching_geometry  # noqa: E402
-from training.trainer import resolve_device  # noqa: E402
-from training.trajectory import cached_gram, pca, select_steps  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.geometry.switching import probe_readout, read_manifest, switching_geometry  # noqa: E402
+from training.core.trainer import resolve_device  # noqa: E402
+from training.geometry.trajectory import cached_gram, pca, select_steps  # noqa: E402
 
 
 def logit_lens(run, pairs, device, progress: bool) -> dict:

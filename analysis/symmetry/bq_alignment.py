@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.symmetry_study import alignment  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.studies.symmetry_study import alignment  # noqa: E402
 
 
 def main() -> int:
@@ -39,7 +39,7 @@ def main() -> int:
     res = alignment(run.dir, run.cfg, step, args.seed)
     tok_path = run.dir / "tokenizer.json"
     if tok_path.exists():
-        from training.data_tokenizers import BPETokenizer
+        from training.core.data_tokenizers import BPETokenizer
         tok = BPETokenizer.load(tok_path)
         for layer in res["layers"]:
             layer["top_text"] = [tok.decode([t]) for t in layer["top_tokens"]]

@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.symmetry import symmetry_trajectory  # noqa: E402
-from training.symmetry_study import velocity_charge  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.geometry.symmetry import symmetry_trajectory  # noqa: E402
+from training.studies.symmetry_study import velocity_charge  # noqa: E402
 
 
 def main() -> int:

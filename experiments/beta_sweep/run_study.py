@@ -11,7 +11,7 @@ Commands (each resumable: re-running skips finished work and resumes unfinished 
            from that checkpoint with a fresh AdamW of the run's β2 into <study>/b2_<β2>/reheat/<name>
   all      train, analyse, summary, reheat, summary
 
-Steps and learning rates are the paper's; at other presets they are scaled by training/studies.py
+Steps and learning rates are the paper's; at other presets they are scaled by training/studies/common.py
 (steps × preset steps / 10,000, learning rates × preset lr / 1e-3). The protocol fields (steps, λ
 schedule, evaluation and checkpoint cadence, β2) cannot be --set: the study fixes them.
 
@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import _paths  # noqa: E402,F401
 
-from training import beta_sweep as bs  # noqa: E402
-from training import runio, studies  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.studies import beta_sweep as bs  # noqa: E402
+from training.core import runio  # noqa: E402
+from training.studies import common as studies  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
 
 COMMANDS = ("train", "analyse", "summary", "reheat", "all")
 ANALYSIS_SCRIPT = ROOT / "analysis" / "beta_sweep" / "beta_summary.py"
@@ -253,7 +254,7 @@ def save_png(fig, path: Path) -> Path:
 
 
 def plot_all(result, out_dir: Path) -> list[Path]:
-    from training.analysis_io import figure
+    from training.geometry.analysis_io import figure
     rows = result["table"]
     x = list(range(len(rows)))
     labels = [bs.beta2_label(r["beta2"]) for r in rows]

@@ -10,9 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.runio import read_json  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.core.runio import read_json  # noqa: E402
 
 
 def main() -> int:
@@ -24,7 +24,7 @@ def main() -> int:
     res_path = root / "analysis" / "modadd_study.json"
     if not res_path.exists():
         raise UserError(f"{res_path} does not exist; run experiments/modadd/run_study.py first")
-    from training.modadd_report import write_report
+    from training.studies.modadd_report import write_report
     print(f"wrote {write_report(read_json(res_path, 'study result'), root)}")
     return 0
 

@@ -20,12 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training import modadd_study as ms  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.config import parse_override  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.runio import atomic_write_json  # noqa: E402
-from training.studies import add_jobs_arg, study_parser  # noqa: E402
+from training.studies import modadd_study as ms  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.config import parse_override  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.core.runio import atomic_write_json  # noqa: E402
+from training.studies.common import add_jobs_arg, study_parser  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -73,7 +73,7 @@ def main() -> int:
     res["protocol"] = {"sizes": ms.SIZES[args.preset], "analysis": ms.ANALYSIS[args.preset], "overrides": args.set,
                        "runs": {s.name: dict(s.changes) for s in ms.run_specs(args.seed)}}
     atomic_write_json(root / "analysis" / f"{ms.RESULT}.json", res)
-    from training.modadd_report import write_report
+    from training.studies.modadd_report import write_report
     path = write_report(res, root)
     for key, h in res["headline"].items():
         if isinstance(h, dict) and "verdict" in h:

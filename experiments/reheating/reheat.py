@@ -7,7 +7,7 @@ the optimizer moments saved at that step (--moments saved; the last checkpoint's
 need a run trained with --set keep_optimizer_states=true), constant λ, linear warmup then cosine to the
 floor, an evaluation and a checkpoint every --eval-every steps, and a data stream of its own (never the
 original run's batch order). Defaults are the paper's protocol scaled to the run's preset
-(training/studies.py): paper 2000 steps, warmup 200, λ 4, lrs 1e-3,6e-4,3e-4, eval every 200; quick 120,
+(training/studies/common.py): paper 2000 steps, warmup 200, λ 4, lrs 1e-3,6e-4,3e-4, eval every 200; quick 120,
 12, 2, 3e-3,1.8e-3,9e-4, 12. On a CPU the runs train side by side, one process each (--jobs; small models use
 one core better than two); on a GPU one after another. Finished runs are skipped and interrupted ones resumed,
 so re-running the command completes the set.
@@ -23,11 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training import reheating, runio, studies  # noqa: E402
-from training.analysis_io import open_run  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.config import parse_override  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.studies import reheating, common as studies  # noqa: E402
+from training.core import runio  # noqa: E402
+from training.geometry.analysis_io import open_run  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.config import parse_override  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
 
 
 def main() -> int:

@@ -23,12 +23,12 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training import sgd_controls as sc  # noqa: E402
-from training.analysis_io import figure, save_figure, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.config import parse_override  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.studies import (RunJob, add_jobs_arg, refuse_protocol_overrides, study_base_config, study_dir,  # noqa: E402
+from training.studies import sgd_controls as sc  # noqa: E402
+from training.geometry.analysis_io import figure, save_figure, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.config import parse_override  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.studies.common import (RunJob, add_jobs_arg, refuse_protocol_overrides, study_base_config, study_dir,  # noqa: E402
                               study_parser, train_runs)
 
 RESULT = "sgd_control_results"

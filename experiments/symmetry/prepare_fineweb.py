@@ -5,7 +5,7 @@ Streams the Hugging Face dataset HuggingFaceFW/fineweb-edu (config sample-10BT b
 document with the GPT-2 encoding (tiktoken), prefixes each with <|endoftext|>, and writes shards of
 --shard-tokens tokens: the first shard is the validation split (fineweb_val_000000.bin), the rest training
 shards (fineweb_train_000001.bin, ...). Each shard is a 256-int32 header (magic 20240520, version 1, token
-count) followed by uint16 ids (training/fineweb.py reads them; train with --set corpus=fineweb
+count) followed by uint16 ids (training/core/fineweb.py reads them; train with --set corpus=fineweb
 --set corpus_path=OUT or one of the presets 124m, 355m, 774m, 1.3b).
 
 Examples:
@@ -22,9 +22,9 @@ import _paths  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 
-from training.cli import run_main  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.fineweb import write_shard  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.core.fineweb import write_shard  # noqa: E402
 
 
 def parse_args(argv=None):

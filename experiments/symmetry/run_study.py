@@ -4,7 +4,7 @@
 Trains every run into STUDY/<optimizer>_<arm>, side by side on a CPU (--jobs; finished runs are skipped,
 unfinished ones resumed exactly), then writes STUDY/analysis/symmetry_results.json (every number), STUDY/report.md (the
 results table next to the seed's headline numbers, and what this toolkit confirms or not) and
-STUDY/analysis/curves.png. See training/symmetry_study.py for the protocol.
+STUDY/analysis/curves.png. See training/studies/symmetry_study.py for the protocol.
 
 Examples:
   python experiments/symmetry/run_study.py                          # CPU size, minutes on 2 cores
@@ -20,13 +20,13 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training import symmetry_study as ss  # noqa: E402
-from training.analysis_io import figure, save_figure, write_result  # noqa: E402
-from training.cli import run_main  # noqa: E402
-from training.config import parse_override  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.runio import atomic_write_text  # noqa: E402
-from training.studies import RunJob, add_jobs_arg, refuse_protocol_overrides, train_runs  # noqa: E402
+from training.studies import symmetry_study as ss  # noqa: E402
+from training.geometry.analysis_io import figure, save_figure, write_result  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
+from training.core.config import parse_override  # noqa: E402
+from training.core.errors import UserError  # noqa: E402
+from training.core.runio import atomic_write_text  # noqa: E402
+from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overrides, train_runs  # noqa: E402
 
 
 def parse_args(argv=None):

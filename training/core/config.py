@@ -1,0 +1,446 @@
+"""Run configuration: one dataclass, three presets, JSON round trip and validation.
+
+Every knob of a training run lives in :class:`Config`. A run directory stores the resolved config in
+``config.json``; :func:`Config.from_dict` reads it back exactly. :meth:`Config.validate` rejects
+impossible settings with a one-line :class:`~training.core.errors.UserError`.
+
+Presets (DESIGN §5):
+
+* ``test``  -- a few-thousand-parameter model for unit and end-to-end tests (seconds on a CPU);
+* ``quick`` -- the embedded offline default: synthetic stories, a trained byte-level BPE, a small
+  model whose whole run takes a few minutes on a laptop CPU;
+* ``paper`` -- the setup of the paper (seed 001, Table 1; reference §3.2): 8 layers, d_model 512,
+  GPT-2 BPE, TinyStories, AdamW(0.9, 0.95), 10,000 steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from training.core.errors import UserError
+
+CORPORA = ("synthetic", "tinystories", "files", "fineweb")
+TOKENIZERS = ("gpt2", "bpe")
+WINDOWS = ("story", "packed")
+ATTENTION = ("sdpa", "math")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+TASKS = ("lm_probe", "modadd")
+
+# Fields that do not change what is computed (where it runs, where it is written); they are left
+# out of the config hash so that a run can be resumed on another device or from a moved directory.
+NOT_HASHED = ("out_dir", "device", "compile", "cache_dir", "progress", "ckpt_contents", "ckpt_dtype", "ckpt_shards",
+              "async_checkpoints")
+CKPT_CONTENTS = ("full", "trunk")
+CKPT_DTYPES = ("fp32", "bf16")
+
+
+@dataclass
+class Config:
+    # --- model (DESIGN §5) ---
+    n_layer: int = 8
+    d_model: int = 512
+    n_head: int = 16
+    d_ff: int = 2048
+    seq_len: int = 256
+    dropout: float = 0.0
+    attn_only: bool = False          # blocks without an MLP (no dead parameters)
+    attention: str = "sdpa"          # "sdpa" for training, "math" for forward-mode / 2nd-order analyses
+    init_std: float = 0.02
+
+    # --- data ---
+    corpus: str = "tinystories"      # synthetic | tinystories | files
+    corpus_path: str = ""            # for corpus=files: a .txt, .jsonl or .parquet file (or a directory of them)
+    corpus_seed: int = 0             # synthetic corpus generation seed
+    n_train_docs: int = 200_000      # stories used for training (first N, as the reference)
+    n_val_docs: int = 5_000          # held-out stories used for val_loss
+    min_doc_chars: int = 40
+    tokenizer: str = "gpt2"          # gpt2 (tiktoken) | bpe (byte-level BPE trained on this corpus)
+    bpe_vocab_size: int = 4096
+    window: str = "story"            # story: one story per window, EOS-padded; packed: contiguous token stream
+    cache_dir: str = ""              # token cache; "" = <repo>/.cache
+
+    # --- probe task (reference §2) ---
+    p_probe: float = 0.10
+    n_codewords: int = 512
+    codeword_seed: int = 42
+    train_gap: tuple[int, int] = (5, 30)
+    eval_in_gap: tuple[int, int] = (5, 30)
+    eval_ood_gap: tuple[int, int] = (80, 200)
+    n_probe_eval: int = 2000         # examples in each fixed probe evaluation set
+    eval_seed: int = 1234            # seeds the fixed eval sets; independent of the training seed
+
+    # --- task: "lm_probe" (stories + probe, above) or "modadd" (marker modular addition, training/core/modadd.py)
+    task: str = "lm_probe"
+    modadd_T: int = 16               # body length; the model sees T tokens + a separator (seq_len must be T + 1)
+    modadd_classes: int = 8          # C: values and labels are the tokens 0..C-1
+    modadd_vocab: int = 256          # body vocabulary; the separator is token id modadd_vocab
+    modadd_marker_offset: int = 100  # the i-th marker is token marker_offset + i
+    modadd_m_min: int = 1            # marked positions per sequence: m in [m_min, m_max]
+    modadd_m_max: int = 4
+    modadd_mode: str = "reference"   # reference (label leaks through value tokens) | strict (markers needed)
+    modadd_value_distractor_p: float = 0.5   # strict mode: chance that a distractor slot holds a value token
+    modadd_schedule: str = "mixed"   # mixed (m uniform per batch) | curriculum (m = m_min..m_max in blocks)
+    modadd_stage_steps: int = 0      # curriculum stage length; 0 = steps / number of stages
+    modadd_reset_optimizer: bool = True   # curriculum: fresh optimizer state at every stage (as the reference)
+    modadd_shared_positions: bool = True  # one position set per batch (reference) or one per sequence
+    modadd_n_eval: int = 512         # fixed evaluation sequences per m (seeded by eval_seed)
+
+    # --- optimisation ---
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    wd: float = 0.5
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    momentum: float = 0.9            # SGD variants with momentum
+    warmup: int = 1500
+    steps: int = 10_000
+    lr_floor: float = 0.1            # cosine clamped at this fraction of the peak
+    batch_size: int = 64             # micro-batch (sequences)
+    grad_accum: int = 2
+    grad_clip: float = 1.0           # global norm; 0 disables
+
+    # --- ECD / SOAP (training/core/ecd.py, training/core/optim.py): for ECD, lr is its Δt̂ and wd its coupled L2 decay
+    ecd_eta: float = 100.0           # concentration η (reference runs: 100)
+    ecd_F0: float = 2.0              # loss offset; steps with loss <= F0 are skipped (reference runs: 2)
+    ecd_nu: float = 0.0              # bounce amplitude ν (0 in every reference run)
+    ecd_projection: str = "per_tensor"   # per_tensor (the reference code) | global (conserves the Noether charge)
+    ecd_seed: Optional[int] = None   # bounce-noise seed; None = seed
+    soap_precondition_frequency: int = 10
+
+    # --- disordered attention (training/core/model.py; reference modadd_ecd §B.6): non-learned random q/k/v biases
+    attn_disorder: str = "none"      # none | q | qk | qv | qkv: which of bQ, bK, bV are added
+    attn_bq_mean: float = 0.5        # bQ ~ mean + std_i * N(0, 1), std_i = linspace(first, last, head_dim)
+    attn_bq_std_first: float = 0.05
+    attn_bq_std_last: float = 0.15
+    attn_bk_mean: float = 0.3        # bK cancels in the softmax (a no-op kept for the reference's runs)
+    attn_bk_std_first: float = 0.12
+    attn_bk_std_last: float = 0.08
+    attn_bv_mean: float = 0.0
+    attn_bv_std_first: float = 0.05
+    attn_bv_std_last: float = 0.05
+    attn_bias_seed: Optional[int] = None   # seed of the bias draws; None = seed
+    attn_bias_eval: str = "mean"     # evaluation bias: mean | last (the last training draw, reference) | resample
+
+    # --- composite loss L_LM + lambda * L_probe (reference §3.5) ---
+    lambda_probe: float = 2.0
+    lambda_probe2: Optional[float] = 4.0   # None = same as lambda_probe
+    lambda_step: int = 4000
+
+    # --- evaluation and checkpoints ---
+    eval_every: int = 200
+    ckpt_every: int = 200
+    ckpt_dense: tuple[tuple[int, int, int], ...] = ()   # extra (from, to, every) checkpoint windows
+    n_val_seqs: int = 1280           # fixed validation windows for val_loss
+    eval_batch_size: int = 128
+    early_stop: bool = False         # stop once the last 5 p_ood values are all >= 0.8 (off by default)
+
+    # --- run ---
+    seed: int = 42
+    data_seed: Optional[int] = None  # seeds the training data stream; None = seed
+    init_from: str = ""              # start from these weights with a fresh optimizer (reheating)
+    init_optimizer: str = ""         # with init_from: also load the optimizer moments from this state file
+    keep_optimizer_states: bool = False   # also write state/optimizer_step_XXXXXX.pt at every checkpoint
+    # checkpoint storage for long sweeps (runio.save_checkpoint); the resume state then keeps full fp32 weights
+    ckpt_contents: str = "full"      # full | trunk (the trunk matrices only: trajectory analyses, not model ones)
+    ckpt_dtype: str = "fp32"         # fp32 | bf16 (half the bytes; drift analyses refuse it: below bf16 resolution)
+    ckpt_shards: bool = False        # one file per block (+ one for the rest) so per-block analyses read only theirs
+    async_checkpoints: Optional[bool] = None   # write checkpoints on a background thread; None = on CUDA only
+    device: str = "auto"
+    precision: str = "auto"          # auto = bf16 autocast on CUDA, fp32 elsewhere
+    compile: bool = False
+    vocab_multiple: int = 1          # pad the embedding / head rows to a multiple of this (64 on GPUs); logits are
+                                     # sliced back to the real vocabulary, so the loss is that of the unpadded model
+    progress: bool = True
+    out_dir: str = ""
+    preset: str = ""
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def lambda_after(self) -> float:
+        return self.lambda_probe if self.lambda_probe2 is None else self.lambda_probe2
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.seq_len
+
+    @property
+    def effective_data_seed(self) -> int:
+        """Seed of the training data stream.
+
+        A run started from another run's weights (``init_from``, reheating) must not replay the original
+        run's batches, so without an explicit ``data_seed`` its stream is keyed by (seed, checkpoint file)
+        instead of by the seed alone.
+        """
+        if self.data_seed is not None:
+            return self.data_seed
+        if self.init_from:
+            key = f"{self.seed}:{Path(self.init_from).parent.parent.name}/{Path(self.init_from).name}"
+            return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little") & 0x7FFFFFFF
+        return self.seed
+
+    # ------------------------------------------------------------------ JSON round trip
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = json.loads(json.dumps(v))   # nested tuples -> lists
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown config field(s): {', '.join(unknown)}")
+        kwargs = {k: _coerce(k, v) for k, v in d.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"config is not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(d, dict):
+            raise UserError("config JSON must be an object of field: value pairs")
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def hash(self) -> str:
+        """Short hash of everything that determines the computation (not where it runs or is written)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED
+             and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "Config":
+        """Raise UserError with a one-line message for the first impossible setting; return self."""
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise UserError(msg)
+
+        for name in ("n_layer", "d_model", "n_head", "d_ff", "seq_len", "steps", "batch_size", "grad_accum",
+                     "eval_every", "ckpt_every", "n_val_seqs", "eval_batch_size", "n_codewords", "n_probe_eval",
+                     "n_train_docs", "n_val_docs", "bpe_vocab_size"):
+            need(getattr(self, name) > 0, f"{name} must be a positive integer (got {getattr(self, name)})")
+        need(self.d_model % self.n_head == 0,
+             f"n_head={self.n_head} does not divide d_model={self.d_model}")
+        from training.core.optim import OPTIMIZERS   # the registry; imported here to avoid a cycle
+        need(self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
+        need(self.corpus in CORPORA, f"unknown corpus '{self.corpus}' (choose from {', '.join(CORPORA)})")
+        need(self.tokenizer in TOKENIZERS, f"unknown tokenizer '{self.tokenizer}' (choose from {', '.join(TOKENIZERS)})")
+        need(self.window in WINDOWS, f"unknown window '{self.window}' (choose from {', '.join(WINDOWS)})")
+        need(self.attention in ATTENTION, f"unknown attention '{self.attention}' (choose from {', '.join(ATTENTION)})")
+        need(self.device in DEVICES, f"unknown device '{self.device}' (choose from {', '.join(DEVICES)})")
+        need(self.precision in PRECISIONS, f"unknown precision '{self.precision}' (choose from {', '.join(PRECISIONS)})")
+        need(self.ckpt_contents in CKPT_CONTENTS,
+             f"unknown ckpt_contents '{self.ckpt_contents}' (choose from {', '.join(CKPT_CONTENTS)})")
+        need(self.ckpt_dtype in CKPT_DTYPES, f"unknown ckpt_dtype '{self.ckpt_dtype}' (choose from {', '.join(CKPT_DTYPES)})")
+        need(self.vocab_multiple >= 1, f"vocab_multiple must be a positive integer (got {self.vocab_multiple})")
+        need(self.corpus != "files" or bool(self.corpus_path), "corpus=files needs corpus_path (a .txt, .jsonl or .parquet file)")
+        need(self.corpus != "fineweb" or (bool(self.corpus_path) and self.tokenizer == "gpt2"),
+             "corpus=fineweb needs corpus_path (a directory of *_train_*.bin / *_val_*.bin token shards) and tokenizer=gpt2")
+        need(self.ecd_eta > 0, f"ecd_eta must be positive (got {self.ecd_eta})")
+        need(self.ecd_nu >= 0, f"ecd_nu must be >= 0 (got {self.ecd_nu})")
+        need(self.ecd_projection in ("per_tensor", "global"),
+             f"unknown ecd_projection '{self.ecd_projection}' (choose from per_tensor, global)")
+        need(self.attn_disorder in ("none", "q", "qk", "qv", "qkv"),
+             f"unknown attn_disorder '{self.attn_disorder}' (choose from none, q, qk, qv, qkv)")
+        need(self.attn_bias_eval in ("mean", "last", "resample"),
+             f"unknown attn_bias_eval '{self.attn_bias_eval}' (choose from mean, last, resample)")
+        need(min(self.attn_bq_std_first, self.attn_bq_std_last, self.attn_bk_std_first, self.attn_bk_std_last,
+                 self.attn_bv_std_first, self.attn_bv_std_last) >= 0, "attention-bias std values must be >= 0")
+        need(self.soap_precondition_frequency > 0,
+             f"soap_precondition_frequency must be positive (got {self.soap_precondition_frequency})")
+        need(self.tokenizer != "bpe" or self.bpe_vocab_size >= 512,
+             f"bpe_vocab_size must be at least 512 (got {self.bpe_vocab_size})")
+        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1) (got {self.dropout})")
+        need(self.init_std > 0, f"init_std must be positive (got {self.init_std})")
+        need(self.lr > 0, f"lr must be positive (got {self.lr})")
+        need(self.wd >= 0, f"wd must be >= 0 (got {self.wd})")
+        need(0.0 <= self.beta1 < 1.0, f"beta1 must be in [0, 1) (got {self.beta1})")
+        need(0.0 <= self.beta2 < 1.0, f"beta2 must be in [0, 1) (got {self.beta2})")
+        need(self.eps > 0, f"eps must be positive (got {self.eps})")
+        need(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1) (got {self.momentum})")
+        need(0 <= self.warmup <= self.steps, f"warmup must be in [0, steps={self.steps}] (got {self.warmup})")
+        need(0.0 <= self.lr_floor <= 1.0, f"lr_floor must be in [0, 1] (got {self.lr_floor})")
+        need(self.grad_clip >= 0, f"grad_clip must be >= 0 (got {self.grad_clip})")
+        need(0.0 <= self.p_probe <= 1.0, f"p_probe must be in [0, 1] (got {self.p_probe})")
+        need(self.lambda_probe >= 0 and self.lambda_after >= 0, "lambda_probe and lambda_probe2 must be >= 0")
+        need(0 <= self.lambda_step <= self.steps,
+             f"lambda_step={self.lambda_step} is outside the run's steps [0, {self.steps}]")
+        need(self.task in TASKS, f"unknown task '{self.task}' (choose from {', '.join(TASKS)})")
+        if self.task == "modadd":
+            from training.core.modadd import validate_modadd
+            validate_modadd(self)
+        for name in ("train_gap", "eval_in_gap", "eval_ood_gap") if self.task == "lm_probe" else ():
+            lo, hi = getattr(self, name)
+            need(0 <= lo <= hi, f"{name} must be (lo, hi) with 0 <= lo <= hi (got ({lo}, {hi}))")
+            # key (<= 8 tokens) + gap + query (<= 8 tokens) + a short prefix must fit in one window
+            need(hi + _PROBE_OVERHEAD <= self.seq_len,
+                 f"{name} up to {hi} cannot fit seq_len={self.seq_len}: need seq_len >= {hi + _PROBE_OVERHEAD}")
+        need(not self.init_optimizer or bool(self.init_from),
+             "init_optimizer (saved optimizer moments) needs init_from (the weights of the same step)")
+        for w in self.ckpt_dense:
+            need(len(w) == 3 and 0 <= w[0] <= w[1] and w[2] > 0,
+                 f"ckpt_dense window {tuple(w)} must be (from, to, every) with from <= to and every > 0")
+        return self
+
+
+# Probe sequence budget beyond the gap: the longest key and query template (<= 12 tokens each with a
+# byte-level BPE on plain English) plus at least a 2-token prefix and one target.
+_PROBE_OVERHEAD = 28
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn JSON values back into the dataclass field's Python type (lists -> tuples)."""
+    hints = typing.get_type_hints(Config)
+    t = hints[name]
+    if value is None:
+        return None
+    origin = typing.get_origin(t)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config field {name} must be a list, got {value!r}")
+        args = typing.get_args(t)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(tuple(int(x) for x in item) for item in value)
+        return tuple(int(x) for x in value)
+    if origin is typing.Union:   # Optional[X]
+        t = [a for a in typing.get_args(t) if a is not type(None)][0]
+    try:
+        if t is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if t is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if t is float:
+            return float(value)
+        if t is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"config field {name} expects {t.__name__}, got {value!r}") from None
+    return value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``key=value`` (a command-line ``--set``) into a typed (field, value) pair."""
+    if "=" not in item:
+        raise UserError(f"--set expects key=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    key = key.strip().replace("-", "_")
+    known = {f.name for f in dataclasses.fields(Config)}
+    if key not in known:
+        raise UserError(f"--set: unknown config field '{key}'")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if raw.lower() in ("none", "null"):
+        value = None
+    return key, _coerce(key, value)
+
+
+# ---------------------------------------------------------------------------- presets
+def _paper() -> Config:
+    # Exactly DESIGN §5 / reference §3.2: the dataclass defaults are the paper's values.
+    return Config(preset="paper")
+
+
+def _quick() -> Config:
+    # Sized so the whole run finishes in a few minutes on a 2-core CPU while val_loss falls far from
+    # ln(V) and the in-distribution probe is learned well above chance. OOD gaps are scaled with the
+    # shorter window (the paper's 80-200 needs seq_len 256).
+    return Config(
+        preset="quick",
+        n_layer=3, d_model=128, n_head=4, d_ff=512, seq_len=128,
+        corpus="synthetic", n_train_docs=20_000, n_val_docs=1_000, tokenizer="bpe", bpe_vocab_size=2048,
+        window="packed",
+        p_probe=0.25, n_codewords=64, eval_ood_gap=(60, 95), n_probe_eval=192,
+        lr=3e-3, wd=0.1, warmup=50, steps=600, batch_size=24, grad_accum=1,
+        lambda_probe=1.0, lambda_probe2=2.0, lambda_step=300,
+        eval_every=20, ckpt_every=20, n_val_seqs=192, eval_batch_size=64,
+    )
+
+
+def _test() -> Config:
+    return Config(
+        preset="test",
+        n_layer=2, d_model=32, n_head=2, d_ff=64, seq_len=64,
+        corpus="synthetic", n_train_docs=600, n_val_docs=60, tokenizer="bpe", bpe_vocab_size=512,
+        window="packed",
+        p_probe=0.25, n_codewords=16, eval_ood_gap=(30, 34), n_probe_eval=32,
+        lr=3e-3, wd=0.1, warmup=4, steps=20, batch_size=8, grad_accum=2,
+        lambda_probe=1.0, lambda_probe2=2.0, lambda_step=10,
+        eval_every=5, ckpt_every=5, n_val_seqs=16, eval_batch_size=16, progress=False,
+    )
+
+
+def _gpt2_size(name: str, n_layer: int, n_head: int, d_model: int):
+    """The seed-004 model sizes (GPT-2 shapes) on FineWeb token shards, with the reference runs' schedule:
+    context 512, 8 sequences per update, constant learning rate, no clipping, no probe, ECD (Δt̂ 1, η 100,
+    F0 2), 122,070 updates (500M tokens); corpus_path must point at the shards (prepare_fineweb.py)."""
+    def build() -> Config:
+        return Config(preset=name, n_layer=n_layer, n_head=n_head, d_model=d_model, d_ff=4 * d_model, seq_len=512,
+                      corpus="fineweb", corpus_path="data/fineweb10B", tokenizer="gpt2", window="packed",
+                      p_probe=0.0, lambda_probe=0.0, lambda_probe2=None, lambda_step=0,
+                      train_gap=(5, 30), eval_in_gap=(5, 30), eval_ood_gap=(80, 200), n_probe_eval=8,
+                      optimizer="ecd", lr=1.0, wd=0.0, warmup=0, lr_floor=1.0, grad_clip=0.0,
+                      steps=122_070, batch_size=8, grad_accum=1, eval_every=1000, ckpt_every=1000,
+                      n_val_seqs=64, eval_batch_size=8)
+    return build
+
+
+PRESETS = {"test": _test, "quick": _quick, "paper": _paper,
+           "124m": _gpt2_size("124m", 12, 12, 768), "355m": _gpt2_size("355m", 24, 16, 1024),
+           "774m": _gpt2_size("774m", 36, 20, 1280), "1.3b": _gpt2_size("1.3b", 48, 25, 1600)}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    return PRESETS[name]()
+
+
+def checkpoint_steps(cfg: Config) -> list[int]:
+    """All steps at which a checkpoint is written: 0, every ckpt_every, dense windows, the last step."""
+    steps = set(range(0, cfg.steps + 1, cfg.ckpt_every))
+    for lo, hi, every in cfg.ckpt_dense:
+        steps.update(s for s in range(lo, min(hi, cfg.steps) + 1, every))
+    steps.add(cfg.steps)
+    return sorted(steps)
+
+
+def eval_steps(cfg: Config) -> list[int]:
+    """Steps with an evaluation: 0, every eval_every, and the last step."""
+    return sorted(set(range(0, cfg.steps + 1, cfg.eval_every)) | {cfg.steps})
+
+
+# Fields added after runs had been published (the task, modular addition, ECD/SOAP, attention disorder,
+# vocabulary padding): hashed only when they differ from their defaults, so earlier runs keep their hashes.
+_LATER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)
+                   if f.name in ("task", "vocab_multiple")
+                   or f.name.startswith(("modadd_", "ecd_", "soap_", "attn_disorder", "attn_b"))}

@@ -1,0 +1,318 @@
+"""Marker-based modular addition (the task of seed 002, bubble-modadd; reference part A.2, C.1).
+
+A sequence has a body of T tokens. m positions p_1 < ... < p_m in [1, T-2] (gaps of at least 2, so a
+marker never sits on another marker's value) carry the marker token ``marker_offset + i`` and the next
+position p_i + 1 a value token v_i in 0..C-1. Every other slot is a distractor. The label is
+(v_1 + ... + v_m) mod C.
+
+Two modes:
+
+* ``reference`` -- the generator of the reference code: distractors are drawn uniformly from every body
+  token except the value tokens and the markers in use. Value tokens therefore occur only right after
+  markers, and the label equals the sum of *all* tokens below C (mod C): the task leaks, the markers are
+  not needed. This is kept on purpose, as documented behaviour, to reproduce the reference.
+* ``strict`` -- each distractor slot holds a uniformly drawn value token with probability
+  ``modadd_value_distractor_p`` (else a token of the reference pool), so value tokens also occur away
+  from the markers and only the markers say which values count.
+
+Readout (a documented departure from the reference, which puts a C-way classifier on position T-1):
+the body is followed by a separator token (id ``modadd_vocab``) and the answer is read through the
+model's ordinary LM head at the separator position -- the next-token prediction there is the answer
+slot. The loss is the cross-entropy of that one prediction over the whole vocabulary and the accuracy
+its argmax. No extra head is needed, so the model is the toolkit's GPT unchanged (``seq_len = T + 1``);
+the readout position also never holds a value token, unlike the reference's T-1 slot.
+
+Batches are a pure function of (data seed, step, micro-batch), as for the LM task, so runs resume
+exactly. ``mixed`` draws m uniformly per batch; ``curriculum`` trains m = m_min, ..., m_max in blocks of
+``modadd_stage_steps`` and, with ``modadd_reset_optimizer``, restarts the optimizer state at every stage
+(the reference re-creates AdamW per stage). With ``modadd_shared_positions`` (the reference) the whole
+batch shares m and one position set; otherwise positions are drawn per sequence.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.core.errors import UserError
+
+MODES = ("reference", "strict")
+SCHEDULES = ("mixed", "curriculum")
+EVAL_CHUNK = 32          # an eval set is drawn in chunks of this size, each with its own position set
+
+
+# ---------------------------------------------------------------------------- the generator
+@dataclass(frozen=True)
+class ModAddSpec:
+    T: int = 16
+    C: int = 8
+    V: int = 256
+    marker_offset: int = 100
+    mode: str = "reference"
+    value_p: float = 0.5
+
+    @property
+    def sep(self) -> int:
+        return self.V
+
+    @property
+    def vocab_size(self) -> int:
+        return self.V + 1
+
+    def markers(self, m: int) -> np.ndarray:
+        return self.marker_offset + np.arange(m)
+
+    def distractor_pool(self, m: int) -> np.ndarray:
+        """Body tokens a reference-mode distractor can take: not a value, not one of the m markers in use."""
+        ids = np.arange(self.C, self.V)
+        return ids[~np.isin(ids, self.markers(m))]
+
+    def max_m(self) -> int:
+        return (self.T - 1) // 2       # 2m - 1 <= T - 2 positions with gaps >= 2
+
+
+def sample_positions(rng: np.random.Generator, T: int, m: int, n: int) -> np.ndarray:
+    """(n, m) sorted marker positions in [1, T-2], consecutive ones at least 2 apart (rejection sampling)."""
+    out = np.empty((n, m), dtype=np.int64)
+    todo = np.arange(n)
+    while len(todo):
+        draw = np.sort(np.stack([rng.choice(T - 2, size=m, replace=False) for _ in todo]) + 1, axis=1)
+        ok = np.all(np.diff(draw, axis=1) >= 2, axis=1) if m > 1 else np.ones(len(todo), bool)
+        out[todo[ok]] = draw[ok]
+        todo = todo[~ok]
+    return out
+
+
+@dataclass
+class Example:
+    """A batch of task sequences: inputs (n, T+1) ending in the separator, labels, where the markers are."""
+
+    x: torch.Tensor          # (n, T+1) int64
+    label: torch.Tensor      # (n,) int64 in 0..C-1
+    positions: torch.Tensor  # (n, m) marker positions; values sit at positions + 1
+    values: torch.Tensor     # (n, m)
+    m: int
+
+    def targets(self) -> torch.Tensor:
+        """LM targets (n, T+1): ignored everywhere but the answer slot (the separator position)."""
+        y = torch.full_like(self.x, -100)
+        y[:, -1] = self.label
+        return y
+
+    def batch(self):
+        from training.core.data import Batch
+        return Batch(self.x, self.targets(), torch.zeros_like(self.x, dtype=torch.bool))
+
+    def slice(self, a: int, b: int) -> "Example":
+        return Example(self.x[a:b], self.label[a:b], self.positions[a:b], self.values[a:b], self.m)
+
+    def value_mask(self) -> torch.Tensor:
+        """(n, T+1) bool, True at the value slots p_i + 1."""
+        mask = torch.zeros_like(self.x, dtype=torch.bool)
+        mask.scatter_(1, self.positions + 1, True)
+        return mask
+
+
+def generate(spec: ModAddSpec, rng: np.random.Generator, n: int, m: int, shared_positions: bool = True) -> Example:
+    """n sequences with m markers, drawn from ``rng`` in a fixed order (distractors, positions, values)."""
+    if not 1 <= m <= spec.max_m():
+        raise UserError(f"m={m} markers do not fit a body of T={spec.T} (at most {spec.max_m()})")
+    pool = spec.distractor_pool(m)
+    body = pool[rng.integers(0, len(pool), size=(n, spec.T))]
+    if spec.mode == "strict":
+        as_value = rng.random((n, spec.T)) < spec.value_p
+        body = np.where(as_value, rng.integers(0, spec.C, size=(n, spec.T)), body)
+    if shared_positions:
+        pos = np.repeat(sample_positions(rng, spec.T, m, 1), n, axis=0)
+    else:
+        pos = sample_positions(rng, spec.T, m, n)
+    vals = rng.integers(0, spec.C, size=(n, m))
+    rows = np.arange(n)[:, None]
+    body[rows, pos] = spec.markers(m)[None, :]
+    body[rows, pos + 1] = vals
+    x = np.concatenate([body, np.full((n, 1), spec.sep)], axis=1).astype(np.int64)
+    label = vals.sum(axis=1) % spec.C
+    return Example(torch.from_numpy(x), torch.from_numpy(label.astype(np.int64)), torch.from_numpy(pos),
+                   torch.from_numpy(vals.astype(np.int64)), m)
+
+
+def leak_prediction(x: torch.Tensor, C: int) -> torch.Tensor:
+    """(sum of every body token below C) mod C: equal to the label in reference mode (the leak)."""
+    body = x[:, :-1]
+    return (body * (body < C)).sum(dim=1) % C
+
+
+# ---------------------------------------------------------------------------- config plumbing
+def spec_from_config(cfg, mode: str | None = None) -> ModAddSpec:
+    return ModAddSpec(cfg.modadd_T, cfg.modadd_classes, cfg.modadd_vocab, cfg.modadd_marker_offset,
+                      mode or cfg.modadd_mode, cfg.modadd_value_distractor_p)
+
+
+def validate_modadd(cfg) -> None:
+    """One-line errors for impossible task settings (called by Config.validate when task = modadd)."""
+    def need(cond, msg):
+        if not cond:
+            raise UserError(msg)
+    need(cfg.modadd_mode in MODES, f"unknown modadd_mode '{cfg.modadd_mode}' (choose from {', '.join(MODES)})")
+    need(cfg.modadd_schedule in SCHEDULES,
+         f"unknown modadd_schedule '{cfg.modadd_schedule}' (choose from {', '.join(SCHEDULES)})")
+    need(cfg.modadd_T >= 4, f"modadd_T must be at least 4 (got {cfg.modadd_T})")
+    need(cfg.seq_len == cfg.modadd_T + 1,
+         f"seq_len must be modadd_T + 1 = {cfg.modadd_T + 1} (the body plus the separator); got {cfg.seq_len}")
+    need(cfg.modadd_classes >= 2, f"modadd_classes must be at least 2 (got {cfg.modadd_classes})")
+    need(1 <= cfg.modadd_m_min <= cfg.modadd_m_max <= (cfg.modadd_T - 1) // 2,
+         f"need 1 <= modadd_m_min <= modadd_m_max <= {(cfg.modadd_T - 1) // 2} for T={cfg.modadd_T} "
+         f"(got {cfg.modadd_m_min}..{cfg.modadd_m_max})")
+    need(cfg.modadd_classes <= cfg.modadd_marker_offset
+         and cfg.modadd_marker_offset + cfg.modadd_m_max <= cfg.modadd_vocab,
+         f"markers {cfg.modadd_marker_offset}..{cfg.modadd_marker_offset + cfg.modadd_m_max - 1} must lie between "
+         f"the values 0..{cfg.modadd_classes - 1} and modadd_vocab={cfg.modadd_vocab}")
+    need(cfg.modadd_vocab - cfg.modadd_classes - cfg.modadd_m_max >= 1, "modadd_vocab leaves no distractor tokens")
+    need(0.0 <= cfg.modadd_value_distractor_p <= 1.0,
+         f"modadd_value_distractor_p must be in [0, 1] (got {cfg.modadd_value_distractor_p})")
+    need(cfg.modadd_stage_steps >= 0, f"modadd_stage_steps must be >= 0 (got {cfg.modadd_stage_steps})")
+    need(cfg.modadd_n_eval > 0, f"modadd_n_eval must be positive (got {cfg.modadd_n_eval})")
+
+
+def modadd_config(base=None, **changes):
+    """A Config for the task: ``base`` (default: the test preset's optimisation fields) with the task switched on.
+
+    Sets task, seq_len = T + 1, a constant learning rate (no warmup, no cosine) and no clipping, as the
+    reference (AdamW, constant lr, no clipping).
+    """
+    from training.core.config import preset
+    cfg = base if base is not None else preset("test")
+    T = changes.get("modadd_T", cfg.modadd_T)
+    defaults = dict(task="modadd", seq_len=T + 1, warmup=0, lr_floor=1.0, grad_clip=0.0, grad_accum=1,
+                    lambda_probe=1.0, lambda_probe2=None, lambda_step=0, p_probe=0.0, corpus="synthetic",
+                    tokenizer="bpe")
+    defaults.update(changes)
+    return cfg.replace(**defaults)
+
+
+# ---------------------------------------------------------------------------- the task object
+class ModAddTokenizer:
+    """What the trainer needs of a tokenizer: the vocabulary size and an identity for the run record."""
+
+    def __init__(self, spec: ModAddSpec):
+        self.vocab_size = spec.vocab_size
+        self.eos_id = spec.sep
+        self.identity = {"kind": "modadd", "vocab": spec.V, "separator": spec.sep, "classes": spec.C,
+                         "marker_offset": spec.marker_offset}
+
+
+class ModAddTask:
+    """The modular-addition task with the interface the Trainer uses (train_batch, tok) plus its evaluation."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.spec = spec_from_config(cfg)
+        self.tok = ModAddTokenizer(self.spec)
+        self.ms = list(range(cfg.modadd_m_min, cfg.modadd_m_max + 1))
+        self._eval_cache: dict[tuple[int, str], Example] = {}
+
+    # ----- schedules
+    @property
+    def stage_steps(self) -> int:
+        return self.cfg.modadd_stage_steps or max(1, self.cfg.steps // len(self.ms))
+
+    def stage(self, step: int) -> int:
+        """Curriculum stage of update ``step`` (1-based): 0 .. len(ms)-1."""
+        return min(len(self.ms) - 1, max(0, step - 1) // self.stage_steps)
+
+    def stage_starts(self) -> list[int]:
+        """First update of each curriculum stage."""
+        return [1 + i * self.stage_steps for i in range(len(self.ms))]
+
+    def resets_optimizer(self, step: int) -> bool:
+        """True at the first update of every curriculum stage after the first (with modadd_reset_optimizer)."""
+        return (self.cfg.modadd_schedule == "curriculum" and self.cfg.modadd_reset_optimizer
+                and step in self.stage_starts()[1:])
+
+    # ----- batches
+    def sample(self, key, n: int | None = None, m: int | None = None, step: int | None = None,
+               mode: str | None = None) -> Example:
+        """A training-distribution batch drawn from a generator seeded with ``key`` (a list of ints).
+
+        m: fixed, else the curriculum's m at ``step``, else uniform over [m_min, m_max] (the first draw).
+        """
+        rng = np.random.default_rng(key)
+        n = self.cfg.batch_size if n is None else n
+        if m is None:
+            if self.cfg.modadd_schedule == "curriculum" and step is not None:
+                m = self.ms[self.stage(step)]
+            else:
+                m = int(rng.integers(self.ms[0], self.ms[-1] + 1))
+        spec = self.spec if mode is None else spec_from_config(self.cfg, mode)
+        return generate(spec, rng, n, m, self.cfg.modadd_shared_positions)
+
+    def train_example(self, step: int, micro: int) -> Example:
+        return self.sample([self.cfg.effective_data_seed, step, micro], step=step)
+
+    def train_batch(self, step: int, micro: int):
+        """The micro-batch ``micro`` of update ``step``: a pure function of (data seed, step, micro)."""
+        return self.train_example(step, micro).batch()
+
+    def eval_set(self, m: int, mode: str | None = None) -> Example:
+        """The fixed evaluation set of m markers (``modadd_n_eval`` sequences, seeded by eval_seed only)."""
+        mode = mode or self.cfg.modadd_mode
+        if (m, mode) not in self._eval_cache:
+            spec = spec_from_config(self.cfg, mode)
+            rng = np.random.default_rng([self.cfg.eval_seed, 5, m, MODES.index(mode)])
+            parts = [generate(spec, rng, min(EVAL_CHUNK, self.cfg.modadd_n_eval - a), m, True)
+                     for a in range(0, self.cfg.modadd_n_eval, EVAL_CHUNK)]
+            self._eval_cache[(m, mode)] = Example(torch.cat([p.x for p in parts]), torch.cat([p.label for p in parts]),
+                                                  torch.cat([p.positions for p in parts]),
+                                                  torch.cat([p.values for p in parts]), m)
+        return self._eval_cache[(m, mode)]
+
+    # ----- evaluation
+    @torch.no_grad()
+    def evaluate(self, model, device, amp=contextlib.nullcontext) -> dict:
+        """Answer-slot accuracy and loss per m on the run's mode, their means (acc, val_loss), and the
+        accuracy on the other mode's sets (``<mode>_acc_m<m>``): a reference-trained model that sums every
+        value token fails the strict sets."""
+        was = model.training
+        model.eval()
+        out: dict[str, float] = {}
+        try:
+            other = [md for md in MODES if md != self.cfg.modadd_mode][0]
+            for mode, prefix in ((self.cfg.modadd_mode, ""), (other, f"{other}_")):
+                accs, losses = [], []
+                for m in self.ms:
+                    r = answer_stats(model, self.eval_set(m, mode), device, amp, self.cfg.eval_batch_size)
+                    out[f"{prefix}acc_m{m}"] = r["acc"]
+                    accs.append(r["acc"])
+                    if not prefix:
+                        out[f"loss_m{m}"] = r["loss"]
+                        losses.append(r["loss"])
+                out[f"{prefix}acc"] = float(np.mean(accs))
+                if not prefix:
+                    out["val_loss"] = float(np.mean(losses))
+        finally:
+            model.train(was)
+        return out
+
+
+def answer_logits(model, x: torch.Tensor) -> torch.Tensor:
+    """Logits (n, V) of the answer slot (the prediction at the separator, the last position)."""
+    return model(x)[:, -1, :]
+
+
+@torch.no_grad()
+def answer_stats(model, ex: Example, device, amp=contextlib.nullcontext, batch_size: int = 256,
+                 logits_fn=None) -> dict:
+    """Accuracy (argmax over the whole vocabulary) and mean cross-entropy at the answer slot."""
+    logits_fn = logits_fn or (lambda xb: answer_logits(model, xb))
+    correct, loss = 0.0, 0.0
+    for a in range(0, len(ex.x), batch_size):
+        xb, yb = ex.x[a:a + batch_size].to(device), ex.label[a:a + batch_size].to(device)
+        with amp():
+            lg = logits_fn(xb).float()
+        correct += float((lg.argmax(-1) == yb).sum())
+        loss += float(F.cross_entropy(lg, yb, reduction="sum"))
+    n = max(1, len(ex.x))
+    return {"acc": correct / n, "loss": loss / n, "n": len(ex.x)}

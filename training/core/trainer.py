@@ -1,0 +1,386 @@
+"""The training loop: composite loss, accumulation, clipping, evaluation, checkpoints, exact resumption.
+
+Resumption is exact because every source of randomness is either stateless or saved: batches are a
+pure function of (data seed, step, micro-batch) (see :mod:`training.core.data`), the optimizer state, the
+torch RNG state and the running loss sums are saved with every checkpoint, and the weights are read
+back from the fp32 checkpoint. A run killed at any moment and resumed writes bitwise the same
+checkpoints (on the CPU) as one never interrupted.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from training.core import runio
+from training.core.config import Config, checkpoint_steps, eval_steps
+from training.core.data import Batch, LMProbeTask, prepare_task
+from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
+from training.core.errors import UserError
+from training.core.losses import composite_loss, probe_stats, token_ce
+from training.core.model import GPT, trunk_size
+from training.core.optim import build_optimizer, lambda_at, lr_at, set_lr
+from training.geometry.symmetry import load_bias_stats, save_bias_stats
+
+
+# ---------------------------------------------------------------------------- device helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps was asked for but MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def autocast_context(cfg: Config, device: torch.device):
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------- evaluation
+EVAL_SETS = ("val", "probe_in", "probe_ood")
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, task: LMProbeTask, device: torch.device, amp=contextlib.nullcontext,
+             sets: tuple[str, ...] = EVAL_SETS) -> dict:
+    """val_loss on the fixed validation windows; p/nll/lm on the fixed probe sets (one forward per set).
+
+    ``sets`` restricts the evaluation to some of the three sets (e.g. only ``probe_ood``).
+    A task with an evaluation of its own (modular addition) is evaluated by it.
+    """
+    if hasattr(task, "evaluate"):
+        return task.evaluate(model, device, amp)
+    was_training = model.training
+    model.eval()
+    bs = task.cfg.eval_batch_size
+    out: dict[str, float] = {}
+    try:
+        if "val" in sets:
+            val = task.eval_set("val")
+            total, count = torch.zeros((), device=device), torch.zeros((), device=device)
+            for i in range(0, len(val.x), bs):
+                x, y = val.x[i:i + bs].to(device), val.y[i:i + bs].to(device)
+                with amp():
+                    logits = model(x)
+                ce = token_ce(logits, y)
+                total += ce.sum()
+                count += (y != -100).sum()
+            out["val_loss"] = (total / count).item()
+        for name, tag in (("probe_in", "in"), ("probe_ood", "ood")):
+            if name not in sets:
+                continue
+            s = task.eval_set(name)
+            sums: dict[str, torch.Tensor] = {}
+            for i in range(0, len(s.x), bs):
+                b = Batch(s.x[i:i + bs], s.y[i:i + bs], s.probe_mask[i:i + bs]).to(device)
+                with amp():
+                    logits = model(b.x)
+                for k, v in probe_stats(logits, b.y, b.probe_mask).items():
+                    sums[k] = sums.get(k, 0) + v
+            sums = {k: float(v) for k, v in sums.items()}
+            out[f"p_{tag}"] = sums["correct"] / max(1.0, sums["scored"])
+            out[f"nll_{tag}"] = sums["nll_sum"] / max(1.0, sums["nll_n"])
+            out[f"lm_{tag}"] = sums["lm_sum"] / max(1.0, sums["lm_n"])
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ---------------------------------------------------------------------------- run setup
+def run_name(cfg: Config) -> str:
+    """A run-directory name that encodes what usually differs between runs."""
+    lam = f"{cfg.lambda_probe:g}" + (f"-{cfg.lambda_after:g}@{cfg.lambda_step}" if cfg.lambda_after != cfg.lambda_probe else "")
+    parts = [cfg.preset or "custom", cfg.optimizer, f"lr{cfg.lr:g}", f"wd{cfg.wd:g}"]
+    if cfg.optimizer == "adamw":
+        parts.append(f"b2{cfg.beta2:g}")
+    parts += [f"lam{lam}", f"p{cfg.p_probe:g}", f"s{cfg.seed}"]
+    if cfg.init_from:
+        parts.append("init-" + Path(cfg.init_from).stem)
+    return "_".join(parts)
+
+
+def read_run_config(run_dir: Path) -> Config:
+    d = runio.read_json(Path(run_dir) / "config.json", "run config")
+    if not isinstance(d, dict) or "config" not in d:
+        raise UserError(f"{run_dir}/config.json is not a run config of this toolkit")
+    return Config.from_dict(d["config"])
+
+
+def build_model(cfg: Config, vocab_size: int, device: torch.device | str = "cpu") -> GPT:
+    torch.manual_seed(cfg.seed)
+    with torch.device(device):
+        return GPT(cfg, vocab_size)
+
+
+def forward_backward(fwd, optimizer, get_batch, grad_accum: int, lam: float, grad_clip: float,
+                     params: list[torch.Tensor], amp) -> dict[str, torch.Tensor]:
+    """Gradients of one optimizer step: accumulate over micro-batches, then clip the global norm.
+
+    Returns detached sums over the micro-batches (loss, lm, probe·n_probe, probe_n) and the
+    pre-clipping gradient norm. ``get_batch(micro)`` supplies the micro-batches on the device.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, torch.Tensor] = {}
+    for micro in range(grad_accum):
+        b = get_batch(micro)
+        with amp():
+            logits = fwd(b.x)
+        parts = composite_loss(logits, b.y, b.probe_mask, lam)
+        (parts.loss / grad_accum).backward()
+        for k, v in (("loss", parts.loss), ("lm", parts.lm), ("probe", parts.probe * parts.n_probe),
+                     ("probe_n", parts.n_probe)):
+            sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+    sums["gnorm"] = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    return sums
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupt(signum, frame):
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+# ---------------------------------------------------------------------------- training
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool, dist: Dist = SINGLE):
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.dist = dist         # under torchrun: this rank (training.core.distributed); rank 0 alone writes
+
+    def _precheck(self) -> str | None:
+        """The final state of a run that needs no training (resume of a finished run), else None."""
+        if self.resume:
+            status = runio.read_status(self.run_dir) or {}
+            if status.get("state") in ("completed", "diverged"):
+                print(f"run {self.run_dir} is already {status['state']} at step {status.get('step')}; nothing to do")
+                return status["state"]
+        elif (self.run_dir / "config.json").exists():
+            raise UserError(f"run directory {self.run_dir} already holds a run; pass --resume to continue it "
+                            "or choose another --out-dir")
+        return None
+
+    def run(self) -> str:
+        """Train (or resume) the run; return the final state: completed or diverged."""
+        with self.dist.main_context(lambda: runio.RunLock(self.run_dir)):
+            done = self.dist.on_main(self._precheck)
+            if done is not None:
+                return done
+            self.cfg.validate()
+            check_config(self.cfg, self.dist)
+            old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM,)}
+            try:
+                return self._train()
+            except _Interrupted as e:
+                if self.dist.is_main:
+                    runio.write_status(self.run_dir, "failed", self.step, f"interrupted by {e}; resume with --resume")
+                raise UserError(f"interrupted by {e}; resume with: python training/pilot.py --resume --out-dir {self.run_dir}")
+            except BaseException as e:
+                if self.dist.is_main and (self.run_dir / "config.json").exists():
+                    msg = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+                    runio.write_status(self.run_dir, "failed", getattr(self, "step", 0), msg + "; resume with --resume")
+                raise
+            finally:
+                writer = getattr(self, "writer", None)
+                if writer is not None:       # pending checkpoint writes finish before the process goes on
+                    writer.close()
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+    def _train(self) -> str:
+        cfg, run_dir = self.cfg, self.run_dir
+        self.step = 0
+        device = resolve_device(cfg.device)
+        amp = lambda: autocast_context(cfg, device)  # noqa: E731
+        main = self.dist.is_main                   # rank 0 alone writes the run directory
+        task = self.dist.main_first(lambda: prepare_task(cfg, run_dir))
+        model = build_model(cfg, task.tok.vocab_size, "cpu")
+        if cfg.init_from:
+            meta = runio.load_weights(model, cfg.init_from)
+            init_note = {"init_from": str(cfg.init_from), "init_step": meta.get("step")}
+        else:
+            init_note = {}
+        model.to(device)
+        optimizer, spec = build_optimizer(model, cfg, device)
+        if cfg.init_optimizer:
+            runio.load_optimizer_moments(optimizer, cfg.init_optimizer, int(meta.get("step", -1)),
+                                         meta.get("config_hash", ""))
+            init_note["init_optimizer"] = str(cfg.init_optimizer)
+        fwd = torch.compile(model) if cfg.compile else model
+        chash = cfg.hash()
+
+        state = runio.load_state(run_dir) if self.resume else None
+        if state is not None:
+            if state.get("config_hash") != chash:
+                raise UserError(f"resume state of {run_dir} was written by a different config; start a new run")
+            start = int(state["step"])
+            if state.get("model") is not None:     # the run stores reduced checkpoints (trunk-only / bf16)
+                model.load_state_dict(state["model"])
+            else:
+                runio.load_weights(model, runio.checkpoint_path(run_dir, start))
+            load_bias_stats(run_dir, start, model)      # disordered attention: draw counters (no-op otherwise)
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"])
+            acc = dict(state["acc"])
+            elapsed0 = float(state["elapsed_s"])
+            if main:
+                runio.truncate_metrics(run_dir, start)
+                print(f"resuming {run_dir} from step {start}")
+        else:
+            start, acc, elapsed0 = 0, _new_acc(), 0.0
+        if state is None and main:
+            runio.atomic_write_json(run_dir / "config.json", {
+                "config": cfg.to_dict(), "config_hash": chash, "provenance": {**runio.provenance(), **init_note},
+                "vocab_size": task.tok.vocab_size, "tokenizer": task.tok.identity,
+                "n_params": model.num_params(), "trunk_params": trunk_size(cfg)})
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if main:
+            runio.write_status(run_dir, "running", start)
+        train_fwd = fwd
+        if self.dist.enabled:      # gradients averaged over the ranks; evaluation uses the plain model
+            from torch.nn.parallel import DistributedDataParallel
+            ddp = DistributedDataParallel(model, device_ids=[self.dist.local_rank] if device.type == "cuda" else None)
+            train_fwd = torch.compile(ddp) if cfg.compile else ddp
+
+        ckpt_at, eval_at = set(checkpoint_steps(cfg)), set(eval_steps(cfg))
+        t0 = time.monotonic()
+        elapsed = lambda: elapsed0 + time.monotonic() - t0  # noqa: E731
+        trainable = [p for p in model.parameters() if p.requires_grad]
+
+        def record(step: int) -> list[float]:
+            m = self.dist.on_main(lambda: evaluate(fwd, task, device, amp))
+            n = max(1, acc["n"])
+            rec = {"step": step, "tokens": step * cfg.tokens_per_step, "lr": lr_at(cfg, step) if step else 0.0,
+                   "lambda": lambda_at(cfg, max(step, 1)),
+                   "train_loss": acc["loss"] / n if acc["n"] else None,
+                   "train_lm_loss": acc["lm"] / n if acc["n"] else None,
+                   "train_probe_loss": acc["probe"] / acc["probe_n"] if acc["probe_n"] else None,
+                   "grad_norm": acc["gnorm"] / acc["steps"] if acc["steps"] else None,
+                   **(optimizer.diagnostics() if hasattr(optimizer, "diagnostics") else {}),   # ECD's drift/turn
+                   **m, "elapsed_s": round(elapsed(), 3)}
+            if main:
+                runio.append_metrics(run_dir, rec)
+                tqdm.write(_format_record(rec), file=sys.stderr)
+            acc.update(_new_acc())
+            return [m["p_ood"]] if "p_ood" in m else []
+
+        writer = self.writer = runio.BackgroundWriter(
+            enabled=cfg.async_checkpoints if cfg.async_checkpoints is not None else device.type == "cuda")
+
+        def checkpoint(step: int) -> None:
+            if not main:
+                return
+            tensors = runio.checkpoint_tensors(model, cfg.ckpt_contents, cfg.ckpt_dtype)
+            save_bias_stats(run_dir, step, model)       # disordered attention: <checkpoint>.attn_bias.json
+            st = {"step": step, "config_hash": chash, "optimizer": optimizer.state_dict(),
+                  "torch_rng": torch.get_rng_state(),
+                  "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                  "acc": dict(acc), "elapsed_s": elapsed()}
+            if (cfg.ckpt_contents, cfg.ckpt_dtype) != ("full", "fp32"):
+                # reduced checkpoints (trunk-only / bf16) cannot restore the run: keep its fp32 weights here
+                st["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if writer.enabled:                          # written later by the writer thread: snapshot now
+                st = runio.host_copy(st)
+
+            def write() -> None:     # checkpoint first, then the resume state that points at it
+                runio.write_checkpoint(run_dir, step, tensors, chash, cfg.ckpt_contents, cfg.ckpt_dtype,
+                                       cfg.ckpt_shards)
+                runio.save_state(run_dir, st)
+                if cfg.keep_optimizer_states:
+                    runio.atomic_write(runio.optimizer_state_path(run_dir, step), lambda tmp: torch.save(
+                        {"step": step, "config_hash": chash, "optimizer": st["optimizer"]}, tmp))
+            writer.submit(write)
+
+        p_ood_history = self.dist.on_main(lambda: [r["p_ood"] for r in runio.read_metrics(run_dir)
+                                                   if r.get("p_ood") is not None])
+        if state is None:
+            p_ood_history += record(0)
+            checkpoint(0)
+
+        model.train()
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (cfg.progress and main and sys.stderr.isatty()))
+        for step in range(start + 1, cfg.steps + 1):
+            self.step = step
+            lr, lam = lr_at(cfg, step), lambda_at(cfg, step)
+            if getattr(task, "resets_optimizer", None) and task.resets_optimizer(step):
+                optimizer.state.clear()        # a curriculum stage that restarts the optimizer (modadd)
+            set_lr(optimizer, lr)
+            sums = {}
+
+            def closure() -> torch.Tensor:
+                if self.dist.enabled:       # this rank's slice of the same global batch
+                    sums.update(forward_backward_ddp(train_fwd, ddp, optimizer, lambda m: task.train_batch(step, m),
+                                                     cfg.grad_accum, lam, cfg.grad_clip, trainable, amp, self.dist,
+                                                     device))
+                    return sums["loss"] / cfg.grad_accum
+                sums.update(forward_backward(fwd, optimizer, lambda m: task.train_batch(step, m).to(device),
+                                             cfg.grad_accum, lam, cfg.grad_clip, trainable, amp))
+                return sums["loss"] / cfg.grad_accum
+
+            if spec.needs_closure:
+                optimizer.step(closure)        # the optimizer evaluates the loss itself
+            else:
+                closure()
+            finite = math.isfinite(float(sums["loss"] + sums["gnorm"]))
+            if finite and not spec.needs_closure:
+                optimizer.step()
+            if not finite:
+                bar.close()
+                msg = f"non-finite loss or gradient at step {step}; the last checkpoint before it is usable"
+                writer.join()
+                if main:
+                    runio.write_status(run_dir, "diverged", step, msg)
+                    print(f"diverged: {msg}", file=sys.stderr)
+                return "diverged"
+            acc["loss"] += float(sums["loss"])
+            acc["lm"] += float(sums["lm"])
+            acc["probe"] += float(sums["probe"])
+            acc["probe_n"] += int(sums["probe_n"])
+            acc["n"] += cfg.grad_accum
+            acc["gnorm"] += float(sums["gnorm"])
+            acc["steps"] += 1
+            bar.update(1)
+            if step in eval_at:
+                p_ood_history += record(step)
+            if step in ckpt_at:
+                checkpoint(step)
+                if main:
+                    runio.write_status(run_dir, "running", step)
+            if cfg.early_stop and len(p_ood_history) >= 5 and min(p_ood_history[-5:]) >= 0.8 and step in ckpt_at:
+                bar.close()
+                writer.join()
+                if main:
+                    runio.write_status(run_dir, "completed", step, "early stop: the last 5 p_ood values are >= 0.8")
+                return "completed"
+        bar.close()
+        writer.join()
+        if main:
+            runio.write_status(run_dir, "completed", cfg.steps, f"finished {cfg.steps} steps in {elapsed():.1f} s")
+        return "completed"
+
+
+def _new_acc() -> dict:
+    return {"loss": 0.0, "lm": 0.0, "probe": 0.0, "probe_n": 0, "n": 0, "gnorm": 0.0, "steps": 0}
+
+
+def _format_record(r: dict) -> str:
+    def f(k, fmt):
+        v = r.get(k)
+        return "-" if v is None else format(v, fmt)
+    return (f"step {r['step']:>6} | train {f('train_loss', '.3f')} | val {f('val_loss', '.3f')} | "
+            f"p_in {f('p_in', '.3f')} | p_ood {f('p_ood', '.3f')} | nll_ood {f('nll_ood', '.2f')} | "
+            f"lr {r['lr']:.2e} | lam {r['lambda']:g} | {r['elapsed_s']:.0f}s")

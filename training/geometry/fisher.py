@@ -1,0 +1,197 @@
+"""Empirical Fisher geometry from M mini-batch gradients (paper §4.5, Definitions 3–4; DESIGN §4).
+
+With G (M × D) the stacked mini-batch gradients of :func:`training.geometry.gradients.minibatch_gradients`:
+
+- empirical Fisher      F̂ = (1/M) Gᵀ G = (1/M) Σ_i g_i g_iᵀ  (D × D, never formed)
+- spectrum              the non-zero eigenvalues of F̂ are those of the M × M matrix K = (1/M) G Gᵀ
+                        (accumulated in float64); trace F̂ = Σ λ_k = (1/M) Σ_i ‖g_i‖²
+- eigenvectors          K w_k = λ_k w_k  ⇒  u_k = Gᵀ w_k / ‖Gᵀ w_k‖ is the unit eigenvector of F̂ for λ_k
+- effective rank        exp(−Σ p_k ln p_k) with p_k = λ_k / Σ λ (entropy rank); participation ratio
+                        (Σ λ)² / Σ λ²
+- Rayleigh quotient     q(v) = v̂ᵀ F̂ v̂ = (1/M) ‖G v̂‖² = (1/M) Σ_i ⟨g_i, v̂⟩², v̂ = v / ‖v‖
+- anisotropy            α = q(v_b) / ((1/K) Σ_k q(w_k)), w_1..w_K orthonormal, each ⊥ v_b, drawn from a
+                        seeded Gaussian and orthonormalised against v_b and each other (QR = Gram–Schmidt)
+- overlap               |⟨u_1, v̂_b⟩|
+
+The forward-mode path :func:`rayleigh_jvp` computes the same q(v) without any gradient matrix: for each
+analysis batch the directional derivative dL_i(θ + εv̂)/dε at ε = 0 equals ⟨g_i, v̂⟩, obtained with
+``torch.func.jvp`` through ``torch.func.functional_call`` on the model in explicit-math attention.
+Memory: M × D for the gradient path (plus M × chunk float64 work space), a few D-vectors for JVP.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from training.core.config import Config
+from training.core.data import LMProbeTask
+from training.core.errors import UserError
+from training.geometry.gradients import analysis_batches, as_direction, chunk_width, part_loss, project
+from training.core.model import GPT, trunk_parameters
+from training.core.optim import lambda_at
+
+
+# ---------------------------------------------------------------------------- spectrum
+@dataclass
+class FisherSpectrum:
+    """Eigen-decomposition of K = (1/M) G Gᵀ: the non-zero spectrum of the empirical Fisher."""
+
+    eigenvalues: np.ndarray     # (M,) λ_1 ≥ … ≥ λ_M ≥ 0
+    weights: np.ndarray         # (M × M) column k = unit eigenvector w_k of K
+    dim: int                    # D, the parameter dimension of the gradients
+
+    @property
+    def n_batches(self) -> int:
+        return len(self.eigenvalues)
+
+    @property
+    def trace(self) -> float:
+        return float(self.eigenvalues.sum())
+
+    @property
+    def effective_rank(self) -> float:
+        """exp of the Shannon entropy of λ / Σλ (1 for a rank-one Fisher, M for a flat spectrum)."""
+        p = self.eigenvalues / self.trace
+        p = p[p > 0]
+        return float(np.exp(-(p * np.log(p)).sum()))
+
+    @property
+    def participation_ratio(self) -> float:
+        return float(self.trace ** 2 / (self.eigenvalues ** 2).sum())
+
+    def summary(self, top_k: int) -> dict:
+        lam = self.eigenvalues
+        return {"eigenvalues": lam[:top_k].tolist(), "lambda_1": float(lam[0]), "trace": self.trace,
+                "lambda_1_over_trace": float(lam[0] / self.trace), "effective_rank": self.effective_rank,
+                "participation_ratio": self.participation_ratio, "n_batches": self.n_batches, "dim": self.dim}
+
+
+def gradient_gram(G: torch.Tensor) -> np.ndarray:
+    """G Gᵀ (M × M) accumulated in float64 over column chunks."""
+    K = torch.zeros(G.shape[0], G.shape[0], dtype=torch.float64, device=G.device)
+    width = chunk_width(G)
+    for a in range(0, G.shape[1], width):
+        c = G[:, a:a + width].to(torch.float64)
+        K += c @ c.T
+    return K.cpu().numpy()
+
+
+def fisher_spectrum(G: torch.Tensor) -> FisherSpectrum:
+    """Eigenvalues (descending) and eigenvectors of (1/M) G Gᵀ."""
+    M = G.shape[0]
+    K = gradient_gram(G) / M
+    lam, W = np.linalg.eigh((K + K.T) / 2)
+    order = np.argsort(lam)[::-1]
+    lam = lam[order]
+    if lam[0] <= 0:
+        raise UserError("every mini-batch gradient is zero; the Fisher spectrum is undefined")
+    return FisherSpectrum(np.clip(lam, 0.0, None), W[:, order], G.shape[1])
+
+
+def top_eigenvectors(G: torch.Tensor, spectrum: FisherSpectrum, k: int = 1) -> torch.Tensor:
+    """U (D × k, float64): u_j = Gᵀ w_j / ‖Gᵀ w_j‖, the unit eigenvectors of F̂ for λ_1..λ_k."""
+    W = torch.as_tensor(spectrum.weights[:, :k], dtype=torch.float64, device=G.device)
+    U = torch.empty(G.shape[1], k, dtype=torch.float64, device=G.device)
+    width = chunk_width(G)
+    for a in range(0, G.shape[1], width):
+        U[a:a + width] = G[:, a:a + width].to(torch.float64).T @ W
+    return U / torch.linalg.vector_norm(U, dim=0)
+
+
+# ---------------------------------------------------------------------------- Rayleigh quotients
+def unit_columns(V: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """V (D or D × m) as float64 D × m with unit columns, on the device of ``like``."""
+    V = as_direction(V, like)
+    V = V[:, None] if V.ndim == 1 else V
+    n = torch.linalg.vector_norm(V, dim=0)
+    if torch.any(n == 0):
+        raise UserError("a direction of the analysis is the zero vector")
+    return V / n
+
+
+def rayleigh(G: torch.Tensor, V: np.ndarray | torch.Tensor) -> np.ndarray:
+    """q(v) = (1/M) Σ_i ⟨g_i, v̂⟩² for each column v of V (D or D × m); returns an (m,) array."""
+    P = project(G, unit_columns(V, G))
+    return (P.square().mean(dim=0)).cpu().numpy()
+
+
+def orthogonal_random_directions(v: np.ndarray | torch.Tensor, K: int, seed: int) -> torch.Tensor:
+    """W (D × K, float64, CPU): K orthonormal directions, all orthogonal to v, from a seeded Gaussian.
+
+    Z ~ N(0, I) (torch.Generator seeded with ``seed``), then the QR factorisation of [v̂, Z] -- Householder
+    Gram–Schmidt -- whose columns 2..K+1 are orthonormal and orthogonal to v̂.
+    """
+    v = as_direction(v, torch.empty(0)).reshape(-1)
+    D = v.shape[0]
+    if not 1 <= K < D:
+        raise UserError(f"the number of random directions K={K} must be between 1 and D-1={D - 1}")
+    g = torch.Generator().manual_seed(seed)
+    Z = torch.randn(D, K, generator=g, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.cat([(v / torch.linalg.vector_norm(v))[:, None], Z], dim=1))
+    return Q[:, 1:]
+
+
+def anisotropy_ratio(q_backbone: float, q_random: np.ndarray) -> float:
+    """α = q(v_b) / mean_k q(w_k)."""
+    return float(q_backbone / np.mean(q_random))
+
+
+def overlap(u: torch.Tensor, v: np.ndarray | torch.Tensor) -> float:
+    """|⟨u, v̂⟩| for a unit vector u (e.g. the top Fisher eigenvector) and any direction v."""
+    return float(abs(unit_columns(v, u)[:, 0] @ u.reshape(-1).to(torch.float64)))
+
+
+# ---------------------------------------------------------------------------- forward mode
+def rayleigh_jvp(model: GPT, task: LMProbeTask, cfg: Config, step: int, V: np.ndarray | torch.Tensor,
+                 n_batches: int, seed: int, batch_size: int | None = None, part: str = "total",
+                 block: int | None = None, chunk: int = 4, progress: bool = False) -> np.ndarray:
+    """q(v) for each column of V via forward-mode autodiff, on the batches of ``minibatch_gradients``.
+
+    For batch i and unit direction v̂, t_i = ⟨∇L_i, v̂⟩ is the JVP of θ_trunk ↦ L_i along v̂ (same loss,
+    same λ = lambda_at(cfg, step), same seeded batches); q(v) = (1/M) Σ_i t_i². Tangents are pushed
+    ``chunk`` at a time through ``torch.func.vmap`` (one primal pass per chunk). The model runs with the
+    explicit math attention (restored afterwards), in its own dtype.
+    """
+    from torch.func import functional_call, jvp, vmap
+    if chunk < 1:
+        raise UserError(f"the number of directions per forward-mode pass must be at least 1 (got {chunk})")
+    params = {n: p.detach() for n, p in trunk_parameters(model, block)}
+    first = next(iter(params.values()))
+    U = unit_columns(V, first)
+    shapes = [(n, p.shape, p.numel()) for n, p in params.items()]
+    if U.shape[0] != sum(s[2] for s in shapes):
+        raise ValueError(f"directions have {U.shape[0]} coordinates, the trunk {sum(s[2] for s in shapes)}")
+    lam = lambda_at(cfg, step)
+    backend = model.blocks[0].attn.backend
+    model.set_attention("math").eval()
+    sums = torch.zeros(U.shape[1], dtype=torch.float64)
+    batches = analysis_batches(task, n_batches, seed, batch_size, part)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc=f"jvp {part} @{step}", unit="batch", leave=False, disable=None)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch's forward-mode decompositions are scripted on first use, which warns about torch.jit.script
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=DeprecationWarning)
+            for b in batches:
+                b = b.to(first.device)
+
+                def loss(trunk: dict[str, torch.Tensor]) -> torch.Tensor:
+                    return part_loss(functional_call(model, trunk, (b.x,)), b, lam, part)
+
+                def directional(tangent: dict[str, torch.Tensor]) -> torch.Tensor:
+                    return jvp(loss, (params,), (tangent,))[1]
+
+                for a in range(0, U.shape[1], chunk):
+                    cols = U[:, a:a + chunk].T.to(first.dtype)          # (c × D) in canonical order
+                    tangents, pos = {}, 0
+                    for n, shape, numel in shapes:
+                        tangents[n] = cols[:, pos:pos + numel].reshape(cols.shape[0], *shape)
+                        pos += numel
+                    sums[a:a + chunk] += vmap(directional)(tangents).to(torch.float64).square().cpu()
+    finally:
+        model.set_attention(backend)
+    return (sums / n_batches).numpy()

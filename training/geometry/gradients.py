@@ -1,0 +1,282 @@
+"""Mini-batch gradients of the trunk and their alignment with trajectory directions (paper §4.1, §4.4).
+
+Every gradient here is a flat vector over the trunk (or one block's trunk) in the canonical order of
+:func:`training.core.model.trunk_names` -- the order in which :mod:`training.geometry.trajectory` materialises
+backbone and drift directions -- so ⟨g, v⟩ always pairs a gradient coordinate with the same parameter
+as the direction (the reference's Fisher script paired them with a permuted order).
+
+Analysis batches are drawn from :meth:`LMProbeTask.sample_batch` with keys ``[seed, GRAD_TAG, i]``:
+the same seed gives the same M batches in every script; training keys are ``[data_seed, step, micro]``
+and no run reaches step GRAD_TAG (≈1.7e9), so no training batch is replayed whatever the seed. The
+gradient-matrix and forward-mode (JVP, :mod:`training.geometry.fisher`) paths use the same batches.
+
+Formulas (g_i = gradient of mini-batch i, v a direction, D its dimension):
+
+- alignment        cos_i = ⟨g_i, v⟩ / (‖g_i‖ ‖v‖)
+- noise floor      E|cos(a, b)| ≈ sqrt(2 / (π D)) for a uniformly random unit direction in R^D
+- block projection P_iℓ = ⟨g_i[ℓ], v̂_ℓ⟩, the gradient restricted to block ℓ projected on block ℓ's
+                   unit backbone; b_ℓ(t) = (1/M) Σ_i P_iℓ (eq. 24 of the paper, mean over mini-batches)
+- cumulative bias  B_ℓ(t_k) = Σ_{j ≤ k} b_ℓ(t_j) over the analysed checkpoints t_1 < … < t_k (eq. 25):
+                   an unweighted sum of raw gradient projections, no learning-rate factor or sign flip.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from training.core.config import Config
+from training.core.data import Batch, LMProbeTask
+from training.core.errors import UserError
+from training.core.losses import composite_loss
+from training.core.model import GPT, trunk_names, trunk_size
+from training.core.optim import lambda_at
+
+GRAD_TAG = 0x67726164                # "grad": key [seed, GRAD_TAG, i]; training keys are [data_seed, step, micro]
+PARTS = ("total", "lm", "probe")     # which loss a gradient is of
+CHUNK_ELEMS = 1 << 23                # float64 elements per column chunk in projections (64 MiB)
+
+
+# ---------------------------------------------------------------------------- losses and batches
+def part_loss(logits: torch.Tensor, batch: Batch, lam: float, part: str) -> torch.Tensor:
+    """The scalar loss of ``part``: 'total' = L_LM + λ·L_probe, 'lm' = L_LM, 'probe' = L_probe.
+
+    All three come from :func:`training.core.losses.composite_loss` (the training loss), so the gradients
+    analysed are exactly those of training.
+    """
+    parts = composite_loss(logits, batch.y, batch.probe_mask, lam)
+    if part == "total":
+        return parts.loss
+    if part == "lm":
+        return parts.lm
+    if part == "probe":
+        return parts.probe
+    raise UserError(f"unknown loss part '{part}' (choose from {', '.join(PARTS)})")
+
+
+def analysis_batches(task: LMProbeTask, n_batches: int, seed: int, batch_size: int | None = None,
+                     part: str = "total") -> list[Batch]:
+    """The M seeded analysis mini-batches: key [seed, GRAD_TAG, i], i = 0..M-1.
+
+    'total' and 'lm' use the training mixture (p_probe of the run); 'probe' uses p_probe = 1 so that
+    every sequence carries a probe target (same key, so the same text windows).
+    """
+    if n_batches < 1:
+        raise UserError(f"the number of mini-batches must be at least 1 (got {n_batches})")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"the mini-batch size must be at least 1 (got {batch_size})")
+    if part not in PARTS:
+        raise UserError(f"unknown loss part '{part}' (choose from {', '.join(PARTS)})")
+    p_probe = 1.0 if part == "probe" else None
+    return [task.sample_batch([seed, GRAD_TAG, i], batch_size=batch_size, p_probe=p_probe) for i in range(n_batches)]
+
+
+# ---------------------------------------------------------------------------- gradients
+def flat_grad(model: GPT, names: Sequence[str]) -> torch.Tensor:
+    """Concatenation of the ``.grad`` of the named parameters, in the order of ``names``.
+
+    Pass ``trunk_names(cfg, block)`` for the canonical trunk order.
+    """
+    params = dict(model.named_parameters())
+    grads = []
+    for n in names:
+        g = params[n].grad
+        if g is None:
+            raise ValueError(f"parameter {n} has no gradient; run backward() on a loss that depends on it first")
+        grads.append(g.reshape(-1))
+    return torch.cat(grads)
+
+
+@contextlib.contextmanager
+def _grads_only_for(model: GPT, names: Sequence[str]) -> Iterator[None]:
+    """Temporarily switch off weight gradients of every parameter not in ``names`` (saves the tied-head matmul)."""
+    keep = set(names)
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in keep)
+        yield
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved[n])
+
+
+def minibatch_gradients(model: GPT, task: LMProbeTask, cfg: Config, step: int, n_batches: int, seed: int,
+                        batch_size: int | None = None, part: str = "total", block: int | None = None,
+                        progress: bool = False) -> torch.Tensor:
+    """G (M × D): row i is the gradient of the ``part`` loss on analysis batch i (mini-batch mean, not per sample).
+
+    λ = lambda_at(cfg, step), the probe weight of the run's schedule at this checkpoint. The model is put
+    in eval mode; rows are over the trunk (``block=None``) or one block, in canonical order, in the
+    model's dtype and on its device. Memory: the M × D matrix plus one backward pass.
+    """
+    lam = lambda_at(cfg, step)
+    names = trunk_names(cfg, block)
+    first = next(model.parameters())
+    G = torch.empty(n_batches, trunk_size(cfg, block), dtype=first.dtype, device=first.device)
+    model.eval()
+    batches = analysis_batches(task, n_batches, seed, batch_size, part)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc=f"grad {part} @{step}", unit="batch", leave=False, disable=None)
+    with _grads_only_for(model, names):
+        for i, b in enumerate(batches):
+            b = b.to(first.device)
+            model.zero_grad(set_to_none=True)
+            part_loss(model(b.x), b, lam, part).backward()
+            G[i] = flat_grad(model, names)
+    model.zero_grad(set_to_none=True)
+    return G
+
+
+# ---------------------------------------------------------------------------- projections in float64
+def as_direction(v: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A direction (D or D × m, numpy or torch) as a float64 tensor on the device of ``like``."""
+    t = torch.as_tensor(v) if isinstance(v, np.ndarray) else v
+    return t.to(device=like.device, dtype=torch.float64)
+
+
+def project(G: torch.Tensor, V: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """G·V accumulated in float64 over column chunks: (M,) for a D-vector V, (M × m) for D × m.
+
+    Gradient–backbone cosines sit near sqrt(2/(πD)), so ⟨g, v⟩ is a sum with heavy cancellation; float64
+    accumulation keeps it exact to round-off whatever G's dtype, with memory M × chunk.
+    """
+    V = as_direction(V, G)
+    if V.shape[0] != G.shape[1]:
+        raise ValueError(f"direction has {V.shape[0]} coordinates, the gradients {G.shape[1]}")
+    out = torch.zeros((G.shape[0],) + tuple(V.shape[1:]), dtype=torch.float64, device=G.device)
+    width = chunk_width(G)
+    for a in range(0, G.shape[1], width):
+        out += G[:, a:a + width].to(torch.float64) @ V[a:a + width]
+    return out
+
+
+def chunk_width(G: torch.Tensor) -> int:
+    """Columns per float64 chunk of an M-row matrix (about CHUNK_ELEMS elements)."""
+    return max(1, CHUNK_ELEMS // max(1, G.shape[0]))
+
+
+def row_norms(G: torch.Tensor) -> torch.Tensor:
+    """‖g_i‖ for each row, accumulated in float64 over column chunks."""
+    out = torch.zeros(G.shape[0], dtype=torch.float64, device=G.device)
+    width = chunk_width(G)
+    for a in range(0, G.shape[1], width):
+        out += G[:, a:a + width].to(torch.float64).square().sum(dim=1)
+    return out.sqrt()
+
+
+def unit(v: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """v / ‖v‖ as float64 on the device of ``like`` (a zero vector is an error)."""
+    v = as_direction(v, like)
+    n = torch.linalg.vector_norm(v)
+    if n == 0:
+        raise UserError("a direction of the analysis is the zero vector")
+    return v / n
+
+
+# ---------------------------------------------------------------------------- alignment
+def alignment(G: torch.Tensor, v: np.ndarray | torch.Tensor, norms: torch.Tensor | None = None) -> np.ndarray:
+    """cos_i = ⟨g_i, v⟩ / (‖g_i‖ ‖v‖) for every row of G (0 for a zero gradient); ``norms`` = row_norms(G) if known."""
+    proj = project(G, unit(v, G))
+    n = row_norms(G) if norms is None else norms
+    return torch.where(n > 0, proj / n.clamp(min=torch.finfo(torch.float64).tiny), 0.0).cpu().numpy()
+
+
+def noise_floor(dim: int) -> float:
+    """sqrt(2 / (π D)): the expected |cos| between a fixed and a uniformly random unit vector of R^D (large D)."""
+    return math.sqrt(2.0 / (math.pi * dim))
+
+
+def alignment_stats(G: torch.Tensor, v: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """Summary of cos(g_i, v) over the M rows: mean and std of the signed cosine, mean |cos|, the noise
+    floor of this dimension, mean |cos| / floor, and the mean gradient norm."""
+    norms = row_norms(G)
+    c = alignment(G, v, norms)
+    floor = noise_floor(G.shape[1])
+    return {"mean_cos": float(c.mean()), "std_cos": float(c.std()), "mean_abs_cos": float(np.abs(c).mean()),
+            "noise_floor": floor, "abs_cos_over_floor": float(np.abs(c).mean() / floor),
+            "grad_norm": float(norms.mean())}
+
+
+# ---------------------------------------------------------------------------- per-block projections
+def block_slices(cfg: Config) -> list[slice]:
+    """Column range of each block inside a trunk vector (the trunk is block-major in canonical order)."""
+    sizes = [trunk_size(cfg, b) for b in range(cfg.n_layer)]
+    ends = np.cumsum(sizes)
+    return [slice(int(e - s), int(e)) for s, e in zip(sizes, ends)]
+
+
+def block_projections(G: torch.Tensor, block_dirs: Sequence[np.ndarray | torch.Tensor], cfg: Config) -> np.ndarray:
+    """P (M × L): P[i, ℓ] = ⟨g_i restricted to block ℓ, v_ℓ / ‖v_ℓ‖⟩ for trunk gradients G (M × D_trunk)."""
+    slices = block_slices(cfg)
+    if len(block_dirs) != len(slices) or G.shape[1] != slices[-1].stop:
+        raise ValueError("block_projections needs trunk gradients and one direction per block")
+    return np.stack([project(G[:, sl], unit(v, G)).cpu().numpy() for sl, v in zip(slices, block_dirs)], axis=1)
+
+
+def signed_block_bias(G: torch.Tensor, block_dirs: Sequence[np.ndarray | torch.Tensor], cfg: Config) -> np.ndarray:
+    """b_ℓ(t) = (1/M) Σ_i ⟨g_i,ℓ(t), v̂_ℓ⟩ for each block ℓ (paper eq. 24, averaged over the M mini-batches)."""
+    return block_projections(G, block_dirs, cfg).mean(axis=0)
+
+
+def cumulative_bias(b: np.ndarray) -> np.ndarray:
+    """B_ℓ(t_k) = Σ_{j ≤ k} b_ℓ(t_j): running sums down the rows of b (checkpoints × blocks), paper eq. 25."""
+    return np.cumsum(np.asarray(b, dtype=np.float64), axis=0)
+
+
+# ---------------------------------------------------------------------------- checkpoint choice
+def spread_steps(steps: Sequence[int], n: int) -> list[int]:
+    """``n`` checkpoints spread evenly (by index) over a run, first and last included.
+
+    The first checkpoint (the anchor of every drift, where no direction is defined yet) is skipped
+    when the run has others; ``n <= 0`` or ``n`` at least the number available gives them all.
+    """
+    pool = list(steps[1:]) if len(steps) > 1 else list(steps)
+    if n <= 0 or n >= len(pool):
+        return pool
+    idx = np.unique(np.round(np.linspace(0, len(pool) - 1, n)).astype(int))
+    return [pool[i] for i in idx]
+
+
+def choose_steps(available: Sequence[int], explicit: str | None, n: int) -> list[int]:
+    """Checkpoints to analyse: a comma list given by the user (each must exist) or ``spread_steps(available, n)``."""
+    if not explicit:
+        return spread_steps(available, n)
+    from training.geometry.analysis_io import parse_step_list
+    return parse_step_list(explicit, list(available))
+
+
+# ---------------------------------------------------------------------------- LM / probe interference
+def interference(model: GPT, task: LMProbeTask, cfg: Config, step: int, n_batches: int, seed: int,
+                 batch_size: int | None = None, block: int | None = None, progress: bool = False) -> dict:
+    """Gradient interference between the two terms of the training loss (seed 000 §3, reference §4.16).
+
+    For analysis batch i (key [seed, GRAD_TAG, i]) g_LM,i is the gradient of L_LM on the training mixture
+    and g_probe,i the gradient of L_probe on the same text windows with a probe in every sequence
+    (:func:`analysis_batches`); both over the trunk (or one block) in canonical order. Returns
+    cos_i = ⟨g_LM,i, g_probe,i⟩ / (‖g_LM,i‖ ‖g_probe,i‖) for every batch (NaN where a gradient is zero
+    or non-finite), their mean, std and mean |cos|, the mean gradient norms and the noise floor of the
+    dimension (the typical |cos| of two unrelated directions). All sums are float64.
+    """
+    g_lm = minibatch_gradients(model, task, cfg, step, n_batches, seed, batch_size, "lm", block, progress)
+    g_probe = minibatch_gradients(model, task, cfg, step, n_batches, seed, batch_size, "probe", block, progress)
+    dots = torch.zeros(n_batches, dtype=torch.float64, device=g_lm.device)
+    width = chunk_width(g_lm)
+    for a in range(0, g_lm.shape[1], width):
+        dots += (g_lm[:, a:a + width].to(torch.float64) * g_probe[:, a:a + width].to(torch.float64)).sum(dim=1)
+    n_lm, n_probe = row_norms(g_lm), row_norms(g_probe)
+    denom = n_lm * n_probe
+    cos = torch.where(denom > 0, dots / denom.clamp(min=torch.finfo(torch.float64).tiny),
+                      torch.full_like(dots, float("nan"))).cpu().numpy()
+    ok = np.isfinite(cos)
+    return {"step": int(step), "n_batches": int(n_batches), "seed": int(seed), "batch_size": batch_size,
+            "block": block, "cos": cos.tolist(), "n_finite": int(ok.sum()),
+            "mean_cos": float(cos[ok].mean()) if ok.any() else None,
+            "std_cos": float(cos[ok].std()) if ok.any() else None,
+            "mean_abs_cos": float(np.abs(cos[ok]).mean()) if ok.any() else None,
+            "lm_grad_norm": float(n_lm.mean()), "probe_grad_norm": float(n_probe.mean()),
+            "noise_floor": noise_floor(g_lm.shape[1])}

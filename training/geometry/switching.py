@@ -1,0 +1,297 @@
+"""Switching between the LM and the probe objective: oscillations of p_ood and their geometry.
+
+Four pieces, each defined once here (paper §7; reference §4.7, §4.8, §4.11, §4.12):
+
+* **Oscillations.** Peaks and troughs of the OOD probe accuracy series p_ood(t), found with
+  ``scipy.signal.find_peaks`` on p and on −p with a prominence threshold h, and the *switch pairs*
+  (peak, adjacent trough) built from them (:func:`detect_oscillations`).
+* **Switching directions** v_sw = (θ_peak − θ_trough)/‖θ_peak − θ_trough‖ (trunk or one block). Both
+  checkpoints are in the span of the trajectory, so v_sw is a coefficient vector over ``gram.steps``
+  (:func:`switch_coeffs`), and its alignment with the backbone, its capture by the trajectory PCs and
+  the cosines between events are T×T algebra on the Gram matrix (:func:`switching_geometry`).
+* **Evaluation noise.** The bootstrap standard deviation of p_ood at a checkpoint, from resampling
+  the OOD probe examples' per-example correctness with replacement (:func:`bootstrap_std`).
+* **Per-layer logit lens.** The final LayerNorm and the tied head applied to the residual stream
+  after the embedding and after every block, read out at the probe positions of an evaluation set
+  (:func:`probe_readout`). The read-out after the last block is the model's own output, so its
+  accuracy is p_ood exactly; the same function therefore also gives the per-example correctness that
+  the bootstrap resamples.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from training.core import runio
+from training.core.data import Batch
+from training.core.errors import UserError
+from training.core.losses import IGNORE
+from training.geometry.trajectory import PCA, Gram
+
+DEFAULT_PROMINENCE = 0.03   # the reference's fixed threshold (§4.7), used when no noise estimate exists
+NOISE_MULTIPLIER = 2.0      # h = NOISE_MULTIPLIER × (mean bootstrap std of p_ood) when one does
+MANIFEST = "oscillation_manifest.json"
+PAIRING_RULE = ("each peak is paired with the nearest trough after it and before the next peak ('fall') and with "
+                "the nearest trough before it and after the previous peak ('rise'); v_sw points from the trough "
+                "to the peak in both cases")
+
+
+# ---------------------------------------------------------------------------- oscillations
+@dataclass
+class SwitchPair:
+    peak_step: int
+    trough_step: int
+    peak_p_ood: float
+    trough_p_ood: float
+    amplitude: float        # peak_p_ood − trough_p_ood (> 0)
+    kind: str               # "fall": the trough follows the peak; "rise": it precedes it
+
+
+@dataclass
+class Oscillations:
+    peaks: list[int]                 # steps of the peaks, increasing
+    troughs: list[int]               # steps of the troughs, increasing
+    peak_prominences: list[float]
+    trough_prominences: list[float]
+    pairs: list[SwitchPair]
+    prominence: float                # the threshold h used
+
+
+def detect_oscillations(steps: Sequence[int], p_ood: Sequence[float],
+                        prominence: float = DEFAULT_PROMINENCE) -> Oscillations:
+    """Peaks, troughs and switch pairs of the series p_ood(steps).
+
+    A peak is a local maximum of p whose topographic prominence (``scipy.signal.find_peaks``: its
+    height above the higher of the two lowest points separating it from higher ground on either side,
+    or from the ends of the series) is at least ``prominence``; a trough is the same for −p. End
+    points are never peaks or troughs; a plateau counts once (its middle sample). Pairs follow
+    :data:`PAIRING_RULE`: a peak gives at most one 'fall' and one 'rise' pair, a trough between two
+    peaks belongs to two pairs, and a monotone or flat series gives none.
+    """
+    from scipy.signal import find_peaks
+    s = np.asarray(steps, dtype=np.int64)
+    p = np.asarray(p_ood, dtype=np.float64)
+    if s.ndim != 1 or s.shape != p.shape:
+        raise UserError(f"steps and p_ood must be 1-D series of equal length (got {s.shape} and {p.shape})")
+    if len(s) > 1 and np.any(np.diff(s) <= 0):
+        raise UserError("the steps of the p_ood series must be strictly increasing")
+    if not np.all(np.isfinite(p)):
+        raise UserError("the p_ood series has non-finite values")
+    if not prominence > 0:
+        raise UserError(f"the prominence threshold must be > 0 (got {prominence})")
+    pk, pk_props = find_peaks(p, prominence=prominence)
+    tr, tr_props = find_peaks(-p, prominence=prominence)
+    pairs: list[SwitchPair] = []
+    for j, i in enumerate(pk):
+        prev_peak = pk[j - 1] if j > 0 else -1
+        next_peak = pk[j + 1] if j + 1 < len(pk) else len(p)
+        before = tr[(tr > prev_peak) & (tr < i)]
+        after = tr[(tr > i) & (tr < next_peak)]
+        for kind, chosen in (("fall", after[:1]), ("rise", before[-1:])):
+            for t in chosen:
+                pairs.append(SwitchPair(int(s[i]), int(s[t]), float(p[i]), float(p[t]), float(p[i] - p[t]), kind))
+    pairs.sort(key=lambda q: (q.peak_step, q.trough_step))
+    return Oscillations([int(s[i]) for i in pk], [int(s[i]) for i in tr],
+                        pk_props["prominences"].tolist(), tr_props["prominences"].tolist(), pairs, float(prominence))
+
+
+def manifest_dict(osc: Oscillations, settings: dict) -> dict:
+    """The JSON form of RUN/oscillation_manifest.json."""
+    return {"pairs": [asdict(q) for q in osc.pairs], "peaks": osc.peaks, "troughs": osc.troughs,
+            "peak_prominences": osc.peak_prominences, "trough_prominences": osc.trough_prominences,
+            "prominence": osc.prominence, "settings": settings}
+
+
+def read_manifest(run_dir: Path, checkpoint_steps: Sequence[int]) -> tuple[list[SwitchPair], dict]:
+    """The switch pairs of RUN/oscillation_manifest.json, checked against the run's checkpoints."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        raise UserError(f"{path} does not exist: run analysis/switching/detect_oscillations.py --run-dir {run_dir} "
+                        "first")
+    m = runio.read_json(path, "oscillation manifest")
+    try:
+        pairs = [SwitchPair(int(q["peak_step"]), int(q["trough_step"]), float(q["peak_p_ood"]),
+                            float(q["trough_p_ood"]), float(q["amplitude"]), str(q.get("kind", "")))
+                 for q in m["pairs"]]
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is not an oscillation manifest; run detect_oscillations.py again") from None
+    have = set(checkpoint_steps)
+    stale = [(q.peak_step, q.trough_step) for q in pairs if q.peak_step not in have or q.trough_step not in have]
+    if stale:
+        raise UserError(f"{path} names steps without a checkpoint (pair {stale[0]}); run detect_oscillations.py again")
+    return pairs, m
+
+
+# ---------------------------------------------------------------------------- switching directions
+def switch_coeffs(gram: Gram, pairs: Sequence[SwitchPair]) -> tuple[np.ndarray, np.ndarray]:
+    """(P × T) span coefficients of the unit switching directions v_sw = (θ_peak − θ_trough)/‖·‖,
+    and the P norms ‖θ_peak − θ_trough‖."""
+    if not pairs:
+        return np.zeros((0, len(gram.steps))), np.zeros(0)
+    C = np.stack([gram.drift_coeffs([q.peak_step], q.trough_step)[0] for q in pairs])
+    n = gram.norms(C)
+    if np.any(n == 0):
+        q = pairs[int(np.argmin(n))]
+        raise UserError(f"checkpoints {q.peak_step} and {q.trough_step} are identical here: no switching direction")
+    return C / n[:, None], n
+
+
+def switching_geometry(gram: Gram, pairs: Sequence[SwitchPair], traj: PCA, k_max: int = 6) -> dict:
+    """Backbone alignment, PC capture and mutual cosines of the switching directions.
+
+    With v_1 = v_b, v_2, v_3, … the unit principal directions of the uncentered trajectory PCA
+    ``traj`` (computed on the same Gram) and v_sw a unit switching direction:
+
+    * c = cos(v_sw, v_b) = ⟨v_sw, v_b⟩ (signed: v_sw points to the peak, v_b has a(t_last) > 0);
+      c² is the backbone share of ‖v_sw‖², 1 − c² the transverse share (paper Eq. 32).
+    * capture E_2:k = Σ_{j=2..k} ⟨v_sw, v_j⟩², the fraction of ‖v_sw‖² in PCs 2..k, k = 2..k_max.
+    * capture_transverse E⊥_2:k = Σ_{j=2..k} ⟨v̂⊥, v_j⟩² with v̂⊥ = (v_sw − c v_b)/‖v_sw − c v_b‖
+      (paper Eq. 33; ``pc2_to_pc6`` is its E_2:6). Since v_j ⊥ v_b for j ≥ 2 this is E_2:k / (1 − c²).
+    * pairwise |cos(v_sw,a, v_sw,b)| between events. Two pairs that share a checkpoint (a peak's rise
+      and fall pairs) are not independent events, so the summary uses only disjoint pairs.
+
+    PCs beyond the rank of the drift matrix capture nothing of a vector in the span, so E_2:k for
+    k > rank equals E_2:rank. The summary means are over pairs, of E_2:k_max.
+    """
+    if k_max < 2:
+        raise UserError(f"k_max must be >= 2 (got {k_max})")
+    C, norms = switch_coeffs(gram, pairs)
+    proj = gram.inner(C, traj.coeffs[:k_max])                       # P × k: ⟨v_sw, v_j⟩
+    proj = np.pad(proj, ((0, 0), (0, k_max - proj.shape[1])))
+    c = proj[:, 0]
+    cum = np.cumsum(proj[:, 1:] ** 2, axis=1)                       # E_2:k for k = 2..k_max
+    trans = 1.0 - c ** 2
+    cum_perp = np.divide(cum, trans[:, None], out=np.zeros_like(cum), where=trans[:, None] > 1e-12)
+    cos = np.abs(gram.inner(C, C))
+    members = [{q.peak_step, q.trough_step} for q in pairs]
+    disjoint = [cos[a, b] for a in range(len(pairs)) for b in range(a + 1, len(pairs)) if not members[a] & members[b]]
+    ks = range(2, k_max + 1)
+    per_pair = [{
+        "peak_step": q.peak_step, "trough_step": q.trough_step, "kind": q.kind, "switch_norm": float(norms[i]),
+        "cos_backbone": float(c[i]), "abs_cos_backbone": float(abs(c[i])),
+        "backbone_share": float(c[i] ** 2), "transverse_share": float(trans[i]),
+        "capture": {f"pc2_to_pc{k}": float(cum[i, k - 2]) for k in ks},
+        "capture_transverse": {f"pc2_to_pc{k}": float(cum_perp[i, k - 2]) for k in ks},
+    } for i, q in enumerate(pairs)]
+    return {
+        "dim": gram.dim, "k_max": k_max, "n_components": int(traj.coeffs.shape[0]),
+        "explained_variance_ratio": traj.explained_variance_ratio[:k_max].tolist(),
+        "pairs": per_pair,
+        "pairwise_abs_cos": cos.tolist(),
+        "summary": {
+            "mean_abs_cos_backbone": _mean(np.abs(c)),
+            "mean_backbone_share": _mean(c ** 2),
+            "mean_capture": _mean(cum[:, -1]),
+            "mean_capture_transverse": _mean(cum_perp[:, -1]),
+            "n_disjoint_event_pairs": len(disjoint),
+            "mean_abs_cos_between_events": _mean(disjoint),
+            "max_abs_cos_between_events": float(max(disjoint)) if disjoint else None,
+        },
+    }
+
+
+def _mean(x) -> float | None:
+    return float(np.mean(x)) if len(x) else None
+
+
+# ---------------------------------------------------------------------------- evaluation noise
+def bootstrap_std(correct: np.ndarray, n_boot: int, rng: np.random.Generator) -> float:
+    """Standard deviation (ddof = 1) of mean(correct[idx]) over ``n_boot`` resamples idx of the n
+    examples drawn with replacement; ≈ sqrt(p(1 − p)/n) for a binomial accuracy p."""
+    correct = np.asarray(correct, dtype=np.float64)
+    if correct.ndim != 1 or len(correct) == 0:
+        raise UserError("the bootstrap needs a non-empty 1-D array of per-example correctness")
+    if n_boot < 2:
+        raise UserError(f"--n-boot must be >= 2 (got {n_boot})")
+    idx = rng.integers(0, len(correct), size=(n_boot, len(correct)))
+    return float(correct[idx].mean(axis=1).std(ddof=1))
+
+
+def noise_prominence(mean_std: float, multiplier: float = NOISE_MULTIPLIER) -> float | None:
+    """h = multiplier × the mean bootstrap std of p_ood; None when the estimate is degenerate (0)."""
+    return multiplier * mean_std if mean_std > 0 else None
+
+
+# ---------------------------------------------------------------------------- logit lens
+@dataclass
+class ProbeReadout:
+    """Per layer (embedding output, then each block's output) and per scored example of an eval set."""
+
+    layers: list[str]
+    correct: np.ndarray       # (L + 1, n) bool: greedy prediction right at every probe position
+    p_codeword: np.ndarray    # (L + 1, n) softmax probability of the target, averaged over its probe positions
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.correct.mean(axis=1)
+
+    @property
+    def mean_p_codeword(self) -> np.ndarray:
+        return self.p_codeword.mean(axis=1)
+
+
+def residual_stream(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """([h_0, h_1, …, h_L], logits) of one forward pass: h_0 the embedding output entering block 0,
+    h_ℓ the output of block ℓ−1, captured with hooks so that the model's own forward is what runs."""
+    hidden: list[torch.Tensor] = []
+    hooks = [model.blocks[0].register_forward_pre_hook(lambda m, args: hidden.append(args[0]))]
+    hooks += [b.register_forward_hook(lambda m, args, out: hidden.append(out)) for b in model.blocks]
+    try:
+        logits = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return hidden, logits
+
+
+def lens_logits(model: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The logit lens: the final LayerNorm and the (tied) head applied to residual-stream states h."""
+    return model.lm_head(model.ln_f(h))
+
+
+@torch.no_grad()
+def probe_readout(model: torch.nn.Module, batch: Batch, batch_size: int,
+                  device: torch.device | str = "cpu") -> ProbeReadout:
+    """Logit-lens read-out of the codeword at every layer, on the probe positions of ``batch``.
+
+    For layer ℓ and example i with probe positions P_i (targets y, probe mask, not ignored):
+    correct[ℓ, i] = [argmax lens_logits(h_ℓ)[p] = y_p for all p ∈ P_i] and p_codeword[ℓ, i] =
+    mean_{p ∈ P_i} softmax(lens_logits(h_ℓ)[p])[y_p]; examples without a scored position are left out,
+    as in :func:`training.core.losses.probe_stats`. The last layer is the model's output, so
+    ``accuracy[-1]`` is the p_ood that training logs (for the 'probe_ood' set).
+    """
+    was_training = model.training
+    model.eval()
+    n_layers = len(model.blocks) + 1
+    correct, prob = [[] for _ in range(n_layers)], [[] for _ in range(n_layers)]
+    try:
+        for a in range(0, len(batch.x), batch_size):
+            b = Batch(batch.x[a:a + batch_size], batch.y[a:a + batch_size],
+                      batch.probe_mask[a:a + batch_size]).to(torch.device(device))
+            probe = b.probe_mask & (b.y != IGNORE)
+            rows, cols = probe.nonzero(as_tuple=True)
+            if len(rows) == 0:
+                continue
+            hidden, _ = residual_stream(model, b.x)
+            target = b.y[rows, cols]
+            n_pos = torch.bincount(rows, minlength=len(b.x))
+            scored = n_pos > 0
+            for layer, h in enumerate(hidden):
+                z = lens_logits(model, h[rows, cols]).float()
+                hit = (z.argmax(-1) == target).double()
+                p = torch.softmax(z, dim=-1).gather(1, target[:, None])[:, 0].double()
+                n_hit = torch.bincount(rows, weights=hit, minlength=len(b.x))
+                p_sum = torch.bincount(rows, weights=p, minlength=len(b.x))
+                correct[layer].append((n_hit == n_pos)[scored].cpu().numpy())
+                prob[layer].append((p_sum[scored] / n_pos[scored]).cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not correct[0]:
+        raise UserError("the evaluation set has no scored probe position")
+    layers = ["embed"] + [f"block_{i}" for i in range(n_layers - 1)]
+    return ProbeReadout(layers, np.stack([np.concatenate(c) for c in correct]),
+                        np.stack([np.concatenate(p) for p in prob]))

@@ -1,0 +1,293 @@
+"""Symmetry breaking in attention (reference modadd_ecd §B.4, §B.6, §B.7, §C.7, §C.8, §C.11).
+
+Three parts, one implementation each:
+
+* :class:`AttentionBias` -- the disordered-attention option of :class:`training.core.model.CausalSelfAttention`:
+  non-learned biases added to the queries (bQ), keys (bK, a no-op in the softmax) and values (bV), drawn
+  afresh at every training forward, one draw per layer shared by all heads, b = mean + std ⊙ ε with
+  std = linspace(first, last, head_dim). Draw number n of layer l is a pure function of
+  (seed, layer, stream, n), so the only state is a draw counter; that counter, the running mean of the
+  draws and the last draw are written next to every checkpoint (``step_XXXXXX.attn_bias.json``), so a resumed
+  run continues exactly and analyses read ⟨bQ⟩ without touching the weights. Evaluation uses the policy
+  ``mean`` (the distribution mean; deterministic), ``last`` (the last training draw, the reference) or
+  ``resample`` (a fresh draw per evaluation forward, from a stream of its own).
+* Symmetry diagnostics from checkpoints: per head, the balancedness B = Θ_QΘ_Qᵀ − Θ_KΘ_Kᵀ (and the V–O
+  analogue W_V W_Vᵀ − W_O^(h)ᵀW_O^(h)) and the Noether charge J = antisym(Θ_Q Π_Qᵀ + Θ_K Π_Kᵀ), Π a velocity
+  (an optimizer's velocity buffer or the difference of consecutive checkpoints).
+* bQ alignment: cos(W_K^(h)·e, ⟨bQ⟩) for every token embedding e and every learned position embedding, per
+  layer and head, with the analytic null (a random direction: mean 0, variance 1/head_dim).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from training.core import runio
+from training.core.errors import UserError
+
+STREAMS = {"q": 0, "k": 1, "v": 2}
+EVAL_STREAM_OFFSET = 10          # evaluation draws ("resample") use streams 10, 11, 12
+
+
+# ---------------------------------------------------------------------------- disordered attention
+def bias_spec(cfg) -> dict[str, tuple[float, float, float]]:
+    """{stream: (mean, std_first, std_last)} of the biases ``cfg.attn_disorder`` switches on."""
+    table = {"q": (cfg.attn_bq_mean, cfg.attn_bq_std_first, cfg.attn_bq_std_last),
+             "k": (cfg.attn_bk_mean, cfg.attn_bk_std_first, cfg.attn_bk_std_last),
+             "v": (cfg.attn_bv_mean, cfg.attn_bv_std_first, cfg.attn_bv_std_last)}
+    which = "" if cfg.attn_disorder == "none" else cfg.attn_disorder
+    return {s: table[s] for s in "qkv" if s in which}
+
+
+class AttentionBias(nn.Module):
+    """Random, non-learned q/k/v biases of one attention layer (see the module docstring)."""
+
+    def __init__(self, cfg, layer: int = 0):
+        super().__init__()
+        self.head_dim, self.n_head = cfg.d_model // cfg.n_head, cfg.n_head
+        self.spec = bias_spec(cfg)
+        self.seed = cfg.seed if cfg.attn_bias_seed is None else cfg.attn_bias_seed
+        self.policy = cfg.attn_bias_eval
+        self.layer = layer
+        for s, (mean, first, last) in self.spec.items():
+            self.register_buffer(f"mean_{s}", torch.full((self.head_dim,), float(mean)), persistent=False)
+            self.register_buffer(f"std_{s}", torch.linspace(first, last, self.head_dim), persistent=False)
+        self.draws = 0                    # training draws so far (each draws every stream once)
+        self.eval_draws = 0
+        self.sums = {s: np.zeros(self.head_dim) for s in self.spec}      # float64 running sums of the draws
+        self.last = {s: None for s in self.spec}
+
+    def _draw(self, stream: int, index: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.layer, stream, index]).standard_normal(self.head_dim)
+
+    def sample(self, s: str, training: bool) -> torch.Tensor:
+        """The bias of stream ``s`` for one forward (advances no counter; see :meth:`forward`)."""
+        mean, std = getattr(self, f"mean_{s}"), getattr(self, f"std_{s}")
+        if training or self.policy == "resample":
+            stream = STREAMS[s] + (0 if training else EVAL_STREAM_OFFSET)
+            eps = self._draw(stream, self.draws if training else self.eval_draws)
+            return mean + std * torch.as_tensor(eps, dtype=mean.dtype, device=mean.device)
+        if self.policy == "last" and self.last[s] is not None:
+            return torch.as_tensor(self.last[s], dtype=mean.dtype, device=mean.device)
+        return mean
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, training: bool):
+        """Add the biases to q, k, v of shape (B, T, n_head·head_dim); one draw shared by all heads."""
+        out = {"q": q, "k": k, "v": v}
+        for s in self.spec:
+            b = self.sample(s, training)
+            if training:
+                self.sums[s] += b.detach().double().cpu().numpy()
+                self.last[s] = b.detach().cpu().tolist()
+            out[s] = out[s] + b.to(out[s].dtype).repeat(self.n_head)
+        if training:
+            self.draws += 1
+        elif self.policy == "resample":
+            self.eval_draws += 1
+        return out["q"], out["k"], out["v"]
+
+    def stats(self) -> dict:
+        return {"layer": self.layer, "draws": self.draws, "eval_draws": self.eval_draws, "seed": self.seed,
+                "policy": self.policy, "head_dim": self.head_dim,
+                "streams": {s: {"mean": float(m), "std_first": float(a), "std_last": float(b),
+                                "sum": self.sums[s].tolist(), "last": self.last[s],
+                                "mean_of_draws": (self.sums[s] / self.draws).tolist() if self.draws else None}
+                            for s, (m, a, b) in self.spec.items()}}
+
+    def load_stats(self, d: dict) -> None:
+        self.draws, self.eval_draws = int(d["draws"]), int(d["eval_draws"])
+        for s in self.spec:
+            self.sums[s] = np.asarray(d["streams"][s]["sum"], dtype=np.float64)
+            self.last[s] = d["streams"][s]["last"]
+
+
+def attention_biases(model: nn.Module) -> list[AttentionBias]:
+    return [m for m in model.modules() if isinstance(m, AttentionBias)]
+
+
+def bias_stats_path(run_dir: Path, step: int) -> Path:
+    return runio.checkpoint_path(run_dir, step).with_suffix(".attn_bias.json")
+
+
+def save_bias_stats(run_dir: Path, step: int, model: nn.Module) -> Path | None:
+    """Write the bias state of every layer next to checkpoint ``step`` (nothing for a symmetric model)."""
+    biases = attention_biases(model)
+    if not biases:
+        return None
+    path = bias_stats_path(run_dir, step)
+    runio.atomic_write_json(path, {"step": step, "layers": [b.stats() for b in biases]})
+    return path
+
+
+def read_bias_stats(run_dir: Path, step: int) -> dict:
+    path = bias_stats_path(run_dir, step)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: checkpoint {step} of {run_dir} has no attention-bias statistics "
+                        "(was the run trained with attn_disorder?)")
+    return runio.read_json(path, "attention-bias statistics")
+
+
+def load_bias_stats(run_dir: Path, step: int, model: nn.Module) -> None:
+    """Restore the draw counters, sums and last draws saved with checkpoint ``step`` (resume)."""
+    biases = attention_biases(model)
+    if biases:
+        layers = read_bias_stats(run_dir, step)["layers"]
+        for b, d in zip(biases, layers):
+            b.load_stats(d)
+
+
+def mean_bq(run_dir: Path, step: int) -> np.ndarray:
+    """⟨bQ⟩ per layer (n_layer, head_dim): the mean of the training draws up to ``step`` (the
+    distribution mean at step 0, before any draw)."""
+    rows = []
+    for d in read_bias_stats(run_dir, step)["layers"]:
+        q = d["streams"].get("q")
+        if q is None:
+            raise UserError(f"{run_dir} was trained without bQ (attn_disorder has no 'q')")
+        rows.append(q["mean_of_draws"] if q["mean_of_draws"] is not None else [q["mean"]] * d["head_dim"])
+    return np.asarray(rows, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------- per-head blocks of the weights
+def head_blocks(state: dict[str, torch.Tensor], layer: int, n_head: int) -> dict[str, list[torch.Tensor]]:
+    """Per-head row blocks Θ_Q, Θ_K, Θ_V (head_dim × d_model) of layer ``layer``'s fused qkv matrix and the
+    column blocks W_O^(h) (d_model × head_dim) of its output projection, in float64."""
+    qkv = state[f"blocks.{layer}.attn.qkv.weight"].double()
+    out = state[f"blocks.{layer}.attn.out_proj.weight"].double()
+    d = qkv.shape[1]
+    hd = d // n_head
+    q, k, v = qkv[:d], qkv[d:2 * d], qkv[2 * d:]
+    return {"q": [q[h * hd:(h + 1) * hd] for h in range(n_head)],
+            "k": [k[h * hd:(h + 1) * hd] for h in range(n_head)],
+            "v": [v[h * hd:(h + 1) * hd] for h in range(n_head)],
+            "o": [out[:, h * hd:(h + 1) * hd] for h in range(n_head)]}
+
+
+def antisym(m: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (m - m.transpose(-1, -2))
+
+
+def noether_charge(theta: dict, velocity: dict) -> dict[str, list[torch.Tensor]]:
+    """J per head: QK sector antisym(Θ_Q Π_Qᵀ + Θ_K Π_Kᵀ); VO sector antisym(Θ_V Π_Vᵀ + W_Oᵀ Π_O) (the
+    rotation acts on W_O's columns, Θ_V → RΘ_V, W_O → W_O Rᵀ). ``theta`` and ``velocity`` are
+    :func:`head_blocks` outputs of the weights and of a velocity of the same layer."""
+    out = {"qk": [], "vo": []}
+    for tq, tk, pq, pk in zip(theta["q"], theta["k"], velocity["q"], velocity["k"]):
+        out["qk"].append(antisym(tq @ pq.T + tk @ pk.T))
+    for tv, to, pv, po in zip(theta["v"], theta["o"], velocity["v"], velocity["o"]):
+        out["vo"].append(antisym(tv @ pv.T + to.T @ po))
+    return out
+
+
+def balancedness(theta: dict) -> dict[str, list[torch.Tensor]]:
+    """B per head: QK sector Θ_QΘ_Qᵀ − Θ_KΘ_Kᵀ; VO sector Θ_VΘ_Vᵀ − W_OᵀW_O (conserved by gradient flow)."""
+    return {"qk": [tq @ tq.T - tk @ tk.T for tq, tk in zip(theta["q"], theta["k"])],
+            "vo": [tv @ tv.T - to.T @ to for tv, to in zip(theta["v"], theta["o"])]}
+
+
+def symmetry_trajectory(run_dir: Path, steps: list[int] | None = None) -> dict:
+    """For every checkpoint t after the first: per layer and sector, the RMS over heads of the Frobenius
+    norms ‖B(t) − B(0)‖ and ‖J(t)‖, with J from the velocity Π = θ(t) − θ(t_prev) between consecutive
+    checkpoints, and the same two norms relative to ‖B(0)‖ and ‖Θ‖·‖Π‖ (scale-free)."""
+    from training.core.trainer import read_run_config
+    cfg = read_run_config(run_dir)
+    have = runio.list_checkpoints(run_dir)
+    steps = have if steps is None else [s for s in steps if s in have]
+    if len(steps) < 2:
+        raise UserError(f"{run_dir} needs at least two checkpoints for symmetry diagnostics")
+    states = {}
+
+    def load(s):
+        if s not in states:
+            states.clear() if len(states) > 2 else None
+            states[s] = runio.load_checkpoint(runio.checkpoint_path(run_dir, s))[0]
+        return states[s]
+
+    base = {L: balancedness(head_blocks(load(steps[0]), L, cfg.n_head)) for L in range(cfg.n_layer)}
+    rows = []
+    for prev, cur in zip(steps[:-1], steps[1:]):
+        sp, sc = load(prev), load(cur)
+        row = {"step": cur, "prev": prev, "layers": []}
+        for L in range(cfg.n_layer):
+            tc, tp = head_blocks(sc, L, cfg.n_head), head_blocks(sp, L, cfg.n_head)
+            vel = {k: [a - b for a, b in zip(tc[k], tp[k])] for k in tc}
+            J = noether_charge(tc, vel)
+            B = balancedness(tc)
+            entry = {}
+            for sec in ("qk", "vo"):
+                db = [float(torch.linalg.norm(b - b0)) for b, b0 in zip(B[sec], base[L][sec])]
+                b0 = [float(torch.linalg.norm(b0)) for b0 in base[L][sec]]
+                jn = [float(torch.linalg.norm(j)) for j in J[sec]]
+                names = ("q", "k") if sec == "qk" else ("v", "o")
+                scale = [math.sqrt(sum(float(tc[n][h].pow(2).sum()) for n in names))
+                         * math.sqrt(sum(float(vel[n][h].pow(2).sum()) for n in names)) for h in range(cfg.n_head)]
+                entry[sec] = {"balancedness_drift": _rms(db),
+                              "balancedness_drift_rel": _rms([a / b if b > 0 else 0.0 for a, b in zip(db, b0)]),
+                              "charge": _rms(jn),
+                              "charge_rel": _rms([a / b if b > 0 else 0.0 for a, b in zip(jn, scale)])}
+            row["layers"].append(entry)
+        for sec in ("qk", "vo"):
+            for key in ("balancedness_drift", "balancedness_drift_rel", "charge", "charge_rel"):
+                row[f"{sec}_{key}"] = _rms([e[sec][key] for e in row["layers"]])
+        rows.append(row)
+    return {"steps": steps, "rows": rows,
+            "definitions": {"charge": "RMS over heads and layers of ||antisym(Θ_Q Πᵀ_Q + Θ_K Πᵀ_K)||_F (VO: antisym(Θ_V Πᵀ_V + W_Oᵀ Π_O)), Π = θ(t) − θ(prev)",
+                            "charge_rel": "the same with each head's norm divided by ||Θ_sector||·||Π_sector||",
+                            "balancedness_drift": "RMS of ||B(t) − B(first)||_F, B = Θ_QΘ_Qᵀ − Θ_KΘ_Kᵀ (VO: Θ_VΘ_Vᵀ − W_OᵀW_O)"}}
+
+
+def _rms(xs) -> float:
+    xs = list(xs)
+    return math.sqrt(sum(x * x for x in xs) / len(xs)) if xs else 0.0
+
+
+# ---------------------------------------------------------------------------- bQ alignment
+def alignment_cosines(keys: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """cos(keys[..., i, :], direction) along the last axis (zero rows give 0)."""
+    keys = keys.double()
+    d = direction.double()
+    num = keys @ d
+    den = keys.norm(dim=-1) * d.norm()
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
+
+
+def bq_alignment(state: dict[str, torch.Tensor], n_layer: int, n_head: int, bq: np.ndarray, top: int = 15) -> dict:
+    """Token and position alignment with ⟨bQ⟩ per layer and head (reference §B.7): cos(W_K^(h)·e, ⟨bQ⟩_l)
+    for every row e of the (raw, tied) token embedding and of the learned position embedding, with no
+    LayerNorm and no key bias. Per layer: the mean over heads of the token cosines' mean, std and the
+    z-score of their mean square against the analytic null (a random direction in head_dim dimensions has
+    E cos² = 1/head_dim), the top/bottom ``top`` token ids by head-mean cosine, and the position curve."""
+    tok, pos = state["tok_emb.weight"].double(), state["pos_emb.weight"].double()
+    out = []
+    for L in range(n_layer):
+        blocks = head_blocks(state, L, n_head)
+        b = torch.as_tensor(bq[L], dtype=torch.float64)
+        hd = b.numel()
+        tok_cos = torch.stack([alignment_cosines(tok @ wk.T, b) for wk in blocks["k"]])      # (H, V)
+        pos_cos = torch.stack([alignment_cosines(pos @ wk.T, b) for wk in blocks["k"]])      # (H, T)
+        mean_tok = tok_cos.mean(0)
+        order = torch.argsort(mean_tok, descending=True)
+        ms = float(tok_cos.pow(2).mean())
+        n = tok_cos.numel()
+        out.append({"layer": L, "bq_norm": float(b.norm()),
+                    "token_cos_mean": float(tok_cos.mean()), "token_cos_std": float(tok_cos.std()),
+                    "token_cos_mean_square": ms, "null_mean_square": 1.0 / hd,
+                    # the mean of n cos² values under the null: variance ≈ 2/(hd(hd+2)) per value (cos² ~ Beta)
+                    "z_mean_square": (ms - 1.0 / hd) / math.sqrt(2.0 * (hd - 1) / (hd * hd * (hd + 2)) / n),
+                    "token_cos_head_mean": tok_cos.mean(1).tolist(),
+                    "top_tokens": order[:top].tolist(), "top_cos": mean_tok[order[:top]].tolist(),
+                    "bottom_tokens": order[-top:].flip(0).tolist(), "bottom_cos": mean_tok[order[-top:].flip(0)].tolist(),
+                    "position_cos": pos_cos.mean(0).tolist(),
+                    "position_cos_first_last_heads": [pos_cos[0].tolist(), pos_cos[-1].tolist()]})
+    return {"layers": out}
+
+
+def null_direction(mean: float, std_first: float, std_last: float, head_dim: int, n_layer: int, seed: int) -> np.ndarray:
+    """One random bQ draw per layer from the bQ distribution: the reference's null for a symmetric model."""
+    rng = np.random.default_rng([seed, 4242])
+    std = np.linspace(std_first, std_last, head_dim)
+    return mean + std * rng.standard_normal((n_layer, head_dim))

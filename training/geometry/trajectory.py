@@ -1,0 +1,711 @@
+"""Trajectory geometry from checkpoints: streaming Gram matrix, exact uncentered PCA, the backbone.
+
+Everything here rests on one observation. Let x_t = θ(t) − θ(anchor) for the T checkpoints of a run
+(restricted to the trunk or one block). Any drift matrix the analyses need -- any reference step,
+window, stride, row normalisation -- is A·X for a small coefficient matrix A (rows e_t − e_ref,
+scaled), so its PCA is the eigen-decomposition of A·G·Aᵀ with G = X·Xᵀ the T×T Gram matrix, and its
+principal directions are v = Xᵀ·Aᵀ·u/σ: vectors *in the span of the checkpoints*, represented by their
+T coefficients c (v = Xᵀc). Inner products between such vectors are cᵀGc'. Backbone coordinates,
+residual norms, update alignment, rolling-window stability and switching directions are therefore
+T×T algebra once G is known.
+
+G is accumulated in float64 in one streaming pass over parameter chunks (plain reads at the tensor
+offsets of the safetensors files), so peak memory is T × chunk, never T × D. Directions are materialised
+as D-vectors (a second pass) only where a gradient must be paired with them
+(:meth:`CheckpointSet.materialise`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from training.core import runio
+from training.core.errors import UserError
+from training.core.model import trunk_names
+
+DEFAULT_CHUNK_BYTES = 64 * 2**20      # per chunk of the T × c float32 block read from the checkpoints
+
+
+# ---------------------------------------------------------------------------- checkpoint access
+class CheckpointSet:
+    """Lazy, memory-mapped reads of a run's trunk (or one block) in the canonical parameter order."""
+
+    def __init__(self, run_dir: str | Path):
+        from training.core.trainer import read_run_config
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise UserError(f"run directory {self.run_dir} does not exist")
+        self.cfg = read_run_config(self.run_dir)
+        self.steps = runio.list_checkpoints(self.run_dir)
+        if len(self.steps) < 2:
+            raise UserError(f"{self.run_dir} has {len(self.steps)} checkpoint(s); trajectory analyses need at least 2")
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+        self.header(self.steps[0], blocks=())       # refuses reduced-precision checkpoints at once
+
+    def names(self, block: int | None = None) -> list[str]:
+        return trunk_names(self.cfg, block)
+
+    def _main_path(self, step: int) -> Path:
+        return runio.checkpoint_path(self.run_dir, step)
+
+    def _index(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...], int, int]]]:
+        """(metadata, name -> (dtype, shape, absolute byte offset, byte length)) of one safetensors file.
+
+        The format is an 8-byte little-endian header length, a JSON header with each tensor's dtype, shape
+        and ``data_offsets`` (relative to the end of the header), then the data. Parsed once per file; the
+        file's size is checked against every tensor, so a truncated file is refused before any read.
+        """
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if path not in cache:
+            try:
+                with open(path, "rb") as f:
+                    n = int.from_bytes(f.read(8), "little")
+                    if not 0 < n < 100 * 2**20:
+                        raise ValueError("bad header length")
+                    header = json.loads(f.read(n))
+                    size = os.fstat(f.fileno()).st_size
+                meta = header.pop("__metadata__", None) or {}
+                tensors = {}
+                for name, info in header.items():
+                    a, b = (int(v) for v in info["data_offsets"])
+                    if not 0 <= a <= b or 8 + n + b > size:
+                        raise ValueError(f"{name} ends at byte {8 + n + b} of a {size}-byte file")
+                    tensors[name] = (str(info["dtype"]), tuple(int(d) for d in info["shape"]), 8 + n + a, b - a)
+            except FileNotFoundError:
+                raise UserError(f"checkpoint {path} is missing") from None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
+            cache[path] = (meta, tensors)
+        return cache[path]
+
+    def _shards(self, step: int) -> set[int]:
+        """Blocks stored in files of their own (ckpt_shards), from the main file's metadata."""
+        meta = self._index(self._main_path(step))[0]
+        return {int(b) for b in meta.get("shards", "").split(",") if b}
+
+    def header(self, step: int, blocks=None) -> dict[str, tuple[int, ...]]:
+        """Shapes of the tensors of checkpoint ``step``, refusing a precision below fp32.
+
+        ``blocks``: for a checkpoint sharded by block, the shard files to read besides the main file
+        (None = all), so a per-block analysis opens only its block's files. This is the one gate of the
+        trajectory analyses: reduced-precision checkpoints (ckpt_dtype=bf16) are refused with the reason;
+        trunk-only checkpoints (ckpt_contents=trunk) pass.
+        """
+        main = self._main_path(step)
+        meta, tensors = self._index(main)
+        info = dict(tensors)
+        shards = self._shards(step)
+        for b in sorted(shards if blocks is None else shards & set(blocks)):
+            info.update(self._index(runio.shard_path(main, b))[1])
+        low = sorted({v[0] for n, v in info.items() if n.startswith("blocks.") and v[0] != "F32"})
+        if meta.get("dtype", "fp32") != "fp32" or low:
+            raise UserError(
+                f"{self._describe(step)} is stored in {meta.get('dtype') or low[0]} (ckpt_dtype): drift analyses "
+                "need fp32 weights, because bf16 keeps 8 significant bits (relative spacing 2^-8 = 0.4%) and a "
+                "training step moves a weight by far less, so drifts and their PCA would be rounding noise; "
+                "retrain with ckpt_dtype=fp32")
+        return {n: v[1] for n, v in info.items()}
+
+    def shapes(self, block: int | None = None) -> dict[str, tuple[int, ...]]:
+        """Tensor shapes (read from the first checkpoint; for sharded checkpoints only the files ``block`` needs)."""
+        first = self.steps[0]
+        if self._shapes is None:
+            self._shapes = self.header(first, blocks=())
+            self._loaded_blocks: set[int] = set()
+        want = set(range(self.cfg.n_layer)) if block is None else {block}
+        todo = (want & self._shards(first)) - self._loaded_blocks
+        if todo:
+            self._shapes.update(self.header(first, blocks=todo))
+            self._loaded_blocks |= todo
+        missing = [n for n in self.names(block) if n not in self._shapes]
+        if missing:
+            raise UserError(f"checkpoints of {self.run_dir} lack trunk tensors such as {missing[0]}")
+        return self._shapes
+
+    def dim(self, block: int | None = None) -> int:
+        shapes = self.shapes(block)
+        return int(sum(np.prod(shapes[n]) for n in self.names(block)))
+
+    def chunks(self, block: int | None, max_elems: int) -> list[tuple[str, int, int]]:
+        """(tensor name, first row, end row) pieces of at most ~max_elems elements, in canonical order."""
+        out = []
+        for n in self.names(block):
+            shape = self.shapes(block)[n]
+            rows, cols = shape[0], int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            per = max(1, max_elems // cols)
+            out.extend((n, a, min(rows, a + per)) for a in range(0, rows, per))
+        return out
+
+    def _file_of(self, step: int, name: str) -> Path:
+        """The file of ``step`` that holds ``name`` (for a checkpoint sharded by block: that block's file)."""
+        path = self._main_path(step)
+        if name.startswith("blocks.") and int(name.split(".")[1]) in self._shards(step):
+            path = runio.shard_path(path, int(name.split(".")[1]))
+        return path
+
+    def read_rows(self, steps: Sequence[int], block: int | None, max_elems: int,
+                  ring: int = 0) -> Iterator[np.ndarray]:
+        """For each chunk, the len(steps) × c float32 matrix of parameter values (rows in ``steps`` order).
+
+        Rows are read with ``os.preadv`` straight into the output at the byte offsets of the safetensors
+        header: plain reads release the GIL while they wait for the disk (memory-mapped page faults inside
+        the safetensors binding do not), so a reading thread overlaps the arithmetic of the Gram, and no
+        mapped pages stay resident. The precision gate with its reason is :meth:`header`.
+
+        ``ring`` > 0: the chunks are views into ``ring`` buffers used in turn, so that reading does not
+        fault in (and zero) fresh pages for every chunk -- that costs more than the copy itself. A chunk is
+        then valid only until ``ring`` further chunks have been produced (see :func:`stream_rows`).
+        """
+        pieces: dict[str, list[tuple[int, int]]] = {}
+        for name, a, b in self.chunks(block, max_elems):
+            pieces.setdefault(name, []).append((a, b))
+        shapes = self.shapes(block)
+        largest = max((b - a) * int(np.prod(shapes[n][1:])) for n, rs in pieces.items() for a, b in rs)
+        buffers = [np.empty(len(steps) * largest, dtype=np.float32) for _ in range(ring)]
+        produced = 0
+        for name, ranges in pieces.items():
+            per_row = int(np.prod(self.shapes(block)[name][1:]))
+            where = []
+            for s in steps:
+                path = self._file_of(s, name)
+                dtype, shape, offset, nbytes = self._index(path)[1].get(name, (None, None, 0, 0))
+                if dtype != "F32" or shape != self.shapes(block)[name] or nbytes != 4 * int(np.prod(shape)):
+                    raise UserError(f"{self._describe(s)} has no float32 {name} of shape {self.shapes(block)[name]}")
+                where.append((s, path, offset))
+            fds = []
+            try:
+                for s, path, _ in where:
+                    fds.append(os.open(path, os.O_RDONLY))
+                    if hasattr(os, "posix_fadvise"):
+                        os.posix_fadvise(fds[-1], 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                for a, b in ranges:
+                    shape = (len(steps), (b - a) * per_row)
+                    if ring:
+                        rows = buffers[produced % ring][:shape[0] * shape[1]].reshape(shape)
+                        produced += 1
+                    else:
+                        rows = np.empty(shape, dtype=np.float32)
+                    for i, (fd, (s, path, off)) in enumerate(zip(fds, where)):
+                        _pread_exact(fd, memoryview(rows[i]).cast("B"), off + 4 * a * per_row,
+                                     lambda: f"cannot read {name} from {self._describe(s)} (file truncated)")
+                    yield rows
+            except OSError as e:
+                raise UserError(f"cannot read {name} from checkpoint {e.filename or ''} ({e.strerror})") from None
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def _describe(self, step: int) -> str:
+        return f"checkpoint step {step} of {self.run_dir}"
+
+    def vector(self, step: int, block: int | None = None) -> np.ndarray:
+        """θ(step) restricted to the trunk / block, as one float64 vector."""
+        return np.concatenate([c[0] for c in self.read_rows([step], block, 1 << 24)]).astype(np.float64)
+
+    def materialise(self, gram: "Gram", coeffs: np.ndarray, max_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+        """D × m matrix Xᵀ·coeffs: span coefficients (T × m, over gram.steps) turned into parameter-space vectors."""
+        coeffs = np.asarray(coeffs, dtype=np.float64)
+        squeeze = coeffs.ndim == 1
+        coeffs = coeffs.reshape(len(gram.steps), -1)
+        # x_t = θ_t − θ_anchor, so Xᵀc = Θᵀc − θ_anchor·Σc
+        weights = coeffs.copy()
+        weights[gram.steps.index(gram.anchor)] -= coeffs.sum(axis=0)
+        out = np.empty((self.dim(gram.block), coeffs.shape[1]))
+        pos = 0
+        w = torch.from_numpy(weights)
+        for rows in self.read_rows(gram.steps, gram.block, _elems(max_bytes, len(gram.steps))):
+            for blk in _float64_blocks(rows):
+                c = blk.shape[1]
+                out[pos:pos + c] = (blk.T @ w).numpy()
+                pos += c
+        return out[:, 0] if squeeze else out
+
+
+class CheckpointFiles(CheckpointSet):
+    """A :class:`CheckpointSet` over an explicit list of checkpoint files, possibly of several runs.
+
+    The files are given as (run directory, step) pairs and must share one model shape (e.g. a run and
+    the runs started from its checkpoints). Its ``steps`` are the *positions* 0..N−1 in that list, so
+    :func:`compute_gram`, :class:`Gram` and :func:`pca` work on it unchanged, with positions in place
+    of steps; ``files[i]`` says which checkpoint position i is.
+    """
+
+    def __init__(self, files: Sequence[tuple[str | Path, int]], cfg=None):
+        from training.core.trainer import read_run_config
+        self.files = [(Path(d), int(s)) for d, s in files]
+        if len(self.files) < 2:
+            raise UserError(f"a trajectory analysis needs at least 2 checkpoints (got {len(self.files)})")
+        for d, s in self.files:
+            if not runio.checkpoint_path(d, s).is_file():
+                raise UserError(f"checkpoint {runio.checkpoint_path(d, s)} does not exist")
+        self.run_dir = self.files[0][0]
+        self.cfg = read_run_config(self.run_dir) if cfg is None else cfg
+        self.steps = list(range(len(self.files)))
+        self._shapes = None
+        want = {n: self.shapes()[n] for n in self.names()}
+        for i in range(1, len(self.files)):       # headers only: cheap, and a clear error instead of a bad row
+            shapes = self.header(i)
+            have = {n: shapes[n] for n in want if n in shapes}
+            if have != want:
+                raise UserError(f"checkpoint {self.path(i)} does not have the model shape of {self.path(0)}; "
+                                "only runs of one architecture can share a trajectory analysis")
+
+    def path(self, i: int) -> Path:
+        d, s = self.files[i]
+        return runio.checkpoint_path(d, s)
+
+    def file_key(self) -> list[list]:
+        """(path, mtime_ns, size) of every file, in order: the key of a cache of anything computed from them."""
+        out = []
+        for i in self.steps:
+            st = os.stat(self.path(i))
+            out.append([str(self.path(i).resolve()), st.st_mtime_ns, st.st_size])
+        return out
+
+    def _describe(self, i: int) -> str:
+        return f"checkpoint {self.path(i)}"
+
+    def _main_path(self, i: int) -> Path:
+        return self.path(i)
+
+
+def _pread_exact(fd: int, buf: memoryview, offset: int, what) -> None:
+    """Fill ``buf`` from ``fd`` at ``offset`` (a short read means the file ended early: a UserError)."""
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n <= 0:
+            raise UserError(what())
+        done += n
+
+
+def stream_rows(ckpts: CheckpointSet, steps: Sequence[int], block: int | None, max_elems: int,
+                depth: int = 2) -> Iterator[np.ndarray]:
+    """:meth:`CheckpointSet.read_rows` read ``depth`` chunks ahead by a background thread, into reused buffers.
+
+    A chunk stays valid until the consumer asks for the next one: with ``depth`` chunks queued and one being
+    read, ``depth + 2`` buffers are the fewest that never overwrite the chunk in the consumer's hands.
+    """
+    return prefetch(ckpts.read_rows(steps, block, max_elems, ring=depth + 2), depth)
+
+
+def prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` with the next ``depth`` produced by a background thread.
+
+    Reading checkpoint slices (page faults, copies) and the float64 products both release the GIL, so
+    with a cold page cache the disk reads overlap the arithmetic instead of adding to it.
+    """
+    import queue
+    import threading
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as e:       # re-raised in the consumer
+            q.put(e)
+            return
+        q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():          # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.01)
+
+
+def _elems(max_bytes: int, n_rows: int) -> int:
+    return max(1024, max_bytes // (4 * max(1, n_rows)))
+
+
+_BLOCK = 8192      # columns converted to float64 at a time: cache-resident operands for the products (measured
+                   # best of 4k-32k with 2 strips on the paper trunk, 51 checkpoints)
+
+
+def _float64_blocks(rows: np.ndarray, anchor_row: int | None = None, every: int = 1, first: int = 0,
+                    out: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Column blocks of a float32 chunk as float64 tensors, optionally minus the anchor row (exact in float64).
+
+    ``every``/``first``: only blocks first, first + every, ... (one worker's share). ``out``: a float64
+    buffer of at least T × _BLOCK elements to convert into (no fresh pages per block); each yielded
+    block is then valid until the next one.
+    """
+    x = torch.from_numpy(rows)
+    for a in range(first * _BLOCK, x.shape[1], every * _BLOCK):
+        src = x[:, a:a + _BLOCK]
+        if out is None:
+            blk = src.double()
+        else:
+            blk = out[:src.numel()].view(src.shape).copy_(src)
+        if anchor_row is not None:
+            blk.sub_(blk[anchor_row].clone())
+        yield blk
+
+
+# ---------------------------------------------------------------------------- the Gram matrix
+@dataclass
+class Gram:
+    """G[i, j] = ⟨θ(steps[i]) − θ(anchor), θ(steps[j]) − θ(anchor)⟩ over the trunk or one block."""
+
+    steps: list[int]
+    anchor: int
+    block: int | None
+    dim: int
+    G: np.ndarray
+
+    def index(self, steps: Sequence[int]) -> list[int]:
+        pos = {s: i for i, s in enumerate(self.steps)}
+        missing = [s for s in steps if s not in pos]
+        if missing:
+            raise UserError(f"step(s) {missing[:5]} are not among the checkpoints of this analysis")
+        return [pos[s] for s in steps]
+
+    def drift_coeffs(self, steps: Sequence[int], ref: int) -> np.ndarray:
+        """A (len(steps) × T): row i selects x(steps[i]) − x(ref), the drift from ``ref``."""
+        A = np.zeros((len(steps), len(self.steps)))
+        A[np.arange(len(steps)), self.index(steps)] += 1.0
+        A[:, self.index([ref])[0]] -= 1.0
+        return A
+
+    def inner(self, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+        """Inner products of span vectors given by coefficients (… × T)."""
+        return c1 @ self.G @ np.swapaxes(c2, -1, -2) if c2.ndim > 1 else c1 @ self.G @ c2
+
+    def norms(self, coeffs: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(np.einsum("it,tu,iu->i", coeffs, self.G, coeffs), 0.0))
+
+
+def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block: int | None = None,
+                 anchor: int | None = None, max_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False,
+                 device: str | torch.device = "cpu") -> Gram:
+    """Stream the checkpoints once and accumulate G in float64 (memory: T × chunk, not T × D).
+
+    ``device``: where the float64 products run ("cpu", "cuda", or "auto" = cuda when present). On a GPU
+    each float32 chunk is copied over once and converted, anchored and multiplied there (still float64).
+    """
+    steps = list(ckpts.steps if steps is None else steps)
+    anchor = steps[0] if anchor is None else anchor
+    if anchor not in steps:
+        steps = [anchor] + steps
+    T = len(steps)
+    G = np.zeros((T, T))
+    ai = steps.index(anchor)
+    chunks = stream_rows(ckpts, steps, block, _elems(max_bytes, T))
+    if progress:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, total=len(ckpts.chunks(block, _elems(max_bytes, T))), desc="gram", unit="chunk",
+                      disable=None)
+    dev = resolve_analysis_device(device)
+    if dev.type != "cpu":
+        G[:] = _gram_on_device(chunks, T, ai, dev)
+        return Gram(steps, anchor, block, ckpts.dim(block), G)
+    G[:] = _gram_on_cpu(chunks, T, ai)
+    return Gram(steps, anchor, block, ckpts.dim(block), G)
+
+
+def _gram_on_cpu(chunks: Iterator[np.ndarray], T: int, anchor_row: int) -> np.ndarray:
+    """Σ over chunks of X_c·X_cᵀ in float64, on the CPU's cores.
+
+    Each float32 chunk is cut into cache-sized column blocks, converted to float64 (and anchored) per
+    block, which halves the memory traffic of converting a whole chunk. The blocks are shared among
+    worker threads, each running the products single-threaded into an accumulator of its own (block i
+    to worker i mod n, summed in worker order: the same result on every run with the same n). Threads
+    instead of the BLAS's own parallelism because this shape (T × 8k blocks, T ≈ 50) parallelises badly
+    inside one product, and an idle BLAS thread spins on the core that the reading thread needs.
+    G is symmetric: each strip of rows is multiplied only with itself and the rows below it (the upper
+    triangle: 3/4 of the products for 2 strips; more strips make the products smaller and slower, so 2
+    measured fastest at T = 51), mirrored at the end.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    strips = _row_strips(T)
+    n = max(1, torch.get_num_threads())
+    acc = [torch.zeros(T, T, dtype=torch.float64) for _ in range(n)]
+    scratch = [torch.empty(T * _BLOCK, dtype=torch.float64) for _ in range(n)]
+
+    def work(w: int, rows: np.ndarray) -> None:
+        Gw = acc[w]
+        for blk in _float64_blocks(rows, anchor_row, every=n, first=w, out=scratch[w]):
+            for a, b in strips:
+                Gw[a:b, a:].addmm_(blk[a:b], blk[a:].T)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for rows in chunks:
+                for f in [pool.submit(work, w, rows) for w in range(n)]:
+                    f.result()
+    finally:
+        torch.set_num_threads(n)
+    G = sum(acc[1:], acc[0].clone()).numpy()
+    return np.triu(G) + np.triu(G, 1).T
+
+
+def _row_strips(T: int, n: int = 2) -> list[tuple[int, int]]:
+    """``n`` row ranges of about equal size covering 0..T (one range for a small T)."""
+    n = n if T >= 16 else 1
+    cuts = [round(i * T / n) for i in range(n + 1)]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def resolve_analysis_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
+_GPU_COLS = 1 << 20        # columns per float64 product on an accelerator (T × 2^20 × 8 bytes)
+
+
+def _gram_on_device(chunks: Iterator[np.ndarray], T: int, anchor_row: int, device: torch.device) -> np.ndarray:
+    """G accumulated in float64 on ``device`` from float32 T × c chunks (the accelerator path of compute_gram)."""
+    G = torch.zeros(T, T, dtype=torch.float64, device=device)
+    for rows in chunks:
+        x = torch.from_numpy(rows).to(device)      # one host->device copy per chunk (float32)
+        for a in range(0, x.shape[1], _GPU_COLS):
+            blk = x[:, a:a + _GPU_COLS].double()
+            blk.sub_(blk[anchor_row].clone())
+            G.addmm_(blk, blk.T)
+    return G.cpu().numpy()
+
+
+def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool = False,
+                max_bytes: int = DEFAULT_CHUNK_BYTES, compute: bool = True, device: str = "cpu") -> Gram | None:
+    """The Gram of all checkpoints anchored at the first, cached in RUN/analysis/gram/ (keyed by files).
+
+    With ``compute=False`` a missing or stale cache gives None instead of a computation.
+    """
+    key_src = [[s, os.stat(runio.checkpoint_path(ckpts.run_dir, s)).st_mtime_ns,
+                os.stat(runio.checkpoint_path(ckpts.run_dir, s)).st_size] for s in ckpts.steps]
+    name = "trunk" if block is None else f"block{block}"
+    path = ckpts.run_dir / "analysis" / "gram" / f"{name}.npz"
+    key = json.dumps(key_src)
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                if str(z["key"]) == key:
+                    return Gram(list(z["steps"].tolist()), int(z["anchor"]), block, int(z["dim"]), z["G"].copy())
+        except (OSError, ValueError, KeyError):
+            pass      # unreadable cache: recompute and overwrite
+    if not compute:
+        return None
+    g = compute_gram(ckpts, block=block, max_bytes=max_bytes, progress=progress, device=device)
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, steps=np.asarray(g.steps), anchor=g.anchor, dim=g.dim, G=g.G, key=np.asarray(key))
+    runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    return g
+
+
+# ---------------------------------------------------------------------------- PCA in the span
+@dataclass
+class PCA:
+    """Uncentered PCA of a drift matrix A·X (rows optionally normalised)."""
+
+    steps: list[int]                 # rows of the drift matrix
+    reference_step: int
+    rownorm: bool
+    singular_values: np.ndarray      # full spectrum (rank ≤ rows)
+    explained_variance_ratio: np.ndarray
+    coeffs: np.ndarray               # (k × T) span coefficients of the principal directions (unit norm)
+    row_coeffs: np.ndarray           # (rows × T) coefficients of the (normalised) drift rows
+    scores: np.ndarray = field(repr=False, default=None)   # (rows × k) ⟨row, v_k⟩
+
+    @property
+    def k95(self) -> int:
+        return k_at(self.explained_variance_ratio, 0.95)
+
+    @property
+    def k99(self) -> int:
+        return k_at(self.explained_variance_ratio, 0.99)
+
+    def summary(self) -> dict:
+        return {"steps": list(self.steps), "reference_step": self.reference_step, "rownorm": self.rownorm,
+                "singular_values": self.singular_values.tolist(),
+                "explained_variance_ratio": self.explained_variance_ratio.tolist(),
+                "pc1": float(self.explained_variance_ratio[0]), "k95": self.k95, "k99": self.k99}
+
+
+def k_at(evr: np.ndarray, level: float) -> int:
+    """Smallest k whose cumulative explained fraction reaches ``level`` (tolerant to round-off)."""
+    cum = np.cumsum(evr)
+    return int(min(len(evr), np.searchsorted(cum, level - 1e-12) + 1))
+
+
+def pca(gram: Gram, steps: Sequence[int] | None = None, ref: int | None = None, rownorm: bool = False,
+        k: int = 10) -> PCA:
+    """Exact uncentered PCA of the drifts x(steps) − x(ref) (ref excluded from the rows)."""
+    ref = gram.anchor if ref is None else ref
+    steps = [s for s in (gram.steps if steps is None else steps) if s != ref]
+    if not steps:
+        raise UserError("PCA needs at least one checkpoint besides the reference step")
+    A = gram.drift_coeffs(steps, ref)
+    if rownorm:
+        n = gram.norms(A)
+        if np.any(n == 0):
+            raise UserError(f"a drift row is exactly zero (steps {[s for s, v in zip(steps, n) if v == 0]}); "
+                            "row normalisation is undefined")
+        A = A / n[:, None]
+    K = A @ gram.G @ A.T
+    lam, U = np.linalg.eigh((K + K.T) / 2)
+    order = np.argsort(lam)[::-1]
+    lam, U = np.clip(lam[order], 0.0, None), U[:, order]
+    total = lam.sum()
+    if total <= 0:
+        raise UserError("the drift matrix is zero: the checkpoints are identical")
+    sv = np.sqrt(lam)
+    k = min(k, int(np.sum(sv > sv[0] * 1e-12)))
+    coeffs = (A.T @ U[:, :k] / sv[:k]).T          # v_j = Xᵀ Aᵀ u_j / σ_j
+    scores = U[:, :k] * sv[:k]                    # ⟨row_i, v_j⟩ = σ_j u_ij
+    # sign convention: the last row's coordinate on each component is positive
+    signs = np.where(scores[-1] < 0, -1.0, 1.0)
+    return PCA(list(steps), ref, rownorm, sv, lam / total, coeffs * signs[:, None], A, scores * signs)
+
+
+# ---------------------------------------------------------------------------- backbone quantities
+def decomposition(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None = None,
+                  ref: int | None = None) -> dict[str, list[float]]:
+    """a(t) = ⟨x(t) − x(ref), v⟩, ‖r(t)‖, ‖x(t) − x(ref)‖ and f_b(t) = a²/‖x‖² for a unit span vector v."""
+    ref = gram.anchor if ref is None else ref
+    steps = list(gram.steps if steps is None else steps)
+    A = gram.drift_coeffs(steps, ref)
+    a = gram.inner(A, v_coeffs)
+    norm2 = np.einsum("it,tu,iu->i", A, gram.G, A)
+    r = np.sqrt(np.maximum(norm2 - a ** 2, 0.0))
+    fb = np.divide(a ** 2, norm2, out=np.zeros_like(a), where=norm2 > 0)
+    return {"steps": steps, "a": a.tolist(), "residual_norm": r.tolist(), "drift_norm": np.sqrt(norm2).tolist(),
+            "backbone_fraction": fb.tolist()}
+
+
+def update_alignment(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None = None) -> dict[str, list]:
+    """C(t) = cos(θ(t) − θ(t_prev), v) for consecutive checkpoints in ``steps``."""
+    steps = list(gram.steps if steps is None else steps)
+    A = gram.drift_coeffs(steps[1:], steps[0])
+    A[1:] -= gram.drift_coeffs(steps[1:-1], steps[0])            # rows e_t − e_prev
+    n = gram.norms(A)
+    v_norm = float(np.sqrt(gram.inner(v_coeffs, v_coeffs)))
+    cos = np.divide(gram.inner(A, v_coeffs), n * v_norm, out=np.zeros(len(n)), where=n > 0)
+    return {"steps": steps[1:], "prev_steps": steps[:-1], "signed_cos": cos.tolist(),
+            "abs_cos": np.abs(cos).tolist(), "update_norm": n.tolist()}
+
+
+def sign_flip_step(steps: Sequence[int], signed_cos: Sequence[float]) -> int | None:
+    """The first step after which the signed alignment stays negative (None if it never flips)."""
+    c = np.asarray(signed_cos)
+    for i in range(len(c)):
+        if c[i] < 0 and np.all(c[i:] < 0):
+            return int(steps[i])
+    return None
+
+
+def cos_span(gram: Gram, c1: np.ndarray, c2: np.ndarray) -> float:
+    n1, n2 = np.sqrt(gram.inner(c1, c1)), np.sqrt(gram.inner(c2, c2))
+    return float(gram.inner(c1, c2) / (n1 * n2)) if n1 > 0 and n2 > 0 else 0.0
+
+
+def rolling_pc1(gram: Gram, width: int, steps: Sequence[int] | None = None, global_coeffs: np.ndarray | None = None,
+                rownorm: bool = True) -> dict[str, list]:
+    """PC1 of each window of ``width`` consecutive checkpoints (drift from the window start).
+
+    Reports |cos| between adjacent windows' PC1 and, given ``global_coeffs``, |cos| with the global backbone.
+    """
+    steps = list(gram.steps if steps is None else steps)
+    if width < 2 or width > len(steps):
+        raise UserError(f"window width {width} must be between 2 and the number of checkpoints ({len(steps)})")
+    vs, starts, pc1 = [], [], []
+    for i in range(0, len(steps) - width + 1):
+        w = steps[i:i + width]
+        p = pca(gram, w, ref=w[0], rownorm=rownorm, k=1)
+        vs.append(p.coeffs[0])
+        starts.append(w[0])
+        pc1.append(float(p.explained_variance_ratio[0]))
+    adjacent = [abs(cos_span(gram, vs[i], vs[i + 1])) for i in range(len(vs) - 1)]
+    out = {"window_start": starts, "width": width, "pc1": pc1, "adjacent_abs_cos": adjacent}
+    if global_coeffs is not None:
+        out["global_abs_cos"] = [abs(cos_span(gram, v, global_coeffs)) for v in vs]
+    return out
+
+
+def random_walk_null(increment_norms: Sequence[float], dim: int, n_samples: int = 20, seed: int = 0,
+                     rownorm: bool = False, centered: bool = False) -> dict:
+    """PC1 and k95 (and k90) of a trajectory with the same per-interval step sizes in isotropic random directions.
+
+    ``centered``: PCA of the mean-centred positions (the starting point included as a row) instead of
+    the uncentered drifts.
+
+    The increments' inner products are those of independent uniform directions in R^dim: their Gram
+    matrix is drawn exactly as a Wishart(dim, I) matrix normalised to unit diagonal, so no D-dimensional
+    vector is ever formed. The drift rows are the cumulative sums of the increments.
+    """
+    from scipy.stats import wishart
+    n = np.asarray(increment_norms, dtype=np.float64)
+    T = len(n)
+    if T < 1:
+        raise UserError("the random-walk null needs at least one increment")
+    rng = np.random.default_rng(seed)
+    L = np.tril(np.ones((T, T)))
+    if centered:       # rows: the start (0) and the T positions, minus their mean
+        L = np.vstack([np.zeros((1, T)), L])
+        L = L - L.mean(axis=0, keepdims=True)
+    pc1, k95, k90 = [], [], []
+    for _ in range(n_samples):
+        W = wishart(df=dim, scale=np.eye(T)).rvs(random_state=rng) if T > 1 else np.array([[float(dim)]])
+        W = np.atleast_2d(W)
+        d = np.sqrt(np.diag(W))
+        C = W / np.outer(d, d)
+        inc = n[:, None] * C * n[None, :]
+        K = L @ inc @ L.T
+        if rownorm:
+            s = np.sqrt(np.diag(K))
+            K = K / np.outer(s, s)
+        lam = np.clip(np.linalg.eigvalsh((K + K.T) / 2)[::-1], 0, None)
+        evr = lam / lam.sum()
+        pc1.append(float(evr[0]))
+        k95.append(k_at(evr, 0.95))
+        k90.append(k_at(evr, 0.90))
+    return {"pc1": float(np.mean(pc1)), "pc1_std": float(np.std(pc1)), "k95": float(np.mean(k95)),
+            "k95_std": float(np.std(k95)), "k90": float(np.mean(k90)), "k90_std": float(np.std(k90)),
+            "n_samples": n_samples, "seed": seed, "rownorm": rownorm, "centered": centered}
+
+
+def increment_norms(gram: Gram, steps: Sequence[int] | None = None) -> np.ndarray:
+    steps = list(gram.steps if steps is None else steps)
+    A = gram.drift_coeffs(steps[1:], steps[0])
+    A[1:] -= gram.drift_coeffs(steps[1:-1], steps[0])
+    return gram.norms(A)
+
+
+def select_steps(steps: Sequence[int], stride: int | None = None, start: int | None = None,
+                 end: int | None = None) -> list[int]:
+    """Checkpoint steps in [start, end] whose step is a multiple of ``stride`` (first and last always kept)."""
+    s = [x for x in steps if (start is None or x >= start) and (end is None or x <= end)]
+    if not s:
+        raise UserError(f"no checkpoint in the window [{start}, {end}]")
+    if stride:
+        s = [x for i, x in enumerate(s) if x % stride == 0 or i in (0, len(s) - 1)]
+    return s

@@ -1,0 +1,261 @@
+"""What the multi-run studies share: scaling the paper's protocol to a preset, running or resuming a
+run in-process, reheating configs, the re-entry gain.
+
+Scaling rule. The paper's protocols are stated in steps and learning rates of its 10,000-step,
+lr 1e-3 run. A study at another preset keeps their *proportions*: a step count s becomes
+``round(s * steps_of_preset / 10_000)`` and a learning rate η becomes ``η * lr_of_preset / 1e-3``
+(so the paper's 4,000-step ablations are 240 steps at ``quick``, its reheating rates {1e-3, 6e-4,
+3e-4} are {3e-3, 1.8e-3, 9e-4}). At ``paper`` every value is the paper's own.
+
+A study writes ordinary run directories (so every analysis script works on each of them) under one
+study directory, and resumes by resuming each unfinished run. On a CPU its runs train side by side
+(:func:`train_runs`, ``--jobs``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from training.studies import parallel
+from training.core import runio
+from training.core.config import PRESETS, Config, parse_override, preset
+from training.core.errors import UserError
+
+PAPER_STEPS = 10_000
+PAPER_LR = 1e-3
+PAPER_REHEAT_LRS = (1e-3, 6e-4, 3e-4)
+REENTRY_THRESHOLD = 0.6          # "first step with p_ood >= 0.60" of the paper's reheating table
+
+
+# ---------------------------------------------------------------------------- scaling
+def preset_steps(cfg: Config) -> int:
+    """Length of the preset this config derives from (its own steps when it has no preset)."""
+    return preset(cfg.preset).steps if cfg.preset in PRESETS else cfg.steps
+
+
+def preset_lr(cfg: Config) -> float:
+    return preset(cfg.preset).lr if cfg.preset in PRESETS else cfg.lr
+
+
+def scale_step(cfg: Config, paper_step: int, minimum: int = 1) -> int:
+    """The step of this preset that corresponds to ``paper_step`` of the paper's 10,000-step run."""
+    return max(minimum, int(round(paper_step * preset_steps(cfg) / PAPER_STEPS)))
+
+
+def scale_window(cfg: Config, lo: int, hi: int) -> tuple[int, int]:
+    return (0 if lo == 0 else scale_step(cfg, lo), scale_step(cfg, hi))
+
+
+def scale_lr(cfg: Config, paper_lr: float) -> float:
+    """The learning rate of this preset that plays the role of ``paper_lr`` (same ratio to the preset's lr)."""
+    return float(f"{paper_lr * preset_lr(cfg) / PAPER_LR:.6g}")
+
+
+# ---------------------------------------------------------------------------- running
+def ensure_run(cfg: Config, run_dir: Path) -> str:
+    """Train ``cfg`` into ``run_dir``, or resume it there; returns completed | diverged.
+
+    A directory that already holds a different config is an error (runs never silently collide).
+    """
+    from training.core.trainer import Trainer, read_run_config
+    run_dir = Path(run_dir)
+    cfg = cfg.replace(out_dir=str(run_dir)).validate()
+    if (run_dir / "config.json").exists():
+        have = read_run_config(run_dir)
+        if have.hash() != cfg.hash():
+            raise UserError(f"{run_dir} already holds a run with a different config; remove it or choose another "
+                            "study directory")
+        return Trainer(have.replace(device=cfg.device, progress=cfg.progress, compile=cfg.compile), run_dir,
+                       resume=True).run()
+    return Trainer(cfg, run_dir, resume=False).run()
+
+
+@dataclass
+class RunJob:
+    """One run of a study: a label for messages, its config and its directory."""
+    label: str
+    cfg: Config
+    dir: Path
+
+
+def finished_state(cfg: Config, run_dir: Path) -> str | None:
+    """completed | diverged when ``run_dir`` holds this very run, finished; None when it still has to train.
+    A directory holding a different run is refused, as :func:`ensure_run` would."""
+    state = run_state(run_dir)
+    if state not in ("completed", "diverged"):
+        return None
+    from training.core.trainer import read_run_config
+    if read_run_config(run_dir).hash() != cfg.replace(out_dir=str(run_dir)).validate().hash():
+        raise UserError(f"{run_dir} already holds a run with a different config; remove it or choose another "
+                        "study directory")
+    return state
+
+
+def _train_job(job: RunJob) -> tuple[str, str | None, float]:
+    t0 = time.monotonic()
+    try:
+        state, error = ensure_run(job.cfg, job.dir), None
+    except UserError:
+        raise
+    except Exception as e:     # noqa: BLE001 -- recorded; the other runs go on; the caller reports it
+        state, error = "failed", f"{type(e).__name__}: {e}"
+    return state, error, round(time.monotonic() - t0, 2)
+
+
+def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> dict[str, dict]:
+    """Train (or resume, or skip when finished) every run of ``jobs``; label -> {state, error, seconds}.
+
+    ``n_jobs`` runs train side by side in child processes (training/studies/parallel.py; None = all at once on a CPU,
+    up to 4 per core, one at a time on a GPU); each then logs to ``<run>/train.log``. A UserError stops the study; any
+    other failure of a run is recorded (state "failed") and the other runs still train.
+    """
+    out: dict[str, dict] = {}
+    todo = []
+    for job in jobs:                 # finished runs are reported here, without starting a process for them
+        state = finished_state(job.cfg, job.dir)
+        if state:
+            log(f"{job.label}: already {state} ({job.dir})")
+            out[job.label] = {"state": state, "error": None, "seconds": 0.0}
+        else:
+            todo.append(job)
+    if not todo:
+        return out
+    jobs = todo
+    n, threads = parallel.plan_jobs(len(jobs), n_jobs, jobs[0].cfg.device)
+    if n > 1:
+        jobs = [RunJob(j.label, j.cfg.replace(progress=False), j.dir) for j in jobs]
+        log(f"training {len(jobs)} runs side by side ({n} processes x {threads} thread{'s' if threads > 1 else ''}; "
+            f"logs in <run>/train.log)")
+
+    def start(job):
+        log(f"train {job.label} -> {job.dir}")
+
+    def done(job, r):
+        out[job.label] = {"state": r[0], "error": r[1], "seconds": r[2]}
+        log(f"{job.label}: {r[0]} ({r[2]:.1f} s in this invocation)" + (f" -- {r[1]}" if r[1] else ""))
+
+    parallel.run_jobs(_train_job, jobs, n, threads, log_path=(lambda j: j.dir / "train.log") if n > 1 else None,
+                      on_start=start, on_done=done)
+    return out
+
+
+def add_jobs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, help="runs trained side by side, one process each (default: all at once on a "
+                                            "CPU, up to 4 per core; 1 on a GPU)")
+
+
+def run_state(run_dir: Path) -> str:
+    """completed | diverged | running | failed | missing."""
+    status = runio.read_status(Path(run_dir)) if (Path(run_dir) / "status.json").exists() else None
+    return (status or {}).get("state", "missing")
+
+
+# ---------------------------------------------------------------------------- study command lines
+def study_parser(doc: str) -> argparse.ArgumentParser:
+    """Options every study command has: the preset it scales, the seed, where it writes, overrides."""
+    first = (doc or "").strip().split("\n\n")[0]
+    p = argparse.ArgumentParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=(doc or "").strip()[len(first):].strip() or None)
+    p.add_argument("--preset", default="quick", help="test | quick | paper (default quick)")
+    p.add_argument("--seed", type=int, default=42, help="training seed of every run (default 42, the paper's)")
+    p.add_argument("--out-dir", help="study directory (default runs/<study>_<preset>_s<seed>)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field of every run (e.g. cache_dir=..., device=cuda); repeatable")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def error(message):                      # flag mistakes as one line, like every other UserError
+        raise UserError(f"{message} (see --help)")
+    p.error = error
+    return p
+
+
+def refuse_protocol_overrides(keys, protocol_fields: Sequence[str], study: str, hints: dict | None = None) -> None:
+    """A ``--set`` of a field the study's protocol fixes would be replaced silently: refuse it in one line."""
+    fixed = sorted(set(keys) & set(protocol_fields))
+    if fixed:
+        hint = (hints or {}).get(fixed[0], "")
+        raise UserError(f"--set {', '.join(fixed)}=...: the {study} protocol sets {'these' if len(fixed) > 1 else 'this'} "
+                        f"itself{hint}")
+
+
+def study_base_config(args: argparse.Namespace) -> Config:
+    cfg = preset(args.preset).replace(seed=args.seed, progress=not args.no_progress)
+    changes = dict(parse_override(item) for item in args.set)
+    return cfg.replace(**changes)
+
+
+def study_dir(args: argparse.Namespace, study: str) -> Path:
+    return Path(args.out_dir) if args.out_dir else Path("runs") / f"{study}_{args.preset}_s{args.seed}"
+
+
+# ---------------------------------------------------------------------------- reheating
+def reheat_defaults(cfg: Config) -> dict:
+    """The paper's reheating protocol (seed 001 §6.1, §9.5) at the scale of ``cfg``'s preset.
+
+    λ = 4 is twice the paper's initial probe weight; at other presets it is twice theirs. Evaluations
+    (and checkpoints) every 200 paper steps, the cadence of the reference pipeline (the paper's text says
+    100; pass ``eval_every`` to get it).
+    """
+    return {"steps": scale_step(cfg, 2000), "warmup": scale_step(cfg, 200), "lam": 2.0 * preset(cfg.preset).lambda_probe
+            if cfg.preset in PRESETS else 2.0 * cfg.lambda_probe,
+            "lrs": [scale_lr(cfg, lr) for lr in PAPER_REHEAT_LRS], "eval_every": scale_step(cfg, 200)}
+
+
+def reheat_config(orig: Config, checkpoint: Path, lr: float, steps: int, warmup: int, lam: float,
+                  eval_every: int, moments: bool = False, beta2: float | None = None) -> Config:
+    """A reheating run: the original config from ``checkpoint``'s weights with a fresh optimizer (or,
+    with ``moments``, the optimizer moments saved at that step), constant λ, warmup then cosine to the
+    floor over ``steps``, a checkpoint at every evaluation, and a data stream of its own (see
+    :attr:`Config.effective_data_seed`): it never replays the original run's batches.
+    """
+    checkpoint = Path(checkpoint).resolve()
+    init_optimizer = str(runio.find_optimizer_state(checkpoint).resolve()) if moments else ""
+    return orig.replace(init_from=str(checkpoint), init_optimizer=init_optimizer, lr=lr, steps=steps,
+                        warmup=min(warmup, steps), lambda_probe=lam, lambda_probe2=None, lambda_step=0,
+                        eval_every=eval_every, ckpt_every=eval_every, ckpt_dense=(), early_stop=False,
+                        data_seed=None, keep_optimizer_states=False, out_dir="",
+                        beta2=orig.beta2 if beta2 is None else beta2)
+
+
+def reheat_name(step: int, lr: float, moments: bool) -> str:
+    return f"ckpt{step:06d}_lr{lr:g}_{'moments' if moments else 'fresh'}"
+
+
+# ---------------------------------------------------------------------------- re-entry
+def reentry(metrics: Sequence[dict], threshold: float = REENTRY_THRESHOLD) -> dict:
+    """Re-entry of the probe basin along one reheating run's evaluations.
+
+    p0 = p_ood at the start (step 0, the initial weights), G = max_t p_ood(t) − p0 (the re-entry gain),
+    the step of the peak, the first step with p_ood >= ``threshold`` (None if never) and the final value.
+    """
+    rows = [m for m in metrics if m.get("p_ood") is not None and math.isfinite(m["p_ood"])]
+    if not rows or rows[0]["step"] != 0:
+        raise UserError("a reheating run needs its step-0 evaluation (the starting point) to measure re-entry")
+    p0 = rows[0]["p_ood"]
+    peak = max(rows, key=lambda m: m["p_ood"])
+    first = next((m["step"] for m in rows if m["p_ood"] >= threshold), None)
+    return {"p0": p0, "peak_p_ood": peak["p_ood"], "peak_step": peak["step"], "G": peak["p_ood"] - p0,
+            "first_step_at_threshold": first, "threshold": threshold, "final_p_ood": rows[-1]["p_ood"],
+            "final_step": rows[-1]["step"], "final_val_loss": rows[-1].get("val_loss")}
+
+
+# ---------------------------------------------------------------------------- window geometry
+def window_geometry(gram, steps: Sequence[int], rownorm: bool = True) -> dict:
+    """Uncentered PCA of the drifts θ(t) − θ(steps[0]) for t in ``steps[1:]`` (the window's anchor is its
+    first step, as in the paper's Tables 9–10), with PC1, k95, k99 and the drift ‖θ(end) − θ(start)‖.
+
+    ``gram`` is a :class:`training.geometry.trajectory.Gram` holding every step of the window (e.g. the run's
+    cached Gram); the numbers are exact (full spectrum).
+    """
+    from training.geometry.trajectory import pca
+    steps = list(steps)
+    if len(steps) < 2:
+        raise UserError(f"a window needs at least two checkpoints (got {steps})")
+    p = pca(gram, steps, steps[0], rownorm=rownorm, k=1)
+    drift = float(gram.norms(gram.drift_coeffs([steps[-1]], steps[0]))[0])
+    return {"steps": steps, "anchor": steps[0], "rownorm": rownorm, "pc1": float(p.explained_variance_ratio[0]),
+            "k95": p.k95, "k99": p.k99, "drift": drift, "explained_variance_ratio": p.explained_variance_ratio.tolist()}
