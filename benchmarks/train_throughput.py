@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from training.core.cli import run_main  # noqa: E402
 from training.core.config import preset  # noqa: E402
-from training.core.data import Batch  # noqa: E402
+from training.core.batch import Batch  # noqa: E402
 from training.core.data_tokenizers import GPT2_VOCAB_SIZE  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.core.optim import build_optimizer  # noqa: E402

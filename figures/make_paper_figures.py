@@ -119,7 +119,7 @@ class Inputs:
 def load_inputs(run_dir: str | Path, sgd_dir: str | None = None, beta_dir: str | None = None,
                 allow_incomplete: bool = False) -> Inputs:
     """Validate the run directory and read every input that exists (each file parsed once)."""
-    from training.core.trainer import read_run_config
+    from training.core.runio import read_run_config
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")

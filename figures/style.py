@@ -119,3 +119,10 @@ def save(fig, path_without_ext: str | Path, formats: Iterable[str] = ("png", "pd
     finally:
         plt.close(fig)
     return written
+
+
+def save_figure(fig, run, name: str) -> Path:
+    """Write an analysis figure as RUN/analysis/<name>.png (atomically; ``run`` an opened run or its
+    analysis directory) and close it."""
+    folder = Path(getattr(run, "analysis_dir", run))
+    return save(fig, folder / name, ("png",))[0]

@@ -107,7 +107,7 @@ def test_summary_rows_match_metrics(sweep):
 
 def trunk_matrix(run_dir, steps):
     from safetensors.numpy import load_file
-    from training.core.trainer import read_run_config
+    from training.core.runio import read_run_config
     names = trunk_names(read_run_config(run_dir))
     rows = []
     for s in steps:
@@ -151,10 +151,10 @@ def test_geometry_matches_dense_svd(sweep, b):
 
 def test_interference_matches_independent_gradients(sweep):
     """cos(g_LM, g_probe) of the first analysis batch, recomputed with plain autograd and masks."""
-    from training.core.data import prepare_task
+    from training.core.tasks import prepare_task
     from training.geometry.gradients import GRAD_TAG
     from training.core.model import GPT
-    from training.core.trainer import read_run_config
+    from training.core.runio import read_run_config
     run_dir = sweep["root"] / "b2_0.95"
     res = strict_json(run_dir / "analysis" / "beta_metrics.json")
     pt = res["interference"]["points"][0]

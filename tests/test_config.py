@@ -4,10 +4,11 @@ import pytest
 
 from training.core.config import Config, checkpoint_steps, eval_steps, parse_override, preset
 from training.core.errors import UserError
+from training.core.tasks import validate
 
 
 def test_paper_preset_matches_design():
-    c = preset("paper").validate()
+    c = validate(preset("paper"))
     assert (c.n_layer, c.d_model, c.n_head, c.d_ff, c.seq_len) == (8, 512, 16, 2048, 256)
     assert (c.beta1, c.beta2, c.eps, c.wd, c.lr) == (0.9, 0.95, 1e-8, 0.5, 1e-3)
     assert (c.warmup, c.steps, c.lr_floor, c.batch_size, c.grad_accum, c.grad_clip) == (1500, 10_000, 0.1, 64, 2, 1.0)
@@ -62,7 +63,7 @@ def test_hash_ignores_location_but_not_science():
 ])
 def test_bad_configs_rejected(changes, message):
     with pytest.raises(UserError) as e:
-        preset("test").replace(**changes).validate()
+        validate(preset("test").replace(**changes))
     assert message in str(e.value)
     assert "\n" not in str(e.value)
 

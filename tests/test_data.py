@@ -10,7 +10,8 @@ import torch
 from conftest import ROOT
 from training.core import data as data_mod
 from training.core.config import preset
-from training.core.data import _read_documents, load_corpus, prepare_task, token_cache
+from training.core.data import _read_documents, load_corpus, token_cache
+from training.core.tasks import prepare_task
 from training.core.errors import UserError
 
 

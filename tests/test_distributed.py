@@ -162,7 +162,7 @@ def test_rank_slices_sum_to_the_single_process_gradient(lam):
     """The per-rank loss normalisation, checked in one process: (g_rank0 + g_rank1) / 2 (what DDP's averaging
     gives) equals the single-process gradient, and the summed statistics equal the single-process sums."""
     import contextlib
-    from training.core.data import Batch
+    from training.core.batch import Batch
     from training.core.distributed import forward_backward_ddp
     from training.core.model import GPT
     from training.core.trainer import forward_backward

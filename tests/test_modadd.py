@@ -6,12 +6,13 @@ import torch
 from training.core.config import Config, preset
 from training.core.errors import UserError
 from training.core.modadd import (ModAddSpec, ModAddTask, generate, leak_prediction, modadd_config, sample_positions)
+from training.core.tasks import validate
 
 
 def _cfg(**kw):
-    return modadd_config(preset("test").replace(n_layer=1, d_model=16, n_head=2, attn_only=True, steps=8,
+    return validate(modadd_config(preset("test").replace(n_layer=1, d_model=16, n_head=2, attn_only=True, steps=8,
                                                 eval_every=4, ckpt_every=4, batch_size=16, lr=1e-3,
-                                                modadd_n_eval=32), **kw).validate()
+                                                modadd_n_eval=32), **kw))
 
 
 @pytest.mark.parametrize("mode", ["reference", "strict"])
@@ -86,13 +87,13 @@ def test_batches_are_deterministic_and_schedules():
 
 def test_config_validation_and_hash_compatibility():
     with pytest.raises(UserError, match="seq_len"):
-        _cfg().replace(seq_len=20).validate()
+        validate(_cfg().replace(seq_len=20))
     with pytest.raises(UserError, match="modadd_m_max"):
-        _cfg(modadd_m_max=8).validate()
+        validate(_cfg(modadd_m_max=8))
     with pytest.raises(UserError, match="modadd_mode"):
-        _cfg(modadd_mode="loose").validate()
+        validate(_cfg(modadd_mode="loose"))
     with pytest.raises(UserError, match="unknown task"):
-        preset("test").replace(task="nope").validate()
+        validate(preset("test").replace(task="nope"))
     # the task fields at their defaults leave an LM run's hash alone (runs written before they existed keep it)
     c = preset("test")
     assert c.hash() == c.replace(modadd_classes=8).hash() != _cfg().hash()

@@ -16,11 +16,12 @@ from training.geometry.exec_subspace import principal_angles, spectrum, top_dire
 from training.core.model import GPT
 from training.core.modadd import ModAddTask, answer_stats, modadd_config
 from training.geometry.trajectory import random_walk_null
+from training.core.tasks import validate
 
 
 def _model(n_layer=1, attn_only=True, dtype=torch.float64, seed=0):
-    cfg = modadd_config(preset("test").replace(n_layer=n_layer, d_model=16, n_head=2, d_ff=32, attn_only=attn_only,
-                                               batch_size=8, modadd_n_eval=64, attention="math")).validate()
+    cfg = validate(modadd_config(preset("test").replace(n_layer=n_layer, d_model=16, n_head=2, d_ff=32, attn_only=attn_only,
+                                               batch_size=8, modadd_n_eval=64, attention="math")))
     torch.manual_seed(seed)
     task = ModAddTask(cfg)
     model = GPT(cfg, task.tok.vocab_size).to(dtype)

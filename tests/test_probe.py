@@ -66,7 +66,8 @@ def test_mask_uses_in_context_tokenisation(tik):
 
 
 def test_batch_mask_marks_exactly_the_codeword_target(bpe):
-    from training.core.data import LMProbeTask, TokenSplit
+    from training.core.batch import TokenSplit
+    from training.core.data import LMProbeTask
     from training.core.config import preset
     ids = np.asarray(bpe.encode(TEXT) * 3, dtype=np.uint16)
     split = TokenSplit(ids, np.asarray([0, len(ids)]))

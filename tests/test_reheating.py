@@ -17,9 +17,9 @@ from safetensors.numpy import load_file as load_np
 from conftest import ROOT, run_script
 from training.studies import parallel
 from training.core import runio
-from training.core.data import prepare_task
+from training.core.tasks import prepare_task
 from training.core.model import trunk_names
-from training.core.trainer import read_run_config
+from training.core.runio import read_run_config
 
 REHEAT = "experiments/reheating/reheat.py"
 GEOMETRY = "analysis/reheating/reheat_geometry.py"

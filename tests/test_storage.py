@@ -12,6 +12,7 @@ from training.core.config import preset
 from training.core.errors import UserError
 from training.core.model import GPT, trunk_names
 from training.geometry.trajectory import CheckpointSet, compute_gram
+from training.core.tasks import validate
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +126,9 @@ def test_reduced_checkpoints_resume_exactly(ref, tmp_path, monkeypatch):
 
 def test_storage_fields_are_validated():
     with pytest.raises(UserError, match="ckpt_dtype"):
-        preset("test").replace(ckpt_dtype="fp16").validate()
+        validate(preset("test").replace(ckpt_dtype="fp16"))
     with pytest.raises(UserError, match="ckpt_contents"):
-        preset("test").replace(ckpt_contents="half").validate()
+        validate(preset("test").replace(ckpt_contents="half"))
 
 
 def test_background_checkpoint_writes_give_identical_files(ref, tmp_path):

@@ -11,7 +11,7 @@ import torch
 from conftest import run_inprocess, run_script
 from trajfix import synthetic_trajectory
 from training.core.config import preset
-from training.core.data import Batch
+from training.core.batch import Batch
 from training.core.errors import UserError
 from training.core.losses import probe_stats
 from training.core.model import GPT, trunk_size

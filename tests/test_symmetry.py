@@ -1,4 +1,4 @@
-"""Disordered attention (training/geometry/symmetry.py + the model option) and the symmetry diagnostics: bK is a
+"""Disordered attention (training/core/attention_bias.py, the model option) and the symmetry diagnostics: bK is a
 softmax no-op, zero biases reproduce the symmetric model, a per-head rotation of Q and K is a symmetry of
 the symmetric model only, the invariance identity behind the Noether charge, the balancedness, and the
 bQ alignment against hand-built answers and the analytic null."""
@@ -10,7 +10,8 @@ import torch
 
 from training.core.config import preset
 from training.core.model import GPT
-from training.geometry.symmetry import (alignment_cosines, antisym, attention_biases, balancedness, bq_alignment,
+from training.core.attention_bias import attention_biases
+from training.geometry.symmetry import (alignment_cosines, antisym, balancedness, bq_alignment,
                                head_blocks, noether_charge)
 
 VOCAB = 40

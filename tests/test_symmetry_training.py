@@ -15,6 +15,7 @@ from training.core.config import preset
 from training.core.errors import UserError
 from training.core.model import GPT, trunk_parameters
 from training.core.optim import OPTIMIZERS, build_optimizer
+from training.core.tasks import validate
 
 
 def small_model(seed=0):
@@ -163,9 +164,9 @@ def test_registry_has_the_new_optimizers():
     assert OPTIMIZERS["ecd"].needs_closure and not OPTIMIZERS["soap"].needs_closure
     assert "muon" in OPTIMIZERS
     with pytest.raises(UserError, match="ecd_projection"):
-        preset("test").replace(optimizer="ecd", ecd_projection="x").validate()
+        validate(preset("test").replace(optimizer="ecd", ecd_projection="x"))
     with pytest.raises(UserError, match="attn_bias_eval"):
-        preset("test").replace(attn_bias_eval="x").validate()
+        validate(preset("test").replace(attn_bias_eval="x"))
     # the new fields at their defaults do not change the hash of earlier configs
     c = preset("test")
     assert c.hash() == c.replace(ecd_eta=100.0).hash() != c.replace(ecd_eta=50.0).hash()
@@ -261,14 +262,14 @@ def test_fineweb_corpus_through_the_data_layer(tmp_path):
     rng = np.random.default_rng(0)
     write_shard(tmp_path / "fw_train_000001.bin", rng.integers(0, 50257, 5000))
     write_shard(tmp_path / "fw_val_000000.bin", rng.integers(0, 50257, 800))
-    cfg = preset("test").replace(corpus="fineweb", corpus_path=str(tmp_path), tokenizer="gpt2").validate()
+    cfg = validate(preset("test").replace(corpus="fineweb", corpus_path=str(tmp_path), tokenizer="gpt2"))
     splits = token_cache(cfg, tok=None)
     assert len(splits["train"].tokens) == 5000 and len(splits["val"].tokens) == 800
     assert splits["train"].offsets.tolist() == [0, 5000]
     sizes = {e[0].rsplit("/", 1)[1]: e[1] for e in corpus_identity(cfg)["shards"]}
     assert sizes == {"fw_train_000001.bin": 1024 + 2 * 5000, "fw_val_000000.bin": 1024 + 2 * 800}
     with pytest.raises(UserError, match="tokenizer=gpt2"):
-        preset("test").replace(corpus="fineweb", corpus_path=str(tmp_path)).validate()
+        validate(preset("test").replace(corpus="fineweb", corpus_path=str(tmp_path)))
 
 
 def test_prepare_fineweb_help(capsys):

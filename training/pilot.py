@@ -31,6 +31,7 @@ import _paths  # noqa: E402,F401
 from training.core.cli import run_main  # noqa: E402
 from training.core.config import Config, parse_override, preset  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
+from training.core.tasks import validate  # noqa: E402
 
 # flag -> config field, for the flags that map one to one
 FLAG_FIELDS = {
@@ -113,7 +114,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     for item in args.set:
         k, v = parse_override(item)
         changes[k] = v
-    return cfg.replace(**changes).validate()
+    return validate(cfg.replace(**changes))
 
 
 def dry_run(cfg: Config) -> None:
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, dist) -> int:
-    from training.core.trainer import Trainer, read_run_config, run_name
+    from training.core.runio import read_run_config
+    from training.core.trainer import Trainer, run_name
     if args.resume:
         if not args.out_dir:
             raise UserError("--resume needs --out-dir RUN (the run directory to continue)")

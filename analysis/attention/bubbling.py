@@ -23,7 +23,7 @@ def main() -> int:
     p.add_argument("--probe-n", type=int, default=128, help="probe sequences per m (default 128)")
     args = p.parse_args()
     from training.studies import modadd_analysis as ma
-    from training.studies.modadd_report import plot_attention
+    from figures.modadd_report import plot_attention
     run = open_run(args.run_dir)
     res = ma.attention(run.dir, probe_n=args.probe_n, progress=not args.no_progress)
     path = write_result(run, "modadd_attention", res)

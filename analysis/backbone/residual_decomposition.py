@@ -32,8 +32,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from training.geometry.analysis_io import (add_gradient_sampling_args, Run, analysis_parser, figure,  # noqa: E402
-                                  open_run, save_figure, write_result)
+from figures.style import figure, save_figure  # noqa: E402
+from training.geometry.analysis_io import Run, add_gradient_sampling_args, analysis_parser, open_run, write_result  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.geometry.gradients import (PARTS, alignment_stats, block_slices, choose_steps, cumulative_bias,  # noqa: E402

@@ -16,7 +16,8 @@ import _paths  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 
-from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.geometry.trajectory import cached_gram, pca, select_steps, sign_flip_step, update_alignment  # noqa: E402
 

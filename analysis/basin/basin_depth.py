@@ -48,8 +48,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from training.core import runio  # noqa: E402
-from training.geometry.analysis_io import (analysis_parser, figure, open_run, parse_step_list, save_figure,  # noqa: E402
-                                  write_result)
+from figures.style import figure, save_figure  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result  # noqa: E402
 from training.geometry.basin import (PAPER_SIGMAS, SMALL_MODEL_SIGMAS, default_sigmas, depth_summary,  # noqa: E402
                             drift_table, p_ood_series, pair_steps, perturb_trunk, perturbation_seed, relax,
                             relax_defaults, resolve_pairs, sigma_half)

@@ -21,8 +21,8 @@ import _paths  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from training.geometry.analysis_io import (analysis_parser, figure, open_run, parse_step_list, save_figure,  # noqa: E402
-                                  write_result)
+from figures.style import figure, save_figure  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.geometry.switching import bootstrap_std, probe_readout  # noqa: E402

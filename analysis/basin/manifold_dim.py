@@ -30,7 +30,8 @@ import _paths  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 
-from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from figures.style import figure, save_figure  # noqa: E402
 from training.geometry.basin import manifold_dimension, null_window, p_ood_series, resolve_pairs  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402

@@ -31,7 +31,7 @@ def main() -> int:
     if args.eta <= 0 or args.samples < 1 or args.n_checkpoints < 1:
         raise UserError("--eta, --samples and --n-checkpoints must be positive")
     from training.studies import modadd_analysis as ma
-    from training.studies.modadd_report import plot_commutators
+    from figures.modadd_report import plot_commutators
     run = open_run(args.run_dir)
     res = ma.commutators(run.dir, n_checkpoints=args.n_checkpoints, samples=args.samples, eta=args.eta,
                          pcs_per_block=args.pcs_per_block, backbone_k=args.backbone_k, n_mc=args.mc, seed=args.seed,

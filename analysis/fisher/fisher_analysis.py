@@ -23,8 +23,8 @@ import _paths  # noqa: E402,F401
 
 import time  # noqa: E402
 
-from training.geometry.analysis_io import (add_gradient_sampling_args, analysis_parser, figure, open_run,  # noqa: E402
-                                  save_figure, write_result)
+from figures.style import figure, save_figure  # noqa: E402
+from training.geometry.analysis_io import add_gradient_sampling_args, analysis_parser, open_run, write_result  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.geometry.fisher import fisher_spectrum  # noqa: E402
 from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402

@@ -19,7 +19,7 @@ from training.core.cli import run_main  # noqa: E402
 def main() -> int:
     args = analysis_parser(__doc__).parse_args()
     from training.studies import modadd_analysis as ma
-    from training.studies.modadd_report import plot_curriculum
+    from figures.modadd_report import plot_curriculum
     run = open_run(args.run_dir)
     res = ma.curriculum(run.dir)
     path = write_result(run, "modadd_curriculum", res)

@@ -25,7 +25,7 @@ def main() -> int:
     p.add_argument("--n-ablate", type=int, default=6, help="latents zeroed (default 6, the reference's)")
     args = p.parse_args()
     from training.studies import modadd_analysis as ma
-    from training.studies.modadd_report import plot_sae
+    from figures.modadd_report import plot_sae
     run = open_run(args.run_dir)
     steps = parse_step_list(args.steps, run.steps) if args.steps else None
     res = ma.sae_ablation(run.dir, steps=steps, layer=args.layer, sae_steps=args.sae_steps, n_ablate=args.n_ablate,

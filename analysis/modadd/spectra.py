@@ -21,7 +21,7 @@ def main() -> int:
     p.add_argument("--null-samples", type=int, default=20, help="random-walk null draws per block (default 20)")
     args = p.parse_args()
     from training.studies import modadd_analysis as ma
-    from training.studies.modadd_report import plot_spectra
+    from figures.modadd_report import plot_spectra
     run = open_run(args.run_dir)
     res = ma.spectra(run.dir, null_samples=args.null_samples, seed=args.seed)
     path = write_result(run, "modadd_spectra", res)

@@ -25,7 +25,8 @@ import _paths  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.geometry.switching import probe_readout, read_manifest, switching_geometry  # noqa: E402

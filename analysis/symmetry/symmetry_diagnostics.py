@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.geometry.analysis_io import analysis_parser, figure, open_run, save_figure, write_result  # noqa: E402
+from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
+from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.geometry.symmetry import symmetry_trajectory  # noqa: E402
 from training.studies.symmetry_study import velocity_charge  # noqa: E402

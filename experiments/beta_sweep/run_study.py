@@ -32,6 +32,7 @@ from training.core import runio  # noqa: E402
 from training.studies import common as studies  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
+from training.core.tasks import validate  # noqa: E402
 
 COMMANDS = ("train", "analyse", "summary", "reheat", "all")
 ANALYSIS_SCRIPT = ROOT / "analysis" / "beta_sweep" / "beta_summary.py"
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)      # stage messages appear in order with training's log
     bs.check_overrides(args.set)
     base = studies.study_base_config(args)
-    base.validate()
+    validate(base)
     root = studies.study_dir(args, bs.STUDY)
     beta2s = bs.parse_beta2s(args.beta2s) if args.beta2s else None
     reheat_beta2s = (bs.parse_beta2s(args.reheat_beta2s, "--reheat-beta2s") if args.reheat_beta2s
@@ -254,7 +255,7 @@ def save_png(fig, path: Path) -> Path:
 
 
 def plot_all(result, out_dir: Path) -> list[Path]:
-    from training.geometry.analysis_io import figure
+    from figures.style import figure
     rows = result["table"]
     x = list(range(len(rows)))
     labels = [bs.beta2_label(r["beta2"]) for r in rows]

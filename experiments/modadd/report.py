@@ -24,7 +24,7 @@ def main() -> int:
     res_path = root / "analysis" / "modadd_study.json"
     if not res_path.exists():
         raise UserError(f"{res_path} does not exist; run experiments/modadd/run_study.py first")
-    from training.studies.modadd_report import write_report
+    from figures.modadd_report import write_report
     print(f"wrote {write_report(read_json(res_path, 'study result'), root)}")
     return 0
 

@@ -73,7 +73,7 @@ def main() -> int:
     res["protocol"] = {"sizes": ms.SIZES[args.preset], "analysis": ms.ANALYSIS[args.preset], "overrides": args.set,
                        "runs": {s.name: dict(s.changes) for s in ms.run_specs(args.seed)}}
     atomic_write_json(root / "analysis" / f"{ms.RESULT}.json", res)
-    from training.studies.modadd_report import write_report
+    from figures.modadd_report import write_report
     path = write_report(res, root)
     for key, h in res["headline"].items():
         if isinstance(h, dict) and "verdict" in h:

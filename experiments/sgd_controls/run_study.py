@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
 from training.studies import sgd_controls as sc  # noqa: E402
-from training.geometry.analysis_io import figure, save_figure, write_result  # noqa: E402
+from training.geometry.analysis_io import write_result  # noqa: E402
+from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.config import parse_override  # noqa: E402
 from training.core.errors import UserError  # noqa: E402

@@ -21,16 +21,19 @@ import json
 import os
 import shutil
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from training.core import runio
+from training.core.batch import Batch, TokenSplit
 from training.core.config import Config
+from training.core.data_synthetic import generate_stories
 from training.core.data_probe import KEY_TEMPLATES, QUERY_TEMPLATES, ProbeTokens, build_probe_tokens, pseudo_words, select_codewords, splice_probe
 from training.core.data_tokenizers import BPETokenizer, Tokenizer, add_word_tokens, gpt2_tokenizer, train_bpe
 from training.core.errors import UserError
+from training.core.fineweb import fineweb_identity, fineweb_splits
 
 CACHE_FORMAT = 2       # 2: deterministic BPE training
 SYNTHETIC_VERSION = 1     # bump when the synthetic generator's output changes
@@ -51,7 +54,6 @@ def corpus_identity(cfg: Config) -> dict:
     if cfg.corpus == "synthetic":
         ident.update(seed=cfg.corpus_seed, version=SYNTHETIC_VERSION)
     elif cfg.corpus == "fineweb":
-        from training.core.fineweb import fineweb_identity
         ident["shards"] = fineweb_identity(cfg.corpus_path)
     elif cfg.corpus == "files":
         files = _corpus_files(cfg.corpus_path)
@@ -62,7 +64,6 @@ def corpus_identity(cfg: Config) -> dict:
 def load_corpus(cfg: Config) -> tuple[list[str], list[str]]:
     """(train documents, validation documents) of the configured corpus."""
     if cfg.corpus == "synthetic":
-        from training.core.data_synthetic import generate_stories
         docs = generate_stories(cfg.n_train_docs + cfg.n_val_docs, cfg.corpus_seed)
         docs = [d for d in docs if len(d) >= cfg.min_doc_chars]
         return docs[:cfg.n_train_docs], docs[cfg.n_train_docs:]
@@ -219,20 +220,9 @@ def bpe_codeword_candidates(cfg: Config) -> list[str]:
     return pseudo_words(cfg.n_codewords, cfg.codeword_seed)
 
 
-@dataclass
-class TokenSplit:
-    tokens: np.ndarray      # memory-mapped, every document followed by EOS
-    offsets: np.ndarray     # document start positions, with a final entry = len(tokens)
-
-    @property
-    def n_docs(self) -> int:
-        return len(self.offsets) - 1
-
-
 def token_cache(cfg: Config, tok: Tokenizer, corpus: _LazyCorpus | None = None) -> dict[str, TokenSplit]:
     """Tokenise the corpus once into memmaps keyed by (corpus, tokenizer); return the train and val splits."""
     if cfg.corpus == "fineweb":     # already tokenised (GPT-2 ids in uint16 shards): read in place
-        from training.core.fineweb import fineweb_splits
         return fineweb_splits(cfg)
     corpus = corpus or _LazyCorpus(cfg)
     key = _key({"corpus": corpus_identity(cfg), "tokenizer": tok.identity, "format": CACHE_FORMAT})
@@ -270,20 +260,6 @@ def token_cache(cfg: Config, tok: Tokenizer, corpus: _LazyCorpus | None = None) 
 
 
 # ---------------------------------------------------------------------------- the task
-@dataclass
-class Batch:
-    x: torch.Tensor            # (B, T) inputs
-    y: torch.Tensor            # (B, T) targets, -100 = ignored
-    probe_mask: torch.Tensor   # (B, T) bool, True at scored codeword targets
-
-    def to(self, device: torch.device) -> "Batch":
-        if device.type != "cuda":
-            return Batch(self.x.to(device), self.y.to(device), self.probe_mask.to(device))
-        # page-locked host copies (PyTorch's caching host allocator) make the copies truly asynchronous:
-        # the next micro-batch is drawn on the CPU while the GPU still computes
-        return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in (self.x, self.y, self.probe_mask)))
-
-
 class LMProbeTask:
     """Language modelling on the corpus with the key-retrieval probe injected at rate p_probe."""
 
@@ -372,15 +348,12 @@ class LMProbeTask:
         return self._eval_cache[name]
 
 
-def prepare_task(cfg: Config, run_dir: Path | None = None) -> LMProbeTask:
+def prepare_lm_probe(cfg: Config, run_dir: Path | None = None) -> LMProbeTask:
     """Tokenizer, token cache and codewords for ``cfg``; with ``run_dir``, reuse or record them there.
 
     A run directory's tokenizer.json and codewords.json, when present, are authoritative (a resumed or
     analysed run uses exactly what it was trained with).
     """
-    if cfg.task == "modadd":        # synthetic task: no corpus, tokenizer or codewords
-        from training.core.modadd import ModAddTask
-        return ModAddTask(cfg)
     corpus = _LazyCorpus(cfg)
     tok_path = run_dir / "tokenizer.json" if run_dir else None
     if tok_path is not None and tok_path.exists():
@@ -396,8 +369,7 @@ def prepare_task(cfg: Config, run_dir: Path | None = None) -> LMProbeTask:
         candidates = bpe_codeword_candidates(cfg) if isinstance(tok, BPETokenizer) else None
         codewords = select_codewords(tok, cfg.n_codewords, cfg.codeword_seed, candidates)
         if cw_path is not None:
-            from training.core.runio import atomic_write_json
-            atomic_write_json(cw_path, {"codewords": codewords, "count": len(codewords)})
+            runio.atomic_write_json(cw_path, {"codewords": codewords, "count": len(codewords)})
     return LMProbeTask(cfg, tok, token_cache(cfg, tok, corpus), codewords)
 
 

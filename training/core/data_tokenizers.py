@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from training.core.errors import UserError
+from training.core.runio import atomic_write_text
 
 EOS = "<|endoftext|>"
 GPT2_VOCAB_SIZE = 50_257
@@ -103,7 +104,6 @@ class BPETokenizer(Tokenizer):
             raise UserError(f"cannot read tokenizer {path}: {e}") from None
 
     def save(self, path: str | Path) -> None:
-        from training.core.runio import atomic_write_text
         atomic_write_text(path, self.tok.to_str())
 
     def encode(self, text: str) -> list[int]:

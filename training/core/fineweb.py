@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from training.core.batch import TokenSplit
 from training.core.errors import UserError
+from training.core.runio import atomic_write
 
 MAGIC = 20240520
 VERSION = 1
@@ -25,7 +27,6 @@ HEADER_BYTES = HEADER_INTS * 4
 
 def write_shard(path: str | Path, tokens) -> Path:
     """Write ``tokens`` (ids < 65536) as one shard, atomically."""
-    from training.core.runio import atomic_write
     toks = np.asarray(tokens)
     if toks.size and (toks.min() < 0 or toks.max() > 65535):
         raise UserError("a FineWeb shard holds uint16 token ids (0..65535)")
@@ -117,7 +118,6 @@ def fineweb_identity(corpus_path: str | Path) -> list:
 
 def fineweb_splits(cfg):
     """{"train", "val"} TokenSplits over the shards of ``cfg.corpus_path`` (one 'document' per split)."""
-    from training.core.data import TokenSplit
     out = {}
     for name, files in shard_files(cfg.corpus_path).items():
         arr = ShardArray([read_shard(f) for f in files])

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.core.batch import Batch
+from training.core.config import preset
 from training.core.errors import UserError
 
 MODES = ("reference", "strict")
@@ -103,7 +105,6 @@ class Example:
         return y
 
     def batch(self):
-        from training.core.data import Batch
         return Batch(self.x, self.targets(), torch.zeros_like(self.x, dtype=torch.bool))
 
     def slice(self, a: int, b: int) -> "Example":
@@ -183,7 +184,6 @@ def modadd_config(base=None, **changes):
     Sets task, seq_len = T + 1, a constant learning rate (no warmup, no cosine) and no clipping, as the
     reference (AdamW, constant lr, no clipping).
     """
-    from training.core.config import preset
     cfg = base if base is not None else preset("test")
     T = changes.get("modadd_T", cfg.modadd_T)
     defaults = dict(task="modadd", seq_len=T + 1, warmup=0, lr_floor=1.0, grad_clip=0.0, grad_accum=1,

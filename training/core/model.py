@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from training.core.attention_bias import AttentionBias
 from training.core.config import ATTENTION, Config
 
 
@@ -33,11 +34,8 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.backend = cfg.attention
-        # disordered attention (training/geometry/symmetry.py): random non-learned q/k/v biases; None = symmetric
-        self.bias = None
-        if getattr(cfg, "attn_disorder", "none") != "none":
-            from training.geometry.symmetry import AttentionBias
-            self.bias = AttentionBias(cfg)
+        # disordered attention (training/core/attention_bias.py): random non-learned q/k/v biases; None = symmetric
+        self.bias = AttentionBias(cfg) if cfg.attn_disorder != "none" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape

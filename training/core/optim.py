@@ -17,6 +17,9 @@ import torch
 import torch.nn as nn
 
 from training.core.config import Config
+from training.core.ecd import ECD
+from training.core.errors import UserError
+from training.core.model import trunk_parameters
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -111,7 +114,6 @@ register_optimizer("sgdw_nesterov", _sgdw_nesterov, description="Nesterov SGD wi
 
 
 def _ecd(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    from training.core.ecd import ECD
     return ECD(param_groups(model, cfg.wd), lr=cfg.lr, eta=cfg.ecd_eta, F0=cfg.ecd_F0, nu=cfg.ecd_nu,
                weight_decay=cfg.wd, projection=cfg.ecd_projection,
                seed=cfg.seed if cfg.ecd_seed is None else cfg.ecd_seed)
@@ -121,7 +123,6 @@ def _soap(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Op
     try:
         from pytorch_optimizer import SOAP
     except ImportError:
-        from training.core.errors import UserError
         raise UserError("optimizer soap needs the pytorch-optimizer package: pip install pytorch-optimizer") from None
     return SOAP(param_groups(model, cfg.wd), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                 weight_decay=cfg.wd, precondition_frequency=cfg.soap_precondition_frequency)
@@ -132,7 +133,6 @@ class MuonAdamW:
     both) and AdamW on every other parameter, stepped together; one state_dict holds both."""
 
     def __init__(self, model: nn.Module, cfg: Config, device: torch.device):
-        from training.core.model import trunk_parameters
         trunk = [p for _, p in trunk_parameters(model)]
         ids = {id(p) for p in trunk}
         rest = [dict(g, params=[p for p in g["params"] if id(p) not in ids]) for g in param_groups(model, cfg.wd)]
@@ -185,6 +185,20 @@ register_optimizer("ecd", _ecd, needs_closure=True,
                    description="ECD_q1 (training/core/ecd.py): lr = Δt̂, wd = coupled L2, ecd_eta / ecd_F0 / ecd_nu / ecd_projection")
 register_optimizer("soap", _soap, description="SOAP (pytorch-optimizer), betas (beta1, beta2), decoupled decay")
 register_optimizer("muon", _muon, description="Muon (torch.optim) on the 2-D trunk matrices, AdamW on the rest")
+
+
+def check_optimizer(cfg: Config) -> None:
+    """One-line errors for an unknown optimizer or impossible optimizer-specific settings."""
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise UserError(msg)
+    need(cfg.optimizer in OPTIMIZERS, f"unknown optimizer '{cfg.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
+    need(cfg.ecd_eta > 0, f"ecd_eta must be positive (got {cfg.ecd_eta})")
+    need(cfg.ecd_nu >= 0, f"ecd_nu must be >= 0 (got {cfg.ecd_nu})")
+    need(cfg.ecd_projection in ("per_tensor", "global"),
+         f"unknown ecd_projection '{cfg.ecd_projection}' (choose from per_tensor, global)")
+    need(cfg.soap_precondition_frequency > 0,
+         f"soap_precondition_frequency must be positive (got {cfg.soap_precondition_frequency})")
 
 
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> tuple[torch.optim.Optimizer, OptimizerSpec]:

@@ -30,7 +30,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from training.core.attention_bias import attention_biases
+from training.core.config import Config
 from training.core.errors import UserError
+from training.core.model import TRUNK_SUFFIXES
 
 CKPT_DIR = "checkpoints"
 STATE_FILE = "state/resume.pt"
@@ -124,6 +127,14 @@ class RunLock:
 
 
 # ---------------------------------------------------------------------------- checkpoints
+def read_run_config(run_dir: Path) -> Config:
+    """The resolved config of the run in ``run_dir`` (its ``config.json``)."""
+    d = read_json(Path(run_dir) / "config.json", "run config")
+    if not isinstance(d, dict) or "config" not in d:
+        raise UserError(f"{run_dir}/config.json is not a run config of this toolkit")
+    return Config.from_dict(d["config"])
+
+
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CKPT_DIR / f"step_{step:06d}.safetensors"
 
@@ -247,7 +258,6 @@ class BackgroundWriter:
 
 def trunk_names_of(state: dict) -> list[str]:
     """The trunk tensors (DESIGN §4) among a state dict's names: per block attention qkv / output, MLP up / down."""
-    from training.core.model import TRUNK_SUFFIXES
     return [k for k in state if k.startswith("blocks.") and k.split(".", 2)[-1] in TRUNK_SUFFIXES]
 
 
@@ -485,3 +495,35 @@ def numerics() -> dict:
         capability = "unknown"
     return {"cpu": cpu, "cpu_capability": capability, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+# ---------------------------------------------------------------------------- attention-bias state
+def bias_stats_path(run_dir: Path, step: int) -> Path:
+    return checkpoint_path(run_dir, step).with_suffix(".attn_bias.json")
+
+
+def save_bias_stats(run_dir: Path, step: int, model: torch.nn.Module) -> Path | None:
+    """Write the bias state of every layer next to checkpoint ``step`` (nothing for a symmetric model)."""
+    biases = attention_biases(model)
+    if not biases:
+        return None
+    path = bias_stats_path(run_dir, step)
+    atomic_write_json(path, {"step": step, "layers": [b.stats() for b in biases]})
+    return path
+
+
+def read_bias_stats(run_dir: Path, step: int) -> dict:
+    path = bias_stats_path(run_dir, step)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: checkpoint {step} of {run_dir} has no attention-bias statistics "
+                        "(was the run trained with attn_disorder?)")
+    return read_json(path, "attention-bias statistics")
+
+
+def load_bias_stats(run_dir: Path, step: int, model: torch.nn.Module) -> None:
+    """Restore the draw counters, sums and last draws saved with checkpoint ``step`` (resume)."""
+    biases = attention_biases(model)
+    if biases:
+        layers = read_bias_stats(run_dir, step)["layers"]
+        for b, d in zip(biases, layers):
+            b.load_stats(d)

@@ -20,13 +20,15 @@ from tqdm import tqdm
 
 from training.core import runio
 from training.core.config import Config, checkpoint_steps, eval_steps
-from training.core.data import Batch, LMProbeTask, prepare_task
+from training.core.batch import Batch
+from training.core.data import LMProbeTask
+from training.core.tasks import prepare_task
 from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
 from training.core.errors import UserError
 from training.core.losses import composite_loss, probe_stats, token_ce
 from training.core.model import GPT, trunk_size
 from training.core.optim import build_optimizer, lambda_at, lr_at, set_lr
-from training.geometry.symmetry import load_bias_stats, save_bias_stats
+from training.core.tasks import validate
 
 
 # ---------------------------------------------------------------------------- device helpers
@@ -110,13 +112,6 @@ def run_name(cfg: Config) -> str:
     return "_".join(parts)
 
 
-def read_run_config(run_dir: Path) -> Config:
-    d = runio.read_json(Path(run_dir) / "config.json", "run config")
-    if not isinstance(d, dict) or "config" not in d:
-        raise UserError(f"{run_dir}/config.json is not a run config of this toolkit")
-    return Config.from_dict(d["config"])
-
-
 def build_model(cfg: Config, vocab_size: int, device: torch.device | str = "cpu") -> GPT:
     torch.manual_seed(cfg.seed)
     with torch.device(device):
@@ -177,7 +172,7 @@ class Trainer:
             done = self.dist.on_main(self._precheck)
             if done is not None:
                 return done
-            self.cfg.validate()
+            validate(self.cfg)
             check_config(self.cfg, self.dist)
             old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM,)}
             try:
@@ -229,7 +224,7 @@ class Trainer:
                 model.load_state_dict(state["model"])
             else:
                 runio.load_weights(model, runio.checkpoint_path(run_dir, start))
-            load_bias_stats(run_dir, start, model)      # disordered attention: draw counters (no-op otherwise)
+            runio.load_bias_stats(run_dir, start, model)      # disordered attention: draw counters (no-op otherwise)
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
             if device.type == "cuda" and state.get("cuda_rng") is not None:
@@ -284,7 +279,7 @@ class Trainer:
             if not main:
                 return
             tensors = runio.checkpoint_tensors(model, cfg.ckpt_contents, cfg.ckpt_dtype)
-            save_bias_stats(run_dir, step, model)       # disordered attention: <checkpoint>.attn_bias.json
+            runio.save_bias_stats(run_dir, step, model)       # disordered attention: <checkpoint>.attn_bias.json
             st = {"step": step, "config_hash": chash, "optimizer": optimizer.state_dict(),
                   "torch_rng": torch.get_rng_state(),
                   "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,

@@ -54,7 +54,7 @@ class Run:
     """A run directory opened for analysis: its config and checkpoint steps, validated."""
 
     def __init__(self, run_dir: str | Path):
-        from training.core.trainer import read_run_config
+        from training.core.runio import read_run_config
         self.dir = Path(run_dir)
         if not self.dir.is_dir():
             raise UserError(f"run directory {self.dir} does not exist")
@@ -79,7 +79,7 @@ class Run:
 
     def task(self):
         """The run's data task (tokenizer, codewords, fixed eval sets) exactly as in training."""
-        from training.core.data import prepare_task
+        from training.core.tasks import prepare_task
         return prepare_task(self.cfg, self.dir)
 
     def model(self, step: int, attention: str = "sdpa", device: str | torch.device = "cpu"):
@@ -96,9 +96,7 @@ class Run:
         vocab = tensors["tok_emb.weight"].shape[0]
         model = GPT(self.cfg.replace(attention=attention), vocab)
         runio.load_weights(model, path)
-        from training.geometry.symmetry import attention_biases, load_bias_stats
-        if attention_biases(model):         # disordered attention: the draws up to this step (policy "last")
-            load_bias_stats(self.dir, step, model)
+        runio.load_bias_stats(self.dir, step, model)    # disordered attention: the draws up to this step
         return model.to(device).eval()
 
 
@@ -110,22 +108,3 @@ def write_result(run: Run, name: str, result: dict) -> Path:
     path = run.analysis_dir / f"{name}.json"
     runio.atomic_write_json(path, result)
     return path
-
-
-def save_figure(fig, run: Run, name: str) -> Path:
-    """Save a matplotlib figure as RUN/analysis/<name>.png (atomically) and close it."""
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    path = run.analysis_dir / f"{name}.png"
-    runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
-    return path
-
-
-def figure(nrows: int = 1, ncols: int = 1, width: float = 5.0, height: float = 3.6):
-    """A matplotlib figure using the non-interactive backend."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, layout="constrained")

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from training.core.config import Config
-from training.core.data import Batch, LMProbeTask
+from training.core.batch import Batch
+from training.core.data import LMProbeTask
 from training.core.errors import UserError
 from training.geometry.switching import SwitchPair, switch_coeffs
 from training.geometry.trajectory import Gram, k_at, update_alignment
@@ -73,7 +74,7 @@ class RelaxSettings:
 def relax_defaults(cfg: Config, steps: int | None = None, lr: float | None = None, lam: float | None = None,
                    p_threshold: float = PROBE_P_OOD, nll_threshold: float = PROBE_NLL_OOD) -> RelaxSettings:
     """Protocol R at the scale of ``cfg``'s preset (the paper's values at ``paper``), with overrides."""
-    from training.studies.common import reheat_defaults, scale_lr, scale_step
+    from training.core.scaling import reheat_defaults, scale_lr, scale_step
     s = RelaxSettings(steps=scale_step(cfg, PAPER_RELAX_STEPS) if steps is None else int(steps),
                       lr=scale_lr(cfg, PAPER_RELAX_LR) if lr is None else float(lr),
                       lam=float(reheat_defaults(cfg)["lam"]) if lam is None else float(lam),

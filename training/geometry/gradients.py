@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from training.core.config import Config
-from training.core.data import Batch, LMProbeTask
+from training.core.batch import Batch
+from training.core.data import LMProbeTask
 from training.core.errors import UserError
 from training.core.losses import composite_loss
 from training.core.model import GPT, trunk_names, trunk_size

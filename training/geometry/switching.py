@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from training.core import runio
-from training.core.data import Batch
+from training.core.batch import Batch
 from training.core.errors import UserError
 from training.core.losses import IGNORE
 from training.geometry.trajectory import PCA, Gram

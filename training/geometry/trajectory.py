@@ -37,7 +37,7 @@ class CheckpointSet:
     """Lazy, memory-mapped reads of a run's trunk (or one block) in the canonical parameter order."""
 
     def __init__(self, run_dir: str | Path):
-        from training.core.trainer import read_run_config
+        from training.core.runio import read_run_config
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise UserError(f"run directory {self.run_dir} does not exist")
@@ -237,7 +237,7 @@ class CheckpointFiles(CheckpointSet):
     """
 
     def __init__(self, files: Sequence[tuple[str | Path, int]], cfg=None):
-        from training.core.trainer import read_run_config
+        from training.core.runio import read_run_config
         self.files = [(Path(d), int(s)) for d, s in files]
         if len(self.files) < 2:
             raise UserError(f"a trajectory analysis needs at least 2 checkpoints (got {len(self.files)})")

@@ -41,6 +41,7 @@ from training.core import runio
 from training.studies import common as studies
 from training.core.config import NOT_HASHED, Config, parse_override
 from training.core.errors import UserError
+from training.core.tasks import validate
 
 STUDY = "beta_sweep"
 BETA2S = (0.99, 0.95, 0.90, 0.80, 0.0)
@@ -132,9 +133,9 @@ def protocol(cfg: Config) -> dict:
 def sweep_config(base: Config, beta2: float) -> Config:
     """The run of the sweep with this β2: ``base`` (a preset with the user's overrides) plus the protocol."""
     p = protocol(base)
-    return base.replace(beta2=float(beta2), steps=p["steps"], warmup=p["warmup"], lambda_step=p["lambda_step"],
+    return validate(base.replace(beta2=float(beta2), steps=p["steps"], warmup=p["warmup"], lambda_step=p["lambda_step"],
                         eval_every=p["eval_every"], ckpt_every=p["ckpt_every"],
-                        ckpt_dense=tuple(tuple(w) for w in p["ckpt_dense"])).validate()
+                        ckpt_dense=tuple(tuple(w) for w in p["ckpt_dense"])))
 
 
 def train_sweep(base: Config, beta2s: Sequence[float], root: Path, log: Callable[[str], None] = print,
@@ -174,7 +175,7 @@ def write_study_record(root: Path, base: Config, runs: list[dict]) -> None:
 
 def find_runs(root: Path) -> list[tuple[float, Path]]:
     """The sweep's run directories under ``root`` (b2_* with a config.json), by decreasing β2."""
-    from training.core.trainer import read_run_config
+    from training.core.runio import read_run_config
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"study directory {root} does not exist; train the sweep first (run_study.py train)")
@@ -528,7 +529,7 @@ def reheat_plan(root: Path, beta2s: Sequence[float], paper_ckpts: Sequence[int],
                 paper_lrs: Sequence[float] | None) -> list[dict]:
     """Every (β2, checkpoint, lr) reheating run: its config and directory. Checkpoints and learning rates
     are given in the paper's units and scaled to the original run's preset."""
-    from training.core.trainer import read_run_config
+    from training.core.runio import read_run_config
     plan = []
     for b in beta2s:
         run_dir = Path(root) / run_dir_name(b)
@@ -562,7 +563,7 @@ _REHEAT_DIR = re.compile(r"^ckpt(\d+)_lr([0-9.eE+-]+)_fresh$")
 
 def reheat_table(runs: Sequence[tuple[float, Path]]) -> list[dict]:
     """Per (β2, checkpoint): every reheating learning rate's re-entry (studies.reentry) and the best one (max G)."""
-    from training.core.trainer import read_run_config
+    from training.core.runio import read_run_config
     groups: dict[tuple[float, int], list[dict]] = {}
     preset_len: dict[float, int] = {}
     for b, run_dir in runs:

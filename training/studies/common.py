@@ -1,11 +1,6 @@
-"""What the multi-run studies share: scaling the paper's protocol to a preset, running or resuming a
-run in-process, reheating configs, the re-entry gain.
-
-Scaling rule. The paper's protocols are stated in steps and learning rates of its 10,000-step,
-lr 1e-3 run. A study at another preset keeps their *proportions*: a step count s becomes
-``round(s * steps_of_preset / 10_000)`` and a learning rate η becomes ``η * lr_of_preset / 1e-3``
-(so the paper's 4,000-step ablations are 240 steps at ``quick``, its reheating rates {1e-3, 6e-4,
-3e-4} are {3e-3, 1.8e-3, 9e-4}). At ``paper`` every value is the paper's own.
+"""What the multi-run studies share: running or resuming a run in-process, reheating configs, the
+re-entry gain. The paper's protocol scaled to a preset is :mod:`training.core.scaling` (its names are
+importable from here too, as every study uses them).
 
 A study writes ordinary run directories (so every analysis script works on each of them) under one
 study directory, and resumes by resuming each unfinished run. On a CPU its runs train side by side
@@ -24,35 +19,11 @@ from training.studies import parallel
 from training.core import runio
 from training.core.config import PRESETS, Config, parse_override, preset
 from training.core.errors import UserError
+from training.core.scaling import (PAPER_LR, PAPER_REHEAT_LRS, PAPER_STEPS, preset_lr,  # noqa: F401 (re-exported)
+                                    preset_steps, reheat_defaults, scale_lr, scale_step, scale_window)
+from training.core.tasks import validate
 
-PAPER_STEPS = 10_000
-PAPER_LR = 1e-3
-PAPER_REHEAT_LRS = (1e-3, 6e-4, 3e-4)
 REENTRY_THRESHOLD = 0.6          # "first step with p_ood >= 0.60" of the paper's reheating table
-
-
-# ---------------------------------------------------------------------------- scaling
-def preset_steps(cfg: Config) -> int:
-    """Length of the preset this config derives from (its own steps when it has no preset)."""
-    return preset(cfg.preset).steps if cfg.preset in PRESETS else cfg.steps
-
-
-def preset_lr(cfg: Config) -> float:
-    return preset(cfg.preset).lr if cfg.preset in PRESETS else cfg.lr
-
-
-def scale_step(cfg: Config, paper_step: int, minimum: int = 1) -> int:
-    """The step of this preset that corresponds to ``paper_step`` of the paper's 10,000-step run."""
-    return max(minimum, int(round(paper_step * preset_steps(cfg) / PAPER_STEPS)))
-
-
-def scale_window(cfg: Config, lo: int, hi: int) -> tuple[int, int]:
-    return (0 if lo == 0 else scale_step(cfg, lo), scale_step(cfg, hi))
-
-
-def scale_lr(cfg: Config, paper_lr: float) -> float:
-    """The learning rate of this preset that plays the role of ``paper_lr`` (same ratio to the preset's lr)."""
-    return float(f"{paper_lr * preset_lr(cfg) / PAPER_LR:.6g}")
 
 
 # ---------------------------------------------------------------------------- running
@@ -61,9 +32,10 @@ def ensure_run(cfg: Config, run_dir: Path) -> str:
 
     A directory that already holds a different config is an error (runs never silently collide).
     """
-    from training.core.trainer import Trainer, read_run_config
+    from training.core.runio import read_run_config
+    from training.core.trainer import Trainer
     run_dir = Path(run_dir)
-    cfg = cfg.replace(out_dir=str(run_dir)).validate()
+    cfg = validate(cfg.replace(out_dir=str(run_dir)))
     if (run_dir / "config.json").exists():
         have = read_run_config(run_dir)
         if have.hash() != cfg.hash():
@@ -88,8 +60,8 @@ def finished_state(cfg: Config, run_dir: Path) -> str | None:
     state = run_state(run_dir)
     if state not in ("completed", "diverged"):
         return None
-    from training.core.trainer import read_run_config
-    if read_run_config(run_dir).hash() != cfg.replace(out_dir=str(run_dir)).validate().hash():
+    from training.core.runio import read_run_config
+    if read_run_config(run_dir).hash() != validate(cfg.replace(out_dir=str(run_dir))).hash():
         raise UserError(f"{run_dir} already holds a run with a different config; remove it or choose another "
                         "study directory")
     return state
@@ -193,18 +165,6 @@ def study_dir(args: argparse.Namespace, study: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- reheating
-def reheat_defaults(cfg: Config) -> dict:
-    """The paper's reheating protocol (seed 001 §6.1, §9.5) at the scale of ``cfg``'s preset.
-
-    λ = 4 is twice the paper's initial probe weight; at other presets it is twice theirs. Evaluations
-    (and checkpoints) every 200 paper steps, the cadence of the reference pipeline (the paper's text says
-    100; pass ``eval_every`` to get it).
-    """
-    return {"steps": scale_step(cfg, 2000), "warmup": scale_step(cfg, 200), "lam": 2.0 * preset(cfg.preset).lambda_probe
-            if cfg.preset in PRESETS else 2.0 * cfg.lambda_probe,
-            "lrs": [scale_lr(cfg, lr) for lr in PAPER_REHEAT_LRS], "eval_every": scale_step(cfg, 200)}
-
-
 def reheat_config(orig: Config, checkpoint: Path, lr: float, steps: int, warmup: int, lam: float,
                   eval_every: int, moments: bool = False, beta2: float | None = None) -> Config:
     """A reheating run: the original config from ``checkpoint``'s weights with a fresh optimizer (or,

@@ -15,7 +15,7 @@ decay 0.01 on all but LayerNorm) at a constant learning rate without clipping, a
 
 The analyses of :mod:`training.studies.modadd_analysis` write ``RUN/analysis/modadd_<name>.json``; the study adds
 ``STUDY/analysis/modadd_study.json`` (headline numbers and verdicts) and the report
-(:mod:`training.studies.modadd_report`).
+(:mod:`figures.modadd_report`).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from training.core import runio
 from training.core.config import Config, preset
 from training.core.errors import UserError
 from training.core.modadd import modadd_config
+from training.core.tasks import validate
 
 STUDY = "modadd"
 LEARNED_MARGIN = 0.2       # a run "learned the task" when its final accuracy is at least chance + this
@@ -94,7 +95,7 @@ def base_config(size: str, overrides: dict | None = None) -> Config:
 
 def run_configs(size: str, seed: int, overrides: dict | None = None) -> dict[str, tuple[RunSpec, Config]]:
     base = base_config(size, overrides)
-    return {s.name: (s, base.replace(**dict(s.changes)).validate()) for s in run_specs(seed)}
+    return {s.name: (s, validate(base.replace(**dict(s.changes)))) for s in run_specs(seed)}
 
 
 # ---------------------------------------------------------------------------- running

@@ -36,6 +36,7 @@ from training.studies import parallel, common as studies
 from training.core import runio
 from training.core.config import NOT_HASHED, Config
 from training.core.errors import UserError
+from training.core.tasks import validate
 
 REHEAT_DIR = "reheat"
 
@@ -147,7 +148,7 @@ def plan_reheats(run_dir: Path, orig: Config, from_step: int, lrs: Sequence[floa
                 raise UserError(f"{e}; reheat with --moments fresh, or from the last checkpoint") from None
         for lr in lrs:
             cfg = studies.reheat_config(orig, ckpt, lr, steps, warmup, lam, eval_every, moments=moments)
-            cfg = cfg.replace(**overrides).validate()
+            cfg = validate(cfg.replace(**overrides))
             name = studies.reheat_name(from_step, lr, moments) + protocol + _name_suffix(overrides)
             out.append(ReheatSpec(name, Path(run_dir) / REHEAT_DIR / name, cfg, from_step, lr, moments))
     return out
@@ -163,7 +164,7 @@ def is_done(spec: ReheatSpec) -> bool:
     """True when ``spec``'s run directory holds this run, finished (completed or diverged)."""
     if studies.run_state(spec.dir) not in ("completed", "diverged"):
         return False
-    from training.core.trainer import read_run_config
+    from training.core.runio import read_run_config
     have = read_run_config(spec.dir)
     if _portable(have) != _portable(spec.cfg):
         raise UserError(f"{spec.dir} already holds a different run; remove it to reheat with these settings")
@@ -244,7 +245,7 @@ def _start_step(run_dir: Path, cfg: Config) -> int:
 
 def find_reheats(run_dir: Path, from_step: int | None = None) -> tuple[list[ReheatRun], list[dict]]:
     """(finished reheating runs of RUN, those skipped with the reason), ordered by start, moments, lr (high first)."""
-    from training.core.trainer import read_run_config
+    from training.core.runio import read_run_config
     base = Path(run_dir) / REHEAT_DIR
     found, skipped = [], []
     for d in sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []:

@@ -32,6 +32,7 @@ from training.core import runio
 from training.core.config import Config, checkpoint_steps, eval_steps
 from training.core.errors import UserError
 from training.studies.common import scale_step, window_geometry
+from training.core.tasks import validate
 
 STUDY = "sgd_controls"
 
@@ -144,7 +145,7 @@ def run_configs(base: Config) -> dict[str, Config]:
                        lambda_step=s["lambda_step"], early_stop=False)
         if spec.momentum is not None:
             changes["momentum"] = spec.momentum
-        out[key] = base.replace(**changes).validate()
+        out[key] = validate(base.replace(**changes))
     return out
 
 
@@ -458,7 +459,7 @@ def analyse(study_dir: Path, base: Config, keys: Sequence[str], progress: bool =
         if state not in ("completed", "diverged"):
             raise UserError(f"run {key} ({run_dir}) is {state} (step {(status or {}).get('step')}); re-run the study "
                             "command without --analyse-only to resume it")
-        from training.core.trainer import read_run_config
+        from training.core.runio import read_run_config
         if read_run_config(run_dir).hash() != cfgs[key].hash():
             raise UserError(f"{run_dir} holds a run with a different config than this study's (other preset, seed or "
                             "--set?); analyse it with the flags it was trained with")

@@ -29,6 +29,7 @@ import torch
 from training.core import runio
 from training.core.config import Config, preset
 from training.core.errors import UserError
+from training.core.tasks import validate
 
 STUDY = "symmetry"
 OPTIMIZERS = ("adamw", "sgd", "ecd", "soap", "ecd_global")
@@ -112,7 +113,7 @@ def run_configs(size: str, seed: int, optimizers: Sequence[str], arms: Sequence[
         raise UserError(f"unknown study size '{size}' (choose from {', '.join(SIZES)})")
     s = SIZES[size]
     base = s.base().replace(seed=seed, **(overrides or {}))
-    return {run_name(o, a): base.replace(**s.settings[o], **ARM_SETTINGS[a]).validate()
+    return {run_name(o, a): validate(base.replace(**s.settings[o], **ARM_SETTINGS[a]))
             for o in optimizers for a in arms}
 
 

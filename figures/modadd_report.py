@@ -1,31 +1,25 @@
 """Figures and the markdown report of the modular-addition study (from the study's JSON results only)."""
 from __future__ import annotations
 
-import io
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from training.core import runio
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from figures.style import figure as _fig  # noqa: E402
+from figures.style import save as _save_all  # noqa: E402
+from training.core import runio  # noqa: E402
 
 ROLE_LABEL = {"attn": "attention-only", "attn_seed2": "attention-only (2nd seed)", "mlp": "standard (attn + MLP)",
               "strict": "attention-only, strict data", "curriculum": "attention-only, curriculum"}
 
 
-def _fig(nrows=1, ncols=1, width=5.0, height=3.6):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, layout="constrained")
-
-
 def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
-    return path.name
+    """Write ``fig`` as the PNG ``path`` (atomically, in the one figure style) and return its file name."""
+    return _save_all(fig, Path(path).with_suffix(""), ("png",))[0].name
 
 
 # ---------------------------------------------------------------------------- figures (one per analysis)

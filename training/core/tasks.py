@@ -1,0 +1,62 @@
+"""The task table, and the one validation of a config.
+
+A task is what the trainer draws batches from and evaluates: ``lm_probe`` (the story corpus with the
+embedded key-retrieval probe, :mod:`training.core.data`) or ``modadd`` (marker modular addition,
+:mod:`training.core.modadd`). Each entry names how to build the task object for a config (with the
+run directory, whose tokenizer and codewords are authoritative) and the checks of the task's own
+settings. A new task is one entry here.
+
+:func:`validate` is the only check a config needs before it is trained or compared: the config's own
+field checks, then the optimizer's, the attention biases' and the task's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from training.core.attention_bias import check_attention_bias
+from training.core.config import Config
+from training.core.data import prepare_lm_probe
+from training.core.errors import UserError
+from training.core.modadd import ModAddTask, validate_modadd
+from training.core.optim import check_optimizer
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    prepare: Callable[[Config, Path | None], Any]       # (cfg, run_dir or None) -> the task object
+    check: Callable[[Config], None]                     # one-line UserError for impossible task settings
+    description: str
+
+
+def _no_checks(cfg: Config) -> None:
+    """lm_probe's settings are core fields, checked by :meth:`Config.check_fields`."""
+
+
+TASKS: dict[str, TaskSpec] = {
+    "lm_probe": TaskSpec(prepare_lm_probe, _no_checks,
+                         "language modelling on the corpus with the key-retrieval probe at rate p_probe"),
+    "modadd": TaskSpec(lambda cfg, run_dir: ModAddTask(cfg), validate_modadd,
+                       "marker modular addition (synthetic: no corpus, tokenizer or codewords)"),
+}
+
+
+def task_spec(cfg: Config) -> TaskSpec:
+    if cfg.task not in TASKS:
+        raise UserError(f"unknown task '{cfg.task}' (choose from {', '.join(TASKS)})")
+    return TASKS[cfg.task]
+
+
+def validate(cfg: Config) -> Config:
+    """Raise UserError with a one-line message for the first impossible setting of ``cfg``; return ``cfg``."""
+    cfg.check_fields()
+    check_optimizer(cfg)
+    check_attention_bias(cfg)
+    task_spec(cfg).check(cfg)
+    return cfg
+
+
+def prepare_task(cfg: Config, run_dir: Path | None = None):
+    """The task object of ``cfg`` (tokenizer, token cache, codewords or the synthetic generator)."""
+    return task_spec(cfg).prepare(cfg, run_dir)
