@@ -27,7 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _paths  # noqa: E402,F401
-
 from training.core.cli import run_main  # noqa: E402
 from training.core.config import Config, parse_override, preset  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
@@ -119,6 +118,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def dry_run(cfg: Config) -> None:
     import torch
+
     from training.core.data_tokenizers import GPT2_VOCAB_SIZE
     from training.core.model import GPT, trunk_size
     if cfg.tokenizer == "gpt2":

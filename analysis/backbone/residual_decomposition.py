@@ -124,15 +124,15 @@ def plot(run: Run, result: dict) -> None:
     for b in range(L):
         ax[0, 1].semilogy(s, [r[main_part]["blocks"][b]["mean_abs_cos"] for r in recs], "o-", ms=4, label=f"block {b}")
     ax[0, 1].axhline(result["noise_floor"]["block"][0], color="grey", ls=":", label="noise floor")
-    ax[0, 1].set(xlabel="step", ylabel="mean |cos(g_ℓ, v_ℓ)|", title=f"per-block alignment ({main_part})")
+    ax[0, 1].set(xlabel="step", ylabel=r"mean $|\cos(g_\ell, v_\ell)|$", title=f"per-block alignment ({main_part})")
     B = np.asarray(result["cumulative_B"][main_part])
     for b in range(L):
         ax[1, 0].plot(s, [r[main_part]["b"][b] for r in recs], "o-", ms=4, label=f"block {b}")
         ax[1, 1].plot(s, B[:, b], "o-", ms=4, label=f"block {b}")
     ax[1, 0].axhline(0, color="grey", lw=0.8)
-    ax[1, 0].set(xlabel="step", ylabel="b_ℓ(t) = mean ⟨g_ℓ, v_ℓ⟩", title=f"signed projection ({main_part})")
+    ax[1, 0].set(xlabel="step", ylabel=r"$b_\ell(t)$ = mean $\langle g_\ell, v_\ell\rangle$", title=f"signed projection ({main_part})")
     ax[1, 1].axhline(0, color="grey", lw=0.8)
-    ax[1, 1].set(xlabel="step", ylabel="B_ℓ = Σ b_ℓ", title="cumulative signed bias")
+    ax[1, 1].set(xlabel="step", ylabel=r"$B_\ell = \sum b_\ell$", title="cumulative signed bias")
     for a in ax.ravel():
         if s[0] < run.cfg.lambda_step <= s[-1]:
             a.axvline(run.cfg.lambda_step, color="grey", ls="--", lw=0.8)

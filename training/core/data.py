@@ -29,8 +29,16 @@ import torch
 from training.core import runio
 from training.core.batch import Batch, TokenSplit
 from training.core.config import Config
+from training.core.data_probe import (
+    KEY_TEMPLATES,
+    QUERY_TEMPLATES,
+    ProbeTokens,
+    build_probe_tokens,
+    pseudo_words,
+    select_codewords,
+    splice_probe,
+)
 from training.core.data_synthetic import generate_stories
-from training.core.data_probe import KEY_TEMPLATES, QUERY_TEMPLATES, ProbeTokens, build_probe_tokens, pseudo_words, select_codewords, splice_probe
 from training.core.data_tokenizers import BPETokenizer, Tokenizer, add_word_tokens, gpt2_tokenizer, train_bpe
 from training.core.errors import UserError
 from training.core.fineweb import fineweb_identity, fineweb_splits

@@ -12,8 +12,10 @@ one token. The corpus' own tokenisation is unchanged by this.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import re
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -124,10 +126,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     loop here is the textbook one with ties broken by the pair's text, so the tokenizer is a function of
     the corpus alone; pre-tokenisation, the byte alphabet and encoding are the library's.
     """
-    import heapq
-    from collections import Counter, defaultdict
 
-    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
 
     pre = pre_tokenizers.ByteLevel(add_prefix_space=False)
     counts = pretoken_counts(texts, pre)
@@ -190,7 +191,6 @@ def pretoken_counts(texts: Iterable[str], pre) -> dict[str, int]:
     segments "whitespace run + non-space run" that pre-tokenise independently; only the distinct
     segments (a few thousand for a story corpus) go through the library's pre-tokenizer.
     """
-    from collections import Counter
     segments: Counter = Counter()
     for text in texts:
         segments.update(_SEGMENT.findall(text))

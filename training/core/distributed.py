@@ -33,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 from training.core.errors import UserError
+from training.core.losses import IGNORE, token_ce
 
 
 @dataclass
@@ -163,7 +164,6 @@ def forward_backward_ddp(fwd, ddp_model, optimizer, get_batch, grad_accum: int, 
     (``no_sync`` on all micro-batches but the last). The returned sums are those of the whole global
     batch (all-reduced), so the logged losses equal the single-process ones.
     """
-    from training.core.losses import IGNORE, token_ce
     optimizer.zero_grad(set_to_none=True)
     stats = torch.zeros(4, dtype=torch.float64, device=device)     # loss, lm, probe CE sum, n_probe
     for micro in range(grad_accum):

@@ -20,14 +20,17 @@ import json
 import math
 import os
 import platform
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from training.core.attention_bias import attention_biases
@@ -204,7 +207,6 @@ class BackgroundWriter:
     """
 
     def __init__(self, enabled: bool = True, depth: int = 2):
-        import queue
         self.enabled = enabled
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -234,7 +236,6 @@ class BackgroundWriter:
             return
         self._check()
         if self._thread is None:
-            import threading
             self._thread = threading.Thread(target=self._work, name="checkpoint-writer", daemon=True)
             self._thread.start()
         self._q.put(job)
@@ -313,7 +314,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        from safetensors import safe_open
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = {}
@@ -459,7 +459,6 @@ def provenance() -> dict:
             return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    import numpy
     return {
         "git_commit": git("rev-parse", "HEAD") or "unknown",
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),

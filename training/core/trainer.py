@@ -19,16 +19,15 @@ import torch
 from tqdm import tqdm
 
 from training.core import runio
-from training.core.config import Config, checkpoint_steps, eval_steps
 from training.core.batch import Batch
+from training.core.config import Config, checkpoint_steps, eval_steps
 from training.core.data import LMProbeTask
-from training.core.tasks import prepare_task
 from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
 from training.core.errors import UserError
 from training.core.losses import composite_loss, probe_stats, token_ce
 from training.core.model import GPT, trunk_size
 from training.core.optim import build_optimizer, lambda_at, lr_at, set_lr
-from training.core.tasks import validate
+from training.core.tasks import prepare_task, validate
 
 
 # ---------------------------------------------------------------------------- device helpers

@@ -15,6 +15,10 @@ import torch
 from training.core import runio
 from training.core.config import Config
 from training.core.errors import UserError
+from training.core.model import GPT
+from training.core.runio import read_run_config
+from training.core.tasks import prepare_task
+from training.geometry.trajectory import CheckpointSet
 
 
 def analysis_parser(doc: str) -> argparse.ArgumentParser:
@@ -54,7 +58,6 @@ class Run:
     """A run directory opened for analysis: its config and checkpoint steps, validated."""
 
     def __init__(self, run_dir: str | Path):
-        from training.core.runio import read_run_config
         self.dir = Path(run_dir)
         if not self.dir.is_dir():
             raise UserError(f"run directory {self.dir} does not exist")
@@ -74,17 +77,14 @@ class Run:
         return runio.read_metrics(self.dir)
 
     def checkpoints(self):
-        from training.geometry.trajectory import CheckpointSet
         return CheckpointSet(self.dir)
 
     def task(self):
         """The run's data task (tokenizer, codewords, fixed eval sets) exactly as in training."""
-        from training.core.tasks import prepare_task
         return prepare_task(self.cfg, self.dir)
 
     def model(self, step: int, attention: str = "sdpa", device: str | torch.device = "cpu"):
         """The model with the weights of checkpoint ``step``, in eval mode."""
-        from training.core.model import GPT
         path = runio.checkpoint_path(self.dir, step)
         if step not in self.steps:
             raise UserError(f"{self.dir} has no checkpoint at step {step} (available: {self.steps[0]}..{self.steps[-1]})")

@@ -35,16 +35,22 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from training.core.config import Config
 from training.core.batch import Batch
+from training.core.config import Config
 from training.core.data import LMProbeTask
 from training.core.errors import UserError
-from training.geometry.switching import SwitchPair, switch_coeffs
+from training.core.model import trunk_parameters
+from training.core.optim import build_optimizer, set_lr
+from training.core.scaling import reheat_defaults, scale_lr, scale_step
+from training.core.trainer import autocast_context, evaluate, forward_backward
+from training.geometry.gradients import noise_floor
+from training.geometry.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs
 from training.geometry.trajectory import Gram, k_at, update_alignment
 
 RELAX_TAG = 0x72656C78          # "relx": relaxation batches use keys [seed, RELAX_TAG, *call_key, i]
@@ -74,7 +80,6 @@ class RelaxSettings:
 def relax_defaults(cfg: Config, steps: int | None = None, lr: float | None = None, lam: float | None = None,
                    p_threshold: float = PROBE_P_OOD, nll_threshold: float = PROBE_NLL_OOD) -> RelaxSettings:
     """Protocol R at the scale of ``cfg``'s preset (the paper's values at ``paper``), with overrides."""
-    from training.core.scaling import reheat_defaults, scale_lr, scale_step
     s = RelaxSettings(steps=scale_step(cfg, PAPER_RELAX_STEPS) if steps is None else int(steps),
                       lr=scale_lr(cfg, PAPER_RELAX_LR) if lr is None else float(lr),
                       lam=float(reheat_defaults(cfg)["lam"]) if lam is None else float(lam),
@@ -103,7 +108,6 @@ def regime(p_ood: float, nll_ood: float, settings: RelaxSettings) -> str:
 def probe_eval(model: torch.nn.Module, task: LMProbeTask, device: torch.device | str, name: str = "probe_ood",
                amp: Callable = contextlib.nullcontext) -> dict[str, float]:
     """p, nll and lm of one fixed probe evaluation set: training's evaluate() restricted to that set."""
-    from training.core.trainer import evaluate
     tag = {"probe_in": "in", "probe_ood": "ood"}[name]
     m = evaluate(model, task, torch.device(device), amp, sets=(name,))
     return {"p": m[f"p_{tag}"], "nll": m[f"nll_{tag}"], "lm": m[f"lm_{tag}"]}
@@ -116,8 +120,6 @@ def relax(model: torch.nn.Module, cfg: Config, task: LMProbeTask, settings: Rela
     Returns p_ood, nll_ood, lm_ood, the regime, the number of updates done and whether a non-finite
     loss stopped the relaxation early (the offending update is not applied).
     """
-    from training.core.optim import build_optimizer, set_lr
-    from training.core.trainer import autocast_context, forward_backward
     device = torch.device(device)
     amp = lambda: autocast_context(cfg, device)  # noqa: E731
     optimizer, spec = build_optimizer(model, cfg.replace(lr=settings.lr), device)
@@ -173,7 +175,6 @@ def perturb_trunk(model: torch.nn.Module, sigma: float, generator: torch.Generat
 
     σ = 0 leaves the weights untouched. Returns per tensor its name, size and rms(W) before the change.
     """
-    from training.core.model import trunk_parameters
     if not sigma >= 0:
         raise UserError(f"perturbation sizes must be >= 0 (got {sigma})")
     out = []
@@ -264,9 +265,7 @@ def resolve_pairs(run_dir, checkpoints: Sequence[int], p_ood: dict[int, float],
     Returns the pairs and a dict with their source, the peak and trough steps (the manifest's own lists,
     which may hold unpaired events) and, when there are no pairs, a note saying why.
     """
-    from pathlib import Path
 
-    from training.geometry.switching import MANIFEST, read_manifest
     if text is not None:
         pairs = parse_pairs(text, checkpoints, p_ood)
         peaks, troughs = pair_steps(pairs)
@@ -360,7 +359,6 @@ def switch_alignment(gram: Gram, pairs: Sequence[SwitchPair], steps: Sequence[in
     intervals outside the pair's own span [min(peak, trough), max(peak, trough)] (inside it the update
     is part of Δ̂ by construction). Also the signed cosines between the switching directions.
     """
-    from training.geometry.gradients import noise_floor
     steps = list(steps)
     C, norms = switch_coeffs(gram, pairs)
     prev, nxt = np.array(steps[:-1]), np.array(steps[1:])

@@ -29,9 +29,9 @@ import torch
 from training.core.config import Config
 from training.core.data import LMProbeTask
 from training.core.errors import UserError
-from training.geometry.gradients import analysis_batches, as_direction, chunk_width, part_loss, project
 from training.core.model import GPT, trunk_parameters
 from training.core.optim import lambda_at
+from training.geometry.gradients import analysis_batches, as_direction, chunk_width, part_loss, project
 
 
 # ---------------------------------------------------------------------------- spectrum

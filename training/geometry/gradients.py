@@ -28,13 +28,14 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from training.core.config import Config
 from training.core.batch import Batch
+from training.core.config import Config
 from training.core.data import LMProbeTask
 from training.core.errors import UserError
 from training.core.losses import composite_loss
 from training.core.model import GPT, trunk_names, trunk_size
 from training.core.optim import lambda_at
+from training.geometry.analysis_io import parse_step_list
 
 GRAD_TAG = 0x67726164                # "grad": key [seed, GRAD_TAG, i]; training keys are [data_seed, step, micro]
 PARTS = ("total", "lm", "probe")     # which loss a gradient is of
@@ -247,7 +248,6 @@ def choose_steps(available: Sequence[int], explicit: str | None, n: int) -> list
     """Checkpoints to analyse: a comma list given by the user (each must exist) or ``spread_steps(available, n)``."""
     if not explicit:
         return spread_steps(available, n)
-    from training.geometry.analysis_io import parse_step_list
     return parse_step_list(explicit, list(available))
 
 

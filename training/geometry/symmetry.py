@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from training.core import runio
 from training.core.errors import UserError
+from training.core.runio import read_run_config
 
 
 def mean_bq(run_dir: Path, step: int) -> np.ndarray:
@@ -75,7 +76,6 @@ def symmetry_trajectory(run_dir: Path, steps: list[int] | None = None) -> dict:
     """For every checkpoint t after the first: per layer and sector, the RMS over heads of the Frobenius
     norms ‖B(t) − B(0)‖ and ‖J(t)‖, with J from the velocity Π = θ(t) − θ(t_prev) between consecutive
     checkpoints, and the same two norms relative to ‖B(0)‖ and ‖Θ‖·‖Π‖ (scale-free)."""
-    from training.core.runio import read_run_config
     cfg = read_run_config(run_dir)
     have = runio.list_checkpoints(run_dir)
     steps = have if steps is None else [s for s in steps if s in have]

@@ -16,8 +16,12 @@ as D-vectors (a second pass) only where a gradient must be paired with them
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -28,6 +32,7 @@ import torch
 from training.core import runio
 from training.core.errors import UserError
 from training.core.model import trunk_names
+from training.core.runio import read_run_config
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20      # per chunk of the T × c float32 block read from the checkpoints
 
@@ -37,7 +42,6 @@ class CheckpointSet:
     """Lazy, memory-mapped reads of a run's trunk (or one block) in the canonical parameter order."""
 
     def __init__(self, run_dir: str | Path):
-        from training.core.runio import read_run_config
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise UserError(f"run directory {self.run_dir} does not exist")
@@ -237,7 +241,6 @@ class CheckpointFiles(CheckpointSet):
     """
 
     def __init__(self, files: Sequence[tuple[str | Path, int]], cfg=None):
-        from training.core.runio import read_run_config
         self.files = [(Path(d), int(s)) for d, s in files]
         if len(self.files) < 2:
             raise UserError(f"a trajectory analysis needs at least 2 checkpoints (got {len(self.files)})")
@@ -301,8 +304,6 @@ def prefetch(items: Iterator, depth: int = 2) -> Iterator:
     Reading checkpoint slices (page faults, copies) and the float64 products both release the GIL, so
     with a cold page cache the disk reads overlap the arithmetic instead of adding to it.
     """
-    import queue
-    import threading
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -439,7 +440,6 @@ def _gram_on_cpu(chunks: Iterator[np.ndarray], T: int, anchor_row: int) -> np.nd
     triangle: 3/4 of the products for 2 strips; more strips make the products smaller and slower, so 2
     measured fastest at T = 51), mirrored at the end.
     """
-    from concurrent.futures import ThreadPoolExecutor
     strips = _row_strips(T)
     n = max(1, torch.get_num_threads())
     acc = [torch.zeros(T, T, dtype=torch.float64) for _ in range(n)]
@@ -515,7 +515,6 @@ def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool =
     if not compute:
         return None
     g = compute_gram(ckpts, block=block, max_bytes=max_bytes, progress=progress, device=device)
-    import io
     buf = io.BytesIO()
     np.savez(buf, steps=np.asarray(g.steps), anchor=g.anchor, dim=g.dim, G=g.G, key=np.asarray(key))
     runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))

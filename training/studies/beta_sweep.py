@@ -30,18 +30,24 @@ the reheating learning rates, warmup then cosine, a data stream of its own and t
 """
 from __future__ import annotations
 
+import csv
+import io
 import math
 import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from training.core import runio
-from training.studies import common as studies
 from training.core.config import NOT_HASHED, Config, parse_override
 from training.core.errors import UserError
+from training.core.runio import read_run_config
 from training.core.tasks import validate
+from training.geometry.gradients import interference
+from training.geometry.trajectory import Gram, cached_gram, pca, update_alignment
+from training.studies import common as studies
 
 STUDY = "beta_sweep"
 BETA2S = (0.99, 0.95, 0.90, 0.80, 0.0)
@@ -175,7 +181,6 @@ def write_study_record(root: Path, base: Config, runs: list[dict]) -> None:
 
 def find_runs(root: Path) -> list[tuple[float, Path]]:
     """The sweep's run directories under ``root`` (b2_* with a config.json), by decreasing β2."""
-    from training.core.runio import read_run_config
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"study directory {root} does not exist; train the sweep first (run_study.py train)")
@@ -240,7 +245,6 @@ def outcome(run_dir: Path, metrics: list[dict] | None = None, worse_than_start: 
 # ---------------------------------------------------------------------------- geometry helpers
 def restrict(gram, steps: Sequence[int]):
     """The Gram of a subset of its steps (the anchor must be among them)."""
-    from training.geometry.trajectory import Gram
     steps = list(steps)
     if gram.anchor not in steps:
         raise ValueError("a restricted Gram must keep its anchor step")
@@ -270,7 +274,6 @@ def nearest_step(steps: Sequence[int], target: int, tolerance: int) -> int | Non
 
 def lagged_update_alignment(gram, v_coeffs: np.ndarray, delta: int) -> dict:
     """C(t) = cos(θ(t) − θ(t − Δ), v) at every checkpoint t of ``gram`` whose t − Δ is a checkpoint too."""
-    from training.geometry.trajectory import update_alignment
     have = set(gram.steps)
     ts = [t for t in gram.steps if t - delta in have]
     out = {"delta": delta, "steps": ts, "prev_steps": [t - delta for t in ts], "signed_cos": [], "abs_cos": [],
@@ -298,7 +301,6 @@ def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 
                 device: str = "cpu", progress: bool = False, interference_steps: Sequence[int] | None = None) -> dict:
     """Everything the sweep's table needs from one run (an :class:`analysis_io.Run`), never raising on a
     diverged run: what cannot be computed is None, with its reason in ``summary_reasons``."""
-    from training.geometry.trajectory import cached_gram, pca
     cfg = run.cfg
     prot = protocol(cfg)
     lo, hi = prot["window"]
@@ -409,9 +411,7 @@ def interference_points(run, usable: Sequence[int], targets: Sequence[int], tole
     usable checkpoint anyway, marked ``substituted`` with a note; each checkpoint is measured once, and the
     run's interference is the mean over the distinct checkpoints measured.
     """
-    import torch
 
-    from training.geometry.gradients import interference
     points, done = [], {}
     task = None
     for target in targets:
@@ -512,8 +512,6 @@ CSV_COLUMNS = ("beta2", "state", "final_val_loss", "val_display", "best_p_ood", 
 
 def csv_text(rows: Sequence[dict]) -> str:
     """The table as CSV; a missing value is an empty cell (never the string 'None')."""
-    import csv
-    import io
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -529,7 +527,6 @@ def reheat_plan(root: Path, beta2s: Sequence[float], paper_ckpts: Sequence[int],
                 paper_lrs: Sequence[float] | None) -> list[dict]:
     """Every (β2, checkpoint, lr) reheating run: its config and directory. Checkpoints and learning rates
     are given in the paper's units and scaled to the original run's preset."""
-    from training.core.runio import read_run_config
     plan = []
     for b in beta2s:
         run_dir = Path(root) / run_dir_name(b)
@@ -563,7 +560,6 @@ _REHEAT_DIR = re.compile(r"^ckpt(\d+)_lr([0-9.eE+-]+)_fresh$")
 
 def reheat_table(runs: Sequence[tuple[float, Path]]) -> list[dict]:
     """Per (β2, checkpoint): every reheating learning rate's re-entry (studies.reentry) and the best one (max G)."""
-    from training.core.runio import read_run_config
     groups: dict[tuple[float, int], list[dict]] = {}
     preset_len: dict[float, int] = {}
     for b, run_dir in runs:

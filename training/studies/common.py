@@ -15,13 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from training.studies import parallel
 from training.core import runio
 from training.core.config import PRESETS, Config, parse_override, preset
 from training.core.errors import UserError
-from training.core.scaling import (PAPER_LR, PAPER_REHEAT_LRS, PAPER_STEPS, preset_lr,  # noqa: F401 (re-exported)
-                                    preset_steps, reheat_defaults, scale_lr, scale_step, scale_window)
+from training.core.runio import read_run_config
+from training.core.scaling import (  # noqa: F401 (re-exported)
+    PAPER_LR,
+    PAPER_REHEAT_LRS,
+    PAPER_STEPS,
+    preset_lr,
+    preset_steps,
+    reheat_defaults,
+    scale_lr,
+    scale_step,
+    scale_window,
+)
 from training.core.tasks import validate
+from training.core.trainer import Trainer
+from training.geometry.trajectory import pca
+from training.studies import parallel
 
 REENTRY_THRESHOLD = 0.6          # "first step with p_ood >= 0.60" of the paper's reheating table
 
@@ -32,8 +44,6 @@ def ensure_run(cfg: Config, run_dir: Path) -> str:
 
     A directory that already holds a different config is an error (runs never silently collide).
     """
-    from training.core.runio import read_run_config
-    from training.core.trainer import Trainer
     run_dir = Path(run_dir)
     cfg = validate(cfg.replace(out_dir=str(run_dir)))
     if (run_dir / "config.json").exists():
@@ -60,7 +70,6 @@ def finished_state(cfg: Config, run_dir: Path) -> str | None:
     state = run_state(run_dir)
     if state not in ("completed", "diverged"):
         return None
-    from training.core.runio import read_run_config
     if read_run_config(run_dir).hash() != validate(cfg.replace(out_dir=str(run_dir))).hash():
         raise UserError(f"{run_dir} already holds a run with a different config; remove it or choose another "
                         "study directory")
@@ -211,7 +220,6 @@ def window_geometry(gram, steps: Sequence[int], rownorm: bool = True) -> dict:
     ``gram`` is a :class:`training.geometry.trajectory.Gram` holding every step of the window (e.g. the run's
     cached Gram); the numbers are exact (full spectrum).
     """
-    from training.geometry.trajectory import pca
     steps = list(steps)
     if len(steps) < 2:
         raise UserError(f"a window needs at least two checkpoints (got {steps})")

@@ -18,6 +18,7 @@ task with keys of the analysis' own (never a training batch).
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -25,10 +26,24 @@ import torch
 import torch.nn.functional as F
 
 from training.core.errors import UserError
+from training.core.modadd import ModAddTask, answer_stats
+from training.geometry.analysis_io import open_run
+from training.geometry.attention_probe import override_logits, readout_attention_stats, record_attention
+from training.geometry.commutator import FlatModel, embed, orthonormal_basis, projection_summary, sgd_commutator
+from training.geometry.exec_subspace import (
+    block_report,
+    block_slices,
+    principal_angles,
+    read_block_snapshots,
+    top_directions,
+)
+from training.geometry.linear_probe import probe_report
+from training.geometry.sae import latent_variance, patch_hook, train_sae
+from training.geometry.switching import residual_stream
+from training.geometry.trajectory import CheckpointSet, compute_gram, pca
 
 
 def _open(run_dir):
-    from training.geometry.analysis_io import open_run
     run = open_run(run_dir)
     if run.cfg.task != "modadd":
         raise UserError(f"{run.dir} is not a modular-addition run (task = {run.cfg.task})")
@@ -36,20 +51,17 @@ def _open(run_dir):
 
 
 def _task(run):
-    from training.core.modadd import ModAddTask
     return ModAddTask(run.cfg)
 
 
 def _progress(it, on: bool, desc: str, total=None):
     from tqdm import tqdm
-    import sys
     return tqdm(it, desc=desc, total=total, disable=not (on and sys.stderr.isatty()), leave=False)
 
 
 # ---------------------------------------------------------------------------- spectra
 def spectra(run_dir, null_samples: int = 20, seed: int = 0, steps: Sequence[int] | None = None) -> dict:
     """Per-block centred and uncentred spectra, alignment to final and random-walk nulls."""
-    from training.geometry.exec_subspace import block_report, block_slices, read_block_snapshots
     run = _open(run_dir)
     steps = list(steps or run.steps)
     if len(steps) < 3:
@@ -86,7 +98,6 @@ def _spectra_summary(blocks: dict) -> dict:
 def cross_subspaces(run_a, run_b=None, k: int = 3) -> dict:
     """Principal-angle overlap of the top-k centred trajectory PCs of equal-shape blocks: across two runs
     (same block), and within run_a across layers (same kind)."""
-    from training.geometry.exec_subspace import block_slices, principal_angles, read_block_snapshots, top_directions
     ra = _open(run_a)
     blocks = block_slices(ra.cfg)
     A = read_block_snapshots(ra.dir, ra.steps, blocks)
@@ -112,8 +123,6 @@ def attention(run_dir, probe_n: int = 128, ks: Sequence[int] = (8, 4, 2, 1), ste
     """Readout entropy / top-k mass per layer and head at each checkpoint, per m (fixed probe batches =
     the first ``probe_n`` sequences of each eval set), slot-type attention mass, and at the last
     checkpoint the top-k override accuracy for k in {T+1, *ks}."""
-    from training.geometry.attention_probe import override_logits, readout_attention_stats, record_attention
-    from training.core.modadd import answer_stats
     run = _open(run_dir)
     task = _task(run)
     steps = list(steps or run.steps)
@@ -159,7 +168,6 @@ def _slot_mass(last_row: torch.Tensor, ex) -> dict:
 
 # ---------------------------------------------------------------------------- commutators
 def _embed_blocks(fm, blocks, dirs: dict, cfg) -> torch.Tensor:
-    from training.geometry.commutator import embed
     cols = []
     for b in blocks:
         U = dirs.get(b.label)
@@ -173,8 +181,6 @@ def _embed_blocks(fm, blocks, dirs: dict, cfg) -> torch.Tensor:
 
 def _backbone_basis(run, fm, steps: list[int], k: int) -> tuple[torch.Tensor, list[float]]:
     """Top-k uncentred PCs of the trunk drift θ(t) − θ(0) over ``steps`` (training/geometry/trajectory.py), in R^P."""
-    from training.geometry.commutator import embed
-    from training.geometry.trajectory import CheckpointSet, compute_gram, pca
     ck = CheckpointSet(run.dir)
     gram = compute_gram(ck, steps=steps)
     p = pca(gram, k=k)
@@ -199,8 +205,6 @@ def commutators(run_dir, n_checkpoints: int = 6, samples: int = 5, eta: float = 
                 seed: int = 0, progress: bool = False) -> dict:
     """Commutator samples at ``n_checkpoints`` checkpoints (from the first with ``min_snapshots``
     snapshots on) and their projections on causal bases (built from checkpoints up to that step)."""
-    from training.geometry.commutator import FlatModel, orthonormal_basis, projection_summary, sgd_commutator
-    from training.geometry.exec_subspace import block_slices, read_block_snapshots, top_directions
     run = _open(run_dir)
     task = _task(run)
     if len(run.steps) < min_snapshots + 1:
@@ -303,8 +307,6 @@ def sae_ablation(run_dir, steps: Sequence[int] | None = None, layer: int | None 
     sequences) at each of ``steps`` (default: 10 %, 40 %, 90 % of the run), then measure accuracy with
     the site patched: reconstruction only, the ``n_ablate`` highest-variance latents zeroed, and as many
     random latents zeroed (mean of ``n_random`` draws)."""
-    from training.core.modadd import answer_stats
-    from training.geometry.sae import latent_variance, patch_hook, train_sae
     run = _open(run_dir)
     task = _task(run)
     cfg = run.cfg
@@ -404,7 +406,6 @@ def probe_sets(task, n_train: int, n_test: int, seed: int = 0):
 def readout_residuals(model, x: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual stream at the readout (separator, last) position: (n_layer + 1, n, d) -- after the
     embedding, then after each block (switching.residual_stream) -- and the model's answer logits (n, V) there."""
-    from training.geometry.switching import residual_stream
     feats, logits = [], []
     for a in range(0, len(x), batch_size):
         hidden, out = residual_stream(model, x[a:a + batch_size])
@@ -418,7 +419,6 @@ def linear_probes(run_dir, step: int | None = None, n_train: int = 2048, n_test:
     """Held-out accuracy of linear probes for the label y and for m on the readout-position residual
     after the embedding and after each block, at checkpoint ``step`` (default the last); with the
     training accuracy (labelled as such) and the chance levels. Probe fitting: training/geometry/linear_probe.py."""
-    from training.geometry.linear_probe import probe_report
     run = _open(run_dir)
     task = _task(run)
     step = run.steps[-1] if step is None else int(step)

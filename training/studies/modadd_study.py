@@ -30,6 +30,8 @@ from training.core.config import Config, preset
 from training.core.errors import UserError
 from training.core.modadd import modadd_config
 from training.core.tasks import validate
+from training.studies import modadd_analysis as ma
+from training.studies.common import RunJob, run_state, train_runs
 
 STUDY = "modadd"
 LEARNED_MARGIN = 0.2       # a run "learned the task" when its final accuracy is at least chance + this
@@ -102,7 +104,6 @@ def run_configs(size: str, seed: int, overrides: dict | None = None) -> dict[str
 def train_all(root: Path, size: str, seed: int, overrides: dict | None = None, progress: bool = False,
               only: list[str] | None = None, log=print, jobs: int | None = None) -> dict:
     """Train (or resume, or skip) the study's runs; side by side on a CPU (studies.train_runs, ``jobs``)."""
-    from training.studies.common import RunJob, train_runs
     todo = [RunJob(name, cfg.replace(progress=progress), root / name)
             for name, (spec, cfg) in run_configs(size, seed, overrides).items() if not only or spec.role in only]
     done = train_runs(todo, jobs, log=log)
@@ -129,11 +130,9 @@ def cached(run_dir: Path, name: str, fn, redo: bool = False):
 
 def analyse_all(root: Path, size: str, seed: int, redo: bool = False, progress: bool = False, log=print) -> dict:
     """Every analysis of every finished run, then the study's headline numbers and verdicts."""
-    from training.studies import modadd_analysis as ma
     a = ANALYSIS[size]
     specs = {s.role: s for s in run_specs(seed)}
     runs = {role: root / s.name for role, s in specs.items()}
-    from training.studies.common import run_state
     done = {role: d for role, d in runs.items() if run_state(d) == "completed"}
     missing = sorted(set(runs) - set(done))
     if missing:

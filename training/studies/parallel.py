@@ -29,6 +29,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from training.core.errors import UserError
 
 
@@ -60,7 +62,6 @@ def plan_jobs(n_items: int, jobs: int | None, device: str = "cpu") -> tuple[int,
 def _has_cuda(device: str) -> bool:
     if device != "auto":
         return False
-    import torch
     return torch.cuda.is_available()
 
 
@@ -76,7 +77,6 @@ def _die_with_parent() -> None:
 
 def _child_init(threads: int) -> None:
     _die_with_parent()
-    import torch
     torch.set_num_threads(threads)
 
 

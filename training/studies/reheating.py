@@ -32,11 +32,14 @@ from typing import Sequence
 
 import numpy as np
 
-from training.studies import parallel, common as studies
 from training.core import runio
 from training.core.config import NOT_HASHED, Config
 from training.core.errors import UserError
+from training.core.runio import read_run_config
 from training.core.tasks import validate
+from training.geometry.trajectory import CheckpointFiles, Gram, compute_gram, decomposition, pca
+from training.studies import common as studies
+from training.studies import parallel
 
 REHEAT_DIR = "reheat"
 
@@ -164,7 +167,6 @@ def is_done(spec: ReheatSpec) -> bool:
     """True when ``spec``'s run directory holds this run, finished (completed or diverged)."""
     if studies.run_state(spec.dir) not in ("completed", "diverged"):
         return False
-    from training.core.runio import read_run_config
     have = read_run_config(spec.dir)
     if _portable(have) != _portable(spec.cfg):
         raise UserError(f"{spec.dir} already holds a different run; remove it to reheat with these settings")
@@ -245,7 +247,6 @@ def _start_step(run_dir: Path, cfg: Config) -> int:
 
 def find_reheats(run_dir: Path, from_step: int | None = None) -> tuple[list[ReheatRun], list[dict]]:
     """(finished reheating runs of RUN, those skipped with the reason), ordered by start, moments, lr (high first)."""
-    from training.core.runio import read_run_config
     base = Path(run_dir) / REHEAT_DIR
     found, skipped = [], []
     for d in sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []:
@@ -289,7 +290,6 @@ def union_gram(files, cfg: Config, cache: Path | None = None, progress: bool = F
     The cache is keyed by every file's (path, mtime, size): a Gram of a superset of the files is reused (its
     sub-matrix), anything else is recomputed and replaces it, so a stale value is never returned.
     """
-    from training.geometry.trajectory import CheckpointFiles, Gram, compute_gram
     ck = CheckpointFiles(files, cfg)
     key = [json.dumps(k) for k in ck.file_key()]
     if cache is not None and cache.exists():
@@ -313,7 +313,6 @@ def union_gram(files, cfg: Config, cache: Path | None = None, progress: bool = F
 # ---------------------------------------------------------------------------- geometry
 def backbone(gram, orig_positions: Sequence[int]):
     """v_b: raw PC1 of the original drifts from position 0, as span coefficients, and its explained fraction."""
-    from training.geometry.trajectory import pca
     p = pca(gram, list(orig_positions), ref=0, rownorm=False, k=1)
     return p.coeffs[0], float(p.explained_variance_ratio[0])
 
@@ -324,7 +323,6 @@ def _ratio(x: float, y: float) -> float | None:
 
 def run_geometry(gram, v: np.ndarray, positions: Sequence[int], start_position: int) -> dict:
     """a(t), ‖r(t)‖, moved(t) and their summaries for one reheating run (its checkpoints at ``positions``)."""
-    from training.geometry.trajectory import decomposition
     positions = list(positions)
     dec = decomposition(gram, v, positions, ref=0)
     a, r = np.asarray(dec["a"]), np.asarray(dec["residual_norm"])
@@ -428,7 +426,6 @@ def geometry(orig_dir: Path, orig_cfg: Config, runs: Sequence[ReheatRun], cache:
     gram = union_gram(files, orig_cfg, cache, progress)
     orig_pos = list(range(len(orig_steps)))
     v, pc1 = backbone(gram, orig_pos)
-    from training.geometry.trajectory import decomposition
     dec = decomposition(gram, v, orig_pos, ref=0)
     om = metric_series(orig_dir)
     by_step = dict(zip(om["steps"], om["p_ood"]))

@@ -31,8 +31,10 @@ import numpy as np
 from training.core import runio
 from training.core.config import Config, checkpoint_steps, eval_steps
 from training.core.errors import UserError
-from training.studies.common import scale_step, window_geometry
+from training.core.runio import read_run_config
 from training.core.tasks import validate
+from training.geometry.trajectory import CheckpointSet, cached_gram, cos_span, decomposition, pca, rolling_pc1
+from training.studies.common import scale_step, window_geometry
 
 STUDY = "sgd_controls"
 
@@ -267,7 +269,6 @@ def geometry(gram, steps: Sequence[int]) -> dict:
 
 def backbone_coeffs(gram, steps: Sequence[int]) -> np.ndarray:
     """Span coefficients of the window's row-normalised PC1 (sign: the last drift's coordinate > 0)."""
-    from training.geometry.trajectory import pca
     return pca(gram, list(steps), steps[0], rownorm=True, k=1).coeffs[0]
 
 
@@ -301,7 +302,6 @@ def pc1_rotation(gram, steps: Sequence[int], vb: np.ndarray | None, drifts: int 
     """PC1 stability inside the window: sliding sub-windows of ``drifts`` row-normalised drifts (each
     anchored at its own first checkpoint, :func:`training.geometry.trajectory.rolling_pc1`), |cos| between the PC1s of
     consecutive sub-windows and with the whole window's PC1."""
-    from training.geometry.trajectory import rolling_pc1
     width = min(drifts + 1, len(steps))
     if width < 3:
         return {"width": width, "reason": f"the window holds {len(steps)} checkpoints; a sub-window needs at least 3"}
@@ -318,7 +318,6 @@ def pc1_rotation(gram, steps: Sequence[int], vb: np.ndarray | None, drifts: int 
 
 def update_alignment_at(gram, vb: np.ndarray, ts: Sequence[int], delta: int) -> dict:
     """C(t) = cos(θ(t + Δ) − θ(t), v_b) at each t where both checkpoints exist (v_b held fixed)."""
-    from training.geometry.trajectory import cos_span
     have = set(gram.steps)
     points, missing = [], []
     for t in ts:
@@ -344,7 +343,6 @@ def residual_coupling(gram, steps: Sequence[int], vb: np.ndarray, metrics: Seque
     """On the drifts x(t) = θ(t) − θ(window start): the PC2–6 share of the window's energy (row-normalised
     and raw spectra) and corr(‖r(t)‖, p_ood(t)) with r(t) = x(t) − ⟨x(t), v_b⟩ v_b, over the window's
     evaluated checkpoints (the start itself excluded: its drift is zero by definition)."""
-    from training.geometry.trajectory import decomposition
     steps = list(steps)
     d = decomposition(gram, vb, steps[1:], ref=steps[0])
     by_step = {m["step"]: m.get("p_ood") for m in metrics}
@@ -427,7 +425,6 @@ def verdict(rows: dict[str, dict]) -> dict:
 # ---------------------------------------------------------------------------- the whole analysis
 def _trajectory(run_dir: Path, progress: bool):
     """(CheckpointSet, Gram of all checkpoints) or (None, None) when the run has fewer than two checkpoints."""
-    from training.geometry.trajectory import CheckpointSet, cached_gram
     if len(runio.list_checkpoints(run_dir)) < 2:
         return None, None
     ckpts = CheckpointSet(run_dir)
@@ -459,7 +456,6 @@ def analyse(study_dir: Path, base: Config, keys: Sequence[str], progress: bool =
         if state not in ("completed", "diverged"):
             raise UserError(f"run {key} ({run_dir}) is {state} (step {(status or {}).get('step')}); re-run the study "
                             "command without --analyse-only to resume it")
-        from training.core.runio import read_run_config
         if read_run_config(run_dir).hash() != cfgs[key].hash():
             raise UserError(f"{run_dir} holds a run with a different config than this study's (other preset, seed or "
                             "--set?); analyse it with the flags it was trained with")

@@ -29,7 +29,18 @@ import torch
 from training.core import runio
 from training.core.config import Config, preset
 from training.core.errors import UserError
+from training.core.model import GPT
+from training.core.optim import param_groups
 from training.core.tasks import validate
+from training.geometry.symmetry import (
+    bq_alignment,
+    head_blocks,
+    mean_bq,
+    noether_charge,
+    null_direction,
+    symmetry_trajectory,
+)
+from training.geometry.trajectory import CheckpointSet, cached_gram, pca, update_alignment
 
 STUDY = "symmetry"
 OPTIMIZERS = ("adamw", "sgd", "ecd", "soap", "ecd_global")
@@ -120,9 +131,6 @@ def run_configs(size: str, seed: int, optimizers: Sequence[str], arms: Sequence[
 # ---------------------------------------------------------------------------- per-run analyses
 def velocity_charge(run_dir: Path, cfg: Config, step: int) -> dict | None:
     """Noether charge and its relative size from ECD's saved velocity at ``step`` (None without it)."""
-    from training.core.model import GPT
-    from training.core.optim import param_groups
-    from training.geometry.symmetry import head_blocks, noether_charge
     path = runio.optimizer_state_path(run_dir, step)
     if not path.exists():
         return None
@@ -160,7 +168,6 @@ def ecd_counters(run_dir: Path) -> dict | None:
 
 def geometry(run_dir: Path, progress: bool = False) -> dict:
     """Whole-run uncentered PCA of θ(t) − θ(0) (row-normalised and raw), and update alignment with PC1."""
-    from training.geometry.trajectory import CheckpointSet, cached_gram, pca, update_alignment
     steps = runio.list_checkpoints(run_dir)
     if len(steps) < 3:
         return {"reason": f"{len(steps)} checkpoints; at least 3 are needed"}
@@ -183,7 +190,6 @@ def geometry(run_dir: Path, progress: bool = False) -> dict:
 
 def alignment(run_dir: Path, cfg: Config, step: int, null_seed: int) -> dict:
     """bQ alignment at ``step``: ⟨bQ⟩ from the run's draws for a bq run, one random draw (the null) otherwise."""
-    from training.geometry.symmetry import bq_alignment, mean_bq, null_direction
     state = runio.load_checkpoint(runio.checkpoint_path(run_dir, step))[0]
     if "tok_emb.weight" not in state or "pos_emb.weight" not in state:
         raise UserError(f"checkpoint {step} of {run_dir} holds no embeddings (trunk-only checkpoints?): the bQ "
@@ -201,7 +207,6 @@ def alignment(run_dir: Path, cfg: Config, step: int, null_seed: int) -> dict:
 
 
 def analyse_run(run_dir: Path, cfg: Config, progress: bool = False) -> dict:
-    from training.geometry.symmetry import symmetry_trajectory
     metrics = runio.read_metrics(run_dir)
     status = runio.read_status(run_dir) or {}
     vals = [(m["step"], m["val_loss"]) for m in metrics if m.get("val_loss") is not None and math.isfinite(m["val_loss"])]
