@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
 from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
+from training.geometry.gradients import noise_floor  # noqa: E402
 from training.geometry.trajectory import cached_gram, pca, select_steps, sign_flip_step, update_alignment  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def curve(gram, steps):
     u["mean_abs_cos"] = float(np.mean(u["abs_cos"]))
     u["mean_signed_cos"] = float(np.mean(u["signed_cos"]))
     u["sign_flip_step"] = sign_flip_step(u["steps"], u["signed_cos"])
-    u["noise_floor"] = float(np.sqrt(2 / (np.pi * gram.dim)))
+    u["noise_floor"] = noise_floor(gram.dim)
     u["dim"] = gram.dim
     return u
 

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 
 from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
 from figures.style import figure, save_figure  # noqa: E402
-from training.geometry.basin import p_ood_series, pearson, resolve_pairs, switch_alignment  # noqa: E402
+from training.geometry.basin import p_ood_series, resolve_pairs, switch_alignment  # noqa: E402
+from training.geometry.stats import pearson  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.geometry.trajectory import cached_gram  # noqa: E402

@@ -7,7 +7,6 @@ A script is thin: ``parser = analysis_parser(__doc__)``, ``run = open_run(args.r
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import torch

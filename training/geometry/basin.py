@@ -50,6 +50,7 @@ from training.core.optim import build_optimizer, set_lr
 from training.core.scaling import reheat_defaults, scale_lr, scale_step
 from training.core.trainer import autocast_context, evaluate, forward_backward
 from training.geometry.gradients import noise_floor
+from training.geometry.stats import pearson
 from training.geometry.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs
 from training.geometry.trajectory import Gram, k_at, update_alignment
 
@@ -343,14 +344,6 @@ def drift_table(gram: Gram, peaks: Sequence[int], troughs: Sequence[int], late: 
 
 
 # ---------------------------------------------------------------------------- B2 / B3
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson correlation; None with fewer than 3 points or a constant series."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
-
-
 def switch_alignment(gram: Gram, pairs: Sequence[SwitchPair], steps: Sequence[int],
                      p_ood: dict[int, float]) -> dict:
     """B3: for each switching direction Δ̂ = (θ_peak − θ_trough)/‖·‖ and each pair of consecutive

@@ -601,16 +601,41 @@ def decomposition(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None 
             "backbone_fraction": fb.tolist()}
 
 
-def update_alignment(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None = None) -> dict[str, list]:
-    """C(t) = cos(θ(t) − θ(t_prev), v) for consecutive checkpoints in ``steps``."""
-    steps = list(gram.steps if steps is None else steps)
-    A = gram.drift_coeffs(steps[1:], steps[0])
-    A[1:] -= gram.drift_coeffs(steps[1:-1], steps[0])            # rows e_t − e_prev
+def pair_alignment(gram: Gram, v_coeffs: np.ndarray, prev_steps: Sequence[int], steps: Sequence[int]) -> dict[str, list]:
+    """cos(θ(t) − θ(t_prev), v) for each pair (t_prev, t) of ``zip(prev_steps, steps)``: the one
+    computation behind every update alignment (consecutive checkpoints, or a fixed lag Δ).
+
+    Convention: an update is indexed by its END step t (C(t) = cos(θ(t) − θ(t − Δ), v)); callers that
+    index by the start relabel, they do not recompute."""
+    prev_steps, steps = list(prev_steps), list(steps)
+    if not steps:
+        return {"steps": [], "prev_steps": [], "signed_cos": [], "abs_cos": [], "update_norm": []}
+    A = np.zeros((len(steps), len(gram.steps)))
+    A[np.arange(len(steps)), gram.index(steps)] += 1.0
+    A[np.arange(len(steps)), gram.index(prev_steps)] -= 1.0     # rows e_t − e_prev
     n = gram.norms(A)
     v_norm = float(np.sqrt(gram.inner(v_coeffs, v_coeffs)))
     cos = np.divide(gram.inner(A, v_coeffs), n * v_norm, out=np.zeros(len(n)), where=n > 0)
-    return {"steps": steps[1:], "prev_steps": steps[:-1], "signed_cos": cos.tolist(),
+    return {"steps": steps, "prev_steps": prev_steps, "signed_cos": cos.tolist(),
             "abs_cos": np.abs(cos).tolist(), "update_norm": n.tolist()}
+
+
+def update_alignment(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None = None) -> dict[str, list]:
+    """C(t) = cos(θ(t) − θ(t_prev), v) for consecutive checkpoints in ``steps``."""
+    steps = list(gram.steps if steps is None else steps)
+    return pair_alignment(gram, v_coeffs, steps[:-1], steps[1:])
+
+
+def lagged_update_alignment(gram: Gram, v_coeffs: np.ndarray, delta: int,
+                            steps: Sequence[int] | None = None) -> dict[str, list]:
+    """C(t) = cos(θ(t) − θ(t − Δ), v) at every end step t of ``steps`` (default: every checkpoint) for
+    which both checkpoints exist; ``missing_steps`` lists the requested ends that lack one of them."""
+    have = set(gram.steps)
+    wanted = list(gram.steps if steps is None else steps)
+    ends = [t for t in wanted if t in have and t - delta in have]
+    out = pair_alignment(gram, v_coeffs, [t - delta for t in ends], ends)
+    found = set(ends)
+    return {"delta": delta, **out, "missing_steps": [t for t in wanted if t not in found]}
 
 
 def sign_flip_step(steps: Sequence[int], signed_cos: Sequence[float]) -> int | None:

@@ -46,7 +46,8 @@ from training.core.errors import UserError
 from training.core.runio import read_run_config
 from training.core.tasks import validate
 from training.geometry.gradients import interference
-from training.geometry.trajectory import Gram, cached_gram, pca, update_alignment
+from training.geometry.stats import finite as _finite
+from training.geometry.trajectory import Gram, cached_gram, lagged_update_alignment, pca
 from training.studies import common as studies
 
 STUDY = "beta_sweep"
@@ -198,10 +199,6 @@ def analysis_current(run_dir: Path, name: str = "beta_metrics") -> bool:
 
 
 # ---------------------------------------------------------------------------- run outcome
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def outcome(run_dir: Path, metrics: list[dict] | None = None, worse_than_start: bool = True) -> dict:
     """State, final and best values of a run from its status.json and metrics.jsonl.
 
@@ -270,20 +267,6 @@ def nearest_step(steps: Sequence[int], target: int, tolerance: int) -> int | Non
         return None
     best = min(steps, key=lambda s: (abs(s - target), s))
     return best if abs(best - target) <= tolerance else None
-
-
-def lagged_update_alignment(gram, v_coeffs: np.ndarray, delta: int) -> dict:
-    """C(t) = cos(θ(t) − θ(t − Δ), v) at every checkpoint t of ``gram`` whose t − Δ is a checkpoint too."""
-    have = set(gram.steps)
-    ts = [t for t in gram.steps if t - delta in have]
-    out = {"delta": delta, "steps": ts, "prev_steps": [t - delta for t in ts], "signed_cos": [], "abs_cos": [],
-           "update_norm": []}
-    for t in ts:
-        ua = update_alignment(gram, v_coeffs, [t - delta, t])
-        out["signed_cos"].append(ua["signed_cos"][0])
-        out["abs_cos"].append(ua["abs_cos"][0])
-        out["update_norm"].append(ua["update_norm"][0])
-    return out
 
 
 def mean_abs(values: Sequence[float], steps: Sequence[int], until: int | None = None) -> float | None:
@@ -369,7 +352,9 @@ def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 
         v = p.coeffs[0]
         backbone.update({"pc1_raw": float(p.explained_variance_ratio[0]), "k95": p.k95, "k99": p.k99,
                          "explained_variance_ratio": p.explained_variance_ratio.tolist()})
-        ua.update(lagged_update_alignment(gram, v, delta))
+        lagged = lagged_update_alignment(gram, v, delta)
+        lagged.pop("missing_steps")
+        ua.update(lagged)
         if not ua["steps"]:
             raise UserError(f"no pair of usable checkpoints {delta} steps apart")
         ua["mean_abs_cos"] = mean_abs(ua["abs_cos"], ua["steps"])

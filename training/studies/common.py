@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from training.core import runio
-from training.core.config import PRESETS, Config, parse_override, preset
+from training.core.config import Config, parse_override, preset
 from training.core.errors import UserError
 from training.core.runio import read_run_config
 from training.core.scaling import (  # noqa: F401 (re-exported)

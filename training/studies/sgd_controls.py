@@ -21,7 +21,6 @@ diverged run never stops the analysis of the others.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,7 +32,16 @@ from training.core.config import Config, checkpoint_steps, eval_steps
 from training.core.errors import UserError
 from training.core.runio import read_run_config
 from training.core.tasks import validate
-from training.geometry.trajectory import CheckpointSet, cached_gram, cos_span, decomposition, pca, rolling_pc1
+from training.geometry.stats import finite as _finite
+from training.geometry.stats import pearson
+from training.geometry.trajectory import (
+    CheckpointSet,
+    cached_gram,
+    decomposition,
+    lagged_update_alignment,
+    pca,
+    rolling_pc1,
+)
 from training.studies.common import scale_step, window_geometry
 
 STUDY = "sgd_controls"
@@ -211,10 +219,6 @@ def window_from_spec(spec: tuple, available: Sequence[int]) -> tuple[list[int], 
 
 
 # ---------------------------------------------------------------------------- metrics
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
 def eval_record(metrics: Sequence[dict], step: int) -> dict | None:
     return next((m for m in metrics if m.get("step") == step), None)
 
@@ -317,25 +321,13 @@ def pc1_rotation(gram, steps: Sequence[int], vb: np.ndarray | None, drifts: int 
 
 
 def update_alignment_at(gram, vb: np.ndarray, ts: Sequence[int], delta: int) -> dict:
-    """C(t) = cos(θ(t + Δ) − θ(t), v_b) at each t where both checkpoints exist (v_b held fixed)."""
-    have = set(gram.steps)
-    points, missing = [], []
-    for t in ts:
-        if t in have and t + delta in have:
-            c = gram.drift_coeffs([t + delta], t)[0]
-            cos = cos_span(gram, c, vb)
-            points.append({"t": t, "t_plus_delta": t + delta, "signed_cos": cos, "abs_cos": abs(cos),
-                           "update_norm": float(gram.norms(c[None])[0])})
-        else:
-            missing.append(t)
-    return {"delta": delta, "points": points, "missing_t": missing}
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
+    """C(t) = cos(θ(t + Δ) − θ(t), v_b) at each START t where both checkpoints exist (v_b held fixed): the
+    lagged alignment of :func:`training.geometry.trajectory.lagged_update_alignment`, indexed by start."""
+    lag = lagged_update_alignment(gram, vb, delta, [t + delta for t in ts])
+    points = [{"t": t0, "t_plus_delta": t1, "signed_cos": c, "abs_cos": a, "update_norm": n}
+              for t0, t1, c, a, n in zip(lag["prev_steps"], lag["steps"], lag["signed_cos"], lag["abs_cos"],
+                                         lag["update_norm"])]
+    return {"delta": delta, "points": points, "missing_t": [t - delta for t in lag["missing_steps"]]}
 
 
 def residual_coupling(gram, steps: Sequence[int], vb: np.ndarray, metrics: Sequence[dict],
