@@ -407,6 +407,13 @@ def load_optimizer_moments(optimizer: torch.optim.Optimizer, state_file: str | P
 
 
 # ---------------------------------------------------------------------------- metrics and status
+def analysis_is_current(run_dir: Path, name: str) -> bool:
+    """True when RUN/analysis/<name>.json exists and is newer than RUN/status.json: the run has not moved
+    (trained on, resumed, failed) since the analysis was written. The one freshness rule of cached analyses."""
+    out, status = Path(run_dir) / "analysis" / f"{name}.json", Path(run_dir) / "status.json"
+    return out.exists() and status.exists() and out.stat().st_mtime_ns > status.stat().st_mtime_ns
+
+
 def append_metrics(run_dir: Path, record: dict) -> None:
     """Append one record to metrics.jsonl and flush it to disk."""
     with open(Path(run_dir) / "metrics.jsonl", "a") as fh:

@@ -601,6 +601,55 @@ def decomposition(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None 
             "backbone_fraction": fb.tolist()}
 
 
+def _window(gram: Gram, steps: list[int], rownorm: bool) -> tuple[dict, np.ndarray]:
+    if len(steps) < 2:
+        raise UserError(f"a window needs at least two checkpoints (got {steps})")
+    p = pca(gram, steps, steps[0], rownorm=rownorm, k=1)
+    drift = float(gram.norms(gram.drift_coeffs([steps[-1]], steps[0]))[0])
+    return ({"steps": steps, "anchor": steps[0], "rownorm": rownorm, "pc1": float(p.explained_variance_ratio[0]),
+             "k95": p.k95, "k99": p.k99, "drift": drift,
+             "explained_variance_ratio": p.explained_variance_ratio.tolist()}, p.coeffs[0])
+
+
+def window_geometry(gram: Gram, steps: Sequence[int], rownorm: bool = True) -> dict:
+    """Uncentered PCA of the drifts θ(t) − θ(steps[0]) for t in ``steps[1:]`` (the window's anchor is its
+    first step, as in the paper's Tables 9–10), with PC1, k95, k99 and the drift ‖θ(end) − θ(start)‖.
+
+    ``gram`` is a :class:`Gram` holding every step of the window (e.g. the run's cached Gram); the numbers
+    are exact (full spectrum).
+    """
+    return _window(gram, list(steps), rownorm)[0]
+
+
+def window_pca(gram: Gram | None, steps: Sequence[int]) -> dict:
+    """The window's PCA in both normalisations, or the reason it has none: the one rule behind every study's
+    window table.
+
+    Returns ``{"steps", "n_drifts", "reason": None, "drift", "rownorm": {...}, "raw": {...}, "backbone":
+    {"rownorm": c, "raw": c}}`` with each normalisation's :func:`window_geometry` numbers and PC1's span
+    coefficients (sign as :func:`pca` fixes it), or ``{"steps", "n_drifts", "reason": "..."}`` when there is
+    no trajectory, fewer than two checkpoints, a non-finite weight, or a zero drift row (the run did not move,
+    so row normalisation is undefined). The backbone's normalisation is therefore explicit at every use.
+    """
+    steps = list(steps)
+    out = {"steps": steps, "n_drifts": max(0, len(steps) - 1)}
+    if gram is None:
+        return {**out, "reason": "the run has no usable trajectory (fewer than two checkpoints)"}
+    if len(steps) < 2:
+        return {**out, "reason": f"the window holds {len(steps)} checkpoint(s); at least 2 are needed"}
+    idx = gram.index(steps)
+    if not np.all(np.isfinite(gram.G[np.ix_(idx, idx)])):
+        return {**out, "reason": "the checkpoints hold non-finite weights"}
+    norms = gram.norms(gram.drift_coeffs(steps[1:], steps[0]))
+    zero = [s for s, n in zip(steps[1:], norms) if not n > 0]
+    if zero:
+        return {**out, "reason": f"the drift from step {steps[0]} is exactly zero at step(s) {zero}: the run did not "
+                                 "move, so row normalisation is undefined"}
+    (row, row_pc1), (raw, raw_pc1) = _window(gram, steps, True), _window(gram, steps, False)
+    return {**out, "reason": None, "drift": row["drift"], "rownorm": row, "raw": raw,
+            "backbone": {"rownorm": row_pc1, "raw": raw_pc1}}
+
+
 def pair_alignment(gram: Gram, v_coeffs: np.ndarray, prev_steps: Sequence[int], steps: Sequence[int]) -> dict[str, list]:
     """cos(θ(t) − θ(t_prev), v) for each pair (t_prev, t) of ``zip(prev_steps, steps)``: the one
     computation behind every update alignment (consecutive checkpoints, or a fixed lag Δ).

@@ -10,7 +10,7 @@ value at step 4,000 (the last step), evaluation every 200 steps, checkpoints eve
 Per-run measurements (:func:`analyse_run`):
 
 - window geometry on [600, 2000]: uncentered PCA of θ(t) − θ(600) (row-normalised, and raw PC1), k95, k99
-  and the drift ‖θ(2000) − θ(600)‖ (:func:`studies.window_geometry`);
+  and the drift ‖θ(2000) − θ(600)‖ (:func:`training.geometry.trajectory.window_pca`);
 - the run's backbone v_b = raw PC1 of all checkpoints from θ(0) (DESIGN §4) and the update alignment
   C(t) = cos(θ(t) − θ(t − Δ), v_b) with Δ = 200 at every t where both checkpoints exist; the table's
   |cos(u, v_b)| is the mean of |C(t)| over all such t (and, beside it, over t <= 2000);
@@ -47,7 +47,7 @@ from training.core.runio import read_run_config
 from training.core.tasks import validate
 from training.geometry.gradients import interference
 from training.geometry.stats import finite as _finite
-from training.geometry.trajectory import Gram, cached_gram, lagged_update_alignment, pca
+from training.geometry.trajectory import Gram, cached_gram, lagged_update_alignment, pca, window_pca
 from training.studies import common as studies
 
 STUDY = "beta_sweep"
@@ -193,9 +193,8 @@ def find_runs(root: Path) -> list[tuple[float, Path]]:
 
 
 def analysis_current(run_dir: Path, name: str = "beta_metrics") -> bool:
-    """True when RUN/analysis/<name>.json is newer than RUN/status.json (the run has not moved since)."""
-    out, status = Path(run_dir) / "analysis" / f"{name}.json", Path(run_dir) / "status.json"
-    return out.exists() and status.exists() and out.stat().st_mtime_ns > status.stat().st_mtime_ns
+    """True when the run's β2 analysis is newer than its status (:func:`training.core.runio.analysis_is_current`)."""
+    return runio.analysis_is_current(run_dir, name)
 
 
 # ---------------------------------------------------------------------------- run outcome
@@ -320,9 +319,11 @@ def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 
         window["reason"] = (f"only {len(win)} usable checkpoint(s) in the window [{lo}, {hi}] "
                             f"(the run's usable checkpoints end at step {ok[-1] if ok else None})")
     else:
-        try:
-            geo = studies.window_geometry(gram, win, rownorm=True)
-            raw = studies.window_geometry(gram, win, rownorm=False)
+        w = window_pca(gram, win)
+        if w["reason"]:
+            window["reason"] = w["reason"]
+        else:
+            geo, raw = w["rownorm"], w["raw"]
             window.update(geo)
             window["pc1_raw"] = raw["pc1"]
             window["explained_variance_ratio_raw"] = raw["explained_variance_ratio"]
@@ -333,8 +334,6 @@ def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 
             for k in ("pc1", "k95", "k99", "drift"):
                 summary[k] = window[k]
             summary["pc1_raw"] = raw["pc1"]
-        except UserError as e:
-            window["reason"] = str(e)
     out["window"] = window
     if "reason" in window:
         null(("pc1", "pc1_raw", "k95", "k99", "drift"), window["reason"])

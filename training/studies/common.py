@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from training.core import runio
 from training.core.config import Config, parse_override, preset
@@ -32,7 +32,6 @@ from training.core.scaling import (  # noqa: F401 (re-exported)
 )
 from training.core.tasks import validate
 from training.core.trainer import Trainer
-from training.geometry.trajectory import pca
 from training.studies import parallel
 
 REENTRY_THRESHOLD = 0.6          # "first step with p_ood >= 0.60" of the paper's reheating table
@@ -58,19 +57,23 @@ def ensure_run(cfg: Config, run_dir: Path) -> str:
 
 @dataclass
 class RunJob:
-    """One run of a study: a label for messages, its config and its directory."""
+    """One run of a study: a label for messages, its config and its directory; ``identity`` says when a
+    finished run in that directory is this one (default: the config hash)."""
     label: str
     cfg: Config
     dir: Path
+    identity: Callable[[Config], str] | None = None
 
 
-def finished_state(cfg: Config, run_dir: Path) -> str | None:
+def finished_state(cfg: Config, run_dir: Path, identity: Callable[[Config], str] | None = None) -> str | None:
     """completed | diverged when ``run_dir`` holds this very run, finished; None when it still has to train.
-    A directory holding a different run is refused, as :func:`ensure_run` would."""
+    A directory holding a different run is refused, as :func:`ensure_run` would. ``identity`` (default:
+    :meth:`Config.hash`) is what must agree between the stored and the wanted config."""
     state = run_state(run_dir)
     if state not in ("completed", "diverged"):
         return None
-    if read_run_config(run_dir).hash() != validate(cfg.replace(out_dir=str(run_dir))).hash():
+    key = identity or Config.hash
+    if key(read_run_config(run_dir)) != key(validate(cfg.replace(out_dir=str(run_dir)))):
         raise UserError(f"{run_dir} already holds a run with a different config; remove it or choose another "
                         "study directory")
     return state
@@ -97,9 +100,9 @@ def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> 
     out: dict[str, dict] = {}
     todo = []
     for job in jobs:                 # finished runs are reported here, without starting a process for them
-        state = finished_state(job.cfg, job.dir)
+        state = finished_state(job.cfg, job.dir, job.identity)
         if state:
-            log(f"{job.label}: already {state} ({job.dir})")
+            log(f"skip {job.label}: already {state} ({job.dir})")
             out[job.label] = {"state": state, "error": None, "seconds": 0.0}
         else:
             todo.append(job)
@@ -108,7 +111,7 @@ def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> 
     jobs = todo
     n, threads = parallel.plan_jobs(len(jobs), n_jobs, jobs[0].cfg.device)
     if n > 1:
-        jobs = [RunJob(j.label, j.cfg.replace(progress=False), j.dir) for j in jobs]
+        jobs = [replace(j, cfg=j.cfg.replace(progress=False)) for j in jobs]
         log(f"training {len(jobs)} runs side by side ({n} processes x {threads} thread{'s' if threads > 1 else ''}; "
             f"logs in <run>/train.log)")
 
@@ -210,20 +213,3 @@ def reentry(metrics: Sequence[dict], threshold: float = REENTRY_THRESHOLD) -> di
     return {"p0": p0, "peak_p_ood": peak["p_ood"], "peak_step": peak["step"], "G": peak["p_ood"] - p0,
             "first_step_at_threshold": first, "threshold": threshold, "final_p_ood": rows[-1]["p_ood"],
             "final_step": rows[-1]["step"], "final_val_loss": rows[-1].get("val_loss")}
-
-
-# ---------------------------------------------------------------------------- window geometry
-def window_geometry(gram, steps: Sequence[int], rownorm: bool = True) -> dict:
-    """Uncentered PCA of the drifts θ(t) − θ(steps[0]) for t in ``steps[1:]`` (the window's anchor is its
-    first step, as in the paper's Tables 9–10), with PC1, k95, k99 and the drift ‖θ(end) − θ(start)‖.
-
-    ``gram`` is a :class:`training.geometry.trajectory.Gram` holding every step of the window (e.g. the run's
-    cached Gram); the numbers are exact (full spectrum).
-    """
-    steps = list(steps)
-    if len(steps) < 2:
-        raise UserError(f"a window needs at least two checkpoints (got {steps})")
-    p = pca(gram, steps, steps[0], rownorm=rownorm, k=1)
-    drift = float(gram.norms(gram.drift_coeffs([steps[-1]], steps[0]))[0])
-    return {"steps": steps, "anchor": steps[0], "rownorm": rownorm, "pc1": float(p.explained_variance_ratio[0]),
-            "k95": p.k95, "k99": p.k99, "drift": drift, "explained_variance_ratio": p.explained_variance_ratio.tolist()}

@@ -120,8 +120,7 @@ def _analysis_path(run_dir: Path, name: str) -> Path:
 def cached(run_dir: Path, name: str, fn, redo: bool = False):
     """The analysis JSON of a run, computed (and written atomically) when missing or older than the run."""
     path = _analysis_path(run_dir, name)
-    status = Path(run_dir) / "status.json"
-    if not redo and path.exists() and (not status.exists() or path.stat().st_mtime >= status.stat().st_mtime):
+    if not redo and runio.analysis_is_current(run_dir, path.stem):
         return runio.read_json(path, "analysis result")
     result = fn()
     runio.atomic_write_json(path, result)

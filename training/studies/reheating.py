@@ -25,8 +25,7 @@ import json
 import math
 import re
 import shutil
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -39,7 +38,6 @@ from training.core.runio import read_run_config
 from training.core.tasks import validate
 from training.geometry.trajectory import CheckpointFiles, Gram, compute_gram, decomposition, pca
 from training.studies import common as studies
-from training.studies import parallel
 
 REHEAT_DIR = "reheat"
 
@@ -163,56 +161,23 @@ def _portable(cfg: Config) -> str:
                        init_optimizer=Path(cfg.init_optimizer).name if cfg.init_optimizer else "").hash()
 
 
-def is_done(spec: ReheatSpec) -> bool:
-    """True when ``spec``'s run directory holds this run, finished (completed or diverged)."""
-    if studies.run_state(spec.dir) not in ("completed", "diverged"):
-        return False
-    have = read_run_config(spec.dir)
-    if _portable(have) != _portable(spec.cfg):
-        raise UserError(f"{spec.dir} already holds a different run; remove it to reheat with these settings")
-    return True
-
-
-def train_reheat(spec: ReheatSpec, orig_dir: Path) -> str:
-    """Train (or resume) one reheating run in-process; the original run's tokenizer and codewords are used."""
-    spec.dir.mkdir(parents=True, exist_ok=True)
-    for name in ("tokenizer.json", "codewords.json"):
-        src, dst = Path(orig_dir) / name, spec.dir / name
-        if src.exists() and not dst.exists():
-            runio.atomic_write(dst, lambda tmp, s=src: shutil.copyfile(s, tmp))
-    return studies.ensure_run(spec.cfg, spec.dir)
-
-
-def _train_one(job: tuple[ReheatSpec, Path]) -> tuple[str, float]:
-    t0 = time.monotonic()
-    return train_reheat(*job), time.monotonic() - t0
-
-
 def train_reheats(specs: Sequence[ReheatSpec], orig_dir: Path, jobs: int | None = None) -> None:
-    """Train the unfinished runs of ``specs``: one after another (``jobs`` = 1) or side by side in child
-    processes (training/studies/parallel.py; ``None`` = all at once on a CPU, one at a time on a GPU).
-    Side by side, each run logs to ``<run>/train.log`` and shows no progress bar."""
-    todo = []
+    """Train (or resume) the unfinished runs of ``specs`` with the original run's tokenizer and codewords:
+    one after another (``jobs`` = 1) or side by side (:func:`training.studies.common.train_runs`, which also
+    skips the finished ones). A finished run counts as this one when its config agrees up to where its start
+    files lie (:func:`_portable`). A run that fails stops the command with one line naming it."""
     for spec in specs:
-        if is_done(spec):
-            print(f"skip {spec.name}: already {studies.run_state(spec.dir)}")
-        else:
-            todo.append(spec)
-    if not todo:
-        return
-    n, threads = parallel.plan_jobs(len(todo), jobs, todo[0].cfg.device)
-    if n > 1:
-        todo = [replace(s, cfg=s.cfg.replace(progress=False)) for s in todo]
-        print(f"training {len(todo)} reheating runs side by side ({n} processes x {threads} thread"
-              f"{'s' if threads > 1 else ''}; logs in <run>/train.log)", flush=True)
-    def start(job):
-        print(f"train {job[0].name} -> {job[0].dir}", flush=True)
-
-    def done(job, result):
-        print(f"{result[0]}: {job[0].name} ({result[1]:.1f} s)", flush=True)
-
-    parallel.run_jobs(_train_one, [(s, Path(orig_dir)) for s in todo], n, threads,
-                      log_path=lambda job: job[0].dir / "train.log", on_start=start, on_done=done)
+        spec.dir.mkdir(parents=True, exist_ok=True)
+        for name in ("tokenizer.json", "codewords.json"):
+            src, dst = Path(orig_dir) / name, spec.dir / name
+            if src.exists() and not dst.exists():
+                runio.atomic_write(dst, lambda tmp, s=src: shutil.copyfile(s, tmp))
+    results = studies.train_runs([studies.RunJob(s.name, s.cfg, s.dir, _portable) for s in specs], jobs,
+                                 log=lambda m: print(m, flush=True))
+    failed = [f"{name} ({r['error']})" for name, r in results.items() if r["state"] == "failed"]
+    if failed:
+        raise UserError(f"{len(failed)} reheating run(s) failed: {'; '.join(failed)}; fix the cause and run the same "
+                        "command again (finished runs are kept)")
 
 
 # ---------------------------------------------------------------------------- finding reheating runs

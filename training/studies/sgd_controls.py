@@ -14,7 +14,7 @@ steps follow :func:`training.studies.common.scale_step` and the learning rates a
 to the preset's own AdamW values (see :func:`run_configs`).
 
 The geometry of a window is the uncentered PCA of the drifts θ(t) − θ(window start), row-normalised as in
-the paper's Tables 9–10 (:func:`training.studies.common.window_geometry`), computed from each run's cached Gram
+the paper's Tables 9–10 (:func:`training.geometry.trajectory.window_pca`), computed from each run's cached Gram
 matrix. A window whose drift is exactly zero somewhere (a run that never left its start) or that has too
 few checkpoints gets ``null`` numbers and a ``reason`` instead of an exception, so one degenerate or
 diverged run never stops the analysis of the others.
@@ -41,8 +41,9 @@ from training.geometry.trajectory import (
     lagged_update_alignment,
     pca,
     rolling_pc1,
+    window_pca,
 )
-from training.studies.common import scale_step, window_geometry
+from training.studies.common import scale_step
 
 STUDY = "sgd_controls"
 
@@ -71,25 +72,41 @@ PAPER_TABLE10 = (
     ("C", ("range", 600, 2000), "standard"),
 )
 
-# The paper's numbers, for side-by-side reading (seed 42, Tables 9 and 10).
-PAPER_RESULTS = {
-    "table9": [
-        {"run": "A", "final_val_loss": 1.59, "best_p_ood": 0.433, "pc1": 0.615, "k95": 9, "drift": 113.7},
-        {"run": "B", "final_val_loss": 8.12, "best_p_ood": 0.000, "pc1": 1.000, "k95": 1, "drift": 40.2},
-        {"run": "C", "final_val_loss": 5.10, "best_p_ood": 0.015, "pc1": 1.000, "k95": 1, "drift": 54.2},
-        {"run": "Cprime", "val_at_2000": 5.25, "p_ood_at_2000": 0.013, "note": "stopped at step 2000"},
-    ],
-    "table10": [
-        {"run": "A", "window": "[1,200,400]", "pc1": 0.774, "k95": 2, "k99": 2, "drift": None},
-        {"run": "A", "window": "[1,200,400,600]", "pc1": 0.692, "k95": 3, "k99": 3, "drift": 24.9},
-        {"run": "A", "window": "[200,400,600]", "pc1": 0.819, "k95": 2, "k99": 2, "drift": None},
-        {"run": "C", "window": "[2000,2200,2400]", "pc1": 0.981, "k95": 1, "k99": 2, "drift": 0.26},
-        {"run": "C", "window": "[1800..2600]", "pc1": 0.977, "k95": 1, "k99": 2, "drift": 0.60},
-        {"run": "A", "window": "[200..1000]", "pc1": 0.778, "k95": 4, "k99": 8, "drift": 50.7},
-        {"run": "A", "window": "[600..2000]", "pc1": 0.615, "k95": 9, "k99": 19, "drift": 113.7},
-        {"run": "C", "window": "[600..2000]", "pc1": 1.000, "k95": 1, "k99": 1, "drift": 54.2},
-    ],
-}
+# The paper's numbers (arXiv 2602.23696, seed 42), typed once: PC1 as a fraction. Table 9: the SGD-family
+# controls over the window [600, 2000] anchored at 600 (run C' was stopped at step 2000: its values are there).
+PAPER_TABLE9 = (
+    {"run": "A", "optimizer": "AdamW", "final_val_loss": 1.59, "best_p_ood": 0.433, "pc1": 0.615, "k95": 9,
+     "drift": 113.7},
+    {"run": "B", "optimizer": "SGD (no momentum)", "final_val_loss": 8.12, "best_p_ood": 0.000, "pc1": 1.000, "k95": 1,
+     "drift": 40.2},
+    {"run": "C", "optimizer": "SGD + momentum", "final_val_loss": 5.10, "best_p_ood": 0.015, "pc1": 1.000, "k95": 1,
+     "drift": 54.2},
+    {"run": "Cprime", "optimizer": "SGDW + Nesterov", "final_val_loss": 5.25, "best_p_ood": 0.013, "pc1": None,
+     "k95": None, "drift": None, "stopped_at": 2000},
+)
+# Table 10: (PC1, k95, k99, drift) of each window of PAPER_TABLE10, in the same order.
+PAPER_TABLE10_VALUES = ((0.774, 2, 2, None), (0.692, 3, 3, 24.9), (0.819, 2, 2, None), (0.981, 1, 2, 0.26),
+                        (0.977, 1, 2, 0.60), (0.778, 4, 8, 50.7), (0.615, 9, 19, 113.7), (1.000, 1, 1, 54.2))
+
+
+def paper_window_label(spec: tuple, sep: str = ",", ellipsis: str = "..") -> str:
+    """The paper's name of a Table 10 window: explicit steps with our step 0 as its step 1, a range as lo..hi."""
+    if spec and spec[0] == "range":
+        return f"[{spec[1]}{ellipsis}{spec[2]}]"
+    return "[" + sep.join(str(s or 1) for s in spec) + "]"
+
+
+def _paper_results() -> dict:
+    t9 = [{k: r[k] for k in ("run", "final_val_loss", "best_p_ood", "pc1", "k95", "drift")}
+          for r in PAPER_TABLE9 if "stopped_at" not in r]
+    t9 += [{"run": r["run"], "val_at_2000": r["final_val_loss"], "p_ood_at_2000": r["best_p_ood"],
+            "note": f"stopped at step {r['stopped_at']}"} for r in PAPER_TABLE9 if "stopped_at" in r]
+    t10 = [{"run": run, "window": paper_window_label(spec), "pc1": v[0], "k95": v[1], "k99": v[2], "drift": v[3]}
+           for (run, spec, _), v in zip(PAPER_TABLE10, PAPER_TABLE10_VALUES)]
+    return {"table9": t9, "table10": t10}
+
+
+PAPER_RESULTS = _paper_results()      # as the study's JSON has always carried them
 
 
 @dataclass(frozen=True)
@@ -253,19 +270,10 @@ def geometry(gram, steps: Sequence[int]) -> dict:
     row — the run did not move — or non-finite weights).
     """
     steps = list(steps)
-    if gram is None:
-        return null_geometry(steps, "the run has no usable trajectory (fewer than two checkpoints)")
-    if len(steps) < 2:
-        return null_geometry(steps, f"the window holds {len(steps)} checkpoint(s); at least 2 are needed")
-    if not np.all(np.isfinite(gram.G)):
-        return null_geometry(steps, "the checkpoints hold non-finite weights")
-    norms = gram.norms(gram.drift_coeffs(steps[1:], steps[0]))
-    zero = [s for s, n in zip(steps[1:], norms) if not n > 0]
-    if zero:
-        return null_geometry(steps, f"the drift from step {steps[0]} is exactly zero at step(s) {zero}: the run did "
-                                    "not move, so row normalisation is undefined")
-    g = window_geometry(gram, steps, rownorm=True)
-    raw = window_geometry(gram, steps, rownorm=False)
+    w = window_pca(gram, steps)
+    if w["reason"]:
+        return null_geometry(steps, w["reason"])
+    g, raw = w["rownorm"], w["raw"]
     return {"steps": steps, "pc1": g["pc1"], "pc1_raw": raw["pc1"], "k95": g["k95"], "k99": g["k99"],
             "drift": g["drift"], "n_drifts": len(steps) - 1, "explained_variance_ratio": g["explained_variance_ratio"],
             "explained_variance_ratio_raw": raw["explained_variance_ratio"], "reason": None}

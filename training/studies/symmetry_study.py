@@ -40,7 +40,7 @@ from training.geometry.symmetry import (
     null_direction,
     symmetry_trajectory,
 )
-from training.geometry.trajectory import CheckpointSet, cached_gram, pca, update_alignment
+from training.geometry.trajectory import CheckpointSet, cached_gram, update_alignment, window_pca
 
 STUDY = "symmetry"
 OPTIMIZERS = ("adamw", "sgd", "ecd", "soap", "ecd_global")
@@ -172,18 +172,14 @@ def geometry(run_dir: Path, progress: bool = False) -> dict:
     if len(steps) < 3:
         return {"reason": f"{len(steps)} checkpoints; at least 3 are needed"}
     gram = cached_gram(CheckpointSet(run_dir), progress=progress)
-    if not np.all(np.isfinite(gram.G)):
-        return {"reason": "non-finite weights"}
-    norms = gram.norms(gram.drift_coeffs(steps[1:], steps[0]))
-    if not np.all(norms > 0):
-        return {"reason": "the run did not move"}
-    p = pca(gram, steps, steps[0], rownorm=True, k=1)
-    raw = pca(gram, steps, steps[0], rownorm=False, k=1)
-    ua = update_alignment(gram, p.coeffs[0], steps)
+    w = window_pca(gram, steps)
+    if w["reason"]:
+        return {"reason": w["reason"]}
+    p, raw = w["rownorm"], w["raw"]
+    ua = update_alignment(gram, w["backbone"]["rownorm"], steps)
     cos = np.abs(np.asarray(ua["signed_cos"]))
-    return {"pc1": float(p.explained_variance_ratio[0]), "k95": p.k95, "k99": p.k99,
-            "pc1_raw": float(raw.explained_variance_ratio[0]), "k95_raw": raw.k95,
-            "drift": float(norms[-1]), "update_alignment_abs_mean": float(cos.mean()),
+    return {"pc1": p["pc1"], "k95": p["k95"], "k99": p["k99"], "pc1_raw": raw["pc1"], "k95_raw": raw["k95"],
+            "drift": w["drift"], "update_alignment_abs_mean": float(cos.mean()),
             "update_alignment_abs_last_half": float(cos[len(cos) // 2:].mean()),
             "update_alignment": ua["signed_cos"], "update_steps": ua["steps"], "reason": None}
 
