@@ -18,10 +18,11 @@ install: $(VENV)/.installed
 # --no-compile and then compiling on all cores takes 34 s + 34 s. The compiled files must exist: where
 # PYTHONDONTWRITEBYTECODE is set, Python would otherwise recompile each module in every process (about 5 s per
 # script). py312_ files of torch's test helpers are Python 3.12 syntax and are left alone.
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-compile --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --no-deps --no-build-isolation -e .
 	$(PY) -m compileall -q -j 0 -x 'py312_' $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 	touch $@
 
