@@ -182,34 +182,46 @@ def _get(d, *keys, default=None):
     return d
 
 
-def headline(res: dict) -> dict:
-    """Numbers next to the seed README's claims, and a plain verdict for each (see the report for the rules)."""
-    runs = res["runs"]
-    out: dict = {}
-    # accuracy and the leak
+@dataclass
+class _Claims:
+    """What every claim's verdict reads: the runs' results, their accuracies and the chance level."""
+    runs: dict
+    acc: dict
+    chance: float
+
+    def learned(self, role: str) -> bool:
+        """A verdict about how a task is learned needs a model that learned it."""
+        a = _get(self.acc, role, "acc")
+        return a is not None and a >= self.chance + LEARNED_MARGIN
+
+    inconclusive = f"inconclusive: the model did not learn the task (accuracy < chance + {LEARNED_MARGIN})"
+
+
+def _accuracy(runs: dict) -> dict:
     acc = {}
     for role, r in runs.items():
         m = r["metrics_final"]
         other = "strict" if r["config"]["modadd_mode"] == "reference" else "reference"
         acc[role] = {"acc": m.get("acc"), "acc_other_mode": m.get(f"{other}_acc"), "other_mode": other,
                      "per_m": {k: v for k, v in m.items() if k.startswith("acc_m")}}
-    out["accuracy"] = acc
-    C = _get(runs, "attn", "config", "modadd_classes", default=8)
-    chance = 1.0 / C
+    return acc
 
-    def learned(role):        # a verdict about how a task is learned needs a model that learned it
-        a = _get(acc, role, "acc")
-        return a is not None and a >= chance + LEARNED_MARGIN
-    out["learned"] = {role: learned(role) for role in runs}
-    inconclusive = f"inconclusive: the model did not learn the task (accuracy < chance + {LEARNED_MARGIN})"
-    a = acc.get("attn")
-    if a:
-        uses_leak = a["acc_other_mode"] is not None and a["acc_other_mode"] < chance + 0.1 and (a["acc"] or 0) > chance + 0.2
-        out["leak"] = {"chance": chance, "reference_model_on_strict": a["acc_other_mode"], "reference_model_acc": a["acc"],
-                       "strict_model_acc": _get(acc, "strict", "acc"),
-                       "verdict": ("the reference-trained model relies on the leak: it is at chance on strict data"
-                                   if uses_leak else "the reference-trained model does not look leak-bound on strict data")}
-    # collapse
+
+def _leak(c: _Claims) -> dict | None:
+    """Whether the reference-trained model leans on the reference generator's label leak."""
+    a, chance = c.acc.get("attn"), c.chance
+    if not a:
+        return None
+    uses_leak = a["acc_other_mode"] is not None and a["acc_other_mode"] < chance + 0.1 and (a["acc"] or 0) > chance + 0.2
+    return {"chance": chance, "reference_model_on_strict": a["acc_other_mode"], "reference_model_acc": a["acc"],
+            "strict_model_acc": _get(c.acc, "strict", "acc"),
+            "verdict": ("the reference-trained model relies on the leak: it is at chance on strict data"
+                        if uses_leak else "the reference-trained model does not look leak-bound on strict data")}
+
+
+def _collapse(c: _Claims) -> dict | None:
+    """The collapse claim: its numbers and verdict, or None when the study has no result for it."""
+    runs, learned, inconclusive = c.runs, c.learned, c.inconclusive
     att = _get(runs, "attn", "spectra", "summary", "attention")
     att2 = _get(runs, "attn_seed2", "spectra", "summary", "attention")
     if att:
@@ -220,36 +232,46 @@ def headline(res: dict) -> dict:
         cross = _get(runs, "attn", "cross", "across_runs") or {}
         overlaps = [v["overlap"] for v in cross.values() if v.get("overlap") is not None]
         rand = [v["random_overlap"] for v in cross.values()]
-        out["collapse"] = {"claim": SEED_CLAIMS["collapse"], "seed_value": "r90 ≈ 2–3 (README); reference fig.1 r90 2.5–6",
-                           "r90_median_per_seed": r90s, "r90_range": [att["r90_min"], att["r90_max"]],
-                           "null_r90_median": null, "uncentered_r90_median": att["uncentered_r90_median"],
-                           "pr_median": att["pr_median"], "erank_median": att["erank_median"],
-                           "cross_seed_overlap_median": float(np.median(overlaps)) if overlaps else None,
-                           "cross_seed_random_overlap": float(np.median(rand)) if rand else None,
-                           "verdict": (inconclusive if not learned("attn") else
-                                       "confirmed" if low and below_null else
-                                       "not confirmed" if not low else
-                                       "not distinguishable from a random walk")
-                           + (("; the dimension is stable across seeds, the orientation is not (cross-seed overlap at "
-                               "the random level)") if overlaps and np.median(overlaps) < 2 * np.median(rand) else "")}
-    # commutators
+        return {"claim": SEED_CLAIMS["collapse"], "seed_value": "r90 ≈ 2–3 (README); reference fig.1 r90 2.5–6",
+                "r90_median_per_seed": r90s, "r90_range": [att["r90_min"], att["r90_max"]],
+                "null_r90_median": null, "uncentered_r90_median": att["uncentered_r90_median"],
+                "pr_median": att["pr_median"], "erank_median": att["erank_median"],
+                "cross_seed_overlap_median": float(np.median(overlaps)) if overlaps else None,
+                "cross_seed_random_overlap": float(np.median(rand)) if rand else None,
+                "verdict": (inconclusive if not learned("attn") else
+                            "confirmed" if low and below_null else
+                            "not confirmed" if not low else
+                            "not distinguishable from a random walk")
+                + (("; the dimension is stable across seeds, the orientation is not (cross-seed overlap at "
+                    "the random level)") if overlaps and np.median(overlaps) < 2 * np.median(rand) else "")}
+    return None
+
+
+def _commutator(c: _Claims) -> dict | None:
+    """The commutator claim: its numbers and verdict, or None when the study has no result for it."""
+    runs, learned, inconclusive = c.runs, c.learned, c.inconclusive
     cs = _get(runs, "attn", "commutators", "summary")
     if cs:
         ratio = [cs["ratio_exec_early"], cs["ratio_exec_late"]]
         enriched = min(ratio) > 1.5
-        out["commutator"] = {"claim": SEED_CLAIMS["commutator"],
-                             "seed_value": "ρ_exec 0.012–0.128 vs ρ_rand ≈ 0.0075 (ratio 9.7× early, 2.1× late); '>92 % "
-                                           "perpendicular' (= 1 − ρ)",
-                             "rho_exec_range": cs["rho_exec_range"], "rho_rand": cs["rho_rand"],
-                             "ratio_early_late": ratio, "perp_energy_fraction_min": cs["perp_energy_fraction_min"],
-                             "D_range": cs["D_range"], "scaled_defect_range": cs["scaled_defect_range"],
-                             "verdict": (inconclusive if not learned("attn") else
-                                         "partly confirmed: the projection is small in absolute terms (most energy is "
-                                         "perpendicular), but it is larger than for a random subspace of the same "
-                                         "dimension, so the execution subspace is not commutator-free"
-                                         if enriched else "confirmed: no more commutator in the execution subspace "
-                                         "than in a random subspace of its dimension")}
-    # bubbling
+        return {"claim": SEED_CLAIMS["commutator"],
+                "seed_value": "ρ_exec 0.012–0.128 vs ρ_rand ≈ 0.0075 (ratio 9.7× early, 2.1× late); '>92 % "
+                              "perpendicular' (= 1 − ρ)",
+                "rho_exec_range": cs["rho_exec_range"], "rho_rand": cs["rho_rand"],
+                "ratio_early_late": ratio, "perp_energy_fraction_min": cs["perp_energy_fraction_min"],
+                "D_range": cs["D_range"], "scaled_defect_range": cs["scaled_defect_range"],
+                "verdict": (inconclusive if not learned("attn") else
+                            "partly confirmed: the projection is small in absolute terms (most energy is "
+                            "perpendicular), but it is larger than for a random subspace of the same "
+                            "dimension, so the execution subspace is not commutator-free"
+                            if enriched else "confirmed: no more commutator in the execution subspace "
+                            "than in a random subspace of its dimension")}
+    return None
+
+
+def _bubbling(c: _Claims) -> dict | None:
+    """The bubbling claim: its numbers and verdict, or None when the study has no result for it."""
+    runs, learned, inconclusive = c.runs, c.learned, c.inconclusive
     at = _get(runs, "attn", "attention")
     if at:
         ent = at["last_layer_entropy"]
@@ -261,56 +283,86 @@ def headline(res: dict) -> dict:
         over = at["override"]["mean"]
         ks = at["override"]["ks"]
         bubbled = min(mins.values()) < 0.5 * u
-        out["bubbling"] = {"claim": SEED_CLAIMS["bubbling"],
-                           "seed_value": "last-layer readout entropy ≈2.72 (ln 16) → minimum ≈0.40 at step 1000 (m=3,4), "
-                                         "then ≈0.8–1.6",
-                           "uniform_entropy": u, "min_entropy_per_m": mins, "final_entropy_per_m": finals,
-                           "step_of_min_per_m": first_min_step, "final_last_layer_slot_mass_m_max": slot,
-                           "override_acc_mean": over, "ks": ks,
-                           "verdict": (inconclusive if not learned("attn") else
-                                       "confirmed (entropy falls far below uniform)" if bubbled else "not confirmed")
-                           + ("; in reference mode the readout attends to value tokens, which the leak makes "
-                              "sufficient" if slot.get("value", 0) > 0.3 else "")}
-    # MLP
+        return {"claim": SEED_CLAIMS["bubbling"],
+                "seed_value": "last-layer readout entropy ≈2.72 (ln 16) → minimum ≈0.40 at step 1000 (m=3,4), "
+                              "then ≈0.8–1.6",
+                "uniform_entropy": u, "min_entropy_per_m": mins, "final_entropy_per_m": finals,
+                "step_of_min_per_m": first_min_step, "final_last_layer_slot_mass_m_max": slot,
+                "override_acc_mean": over, "ks": ks,
+                "verdict": (inconclusive if not learned("attn") else
+                            "confirmed (entropy falls far below uniform)" if bubbled else "not confirmed")
+                + ("; in reference mode the readout attends to value tokens, which the leak makes "
+                   "sufficient" if slot.get("value", 0) > 0.3 else "")}
+    return None
+
+
+def _mlp(c: _Claims) -> dict | None:
+    """The mlp claim: its numbers and verdict, or None when the study has no result for it."""
+    runs, acc, learned, inconclusive = c.runs, c.acc, c.learned, c.inconclusive
+    att = _get(runs, "attn", "spectra", "summary", "attention")
     mlp = _get(runs, "mlp", "spectra", "summary", "attention")
     if att and mlp:
         higher = mlp["r90_median"] >= att["r90_median"] + 1          # at least one more component
         acc_att, acc_mlp = _get(acc, "attn", "acc"), _get(acc, "mlp", "acc")
         worse = (acc_mlp or 0) <= (acc_att or 0) - 0.05
-        out["mlp"] = {"claim": SEED_CLAIMS["mlp"], "seed_value": "claimed, no code or figure in the reference",
-                      "r90_attention_blocks_attn_only": att["r90_median"], "r90_attention_blocks_standard": mlp["r90_median"],
-                      "r90_mlp_blocks_standard": _get(runs, "mlp", "spectra", "summary", "mlp", "r90_median"),
-                      "acc_attn_only": acc_att, "acc_standard": acc_mlp,
-                      "verdict": (inconclusive if not (learned("attn") or learned("mlp")) else
-                                  "confirmed" if higher and worse else
-                                  "partly confirmed (higher-dimensional, not worse)" if higher else
-                                  "partly confirmed (worse, not higher-dimensional)" if worse
-                                  else "not confirmed (differences below 1 component and 0.05 accuracy)")}
-    # curriculum
+        return {"claim": SEED_CLAIMS["mlp"], "seed_value": "claimed, no code or figure in the reference",
+                "r90_attention_blocks_attn_only": att["r90_median"], "r90_attention_blocks_standard": mlp["r90_median"],
+                "r90_mlp_blocks_standard": _get(runs, "mlp", "spectra", "summary", "mlp", "r90_median"),
+                "acc_attn_only": acc_att, "acc_standard": acc_mlp,
+                "verdict": (inconclusive if not (learned("attn") or learned("mlp")) else
+                            "confirmed" if higher and worse else
+                            "partly confirmed (higher-dimensional, not worse)" if higher else
+                            "partly confirmed (worse, not higher-dimensional)" if worse
+                            else "not confirmed (differences below 1 component and 0.05 accuracy)")}
+    return None
+
+
+def _curriculum(c: _Claims) -> dict | None:
+    """The curriculum claim: its numbers and verdict, or None when the study has no result for it."""
+    runs, chance, inconclusive = c.runs, c.chance, c.inconclusive
     cur = _get(runs, "curriculum", "curriculum")
     if cur:
         drops = {m: v["drop_from_peak"] for m, v in cur["forgetting"].items()}
         forgot = any(v["drop_from_peak"] is not None and v["drop_from_peak"] > 0.1
                      and (v["peak_in_own_stage"] or 0) >= chance + LEARNED_MARGIN for v in cur["forgetting"].values())
         learned_any = any((v["peak_in_own_stage"] or 0) >= chance + LEARNED_MARGIN for v in cur["forgetting"].values())
-        out["curriculum"] = {"claim": SEED_CLAIMS["curriculum"], "seed_value": "claimed, no result artefact in the reference",
-                             "drop_from_peak_per_m": drops, "final_acc": {m: v["final"] for m, v in cur["forgetting"].items()},
-                             "verdict": "confirmed" if forgot else "not confirmed" if learned_any else inconclusive}
-    # SAE
+        return {"claim": SEED_CLAIMS["curriculum"], "seed_value": "claimed, no result artefact in the reference",
+                "drop_from_peak_per_m": drops, "final_acc": {m: v["final"] for m, v in cur["forgetting"].items()},
+                "verdict": "confirmed" if forgot else "not confirmed" if learned_any else inconclusive}
+    return None
+
+
+def _sae(c: _Claims) -> dict | None:
+    """The sae claim: its numbers and verdict, or None when the study has no result for it."""
+    runs, learned, inconclusive = c.runs, c.learned, c.inconclusive
     sae = _get(runs, "attn", "sae")
     if sae:
         st = sae["stages"]
         drops = [s["drop_top"] for s in st]
         rnd = [s["drop_random"] for s in st]
         mid_largest = len(st) >= 3 and drops[1] == max(drops)
-        out["sae"] = {"claim": SEED_CLAIMS["sae"], "seed_value": "early 0.52→0.49, mid 0.945→0.94, late 1.00→1.00 "
-                                                                  "(ablation never propagated to the readout)",
-                      "steps": [s["step"] for s in st], "drop_top": drops, "drop_random": rnd,
-                      "fvu": [s["fvu"] for s in st], "recon_change": [s["recon_change"] for s in st],
-                      "verdict": inconclusive if not learned("attn") else (
-                                  "stage-dependent drops, largest mid-training" if mid_largest else
-                                  "drops do not peak mid-training") + (
-                                      "; top-variance latents matter more than random ones"
-                                      if np.mean(drops) > np.mean(rnd) + 0.02 else
-                                      "; no larger than ablating random latents")}
+        return {"claim": SEED_CLAIMS["sae"], "seed_value": "early 0.52→0.49, mid 0.945→0.94, late 1.00→1.00 "
+                                                            "(ablation never propagated to the readout)",
+                "steps": [s["step"] for s in st], "drop_top": drops, "drop_random": rnd,
+                "fvu": [s["fvu"] for s in st], "recon_change": [s["recon_change"] for s in st],
+                "verdict": inconclusive if not learned("attn") else (
+                            "stage-dependent drops, largest mid-training" if mid_largest else
+                            "drops do not peak mid-training") + (
+                                "; top-variance latents matter more than random ones"
+                                if np.mean(drops) > np.mean(rnd) + 0.02 else
+                                "; no larger than ablating random latents")}
+    return None
+
+
+def headline(res: dict) -> dict:
+    """Numbers next to the seed README's claims, and a plain verdict for each (see the report for the rules)."""
+    runs = res["runs"]
+    acc = _accuracy(runs)
+    c = _Claims(runs, acc, 1.0 / _get(runs, "attn", "config", "modadd_classes", default=8))
+    out: dict = {"accuracy": acc, "learned": {role: c.learned(role) for role in runs}}
+    for key, claim in (("leak", _leak), ("collapse", _collapse), ("commutator", _commutator), ("bubbling", _bubbling),
+                       ("mlp", _mlp), ("curriculum", _curriculum), ("sae", _sae)):
+        value = claim(c)
+        if value is not None:
+            out[key] = value
     return out
