@@ -279,28 +279,21 @@ SUMMARY_KEYS = ("pc1", "pc1_raw", "k95", "k99", "drift", "mean_abs_update_cos", 
                 "interference")
 
 
-def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 0, batch_size: int | None = None,
-                device: str = "cpu", progress: bool = False, interference_steps: Sequence[int] | None = None) -> dict:
-    """Everything the sweep's table needs from one run (an :class:`analysis_io.Run`), never raising on a
-    diverged run: what cannot be computed is None, with its reason in ``summary_reasons``."""
-    cfg = run.cfg
-    prot = protocol(cfg)
-    lo, hi = prot["window"]
-    delta, early_end = prot["delta"], prot["early_end"]
-    targets = list(prot["interference_steps"] if interference_steps is None else interference_steps)
-    metrics = run.metrics()
-    out = {"run_dir": str(run.dir), "beta2": cfg.beta2, "preset": cfg.preset,
-           "settings": {"n_batches": n_batches, "batch_size": batch_size, "seed": seed, "device": str(device)},
-           "protocol": {"window": [lo, hi], "delta": delta, "early_end": early_end, "interference_steps": targets},
-           "outcome": outcome(run.dir, metrics)}
-    summary = {k: None for k in SUMMARY_KEYS}
-    reasons: dict[str, str] = {}
+class _Summary:
+    """The sweep table's values of one run, each None with its reason when it cannot be computed."""
 
-    def null(keys: Sequence[str], why: str) -> None:
+    def __init__(self):
+        self.values: dict = {k: None for k in SUMMARY_KEYS}
+        self.reasons: dict[str, str] = {}
+
+    def null(self, keys: Sequence[str], why: str) -> None:
         for k in keys:
-            if summary[k] is None:
-                reasons[k] = why
+            if self.values[k] is None:
+                self.reasons[k] = why
 
+
+def _usable_gram(run, progress: bool):
+    """The run's Gram over its finite checkpoints (non-finite ones are left out and listed)."""
     # --- checkpoints and their Gram; non-finite checkpoints are left out
     if len(run.steps) >= 2:
         gram_all = cached_gram(run.checkpoints(), None, progress=progress)
@@ -308,10 +301,14 @@ def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 
         gram = restrict(gram_all, ok)
     else:
         gram, ok, bad = None, list(run.steps), []
-    out["checkpoints"] = {"all": list(run.steps), "finite": ok, "non_finite": bad}
+    checkpoints = {"all": list(run.steps), "finite": ok, "non_finite": bad}
     if bad:
-        out["checkpoints"]["note"] = f"{len(bad)} checkpoint(s) with non-finite weights left out, from step {bad[0]}"
+        checkpoints["note"] = f"{len(bad)} checkpoint(s) with non-finite weights left out, from step {bad[0]}"
+    return gram, ok, checkpoints
 
+
+def _window_geometry(gram, ok: list[int], lo: int, hi: int, sm: _Summary):
+    """The protocol window's PCA (both normalisations) from the usable checkpoints in [lo, hi]."""
     # --- window geometry
     win = [s for s in ok if lo <= s <= hi]
     window: dict = {"requested": [lo, hi], "steps": win}
@@ -332,15 +329,18 @@ def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 
                 window["note"] = (f"the run's usable checkpoints end at step {ok[-1]}: the window [{lo}, {hi}] "
                                   f"is measured on [{win[0]}, {win[-1]}] only")
             for k in ("pc1", "k95", "k99", "drift"):
-                summary[k] = window[k]
-            summary["pc1_raw"] = raw["pc1"]
-    out["window"] = window
+                sm.values[k] = window[k]
+            sm.values["pc1_raw"] = raw["pc1"]
     if "reason" in window:
-        null(("pc1", "pc1_raw", "k95", "k99", "drift"), window["reason"])
+        sm.null(("pc1", "pc1_raw", "k95", "k99", "drift"), window["reason"])
     elif window.get("partial"):
         for k in ("pc1", "pc1_raw", "k95", "k99", "drift"):
-            reasons[k] = window["note"]        # a value, with the caveat beside it
+            sm.reasons[k] = window["note"]        # a value, with the caveat beside it
+    return window
 
+
+def _backbone_alignment(gram, ok: list[int], delta: int, early_end: int, sm: _Summary):
+    """The whole run's raw backbone and the lagged update alignment with it."""
     # --- backbone of the whole run and lagged update alignment
     backbone: dict = {"steps": ok, "reference_step": ok[0] if ok else None}
     ua: dict = {"delta": delta, "early_end": early_end}
@@ -358,20 +358,22 @@ def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 
             raise UserError(f"no pair of usable checkpoints {delta} steps apart")
         ua["mean_abs_cos"] = mean_abs(ua["abs_cos"], ua["steps"])
         ua["mean_abs_cos_early"] = mean_abs(ua["abs_cos"], ua["steps"], early_end)
-        summary["mean_abs_update_cos"] = ua["mean_abs_cos"]
-        summary["mean_abs_update_cos_early"] = ua["mean_abs_cos_early"]
+        sm.values["mean_abs_update_cos"] = ua["mean_abs_cos"]
+        sm.values["mean_abs_update_cos_early"] = ua["mean_abs_cos_early"]
         if ua["mean_abs_cos_early"] is None:
-            reasons["mean_abs_update_cos_early"] = f"no update pair ends at or before step {early_end}"
+            sm.reasons["mean_abs_update_cos_early"] = f"no update pair ends at or before step {early_end}"
     except UserError as e:
         backbone["reason"] = ua["reason"] = str(e)
-        null(("mean_abs_update_cos", "mean_abs_update_cos_early"), str(e))
-    out["backbone"], out["update_alignment"] = backbone, ua
+        sm.null(("mean_abs_update_cos", "mean_abs_update_cos_early"), str(e))
+    return backbone, ua
 
+
+def _interference(run, ok, targets, delta, n_batches, seed, batch_size, device, progress, diverged: bool, sm: _Summary):
+    """Gradient interference at the usable checkpoints nearest the targets, and its table value."""
     # --- gradient interference at the checkpoints nearest the targets (for a diverged run that stopped
     # early, at its usable checkpoint nearest each target, flagged as substituted)
     inter = interference_points(run, ok, targets, delta, n_batches, seed, batch_size, device, progress,
-                                fallback=out["outcome"]["state"] == "diverged")
-    out["interference"] = inter
+                                fallback=diverged)
     distinct: dict[int, float] = {}
     for pt in inter["points"]:
         if _finite(pt.get("mean_cos")):
@@ -379,11 +381,34 @@ def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 
     inter["mean_cos"] = float(np.mean(list(distinct.values()))) if distinct else None
     inter["substituted"] = any(pt.get("substituted") for pt in inter["points"])
     notes = [pt["reason"] for pt in inter["points"] if pt.get("reason")]
-    summary["interference"] = inter["mean_cos"]
+    sm.values["interference"] = inter["mean_cos"]
     if notes or not distinct:
-        reasons["interference"] = "; ".join(notes) or "no target steps"
-    out["summary"] = summary
-    out["summary_reasons"] = reasons
+        sm.reasons["interference"] = "; ".join(notes) or "no target steps"
+    return inter
+
+
+def analyse_run(run, n_batches: int = DEFAULT_INTERFERENCE_BATCHES, seed: int = 0, batch_size: int | None = None,
+                device: str = "cpu", progress: bool = False, interference_steps: Sequence[int] | None = None) -> dict:
+    """Everything the sweep's table needs from one run (an :class:`analysis_io.Run`), never raising on a
+    diverged run: what cannot be computed is None, with its reason in ``summary_reasons``."""
+    cfg = run.cfg
+    prot = protocol(cfg)
+    lo, hi = prot["window"]
+    delta, early_end = prot["delta"], prot["early_end"]
+    targets = list(prot["interference_steps"] if interference_steps is None else interference_steps)
+    metrics = run.metrics()
+    out = {"run_dir": str(run.dir), "beta2": cfg.beta2, "preset": cfg.preset,
+           "settings": {"n_batches": n_batches, "batch_size": batch_size, "seed": seed, "device": str(device)},
+           "protocol": {"window": [lo, hi], "delta": delta, "early_end": early_end, "interference_steps": targets},
+           "outcome": outcome(run.dir, metrics)}
+    sm = _Summary()
+    gram, ok, out["checkpoints"] = _usable_gram(run, progress)
+    out["window"] = _window_geometry(gram, ok, lo, hi, sm)
+    out["backbone"], out["update_alignment"] = _backbone_alignment(gram, ok, delta, early_end, sm)
+    out["interference"] = _interference(run, ok, targets, delta, n_batches, seed, batch_size, device, progress,
+                                        out["outcome"]["state"] == "diverged", sm)
+    out["summary"] = sm.values
+    out["summary_reasons"] = sm.reasons
     return out
 
 
