@@ -107,11 +107,12 @@ def violations(root: Path, package: str = "training") -> list[str]:
         if v not in index:
             visit(v)
     found += [f"import cycle: {' <-> '.join(c)}" for c in comps]
-    return found
+    return list(dict.fromkeys(found))          # one line per broken rule, in the order found
 
 
 def test_training_follows_the_layer_order():
-    assert violations(ROOT) == []
+    found = violations(ROOT)
+    assert not found, "\n".join(found)
 
 
 def test_every_module_sits_in_a_layer():
