@@ -236,7 +236,7 @@ def write_report(res: dict, root: Path) -> Path:
                  f"| {_f(a['per_m'], '.2f')} |")
     L += ["", f"![training curves](figures/{figs['training']})", ""]
     L += ["## Headline: the seed README's claims next to this toolkit's numbers", "",
-          "| claim (seed 002) | seed / reference value | this study | verdict |", "|---|---|---|---|"]
+          "| claim (bubble-modadd README) | README / reference value | this study | verdict |", "|---|---|---|---|"]
     rows = []
     if "collapse" in h:
         c = h["collapse"]

@@ -21,7 +21,7 @@ def test_study_end_to_end_and_rerun(study, capsys):
     for key in ("collapse", "commutator", "bubbling", "mlp", "curriculum", "sae", "leak"):
         assert "verdict" in h[key], key
     report = (study / "report.md").read_text()
-    assert "| claim (seed 002) |" in report and "figures/commutators_attn.png" in report
+    assert "| claim (bubble-modadd README) |" in report and "figures/commutators_attn.png" in report
     assert "## Linear probes (held-out accuracy)" in report and "figures/linear_probes_attn.png" in report
     from training.studies.modadd_study import run_specs
     for spec in run_specs(0):              # every run has its held-out probes, cached under the script's name

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Gradient alignment with the backbone and the per-block signed gradient bias (paper §4.1, §4.4; "9A/9B").
+"""Gradient alignment with the backbone and the per-block signed gradient bias (arXiv 2602.23696 §4.1, §4.4; "9A/9B").
 
 Backbones: the trunk v_b and, for each block ℓ, the block backbone v_ℓ = PC1 of the raw uncentered PCA
 of that block's drifts over all checkpoints from the first one, sign fixed so that a(t_last) > 0.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fisher Rayleigh quotients along the backbone, PC2, the switching direction and random directions (paper §4.5).
+"""Fisher Rayleigh quotients along the backbone, PC2, the switching direction and random directions (arXiv 2602.23696 §4.5).
 
 Directions (trunk space, canonical order): v_b = PC1 and v_pc2 = PC2 of the raw uncentered PCA of all
 checkpoints' drifts from the first checkpoint (sign: a(t_last) > 0); v_sw = θ(peak) − θ(trough),

@@ -2,8 +2,8 @@
 
 For every finished reheating run under RUN/reheat/ (made by experiments/reheating/reheat.py; --from-step
 selects those of one start checkpoint): the re-entry numbers p0, peak p_ood and its step, the first step
-with p_ood >= 0.60, the final p_ood and the gain G = max p_ood − p0 (the tables of seed 001 Table 11 and
-seed 000 §5); and, with v_b the raw PC1 of the original run's drifts θ_o(t) − θ_o(0) (sign with
+with p_ood >= 0.60, the final p_ood and the gain G = max p_ood − p0 (the tables of arXiv 2602.23696 Table 11 and
+mini_gpt README finding 5); and, with v_b the raw PC1 of the original run's drifts θ_o(t) − θ_o(0) (sign with
 a(t_last) > 0), the backbone coordinate a(t) = ⟨θ(t) − θ_o(0), v_b⟩ and the residual ‖r(t)‖ along the
 original run and along each reheating run, how far reheating moved (‖θ(t) − θ(0)‖ of the reheating run)
 and the share of that displacement along v_b, with the changes Δa, Δ‖r‖ and their relative sizes. All
@@ -63,12 +63,12 @@ def _fmt(x, spec=".3f"):
 def print_tables(result: dict) -> None:
     print(f"backbone: raw PC1 {100 * result['backbone']['pc1']:.1f}% of the original run's drift "
           f"({result['backbone']['n_checkpoints']} checkpoints)")
-    print("reheating (as seed 001 Table 11)")
+    print("reheating (as arXiv 2602.23696 Table 11)")
     print(f"  {'lr':>9} {'moments':>8} {'from':>6} {'peak p_ood':>10} {'at step':>8} {'first>=0.60':>11} {'final':>6}")
     for r in result["table"]:
         print(f"  {r['lr']:9.3g} {'saved' if r['moments'] else 'fresh':>8} {r['from_step']:6d} {r['peak_p_ood']:10.3f} "
               f"{r['peak_step']:8d} {_fmt(r['first_step_at_threshold'], 'd'):>11} {r['final_p_ood']:6.3f}")
-    print("re-entry gain (as seed 000 §5)")
+    print("re-entry gain (as mini_gpt README finding 5)")
     print(f"  {'lr':>9} {'moments':>8} {'p0':>6} {'peak':>6} {'G':>7}")
     for r in result["table"]:
         print(f"  {r['lr']:9.3g} {'saved' if r['moments'] else 'fresh':>8} {r['p0']:6.3f} {r['peak_p_ood']:6.3f} "

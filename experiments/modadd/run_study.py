@@ -1,4 +1,4 @@
-"""Modular-addition study (issue 5, seed 002): train attention-only and standard models on the marker task,
+"""Modular-addition study (issue 5, the bubble-modadd README): train attention-only and standard models on the marker task,
 analyse them (per-block spectra, attention bubbling, SGD commutators, SAE ablation, curriculum, held-out
 linear probes) and write STUDY/report.md with figures and the headline table next to the seed README's claims.
 

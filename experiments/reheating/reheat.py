@@ -1,5 +1,5 @@
 """Reheating: restart a run from one of its checkpoints with a doubled probe weight and a new warmup-cosine
-schedule, at several learning rates (seed 001 §6; seed 000 §5).
+schedule, at several learning rates (arXiv 2602.23696 §6; mini_gpt README finding 5).
 
 Each reheating run is an ordinary run directory RUN/reheat/ckpt<step>_lr<lr>_<fresh|moments>/: the weights
 of checkpoint --from-step (default: the last), a fresh optimizer (--moments fresh, the paper's protocol) or

@@ -1,4 +1,4 @@
-"""SGD-family controls (paper §5): train runs A (AdamW), B (SGD), C (SGD + momentum), C' (Nesterov SGDW)
+"""SGD-family controls (arXiv 2602.23696 §5): train runs A (AdamW), B (SGD), C (SGD + momentum), C' (Nesterov SGDW)
 with everything but the optimizer shared, then compare their trajectory geometry.
 
 The runs are trained one after another in this process (or resumed where they stopped; finished runs

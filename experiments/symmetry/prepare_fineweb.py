@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Download FineWeb-Edu and write GPT-2 token shards (needs network; seed 004's data preparation).
+"""Download FineWeb-Edu and write GPT-2 token shards (needs network; the symmetry-breaking README's data preparation).
 
 Streams the Hugging Face dataset HuggingFaceFW/fineweb-edu (config sample-10BT by default), tokenises every
 document with the GPT-2 encoding (tiktoken), prefixes each with <|endoftext|>, and writes shards of

@@ -1,4 +1,4 @@
-"""FineWeb token shards as a corpus (``corpus=fineweb``; seed 004's data format).
+"""FineWeb token shards as a corpus (``corpus=fineweb``; the symmetry-breaking README's data format).
 
 A shard is a 256-int32 header followed by uint16 GPT-2 token ids. Header word 0 is the magic number
 20240520, word 1 the format version (1), word 2 the number of tokens; the file must be exactly

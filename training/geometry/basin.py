@@ -1,4 +1,4 @@
-"""Basin tests (reference §4.9–4.10, seed 000 "B-series"): relaxation, basin depth, drift table,
+"""Basin tests (reference §4.9–4.10, the mini_gpt README's "B-series"): relaxation, basin depth, drift table,
 switching alignment and the dimension of the switching manifold. Every formula of the basin scripts
 lives here once.
 

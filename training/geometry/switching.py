@@ -1,6 +1,6 @@
 """Switching between the LM and the probe objective: oscillations of p_ood and their geometry.
 
-Four pieces, each defined once here (paper §7; reference §4.7, §4.8, §4.11, §4.12):
+Four pieces, each defined once here (arXiv 2602.23696 §7; reference §4.7, §4.8, §4.11, §4.12):
 
 * **Oscillations.** Peaks and troughs of the OOD probe accuracy series p_ood(t), found with
   ``scipy.signal.find_peaks`` on p and on −p with a prominence threshold h, and the *switch pairs*

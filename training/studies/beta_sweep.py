@@ -1,4 +1,4 @@
-"""The AdamW β2 sweep (seed 000 §3 and §5; reference §4.16, §4.17, §5.3): what it trains and what it measures.
+"""The AdamW β2 sweep (mini_gpt README findings 3 and 5; reference §4.16, §4.17, §5.3): what it trains and what it measures.
 
 Protocol (paper values; at another preset every step count goes through :func:`studies.scale_step`).
 One run per β2 ∈ {0.99, 0.95, 0.90, 0.80, 0.0} with *nothing else* changed between the runs -- same seed,
@@ -24,7 +24,7 @@ its initialisation: the paper's β2 = 0 run ended at val loss ≈ 1.2e8). A dive
 it could produce: checkpoints with non-finite weights are left out of the geometry, and whatever cannot
 be computed is null with a reason.
 
-The β2-ablation reheating grid (seed 000 §5) reuses :func:`studies.reheat_config`: from the checkpoints
+The β2-ablation reheating grid (mini_gpt README finding 5) reuses :func:`studies.reheat_config`: from the checkpoints
 of the runs with β2 ∈ {0.95, 0.80} at steps {2000, 4000}, a fresh AdamW with the run's β2, λ doubled,
 the reheating learning rates, warmup then cosine, a data stream of its own and the original batch.
 """

@@ -1,4 +1,4 @@
-"""The modular-addition study (issue 5; seed 002): runs, analyses, headline numbers, verdicts.
+"""The modular-addition study (issue 5; the bubble-modadd README): runs, analyses, headline numbers, verdicts.
 
 Runs (ordinary run directories under the study directory, trained side by side on a CPU by
 studies.train_runs, resumed where they stopped, skipped when finished):

@@ -1,4 +1,4 @@
-"""Reheating (seed 001 §6, seed 000 §5): restart a finished run from one of its checkpoints with a stronger
+"""Reheating (arXiv 2602.23696 §6, mini_gpt README finding 5): restart a finished run from one of its checkpoints with a stronger
 probe weight and a new warmup-cosine schedule, and measure where the restarted runs go.
 
 Two halves:
@@ -47,13 +47,13 @@ PROTOCOL_FIELDS = ("lr", "steps", "warmup", "lambda_probe", "lambda_probe2", "la
                    "early_stop")
 
 # The paper's numbers (seed 42 unless stated), for side-by-side tables; measured at the `paper` preset.
-PAPER_TABLE11 = {  # seed 001 Table 11: from step 10,000 (p_ood 0.16), fresh AdamW, λ 4, 2000 steps
-    "source": "seed 001 §6.2 Table 11 (seed 42)",
+PAPER_TABLE11 = {  # arXiv 2602.23696 Table 11: from step 10,000 (p_ood 0.16), fresh AdamW, λ 4, 2000 steps
+    "source": "arXiv 2602.23696 §6.2 Table 11 (seed 42)",
     "rows": [{"lr": 1e-3, "peak_p_ood": 0.705, "peak_step": 900, "first_step_at_threshold": 600, "final_p_ood": 0.221},
              {"lr": 6e-4, "peak_p_ood": 0.782, "peak_step": 1000, "first_step_at_threshold": 700, "final_p_ood": 0.279},
              {"lr": 3e-4, "peak_p_ood": 0.578, "peak_step": 1500, "first_step_at_threshold": None, "final_p_ood": 0.421}]}
-PAPER_REENTRY = {  # seed 000 §5 "10K runs": re-entry gain G = peak − p0
-    "source": "seed 000 §5 (from step 10,000)",
+PAPER_REENTRY = {  # mini_gpt README finding 5 "10K runs": re-entry gain G = peak − p0
+    "source": "mini_gpt README finding 5 (from step 10,000)",
     "rows": [{"seed": 42, "lr": 6e-4, "p0": 0.077, "peak_p_ood": 0.782, "G": 0.705},
              {"seed": 42, "lr": 1e-3, "p0": 0.073, "peak_p_ood": 0.697, "G": 0.625},
              {"seed": 42, "lr": 3e-4, "p0": 0.072, "peak_p_ood": 0.578, "G": 0.506},

@@ -1,4 +1,4 @@
-"""The SGD-family control study (paper seed 001 §5, Tables 8–10; reference §4.18): protocol and analysis.
+"""The SGD-family control study (arXiv 2602.23696 §5, Tables 8–10; reference §4.18): protocol and analysis.
 
 Four runs share model, initialisation, data stream (batches are a pure function of (seed, step,
 micro-batch)) and schedule, and differ only in the optimizer:

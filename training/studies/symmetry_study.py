@@ -1,4 +1,4 @@
-"""The symmetry-breaking study (seed 004; reference modadd_ecd §B.9, §C.6–C.9, §C.11): optimizer ×
+"""The symmetry-breaking study (the symmetry-breaking / ECD README; reference modadd_ecd §B.9, §C.6–C.9, §C.11): optimizer ×
 {symmetric, disordered} attention, everything else shared, then loss, trajectory geometry, symmetry
 diagnostics and bQ alignment per run, and a report beside the seed's headline numbers.
 
