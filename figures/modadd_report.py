@@ -235,7 +235,7 @@ def write_report(res: dict, root: Path) -> Path:
                  f"{c['modadd_mode']} | {c['modadd_schedule']} | {_f(a['acc'])} | {a['other_mode']}: {_f(a['acc_other_mode'])} "
                  f"| {_f(a['per_m'], '.2f')} |")
     L += ["", f"![training curves](figures/{figs['training']})", ""]
-    L += ["## Headline: the seed README's claims next to this toolkit's numbers", "",
+    L += ["## Headline: the bubble-modadd README's claims next to this toolkit's numbers", "",
           "| claim (bubble-modadd README) | README / reference value | this study | verdict |", "|---|---|---|---|"]
     rows = []
     if "collapse" in h:
