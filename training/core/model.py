@@ -1,4 +1,4 @@
-"""The GPT of the paper (DESIGN §5; reference §1.1).
+"""The GPT of the paper (arXiv 2602.23696 §2.1; the README's "paper" preset).
 
 Decoder-only, pre-LayerNorm, learned absolute positions, no linear biases, the LM head tied to the
 token embedding, N(0, init_std) initialisation of every Linear and Embedding (no residual scaling),
@@ -8,7 +8,7 @@ Attention has two interchangeable paths, selectable at run time with :meth:`GPT.
 ``"sdpa"`` (``F.scaled_dot_product_attention``, used for training) and ``"math"`` (explicit
 softmax(QKᵀ/√d)V, which supports forward-mode and higher-order autodiff used by analyses).
 
-The *trunk* (DESIGN §4) is, per block, the attention qkv and output matrices and the MLP up and
+The *trunk* (docs/definitions.md) is, per block, the attention qkv and output matrices and the MLP up and
 down matrices, in module registration order. :func:`trunk_parameters` is the single place that
 defines it; every gradient, drift and direction in the toolkit is flattened in that order.
 """

@@ -1,4 +1,4 @@
-"""Empirical Fisher geometry from M mini-batch gradients (arXiv 2602.23696 §4.5, Definitions 3–4; DESIGN §4).
+"""Empirical Fisher geometry from M mini-batch gradients (arXiv 2602.23696 §4.5, Definitions 3–4; docs/definitions.md).
 
 With G (M × D) the stacked mini-batch gradients of :func:`training.geometry.gradients.minibatch_gradients`:
 

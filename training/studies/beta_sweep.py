@@ -11,7 +11,7 @@ Per-run measurements (:func:`analyse_run`):
 
 - window geometry on [600, 2000]: uncentered PCA of θ(t) − θ(600) (row-normalised, and raw PC1), k95, k99
   and the drift ‖θ(2000) − θ(600)‖ (:func:`training.geometry.trajectory.window_pca`);
-- the run's backbone v_b = raw PC1 of all checkpoints from θ(0) (DESIGN §4) and the update alignment
+- the run's backbone v_b = raw PC1 of all checkpoints from θ(0) (docs/definitions.md) and the update alignment
   C(t) = cos(θ(t) − θ(t − Δ), v_b) with Δ = 200 at every t where both checkpoints exist; the table's
   |cos(u, v_b)| is the mean of |C(t)| over all such t (and, beside it, over t <= 2000);
 - gradient interference cos(g_LM, g_probe) on the trunk at the checkpoints nearest 1,600 and 3,000

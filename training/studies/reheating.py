@@ -12,7 +12,7 @@ Two halves:
   from θ_o(0), so one float64 Gram matrix over the union of both sets of checkpoint files (streamed once,
   :class:`training.geometry.trajectory.CheckpointFiles`) gives all of them without forming a T × D matrix:
 
-  - v_b = raw PC1 of the original drifts θ_o(t) − θ_o(0), sign such that a(t_last) > 0 (DESIGN §4), a span
+  - v_b = raw PC1 of the original drifts θ_o(t) − θ_o(0), sign such that a(t_last) > 0 (docs/definitions.md), a span
     vector of those drifts;
   - a(t) = ⟨θ_r(t) − θ_o(0), v_b⟩ and ‖r(t)‖ = ‖θ_r(t) − θ_o(0) − a(t)·v_b‖;
   - moved(t) = ‖θ_r(t) − θ_r(0)‖, how far reheating went, and the share of that displacement along v_b:
