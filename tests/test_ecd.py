@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.core.ecd import ECD, calibrate_lr, eta_prior, median_step_norm, step_norms
+from training.core.ecd import ECD, eta_prior
+from training.studies.step_matching import calibrate_lr, median_step_norm, step_norms
 from training.core.errors import UserError
 
 
