@@ -384,6 +384,14 @@ class Gram:
             raise UserError(f"step(s) {missing[:5]} are not among the checkpoints of this analysis")
         return [pos[s] for s in steps]
 
+    def restrict(self, steps: Sequence[int]) -> "Gram":
+        """The Gram of a subset of the steps (same anchor, which must be among them): a sub-matrix, exact."""
+        steps = list(steps)
+        if self.anchor not in steps:
+            raise ValueError("a restricted Gram must keep its anchor step")
+        idx = self.index(steps)
+        return Gram(steps, self.anchor, self.block, self.dim, self.G[np.ix_(idx, idx)].copy())
+
     def drift_coeffs(self, steps: Sequence[int], ref: int) -> np.ndarray:
         """A (len(steps) × T): row i selects x(steps[i]) − x(ref), the drift from ``ref``."""
         A = np.zeros((len(steps), len(self.steps)))

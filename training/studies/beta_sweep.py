@@ -47,7 +47,7 @@ from training.core.runio import read_run_config
 from training.core.tasks import validate
 from training.geometry.gradients import interference
 from training.geometry.stats import finite as _finite
-from training.geometry.trajectory import Gram, cached_gram, lagged_update_alignment, pca, window_pca
+from training.geometry.trajectory import cached_gram, lagged_update_alignment, pca, window_pca
 from training.studies import common as studies
 
 STUDY = "beta_sweep"
@@ -239,15 +239,6 @@ def outcome(run_dir: Path, metrics: list[dict] | None = None, worse_than_start: 
 
 
 # ---------------------------------------------------------------------------- geometry helpers
-def restrict(gram, steps: Sequence[int]):
-    """The Gram of a subset of its steps (the anchor must be among them)."""
-    steps = list(steps)
-    if gram.anchor not in steps:
-        raise ValueError("a restricted Gram must keep its anchor step")
-    idx = gram.index(steps)
-    return Gram(steps, gram.anchor, gram.block, gram.dim, gram.G[np.ix_(idx, idx)].copy())
-
-
 def finite_steps(gram) -> tuple[list[int], list[int]]:
     """Checkpoints whose drift from the anchor is finite (diagonal of the Gram), and those that are not.
 
@@ -298,7 +289,7 @@ def _usable_gram(run, progress: bool):
     if len(run.steps) >= 2:
         gram_all = cached_gram(run.checkpoints(), None, progress=progress)
         ok, bad = finite_steps(gram_all)
-        gram = restrict(gram_all, ok)
+        gram = gram_all.restrict(ok)
     else:
         gram, ok, bad = None, list(run.steps), []
     checkpoints = {"all": list(run.steps), "finite": ok, "non_finite": bad}
