@@ -11,7 +11,7 @@ Sources (in the project's shared folder):
 
 Each entry is ``PaperValue(value, kind, source, note)``: ``value`` is a number or a (low, high) range in
 the units the paper prints (percentages as percentages), ``kind`` names the formatter of
-``make_paper_figures.fmt`` that prints it. Nothing here is computed; every number is as published.
+``figures.paperlib.formatting.fmt`` that prints it. Nothing here is computed; every number is as published.
 """
 from __future__ import annotations
 
