@@ -10,7 +10,7 @@ Sources, cited by their public identity:
 
 Each entry is ``PaperValue(value, kind, source, note)``: ``value`` is a number or a (low, high) range in
 the units the paper prints (percentages as percentages), ``kind`` names the formatter of
-``make_paper_figures.fmt`` that prints it. Nothing here is computed; every number is as published.
+``figures.paperlib.formatting.fmt`` that prints it. Nothing here is computed; every number is as published.
 """
 from __future__ import annotations
 

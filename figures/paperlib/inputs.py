@@ -1,0 +1,177 @@
+"""The inputs of the paper figures: which files of a run directory (and of the SGD / β2 study directories)
+are read, the ``Inputs`` record that holds them parsed once, ``load_inputs`` that validates the run and reads
+what exists, and the exceptions that turn an absent input into a skipped figure or table. Also the few
+selections from those inputs that numbers, tables and figures share (the paper's phases scaled to the run,
+the best evaluation, the reheating runs). Nothing here formats or draws.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from training.core import runio
+from training.core.errors import UserError
+
+from figures import paper_values as PV
+from figures.paperlib.formatting import _finite
+
+
+# name -> (path relative to the run directory, the command that writes it)
+RUN_INPUTS = {
+    "trajectory_pca": ("analysis/trajectory_pca.json", "python analysis/backbone/trajectory_pca.py --run-dir RUN"),
+    "update_alignment": ("analysis/update_alignment.json", "python analysis/backbone/update_alignment.py --run-dir RUN"),
+    "residual_decomposition": ("analysis/residual_decomposition.json",
+                               "python analysis/backbone/residual_decomposition.py --run-dir RUN"),
+    "rayleigh_quotients": ("analysis/rayleigh_quotients.json", "python analysis/fisher/rayleigh_quotients.py --run-dir RUN"),
+    "fisher_analysis": ("analysis/fisher_analysis.json", "python analysis/fisher/fisher_analysis.py --run-dir RUN"),
+    "switching_alignment": ("analysis/switching_alignment.json",
+                            "python analysis/switching/switching_alignment.py --run-dir RUN"),
+    "oscillation_manifest": ("oscillation_manifest.json", "python analysis/switching/detect_oscillations.py --run-dir RUN"),
+    "eval_noise": ("analysis/eval_noise.json", "python analysis/basin/eval_noise.py --run-dir RUN"),
+    "reheating": ("analysis/reheating.json", "python experiments/reheating/reheat.py --run-dir RUN, then "
+                                             "python analysis/reheating/reheat_geometry.py --run-dir RUN"),
+    "basin_tests": ("analysis/basin_tests.json", "python analysis/basin/basin_tests.py --run-dir RUN"),
+    "basin_depth": ("analysis/basin_depth.json", "python analysis/basin/basin_depth.py --run-dir RUN"),
+    "manifold_dim": ("analysis/manifold_dim.json", "python analysis/basin/manifold_dim.py --run-dir RUN"),
+}
+STUDY_INPUTS = {
+    "sgd": ("analysis/sgd_control_results.json", "the SGD-control study (experiments/sgd_controls/run_study.py)"),
+    "beta": ("analysis/beta_sweep_summary.json", "the β2 sweep (experiments/beta_sweep/run_study.py)"),
+}
+
+
+class Missing(Exception):
+    """An input a figure or table needs is absent; the message names it and how to produce it."""
+
+
+class Empty(Missing):
+    """The input exists but holds nothing to show (e.g. zero switch pairs): skipped, never an error."""
+
+
+class NotRequested(Missing):
+    """A study input whose directory was not given: skipped silently."""
+
+
+@dataclass
+class Inputs:
+    run_dir: Path
+    cfg: Any                                  # training.core.config.Config
+    config_file: dict
+    status: dict
+    metrics: list[dict]
+    checkpoints: list[int]
+    data: dict[str, Any] = field(default_factory=dict)     # name -> parsed JSON (absent if missing)
+    study_dirs: dict[str, Path] = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def need(self, name: str) -> Any:
+        if name in self.data:
+            return self.data[name]
+        if name in STUDY_INPUTS:
+            rel, how = STUDY_INPUTS[name]
+            if name not in self.study_dirs:
+                raise NotRequested(f"no --{name}-dir given ({how})")
+            raise Missing(f"{self.study_dirs[name] / rel} (run {how})")
+        rel, cmd = RUN_INPUTS[name]
+        raise Missing(f"{self.run_dir / rel} (run: {cmd.replace('RUN', str(self.run_dir))})")
+
+    # --- facts of the run used by several figures
+    @property
+    def lambda_switch(self) -> int | None:
+        c = self.cfg
+        if c.lambda_probe2 is None or c.lambda_probe2 == c.lambda_probe or not 0 < c.lambda_step < c.steps:
+            return None
+        return int(c.lambda_step)
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        rows = [m for m in self.metrics if _finite(m.get(key))]
+        return [int(m["step"]) for m in rows], [float(m[key]) for m in rows]
+
+
+def load_inputs(run_dir: str | Path, sgd_dir: str | None = None, beta_dir: str | None = None,
+                allow_incomplete: bool = False) -> Inputs:
+    """Validate the run directory and read every input that exists (each file parsed once)."""
+    from training.core.runio import read_run_config
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    cfg = read_run_config(run_dir)
+    config_file = runio.read_json(run_dir / "config.json", "run config")
+    status = runio.read_status(run_dir) or {}
+    metrics = [m for m in runio.read_metrics(run_dir) if isinstance(m, dict) and "step" in m]
+    if not metrics:
+        raise UserError(f"{run_dir} has no evaluations in metrics.jsonl; train it first (training/pilot.py)")
+    state = status.get("state", "unknown")
+    if state not in ("completed", "diverged") and not allow_incomplete:
+        raise UserError(f"the run in {run_dir} is not finished (state '{state}' at step {status.get('step')}); "
+                        f"resume it with training/pilot.py --resume --out-dir {run_dir}, or pass --allow-incomplete")
+    inp = Inputs(run_dir=run_dir, cfg=cfg, config_file=config_file, status=status, metrics=metrics,
+                 checkpoints=runio.list_checkpoints(run_dir))
+    for name, (rel, _) in RUN_INPUTS.items():
+        path = run_dir / rel
+        if path.exists():
+            inp.data[name] = runio.read_json(path, "analysis file")
+    for name, given in (("sgd", sgd_dir), ("beta", beta_dir)):
+        if given is None:
+            continue
+        d = Path(given)
+        if not d.is_dir():
+            raise UserError(f"--{name}-dir {d} does not exist")
+        inp.study_dirs[name] = d
+        path = d / STUDY_INPUTS[name][0]
+        if path.exists():
+            inp.data[name] = runio.read_json(path, "study summary")
+    return inp
+
+
+# ---------------------------------------------------------------- selections shared by numbers, tables, figures
+def mean(xs: Sequence[float]) -> float | None:
+    xs = [x for x in xs if _finite(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def phase_bounds(T: int) -> tuple[int, int]:
+    """The paper's phase boundaries (seed 001 Table 3: 2000 and 6000 of 10,000 steps) as the same fractions of T."""
+    paper_T = PV.VALUES["steps"].value
+    return round(T * PV.VALUES["early_end"].value / paper_T), round(T * PV.VALUES["mid_end"].value / paper_T)
+
+
+def phases(T: int) -> list[tuple[str, str, Callable[[int], bool]]]:
+    """Early / middle / late: t < b1, b1 ≤ t ≤ b2, t > b2 with the paper's boundaries scaled to T steps."""
+    b1, b2 = phase_bounds(T)
+    return [("early", f"t < {b1}", lambda t: t < b1), ("middle", f"{b1} ≤ t ≤ {b2}", lambda t: b1 <= t <= b2),
+            ("late", f"t > {b2}", lambda t: t > b2)]
+
+
+def phase_values(steps: Sequence[int], values: Sequence[float], test: Callable[[int], bool]) -> list[float]:
+    return [v for s, v in zip(steps, values) if test(s) and _finite(v)]
+
+
+def best_eval(inp: Inputs) -> tuple[int | None, float | None]:
+    steps, p = inp.series("p_ood")
+    if not p:
+        return None, None
+    i = max(range(len(p)), key=lambda k: p[k])
+    return steps[i], p[i]
+
+
+def reheat_runs(inp: Inputs) -> list[dict]:
+    rh = inp.need("reheating")
+    runs = rh.get("runs")
+    if runs is None:                           # a summary with the table only
+        runs = [{**row, "reentry": row} for row in rh["table"]]
+    if not runs:
+        raise Missing(f"{inp.run_dir / RUN_INPUTS['reheating'][0]} lists no reheating runs")
+    return runs
+
+
+def best_reheat(runs: list[dict]) -> dict:
+    scored = [r for r in runs if _finite(r["reentry"].get("G"))]
+    if not scored:
+        raise Missing("no reheating run has a re-entry gain G")
+    return max(scored, key=lambda r: r["reentry"]["G"])
