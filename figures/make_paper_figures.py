@@ -36,7 +36,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
 from training.core import runio  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 
 from figures import paper_values as PV  # noqa: E402
@@ -1487,7 +1487,7 @@ def write_paper_dir(res: Result, pdir: Path, tex: str, payload: dict) -> None:
 
 def parser() -> argparse.ArgumentParser:
     first = __doc__.strip().split("\n\n")[0]
-    p = argparse.ArgumentParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = CommandParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.strip()[len(first):].strip())
     add_input_args(p)
     p.add_argument("--out", help="output folder (default RUN/figures)")

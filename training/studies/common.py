@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from training.core import runio
+from training.core.cli import CommandParser
 from training.core.config import PRESETS, Config, parse_override, preset
 from training.core.errors import UserError
 from training.core.runio import read_run_config
@@ -139,18 +140,14 @@ def run_state(run_dir: Path) -> str:
 def study_parser(doc: str) -> argparse.ArgumentParser:
     """Options every study command has: the preset it scales, the seed, where it writes, overrides."""
     first = (doc or "").strip().split("\n\n")[0]
-    p = argparse.ArgumentParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=(doc or "").strip()[len(first):].strip() or None)
+    p = CommandParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog=(doc or "").strip()[len(first):].strip() or None)
     p.add_argument("--preset", default="quick", help="test | quick | paper (default quick)")
     p.add_argument("--seed", type=int, default=42, help="training seed of every run (default 42, the paper's)")
     p.add_argument("--out-dir", help="study directory (default runs/<study>_<preset>_s<seed>)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every run (e.g. cache_dir=..., device=cuda); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-    def error(message):                      # flag mistakes as one line, like every other UserError
-        raise UserError(f"{message} (see --help)")
-    p.error = error
     return p
 
 

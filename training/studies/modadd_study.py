@@ -114,7 +114,7 @@ def train_all(root: Path, size: str, seed: int, overrides: dict | None = None, p
 
 
 def _analysis_path(run_dir: Path, name: str) -> Path:
-    return Path(run_dir) / "analysis" / f"modadd_{name}.json"
+    return runio.analysis_dir(run_dir) / f"modadd_{name}.json"
 
 
 def cached(run_dir: Path, name: str, fn, redo: bool = False):

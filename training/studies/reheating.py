@@ -287,7 +287,7 @@ def union_files(orig_dir: Path, orig_steps: Sequence[int], runs: Sequence[Reheat
 def union_gram(files, cfg: Config, cache: Path | None = None, progress: bool = False):
     """Gram of drifts from files[0] over all ``files`` (float64, one streaming pass), cached in ``cache``.
 
-    The cache is keyed by every file's (path, mtime, size): a Gram of a superset of the files is reused (its
+    The cache is keyed by every file's (path, mtime, size, content fingerprint): a Gram of a superset of the files is reused (its
     sub-matrix), anything else is recomputed and replaces it, so a stale value is never returned.
     """
     ck = CheckpointFiles(files, cfg)
