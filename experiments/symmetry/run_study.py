@@ -25,7 +25,6 @@ from training.geometry.analysis_io import write_result  # noqa: E402
 from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.config import parse_override  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
 from training.core.runio import atomic_write_text  # noqa: E402
 from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overrides, train_runs  # noqa: E402
 
@@ -62,11 +61,8 @@ def main(argv=None) -> int:
     root = Path(args.out_dir) if args.out_dir else Path("runs") / f"symmetry_{args.size}_s{args.seed}"
     print(f"symmetry study in {root}: size {args.size}, seed {args.seed}, runs {', '.join(cfgs)}", flush=True)
     if not args.analyse_only:
-        done = train_runs([RunJob(name, cfg, root / name) for name, cfg in cfgs.items()], args.jobs,
-                          log=lambda msg: print(msg, flush=True))
-        failed = [f"{name} ({r['error']})" for name, r in done.items() if r["error"]]
-        if failed:
-            raise UserError(f"{'; '.join(failed)}; re-run the same command to resume")
+        train_runs([RunJob(name, cfg, root / name) for name, cfg in cfgs.items()], args.jobs,
+                   log=lambda msg: print(msg, flush=True))
     result = ss.analyse(root, cfgs, progress=not args.no_progress)
     wall = time.monotonic() - t_start
     result["wall_s_this_invocation"] = round(wall, 1)

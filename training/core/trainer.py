@@ -193,11 +193,11 @@ class Trainer:
             try:
                 return self._train()
             except _Interrupted as e:
-                if self.dist.is_main:
+                if self.dist.is_main and getattr(self, "started", False):
                     self._mark_failed(f"interrupted by {e}; resume with --resume")
                 raise UserError(f"interrupted by {e}; resume with: python training/pilot.py --resume --out-dir {self.run_dir}")
             except BaseException as e:
-                if self.dist.is_main and (self.run_dir / "config.json").exists():
+                if self.dist.is_main and getattr(self, "started", False):
                     msg = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
                     self._mark_failed(msg + "; resume with --resume")
                 self._remove_if_unstarted(created)
@@ -282,6 +282,7 @@ class Trainer:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if main:
             runio.write_status(run_dir, "running", start)
+        self.started = True          # from here on a failure marks the run failed (before it, nothing was changed)
         train_fwd = fwd
         if self.dist.enabled:      # gradients averaged over the ranks; evaluation uses the plain model
             from torch.nn.parallel import DistributedDataParallel

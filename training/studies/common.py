@@ -77,27 +77,24 @@ def finished_state(cfg: Config, run_dir: Path) -> str | None:
     return state
 
 
-def _train_job(job: RunJob) -> tuple[str, str | None, float]:
+def _train_job(job: RunJob) -> tuple[str, float]:
     t0 = time.monotonic()
-    try:
-        state, error = ensure_run(job.cfg, job.dir), None
-    except UserError:
-        raise
-    except Exception as e:     # noqa: BLE001 -- recorded; the other runs go on; the caller reports it
-        state, error = "failed", f"{type(e).__name__}: {e}"
-    return state, error, round(time.monotonic() - t0, 2)
+    return ensure_run(job.cfg, job.dir), round(time.monotonic() - t0, 2)
 
 
 def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> dict[str, dict]:
     """Train (or resume, or skip when finished) every run of ``jobs``; label -> {state, error, seconds}.
 
     ``n_jobs`` runs train side by side in child processes (training/studies/parallel.py; None = all at once on a CPU,
-    up to 4 per core, one at a time on a GPU); each then logs to ``<run>/train.log``. A UserError stops the study; any
-    other failure of a run is recorded (state "failed") and the other runs still train.
+    up to 4 per core, one at a time on a GPU); each then logs to ``<run>/train.log``. A run that fails does not stop
+    the others: it is reported in one line as it happens (its label, the reason, its log, which has the details),
+    and once all have ended a one-line UserError (:class:`parallel.JobsFailed`, with the states of every run in
+    ``results``) says which failed and how to go on.
     """
     out: dict[str, dict] = {}
     todo = []
     for job in jobs:                 # finished runs are reported here, without starting a process for them
+        runio.check_out_dir(job.dir, "run directory")
         state = finished_state(job.cfg, job.dir)
         if state:
             log(f"{job.label}: already {state} ({job.dir})")
@@ -117,11 +114,17 @@ def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> 
         log(f"train {job.label} -> {job.dir}")
 
     def done(job, r):
-        out[job.label] = {"state": r[0], "error": r[1], "seconds": r[2]}
-        log(f"{job.label}: {r[0]} ({r[2]:.1f} s in this invocation)" + (f" -- {r[1]}" if r[1] else ""))
+        out[job.label] = {"state": r[0], "error": None, "seconds": r[1]}
+        log(f"{job.label}: {r[0]} ({r[1]:.1f} s in this invocation)")
 
-    parallel.run_jobs(_train_job, jobs, n, threads, log_path=(lambda j: j.dir / "train.log") if n > 1 else None,
-                      on_start=start, on_done=done)
+    try:
+        parallel.run_jobs(_train_job, jobs, n, threads, log_path=lambda j: j.dir / "train.log", on_start=start,
+                          on_done=done, name=lambda j: f"{j.label} ({j.dir})", what="runs")
+    except parallel.JobsFailed as e:
+        for f in e.failures:
+            out[f.item.label] = {"state": "failed", "error": f.message, "seconds": None}
+        raise parallel.JobsFailed(f"{e}; fix the cause and run the same command again: finished runs are skipped, "
+                                  "the others resume", e.failures, out) from None
     return out
 
 
@@ -167,7 +170,8 @@ def study_base_config(args: argparse.Namespace) -> Config:
 
 
 def study_dir(args: argparse.Namespace, study: str) -> Path:
-    return Path(args.out_dir) if args.out_dir else Path("runs") / f"{study}_{args.preset}_s{args.seed}"
+    """The study directory (--out-dir, checked by the same rule as a run's, or the default)."""
+    return runio.check_out_dir(Path(args.out_dir)) if args.out_dir else Path("runs") / f"{study}_{args.preset}_s{args.seed}"
 
 
 # ---------------------------------------------------------------------------- reheating

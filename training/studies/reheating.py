@@ -211,8 +211,13 @@ def train_reheats(specs: Sequence[ReheatSpec], orig_dir: Path, jobs: int | None 
     def done(job, result):
         print(f"{result[0]}: {job[0].name} ({result[1]:.1f} s)", flush=True)
 
-    parallel.run_jobs(_train_one, [(s, Path(orig_dir)) for s in todo], n, threads,
-                      log_path=lambda job: job[0].dir / "train.log", on_start=start, on_done=done)
+    try:
+        parallel.run_jobs(_train_one, [(s, Path(orig_dir)) for s in todo], n, threads,
+                          log_path=lambda job: job[0].dir / "train.log", on_start=start, on_done=done,
+                          name=lambda job: f"{job[0].name} ({job[0].dir})", what="reheating runs")
+    except parallel.JobsFailed as e:
+        raise parallel.JobsFailed(f"{e}; fix the cause and run the same command again: finished runs are skipped, "
+                                  "the others resume", e.failures, e.results) from None
 
 
 # ---------------------------------------------------------------------------- finding reheating runs
