@@ -15,7 +15,6 @@ a large fp32 matrix product on the same threads (a practical peak: what the BLAS
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -27,13 +26,14 @@ import _paths  # noqa: E402,F401
 
 import torch  # noqa: E402
 
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.config import preset  # noqa: E402
 from training.core.batch import Batch  # noqa: E402
 from training.core.data_tokenizers import GPT2_VOCAB_SIZE  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.core.optim import build_optimizer  # noqa: E402
-from training.core.trainer import autocast_context, build_model, forward_backward, resolve_device  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
+from training.core.trainer import autocast_context, build_model, forward_backward  # noqa: E402
 
 # dense bf16 tensor-core peaks (TFLOP/s) of GPUs we run on
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -111,7 +111,7 @@ def bench_shape(name: str, device: torch.device, steps: int, warmup: int, batch_
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = CommandParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["quick", "paper"], choices=["test", "quick", "paper"])
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=5, help="timed steps per shape (median reported)")

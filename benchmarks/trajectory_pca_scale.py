@@ -41,7 +41,7 @@ import _paths  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.config import preset  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 
@@ -147,7 +147,7 @@ def measure(mode: str, run: Path, cold: bool, device: str = "cpu") -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = CommandParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoints", type=int, nargs="+", default=[51], help="numbers of checkpoints (default 51)")
     ap.add_argument("--preset", default="paper", help="model shape: paper (default), quick or test")
     ap.add_argument("--repeats", type=int, default=2, help="alternating read/pca measurements per size (min reported)")

@@ -31,7 +31,7 @@ import _paths  # noqa: E402,F401
 
 import argparse  # noqa: E402
 
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 
 # The implementation lives in figures/paperlib/; this file is the command. The names below are also what
 # figures/make_report.py and tests/test_figures.py use as ``make_paper_figures.<name>``.
@@ -45,7 +45,7 @@ from figures.paperlib.tables import Cell, Col, Table, table_switching  # noqa: E
 
 def parser() -> argparse.ArgumentParser:
     first = __doc__.strip().split("\n\n")[0]
-    p = argparse.ArgumentParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = CommandParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.strip()[len(first):].strip())
     add_input_args(p)
     p.add_argument("--out", help="output folder (default RUN/figures)")

@@ -24,7 +24,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 
 from training.core import runio  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 
 from figures import make_paper_figures as mpf  # noqa: E402
 
@@ -156,7 +156,7 @@ def report_text(res: mpf.Result, report_path: Path) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
+    p = CommandParser(description=__doc__.strip().split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.strip().split("\n\n", 1)[1])
     mpf.add_input_args(p)

@@ -25,6 +25,10 @@ def nap(seconds):
     return seconds
 
 
+def crash(x):
+    return 1 / 0
+
+
 def fail_on_two(x):
     if x == 2:
         raise UserError("item 2 is bad")
@@ -65,9 +69,22 @@ def test_one_job_runs_in_this_process():
     assert [r[0] for r in out] == [4, 25] and {r[2] for r in out} == {os.getpid()}
 
 
-def test_a_child_error_is_raised_in_the_parent():
-    with pytest.raises(UserError, match="item 2 is bad"):
-        parallel.run_jobs(fail_on_two, [1, 2, 3], jobs=2, threads=1)
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failed_item_is_one_line_and_the_others_finish(jobs, tmp_path, capsys):
+    """An item's error (a UserError or any other) is reported in one line naming its log, which holds the details;
+    the other items still run; then one UserError (JobsFailed) with the results of the others."""
+    with pytest.raises(UserError, match="1 of 3 items failed") as e:
+        parallel.run_jobs(fail_on_two, [1, 2, 3], jobs=jobs, threads=1, log_path=lambda x: tmp_path / f"{x}.log")
+    assert isinstance(e.value, parallel.JobsFailed) and e.value.results == [1, None, 3]
+    assert [f.message for f in e.value.failures] == ["item 2 is bad"]
+    err = capsys.readouterr().err
+    assert err == f"failed: 2: item 2 is bad (log: {tmp_path / '2.log'})\n" and "Traceback" not in err
+    assert (tmp_path / "2.log").read_text().splitlines()[-1] == "error: item 2 is bad"
+    with pytest.raises(UserError, match="2 of 2 items failed"):
+        parallel.run_jobs(crash, [0, 1], jobs=jobs, threads=1, log_path=lambda x: tmp_path / f"c{x}.log")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "ZeroDivisionError: division by zero" in err and "Traceback" not in err
+    assert "Traceback" in (tmp_path / "c0.log").read_text()        # the details are in the log
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")

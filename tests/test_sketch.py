@@ -117,14 +117,15 @@ def test_trajectory_pca_script_sketch_flag(traj, capsys):
 
 def test_gram_accumulation_off_the_cpu_path_matches(traj):
     """The accelerator path of compute_gram (float64 on the device, big column blocks), run here on the CPU."""
-    from training.geometry.trajectory import _elems, _gram_on_device, prefetch, resolve_analysis_device
+    from training.core.devices import resolve_device
+    from training.geometry.trajectory import _elems, _gram_on_device, prefetch
     import torch
     run, ck, steps, Theta, exact, _ = traj
     T = len(ck.steps)
     G = _gram_on_device(prefetch(ck.read_rows(ck.steps, None, _elems(1 << 16, T))), T, 0, torch.device("cpu"))
     np.testing.assert_allclose(G, exact.G, rtol=1e-12, atol=1e-12 * np.abs(exact.G).max())
     if not torch.cuda.is_available():
-        assert resolve_analysis_device("auto").type == "cpu"
+        assert resolve_device("auto").type == "cpu"
         with pytest.raises(UserError, match="no CUDA device"):
             compute_gram(ck, device="cuda")
     else:      # on a GPU machine: the real device path against the CPU result

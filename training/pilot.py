@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _paths  # noqa: E402,F401
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.config import Config, parse_override, preset  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.core.tasks import validate  # noqa: E402
@@ -43,7 +43,7 @@ FLAG_FIELDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a GPT on stories + the key-retrieval probe, with dense checkpoints.",
+    p = CommandParser(description="Train a GPT on stories + the key-retrieval probe, with dense checkpoints.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1])
     p.add_argument("--preset", default="quick", help="test | quick | paper (default: quick)")
     p.add_argument("--config", help="start from this config JSON (a run's config.json or a plain field dict)")
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="set any config field; repeatable")
     p.add_argument("--out-dir", help="run directory (default: runs/<name encoding the settings>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an --out-dir that holds a run: its content is moved to RUN.previous-<time>/ "
+                        "(nothing is deleted)")
     p.add_argument("--init-from", metavar="CKPT", help="start from these weights with a fresh optimizer (reheating)")
     p.add_argument("--with-moments", action="store_true",
                    help="with --init-from: also start from the saved optimizer moments of that step")
@@ -147,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, dist) -> int:
-    from training.core.runio import read_run_config
+    from training.core.runio import check_out_dir, read_run_config
     from training.core.trainer import Trainer, run_name
+    if args.out_dir:
+        check_out_dir(args.out_dir)
     if args.resume:
         if not args.out_dir:
             raise UserError("--resume needs --out-dir RUN (the run directory to continue)")
+        if args.overwrite:
+            raise UserError("--resume continues a run and --overwrite starts one again: pass one of them")
         run_dir = Path(args.out_dir)
         if not (run_dir / "config.json").exists():
             raise UserError(f"{run_dir} holds no run to resume (no config.json)")
@@ -173,7 +180,7 @@ def _main(args: argparse.Namespace, dist) -> int:
         cfg = cfg.replace(out_dir=str(run_dir))
         if dist.is_main:
             print(f"run directory: {run_dir}", file=sys.stderr)
-        state = Trainer(cfg, run_dir, resume=False, dist=dist).run()
+        state = Trainer(cfg, run_dir, resume=False, dist=dist, overwrite=args.overwrite).run()
     if dist.is_main:
         print(f"{state}: {run_dir}")
     return 0

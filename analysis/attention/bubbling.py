@@ -24,7 +24,7 @@ def main() -> int:
     args = p.parse_args()
     from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_attention
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     res = ma.attention(run.dir, probe_n=args.probe_n, progress=not args.no_progress)
     path = write_result(run, "modadd_attention", res)
     plot_attention(res, run.analysis_dir / "modadd_attention.png")

@@ -39,7 +39,7 @@ from training.core.errors import UserError  # noqa: E402
 from training.geometry.gradients import (PARTS, alignment_stats, block_slices, choose_steps, cumulative_bias,  # noqa: E402
                                 minibatch_gradients, noise_floor, signed_block_bias)
 from training.core.optim import lambda_at  # noqa: E402
-from training.core.trainer import resolve_device  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
 from training.geometry.trajectory import cached_gram, pca  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def main() -> int:
     bad = [s for s in parts if s not in PARTS]
     if bad or not parts:
         raise UserError(f"--parts must be a comma list of {', '.join(PARTS)} (got '{args.parts}')")
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     steps = choose_steps(run.steps, args.steps, args.n_checkpoints)
     device = resolve_device(args.device)
     v_trunk, v_blocks, info = backbones(run, not args.no_progress)

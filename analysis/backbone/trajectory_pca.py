@@ -25,10 +25,11 @@ import _paths  # noqa: E402,F401
 from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
 from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.geometry.sketch import compute_sketch, measured_error, pca_bounds  # noqa: E402
 from training.geometry.trajectory import (cached_gram, decomposition, increment_norms, pca, random_walk_null,  # noqa: E402
-                                 resolve_analysis_device, rolling_pc1, select_steps)
+                                 rolling_pc1, select_steps)
 
 
 def analyse(gram, steps, ref, args, null_seed):
@@ -65,8 +66,8 @@ def main() -> int:
         raise UserError(f"--sketch must be a positive dimension (got {args.sketch})")
     if not 0 < args.sketch_failure_prob < 1:
         raise UserError(f"--sketch-failure-prob must be in (0, 1) (got {args.sketch_failure_prob})")
-    run = open_run(args.run_dir)
-    device = resolve_analysis_device(args.device)
+    run = open_run(args.run_dir, args.out_dir)
+    device = resolve_device(args.device)
     ckpts = run.checkpoints()
     steps = select_steps(ckpts.steps, args.stride, args.start, args.end)
     ref = steps[0] if args.ref is None else args.ref

@@ -40,7 +40,7 @@ def main() -> int:
     p.add_argument("--start", type=int)
     p.add_argument("--end", type=int)
     args = p.parse_args()
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     ckpts = run.checkpoints()
     steps = select_steps(ckpts.steps, args.stride, args.start, args.end)
     progress = not args.no_progress

@@ -55,7 +55,7 @@ from training.geometry.basin import (PAPER_SIGMAS, SMALL_MODEL_SIGMAS, default_s
                             relax_defaults, resolve_pairs, sigma_half)
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
-from training.core.trainer import resolve_device  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
 from training.geometry.trajectory import cached_gram  # noqa: E402
 
 PROGRESS = "basin_depth_progress.json"
@@ -123,7 +123,7 @@ def main() -> int:
     args = p.parse_args()
     if args.n_trials < 1 or args.max_pairs < 0:
         raise UserError("--n-trials must be >= 1 and --max-pairs >= 0")
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     sigmas = parse_sigmas(args.sigmas) if args.sigmas is not None else list(default_sigmas(run.cfg))
     settings = relax_defaults(run.cfg, args.relax_steps, args.lr, args.lam, args.p_threshold, args.nll_threshold)
     device = resolve_device(args.device)

@@ -43,7 +43,7 @@ def main() -> int:
     p = analysis_parser(__doc__)
     p.add_argument("--pairs", help="switch pairs PEAK:TROUGH,... (checkpoint steps); default: the oscillation manifest")
     args = p.parse_args()
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     metrics = run.metrics()
     rows: dict[int, dict] = {}
     for r in metrics:

@@ -26,7 +26,7 @@ from training.geometry.analysis_io import analysis_parser, open_run, parse_step_
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.geometry.switching import bootstrap_std, probe_readout  # noqa: E402
-from training.core.trainer import resolve_device  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
 
 
 def main() -> int:
@@ -38,7 +38,7 @@ def main() -> int:
     args = p.parse_args()
     if args.last < 1 or args.n_boot < 2:
         raise UserError("--last must be >= 1 and --n-boot >= 2")
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     device = resolve_device(args.device)
     steps = run.steps[-args.last:] if args.steps is None else parse_step_list(args.steps, run.steps)
     task = run.task()

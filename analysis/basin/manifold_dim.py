@@ -48,7 +48,7 @@ def main() -> int:
     args = p.parse_args()
     if args.n_null < 10:
         raise UserError("--n-null must be >= 10")
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     p_ood = p_ood_series(run.metrics())
     pairs, info = resolve_pairs(run.dir, run.steps, p_ood, args.pairs)
     result = {"run_dir": str(run.dir),

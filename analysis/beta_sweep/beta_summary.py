@@ -26,7 +26,7 @@ from figures.style import figure, save_figure  # noqa: E402
 from training.studies.beta_sweep import DEFAULT_INTERFERENCE_BATCHES, analyse_run, beta2_label  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
-from training.core.trainer import resolve_device  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--n-batches must be at least 1 (got {args.n_batches})")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {args.batch_size})")
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     device = resolve_device(args.device)
     result = analyse_run(run, n_batches=args.n_batches, seed=args.seed, batch_size=args.batch_size,
                          device=device, progress=not args.no_progress)

@@ -32,7 +32,7 @@ def main() -> int:
         raise UserError("--eta, --samples and --n-checkpoints must be positive")
     from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_commutators
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     res = ma.commutators(run.dir, n_checkpoints=args.n_checkpoints, samples=args.samples, eta=args.eta,
                          pcs_per_block=args.pcs_per_block, backbone_k=args.backbone_k, n_mc=args.mc, seed=args.seed,
                          progress=not args.no_progress)

@@ -29,7 +29,7 @@ from training.core.cli import run_main  # noqa: E402
 from training.geometry.fisher import fisher_spectrum  # noqa: E402
 from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
 from training.core.optim import lambda_at  # noqa: E402
-from training.core.trainer import resolve_device  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
 
 
 def build_parser():
@@ -43,7 +43,7 @@ def build_parser():
 def main() -> int:
     args = build_parser().parse_args()
     t0 = time.monotonic()
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     steps = choose_steps(run.steps, args.steps, args.n_checkpoints)
     device = resolve_device(args.device)
     task = run.task()

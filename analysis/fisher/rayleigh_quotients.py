@@ -38,8 +38,9 @@ from training.core.cli import run_main  # noqa: E402
 from training.geometry.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap,  # noqa: E402
                              rayleigh, rayleigh_jvp, top_eigenvectors)
 from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
+from training.core import runio  # noqa: E402
 from training.core.optim import lambda_at  # noqa: E402
-from training.core.trainer import resolve_device  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
 from training.geometry.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs  # noqa: E402
 from training.geometry.trajectory import CheckpointSet, Gram, cached_gram, cos_span, pca  # noqa: E402
 
@@ -58,7 +59,7 @@ def build_parser():
 
 def switch_pair(run: Run) -> tuple[SwitchPair | None, str]:
     """The manifest's first switch pair, or None and the reason."""
-    if not (run.dir / MANIFEST).exists():
+    if not runio.find_analysis_input(run.dir, MANIFEST, top=True).exists():
         return None, f"no {MANIFEST} in the run directory (run analysis/switching/detect_oscillations.py first)"
     pairs, _ = read_manifest(run.dir, run.steps)
     if not pairs:
@@ -88,7 +89,7 @@ def directions(run: Run, ckpts: CheckpointSet, gram: Gram) -> tuple[np.ndarray, 
 def main() -> int:
     args = build_parser().parse_args()
     t0 = time.monotonic()
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     steps = choose_steps(run.steps, args.steps, args.n_checkpoints)
     device = resolve_device(args.device)
     ckpts = run.checkpoints()

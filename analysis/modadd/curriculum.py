@@ -20,7 +20,7 @@ def main() -> int:
     args = analysis_parser(__doc__).parse_args()
     from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_curriculum
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     res = ma.curriculum(run.dir)
     path = write_result(run, "modadd_curriculum", res)
     plot_curriculum(res, run.analysis_dir / "modadd_curriculum.png")

@@ -36,7 +36,7 @@ def main() -> int:
         raise UserError(f"--l2 must be positive (got {args.l2})")
     from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_linear_probes
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     res = ma.linear_probes(run.dir, step=args.step, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                            l2=args.l2)
     path = write_result(run, NAME, res)

@@ -26,7 +26,7 @@ def main() -> int:
     args = p.parse_args()
     from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_sae
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     steps = parse_step_list(args.steps, run.steps) if args.steps else None
     res = ma.sae_ablation(run.dir, steps=steps, layer=args.layer, sae_steps=args.sae_steps, n_ablate=args.n_ablate,
                           seed=args.seed, progress=not args.no_progress)

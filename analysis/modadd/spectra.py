@@ -22,7 +22,7 @@ def main() -> int:
     args = p.parse_args()
     from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_spectra
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     res = ma.spectra(run.dir, null_samples=args.null_samples, seed=args.seed)
     path = write_result(run, "modadd_spectra", res)
     plot_spectra(res, str(run.dir.name), run.analysis_dir / "modadd_spectra.png")

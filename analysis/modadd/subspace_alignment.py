@@ -22,7 +22,7 @@ def main() -> int:
     p.add_argument("--k", type=int, default=3, help="principal directions per block (default 3)")
     args = p.parse_args()
     from training.studies import modadd_analysis as ma
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     res = ma.cross_subspaces(run.dir, args.other_run, k=args.k)
     path = write_result(run, "modadd_cross_subspaces", res)
     for lbl, r in (res.get("across_runs") or {}).items():

@@ -31,7 +31,7 @@ def main() -> int:
     p = analysis_parser(__doc__)
     p.add_argument("--from-step", type=int, help="only the reheating runs started from this checkpoint step")
     args = p.parse_args()
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     if args.from_step is not None and args.from_step not in run.steps:
         raise UserError(f"{run.dir} has no checkpoint at step {args.from_step}")
     runs, skipped = reheating.find_reheats(run.dir, args.from_step)

@@ -32,7 +32,7 @@ def choose_prominence(args, run) -> tuple[float, dict]:
         if not args.prominence > 0:
             raise UserError(f"--prominence must be > 0 (got {args.prominence})")
         return args.prominence, {"prominence_source": "--prominence"}
-    path = run.analysis_dir / "eval_noise.json"
+    path = runio.find_analysis_input(run.dir, "eval_noise.json")
     if path.exists():
         noise = runio.read_json(path, "eval-noise file")
         try:
@@ -61,7 +61,7 @@ def main() -> int:
     p.add_argument("--noise-k", type=float, default=NOISE_MULTIPLIER,
                    help=f"h = NOISE_K x mean bootstrap std from eval_noise.json (default {NOISE_MULTIPLIER:g})")
     args = p.parse_args()
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     records = [r for r in run.metrics() if r.get("p_ood") is not None and "step" in r]
     if not records:
         raise UserError(f"{run.dir}/metrics.jsonl has no evaluation with p_ood; train (or resume) the run first")
@@ -75,8 +75,9 @@ def main() -> int:
     settings = {"metric": "p_ood", **source, "pairing_rule": PAIRING_RULE, "n_eval_points": len(series),
                 "n_checkpointed_points": len(steps), "skipped_eval_steps_without_checkpoint": skipped,
                 "run_state": run.status.get("state"), "seed": args.seed}
-    manifest = manifest_dict(osc, settings)
-    path = run.dir / MANIFEST
+    manifest = {**manifest_dict(osc, settings), "run_state": run.state}
+    run.warn_if_unfinished()
+    path = runio.run_output(run.dir, MANIFEST)
     runio.atomic_write_json(path, manifest)
 
     fig, ax = figure(1, 1, width=7.0)

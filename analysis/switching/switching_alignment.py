@@ -30,7 +30,7 @@ from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.geometry.switching import probe_readout, read_manifest, switching_geometry  # noqa: E402
-from training.core.trainer import resolve_device  # noqa: E402
+from training.core.devices import resolve_device  # noqa: E402
 from training.geometry.trajectory import cached_gram, pca, select_steps  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def main() -> int:
     args = p.parse_args()
     if args.k_max < 2:
         raise UserError("--k-max must be >= 2")
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     pairs, manifest = read_manifest(run.dir, run.steps)
     device = resolve_device(args.device)
     ckpts = run.checkpoints()

@@ -33,7 +33,7 @@ def main() -> int:
     p.add_argument("--step", type=int, help="checkpoint to analyse (default: the last)")
     p.add_argument("--top", type=int, default=15, help="top/bottom tokens listed per layer (default 15)")
     args = p.parse_args()
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     step = run.steps[-1] if args.step is None else args.step
     if step not in run.steps:
         raise UserError(f"{run.dir} has no checkpoint at step {step} (available {run.steps[0]}..{run.steps[-1]})")

@@ -31,7 +31,7 @@ from training.studies.symmetry_study import velocity_charge  # noqa: E402
 
 def main() -> int:
     args = analysis_parser(__doc__).parse_args()
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, args.out_dir)
     res = symmetry_trajectory(run.dir)
     vel = [(s, velocity_charge(run.dir, run.cfg, s)) for s in run.steps[1:]] if run.cfg.optimizer == "ecd" else []
     res["velocity_charge"] = [{"step": s, **v} for s, v in vel if v is not None]

@@ -3,20 +3,19 @@
 Example:
   python experiments/modadd/report.py --study-dir runs/modadd_quick_s0
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
 
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.core.runio import read_json  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    p = CommandParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--study-dir", required=True, help="the study directory written by run_study.py")
     p.add_argument("--no-progress", action="store_true", help="accepted for uniformity; nothing to show")
     args = p.parse_args()

@@ -26,14 +26,14 @@ import _paths  # noqa: E402,F401
 from training.studies import reheating, common as studies  # noqa: E402
 from training.core import runio  # noqa: E402
 from training.geometry.analysis_io import open_run  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.config import parse_override  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 
 
 def main() -> int:
     first = __doc__.strip().split("\n\n")[0]
-    p = argparse.ArgumentParser(description=first, epilog=__doc__.strip()[len(first):].strip(),
+    p = CommandParser(description=first, epilog=__doc__.strip()[len(first):].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", required=True, help="the finished run to reheat")
     p.add_argument("--seed", type=int, help="training seed of the reheating runs (default: the original run's); "

@@ -28,7 +28,6 @@ from training.geometry.analysis_io import write_result  # noqa: E402
 from figures.style import figure, save_figure  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
 from training.core.config import parse_override  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
 from training.studies.common import (RunJob, add_jobs_arg, refuse_protocol_overrides, study_base_config, study_dir,  # noqa: E402
                               study_parser, train_runs)
 
@@ -63,9 +62,6 @@ def main() -> int:
             print(f"run {key}: {c.optimizer} lr {c.lr:g} wd {c.wd:g}"
                   + (f" momentum {c.momentum:g}" if sc.RUNS[key].momentum is not None else ""), flush=True)
         done = train_runs([RunJob(f"run {key}", cfgs[key], root / sc.RUNS[key].dirname) for key in keys], args.jobs)
-        failed = [f"{label} ({r['error']})" for label, r in done.items() if r["error"]]
-        if failed:
-            raise UserError(f"{'; '.join(failed)}; re-run the same command to resume")
         timings = {key: done[f"run {key}"]["seconds"] for key in keys}
     t0 = time.monotonic()
     result = sc.analyse(root, base, keys, progress=not args.no_progress)

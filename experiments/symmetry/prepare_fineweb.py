@@ -22,13 +22,13 @@ import _paths  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.core.fineweb import write_shard  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    p = CommandParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output directory for the shards")
     p.add_argument("--dataset", default="HuggingFaceFW/fineweb-edu")
@@ -37,9 +37,6 @@ def parse_args(argv=None):
     p.add_argument("--max-tokens", type=float, default=0, help="stop after about this many tokens (0 = all)")
     p.add_argument("--no-progress", action="store_true")
 
-    def error(message):
-        raise UserError(f"{message} (see --help)")
-    p.error = error
     return p.parse_args(argv)
 
 

@@ -23,16 +23,15 @@ import _paths  # noqa: E402,F401
 from training.studies import symmetry_study as ss  # noqa: E402
 from training.geometry.analysis_io import write_result  # noqa: E402
 from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import CommandParser, run_main  # noqa: E402
 from training.core.config import parse_override  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
 from training.core.runio import atomic_write_text  # noqa: E402
 from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overrides, train_runs  # noqa: E402
 
 
 def parse_args(argv=None):
     first = __doc__.strip().split("\n\n")[0]
-    p = argparse.ArgumentParser(description=first, epilog=__doc__.strip()[len(first):].strip(),
+    p = CommandParser(description=first, epilog=__doc__.strip()[len(first):].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="cpu", help="cpu (default; minutes on a CPU) | gpu (the seed's 124M on FineWeb)")
     p.add_argument("--seed", type=int, default=0, help="training seed of every run (default 0)")
@@ -45,9 +44,6 @@ def parse_args(argv=None):
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_jobs_arg(p)
 
-    def error(message):
-        raise UserError(f"{message} (see --help)")
-    p.error = error
     args = p.parse_args(argv)
     refuse_protocol_overrides((parse_override(i)[0] for i in args.set), ss.PROTOCOL_FIELDS, "symmetry",
                               {k: " (use training/pilot.py for a single run with other values)" for k in ss.PROTOCOL_FIELDS})
@@ -65,11 +61,8 @@ def main(argv=None) -> int:
     root = Path(args.out_dir) if args.out_dir else Path("runs") / f"symmetry_{args.size}_s{args.seed}"
     print(f"symmetry study in {root}: size {args.size}, seed {args.seed}, runs {', '.join(cfgs)}", flush=True)
     if not args.analyse_only:
-        done = train_runs([RunJob(name, cfg, root / name) for name, cfg in cfgs.items()], args.jobs,
-                          log=lambda msg: print(msg, flush=True))
-        failed = [f"{name} ({r['error']})" for name, r in done.items() if r["error"]]
-        if failed:
-            raise UserError(f"{'; '.join(failed)}; re-run the same command to resume")
+        train_runs([RunJob(name, cfg, root / name) for name, cfg in cfgs.items()], args.jobs,
+                   log=lambda msg: print(msg, flush=True))
     result = ss.analyse(root, cfgs, progress=not args.no_progress)
     wall = time.monotonic() - t_start
     result["wall_s_this_invocation"] = round(wall, 1)

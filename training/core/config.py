@@ -201,6 +201,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
+        if not isinstance(d, dict):
+            raise UserError(f"a config must be an object of field: value pairs, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -291,22 +293,33 @@ class Config:
 _PROBE_OVERHEAD = 28
 
 
+_HINTS = typing.get_type_hints(Config)
+
+
 def _coerce(name: str, value: Any) -> Any:
-    """Turn JSON values back into the dataclass field's Python type (lists -> tuples)."""
-    hints = typing.get_type_hints(Config)
-    t = hints[name]
+    """Turn a JSON value (from config.json or ``--set``) into the dataclass field's Python type (lists -> tuples).
+
+    Every value a field cannot hold is a one-line UserError naming the field, the expected type and the
+    value: null for a field that is not optional, a bool where a number is expected (JSON ``true`` is not
+    1), a string that is not a number, a list of the wrong length or with non-integer items. A valid value
+    gives exactly the Python value it gave before these checks, so config.json and the config hash of
+    every valid config are unchanged.
+    """
+    t = _HINTS[name]
+    optional = typing.get_origin(t) is typing.Union and type(None) in typing.get_args(t)
+    if optional:
+        t = next(a for a in typing.get_args(t) if a is not type(None))
     if value is None:
-        return None
-    origin = typing.get_origin(t)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"config field {name} must be a list, got {value!r}")
+        if optional:
+            return None
+        raise UserError(f"config field {name} cannot be null (it expects {_type_name(t)})")
+    if typing.get_origin(t) is tuple:
         args = typing.get_args(t)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(tuple(int(x) for x in item) for item in value)
-        return tuple(int(x) for x in value)
-    if origin is typing.Union:   # Optional[X]
-        t = [a for a in typing.get_args(t) if a is not type(None)][0]
+        if len(args) == 2 and args[1] is Ellipsis:          # tuple[tuple[int, ...], ...]: e.g. ckpt_dense
+            item_t = args[0]
+            items = _as_list(name, value, t)
+            return tuple(_int_tuple(name, item, typing.get_args(item_t), t) for item in items)
+        return _int_tuple(name, value, args, t)
     try:
         if t is bool:
             if isinstance(value, str):
@@ -315,18 +328,61 @@ def _coerce(name: str, value: Any) -> Any:
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
-            return bool(value)
+            if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
+                return bool(value)
+            raise ValueError(value)
         if t is int:
+            if isinstance(value, bool) or isinstance(value, (list, dict)):
+                raise ValueError(value)
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
         if t is float:
+            if isinstance(value, bool) or isinstance(value, (list, dict)):
+                raise ValueError(value)
             return float(value)
         if t is str:
+            if isinstance(value, (bool, list, dict)):
+                raise ValueError(value)
             return str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"config field {name} expects {t.__name__}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"config field {name} expects {_type_name(t)}, got {value!r}") from None
     return value
+
+
+def _type_name(t: Any) -> str:
+    if typing.get_origin(t) is tuple:
+        args = typing.get_args(t)
+        if len(args) == 2 and args[1] is Ellipsis:
+            inner = typing.get_args(args[0])
+            return f"a list of [{', '.join('int' for _ in inner)}] lists"
+        return f"a list of {len(args)} integers"
+    return getattr(t, "__name__", str(t))
+
+
+def _as_list(name: str, value: Any, t: Any) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"config field {name} expects {_type_name(t)}, got {value!r}")
+    return list(value)
+
+
+def _int_tuple(name: str, value: Any, args: tuple, t: Any) -> tuple[int, ...]:
+    """A fixed-length tuple of integers (``args`` its element types) from a JSON list."""
+    items = _as_list(name, value, t)
+    if len(items) != len(args):
+        raise UserError(f"config field {name} expects {_type_name(t)}, got {value!r}")
+    out = []
+    for x in items:
+        if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+            raise UserError(f"config field {name} expects {_type_name(t)}, got {value!r}")
+        try:
+            f = float(x)
+            if not f.is_integer():
+                raise ValueError(x)
+            out.append(int(f) if not isinstance(x, int) else x)
+        except (TypeError, ValueError, OverflowError):
+            raise UserError(f"config field {name} expects {_type_name(t)}, got {value!r}") from None
+    return tuple(out)
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -15,6 +15,7 @@ place, so a reader never sees a half-written file.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -55,17 +56,23 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write(path: str | Path, write_fn) -> None:
     """Call ``write_fn(tmp_path)`` then rename tmp_path to ``path`` after flushing it to disk."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        write_fn(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_fn(tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        _fsync_dir(path.parent)
+    except OSError as e:
+        if e.errno is not None and (e.filename is None or str(e.filename) == str(tmp)):
+            # the temporary name means nothing to the user: report the file that could not be written
+            raise type(e)(e.errno, e.strerror, str(path)) from None
+        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -96,6 +103,115 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise UserError(f"{what} {path} is corrupt ({e}); restore it or start a new run") from None
 
 
+# ---------------------------------------------------------------------------- where a run may be written
+def check_out_dir(path: str | Path, what: str = "--out-dir") -> Path:
+    """``path`` as a directory to write into: refused in one line when it, or a folder above it, is a file.
+
+    The one check of a run or study directory (training/pilot.py, Trainer, every study's root), made
+    before anything is created, so a bad path never gets as far as a traceback in a child process.
+    """
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_dir():
+            break
+        if p.exists() or p.is_symlink():
+            kind = "a broken link" if not p.exists() else "a file"
+            where = "is" if p == path else f"is inside {p}, which is"
+            raise UserError(f"{what} {path} {where} {kind}, not a directory; choose another {what}")
+    return path
+
+
+def run_contents(run_dir: Path) -> list[str]:
+    """What of a run ``run_dir`` holds (for messages): config.json, N checkpoints (up to step S), metrics, state.
+
+    Files a run directory gets before its training starts (the pipeline's env/ and .stages/, a study's
+    train.log, a trained tokenizer, codewords, the lock) do not count: a directory holding only those
+    can be trained into.
+    """
+    run_dir = Path(run_dir)
+    out = []
+    if (run_dir / "config.json").exists():
+        out.append("config.json")
+    steps = list_checkpoints(run_dir) if (run_dir / CKPT_DIR).is_dir() else []
+    if steps:
+        out.append(f"{len(steps)} checkpoint{'s' if len(steps) > 1 else ''} (up to step {steps[-1]})")
+    if (run_dir / "metrics.jsonl").exists():
+        out.append("metrics.jsonl")
+    if (run_dir / STATE_FILE).exists():
+        out.append(STATE_FILE)
+    if (run_dir / "status.json").exists():
+        out.append("status.json")
+    return out
+
+
+def has_progress(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds training results that a restart from step 0 would overwrite: a checkpoint or
+    an evaluation after step 0. A run killed before its first resume state has at most its step-0 checkpoint
+    and evaluation, which a restart recomputes identically (the initialisation is a function of the seed)."""
+    run_dir = Path(run_dir)
+    if any(s > 0 for s in list_checkpoints(run_dir)):
+        return True
+    try:
+        return any(isinstance(r, dict) and isinstance(r.get("step"), (int, float)) and r["step"] > 0
+                   for r in iter_metrics(run_dir))
+    except UserError:           # a corrupt metrics file is something to keep too
+        return True
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """Move everything in ``run_dir`` (but its lock) into a new sibling ``<name>.previous-<time>``; return it.
+
+    This is what ``--overwrite`` does: nothing is deleted, the old run stays a complete run directory
+    (analyses work on it), and ``run_dir`` itself stays, locked by the caller, so no other process can
+    start writing in between. None when there was nothing to move.
+    """
+    run_dir = Path(run_dir)
+    entries = sorted(p for p in run_dir.iterdir() if p.name != ".lock") if run_dir.is_dir() else []
+    if not entries:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = run_dir.with_name(f"{run_dir.name}.previous-{stamp}")
+    n = 2
+    while dest.exists():
+        dest = run_dir.with_name(f"{run_dir.name}.previous-{stamp}-{n}")
+        n += 1
+    dest.mkdir()
+    for p in entries:
+        os.rename(p, dest / p.name)
+    _fsync_dir(run_dir)
+    _fsync_dir(dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------- where analyses write
+_ANALYSIS_DIRS: dict[Path, Path] = {}
+
+
+def redirect_analysis(run_dir: Path, out_dir: Path) -> None:
+    """Send this process's analysis outputs of ``run_dir`` (results, figures, caches, the oscillation manifest)
+    to ``out_dir`` instead of the run: an analysis ``--out-dir``, e.g. for a run on a read-only disk."""
+    _ANALYSIS_DIRS[Path(run_dir).resolve()] = Path(out_dir)
+
+
+def analysis_dir(run_dir: Path) -> Path:
+    """Where the analyses of ``run_dir`` write: RUN/analysis, or the folder given to :func:`redirect_analysis`."""
+    return _ANALYSIS_DIRS.get(Path(run_dir).resolve(), Path(run_dir) / "analysis")
+
+
+def run_output(run_dir: Path, name: str) -> Path:
+    """Where an analysis writes a file that lives at the top of the run (RUN/<name>), redirected likewise."""
+    out = _ANALYSIS_DIRS.get(Path(run_dir).resolve())
+    return out / name if out is not None else Path(run_dir) / name
+
+
+def find_analysis_input(run_dir: Path, name: str, top: bool = False) -> Path:
+    """An earlier analysis's output that another one reads: in the redirected folder when it is there, else in
+    the run (RUN/analysis/<name>, or RUN/<name> with ``top``)."""
+    out = _ANALYSIS_DIRS.get(Path(run_dir).resolve())
+    own = Path(run_dir) / name if top else Path(run_dir) / "analysis" / name
+    return out / name if out is not None and (out / name).exists() else own
+
+
 # ---------------------------------------------------------------------------- lock
 class RunLock:
     """An exclusive, non-blocking lock on RUN/.lock, released by the OS even if the process is killed."""
@@ -105,6 +221,7 @@ class RunLock:
         self.fh = None
 
     def __enter__(self) -> "RunLock":
+        check_out_dir(self.path.parent, "run directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")
         try:
@@ -133,7 +250,7 @@ class RunLock:
 def read_run_config(run_dir: Path) -> Config:
     """The resolved config of the run in ``run_dir`` (its ``config.json``)."""
     d = read_json(Path(run_dir) / "config.json", "run config")
-    if not isinstance(d, dict) or "config" not in d:
+    if not isinstance(d, dict) or not isinstance(d.get("config"), dict):
         raise UserError(f"{run_dir}/config.json is not a run config of this toolkit")
     return Config.from_dict(d["config"])
 
@@ -326,20 +443,61 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
-    """Load a checkpoint into ``model`` (shapes must match); returns the checkpoint metadata."""
-    tensors, meta = load_checkpoint(path)
+def checkpoint_header(path: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """(name -> shape, metadata) of a checkpoint from its headers only (the main file and its shards)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        shapes: dict[str, tuple[int, ...]] = {}
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        for p in checkpoint_files(path, meta):
+            if not p.is_file():
+                raise UserError(f"checkpoint {path} lists the shard {p.name}, which is missing")
+            with safe_open(str(p), framework="pt") as f:
+                shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+        return shapes, meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
+
+
+def check_fits(model: torch.nn.Module, path: str | Path, shapes: dict[str, tuple[int, ...]],
+               meta: dict[str, str]) -> None:
+    """Refuse, in one line naming the file, the tensor and both shapes, a checkpoint that ``model`` cannot load.
+
+    The one shape check of every weight loader (training's --init-from and resume, every model analysis);
+    ``model`` may live on the meta device, so it can run before anything is built or written. A checkpoint
+    may hold fewer embedding rows than a model with a padded vocabulary (vocab_multiple): the rest are zero.
+    """
     if meta.get("contents") == "trunk":
         raise UserError(f"checkpoint {path} holds the trunk matrices only (ckpt_contents=trunk): it cannot restore "
                         "a whole model (no embeddings, LayerNorms); use a run trained with ckpt_contents=full")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name, have in shapes.items():
+        if name not in want:
+            continue
+        w = want[name]
+        padded = name == "tok_emb.weight" and len(have) == 2 and have[1] == w[1] and have[0] <= w[0] \
+            and have[0] == getattr(model, "vocab_size", w[0])
+        if have != w and not padded:
+            raise UserError(f"checkpoint {path} does not fit this model: {name} has shape {list(have)} in the file "
+                            f"but {list(w)} in the model (a checkpoint of another model size or vocabulary?)")
+    missing = [k for k in want if k not in shapes and k not in TIED]
+    unexpected = [k for k in shapes if k not in want]
+    if missing or unexpected:
+        raise UserError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
+    """Load a checkpoint into ``model`` after :func:`check_fits`; returns the checkpoint metadata."""
+    tensors, meta = load_checkpoint(path)
+    check_fits(model, path, {k: tuple(v.shape) for k, v in tensors.items()}, meta)
     emb = getattr(getattr(model, "tok_emb", None), "weight", None)
     if emb is not None and "tok_emb.weight" in tensors and tensors["tok_emb.weight"].shape[0] < emb.shape[0]:
         t = tensors["tok_emb.weight"]             # a model with a padded vocabulary: the extra rows are zero
         tensors["tok_emb.weight"] = torch.cat([t, t.new_zeros(emb.shape[0] - t.shape[0], t.shape[1])])
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if k not in TIED]
-    if missing or unexpected:
-        raise UserError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.load_state_dict(tensors, strict=False)
     return meta
 
 
@@ -423,18 +581,23 @@ def append_metrics(run_dir: Path, record: dict) -> None:
 
 
 def iter_metrics(run_dir: Path) -> Iterator[dict]:
-    """Records of metrics.jsonl; a torn last line (a killed writer) is skipped."""
+    """Records of metrics.jsonl; a torn last line (a killed writer) is skipped; anything else that is not one
+    JSON object per line is a one-line UserError naming the file and the line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return
-    with open(path) as fh:
-        for line in fh:
-            if not line.endswith("\n"):
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.endswith(b"\n"):
                 break
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path} has a corrupt line: {line[:60]!r}") from None
+                record = json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if not isinstance(record, dict):
+                raise UserError(f"{path} line {n} is not a JSON object ({raw[:60]!r}); restore the file or "
+                                "remove that line") from None
+            yield record
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -448,13 +611,37 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
 
 
 def write_status(run_dir: Path, state: str, step: int, message: str = "") -> None:
-    atomic_write_json(Path(run_dir) / "status.json", {"state": state, "step": step, "message": message,
-                                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    """Write status.json atomically; on a full disk, where no new file can be created, rewrite it in place.
+
+    The in-place rewrite reuses the blocks the old file already has (a status is far smaller than one
+    block), so a run stopped by a full disk still says ``failed`` rather than ``running``.
+    """
+    path = Path(run_dir) / "status.json"
+    obj = {"state": state, "step": step, "message": message, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        atomic_write_json(path, obj)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+            raise
+        data = (json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n").encode()
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_status(run_dir: Path) -> dict | None:
     path = Path(run_dir) / "status.json"
-    return read_json(path, "status file") if path.exists() else None
+    if not path.exists():
+        return None
+    status = read_json(path, "status file")
+    if not isinstance(status, dict) or not isinstance(status.get("state", ""), str):
+        raise UserError(f"status file {path} is not a run status (an object with a state); restore it, or delete "
+                        "it and resume the run with --resume")
+    return status
 
 
 # ---------------------------------------------------------------------------- provenance

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ from training.core import runio
 from training.core.batch import Batch
 from training.core.config import Config, checkpoint_steps, eval_steps
 from training.core.data import LMProbeTask
+from training.core.devices import resolve_device  # noqa: F401 (the trainer's device; importable from here too)
 from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
 from training.core.errors import UserError
 from training.core.losses import composite_loss, probe_stats, token_ce
@@ -31,16 +33,6 @@ from training.core.tasks import prepare_task, validate
 
 
 # ---------------------------------------------------------------------------- device helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps was asked for but MPS is not available; use --device cpu")
-    return torch.device(name)
-
-
 def autocast_context(cfg: Config, device: torch.device):
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if use_bf16:
@@ -149,48 +141,90 @@ def _raise_interrupt(signum, frame):
 
 # ---------------------------------------------------------------------------- training
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, resume: bool, dist: Dist = SINGLE):
-        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool, dist: Dist = SINGLE, overwrite: bool = False):
+        self.cfg, self.run_dir, self.resume, self.overwrite = cfg, Path(run_dir), resume, overwrite
         self.dist = dist         # under torchrun: this rank (training.core.distributed); rank 0 alone writes
 
     def _precheck(self) -> str | None:
-        """The final state of a run that needs no training (resume of a finished run), else None."""
+        """The final state of a run that needs no training (resume of a finished run), else None.
+
+        Refuses, before anything is written, every start that would overwrite results: a fresh run into a
+        directory that holds one (unless ``overwrite``: then the old content is moved aside), and a resume
+        of a run that has results but no resume state to continue them exactly.
+        """
+        run_dir = self.run_dir
         if self.resume:
-            status = runio.read_status(self.run_dir) or {}
+            status = runio.read_status(run_dir) or {}
             if status.get("state") in ("completed", "diverged"):
-                print(f"run {self.run_dir} is already {status['state']} at step {status.get('step')}; nothing to do")
+                print(f"run {run_dir} is already {status['state']} at step {status.get('step')}; nothing to do")
                 return status["state"]
-        elif (self.run_dir / "config.json").exists():
-            raise UserError(f"run directory {self.run_dir} already holds a run; pass --resume to continue it "
-                            "or choose another --out-dir")
-        return None
+            if not (run_dir / runio.STATE_FILE).exists() and runio.has_progress(run_dir):
+                raise UserError(
+                    f"cannot resume {run_dir}: it has {', '.join(runio.run_contents(run_dir))} but no "
+                    f"{runio.STATE_FILE}, so it cannot continue exactly; nothing was changed. To train it again from "
+                    f"step 0: python training/pilot.py --config {run_dir}/config.json --out-dir {run_dir} --overwrite "
+                    "(moves the old content aside), or choose another --out-dir")
+            return None
+        have = runio.run_contents(run_dir)
+        if not have:
+            return None
+        if self.overwrite:
+            dest = runio.move_aside(run_dir)
+            print(f"moved the previous content of {run_dir} to {dest}", file=sys.stderr)
+            return None
+        raise UserError(f"run directory {run_dir} already holds a run ({', '.join(have)}); pass --resume to continue "
+                        "it, --overwrite to move it aside and start again, or choose another --out-dir")
 
     def run(self) -> str:
         """Train (or resume) the run; return the final state: completed or diverged."""
+        runio.check_out_dir(self.run_dir)
+        created = self.dist.is_main and not self.resume and not self.run_dir.exists()
         with self.dist.main_context(lambda: runio.RunLock(self.run_dir)):
-            done = self.dist.on_main(self._precheck)
-            if done is not None:
-                return done
-            validate(self.cfg)
-            check_config(self.cfg, self.dist)
+            try:
+                done = self.dist.on_main(self._precheck)
+                if done is not None:
+                    return done
+                validate(self.cfg)
+                check_config(self.cfg, self.dist)
+            except BaseException:
+                self._remove_if_unstarted(created)
+                raise
             old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM,)}
             try:
                 return self._train()
             except _Interrupted as e:
-                if self.dist.is_main:
-                    runio.write_status(self.run_dir, "failed", self.step, f"interrupted by {e}; resume with --resume")
+                if self.dist.is_main and getattr(self, "started", False):
+                    self._mark_failed(f"interrupted by {e}; resume with --resume")
                 raise UserError(f"interrupted by {e}; resume with: python training/pilot.py --resume --out-dir {self.run_dir}")
             except BaseException as e:
-                if self.dist.is_main and (self.run_dir / "config.json").exists():
+                if self.dist.is_main and getattr(self, "started", False):
                     msg = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-                    runio.write_status(self.run_dir, "failed", getattr(self, "step", 0), msg + "; resume with --resume")
+                    self._mark_failed(msg + "; resume with --resume")
+                self._remove_if_unstarted(created)
                 raise
             finally:
                 writer = getattr(self, "writer", None)
                 if writer is not None:       # pending checkpoint writes finish before the process goes on
-                    writer.close()
+                    try:
+                        writer.close()
+                    except OSError:          # already reported by the training thread (join) or superseded
+                        pass
                 for s, h in old.items():
                     signal.signal(s, h)
+
+    def _mark_failed(self, message: str) -> None:
+        """status.json -> failed; a failure to write it (the disk that stopped the run) must not hide the cause."""
+        try:
+            runio.write_status(self.run_dir, "failed", getattr(self, "step", 0), message)
+        except OSError as e:
+            print(f"warning: could not mark {self.run_dir} as failed ({e.strerror}); its status.json still says "
+                  "running", file=sys.stderr)
+
+    def _remove_if_unstarted(self, created: bool) -> None:
+        """A fresh run that stopped before its config.json was written leaves no directory behind, when this
+        process created the directory (everything in it is then this process's own, half-made files)."""
+        if created and self.run_dir.is_dir() and not (self.run_dir / "config.json").exists():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _train(self) -> str:
         cfg, run_dir = self.cfg, self.run_dir
@@ -198,6 +232,11 @@ class Trainer:
         device = resolve_device(cfg.device)
         amp = lambda: autocast_context(cfg, device)  # noqa: E731
         main = self.dist.is_main                   # rank 0 alone writes the run directory
+        if cfg.init_from:            # before the task writes a tokenizer: a checkpoint that cannot fit stops here
+            shapes, meta = runio.checkpoint_header(cfg.init_from)
+            with torch.device("meta"):
+                probe = GPT(cfg, shapes.get("tok_emb.weight", (1,))[0])
+            runio.check_fits(probe, cfg.init_from, shapes, meta)
         task = self.dist.main_first(lambda: prepare_task(cfg, run_dir))
         model = build_model(cfg, task.tok.vocab_size, "cpu")
         if cfg.init_from:
@@ -243,6 +282,7 @@ class Trainer:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if main:
             runio.write_status(run_dir, "running", start)
+        self.started = True          # from here on a failure marks the run failed (before it, nothing was changed)
         train_fwd = fwd
         if self.dist.enabled:      # gradients averaged over the ranks; evaluation uses the plain model
             from torch.nn.parallel import DistributedDataParallel

@@ -1,17 +1,26 @@
 """What every analysis script shares: the standard arguments, opening a run, models at a step, outputs.
 
-A script is thin: ``parser = analysis_parser(__doc__)``, ``run = open_run(args.run_dir)``, calls into
-``training/``, then :func:`write_result` (RUN/analysis/<name>.json, strict JSON, atomic) and
+A script is thin: ``parser = analysis_parser(__doc__)``, ``run = open_run(args.run_dir, args.out_dir)``, calls
+into ``training/``, then :func:`write_result` (RUN/analysis/<name>.json, strict JSON, atomic) and
 :func:`save_figure` (RUN/analysis/<name>.png).
+
+``--out-dir DIR`` sends every output of the analysis (results, figures, the Gram cache, the oscillation
+manifest) to DIR instead of the run, so a run on a read-only disk can be analysed; outputs of earlier
+analyses are then read from DIR when they are there, else from the run.
+
+Every result records the state and step of the run it was computed from (``run_state``), and a run that
+is not ``completed`` (still running, failed, diverged) gets one warning line on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
 from training.core import runio
+from training.core.cli import CommandParser
 from training.core.config import Config
 from training.core.errors import UserError
 from training.core.model import GPT
@@ -22,11 +31,12 @@ from training.geometry.trajectory import CheckpointSet
 
 def analysis_parser(doc: str) -> argparse.ArgumentParser:
     first = (doc or "").strip().split("\n\n")[0]
-    p = argparse.ArgumentParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = CommandParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=(doc or "").strip()[len(first):].strip() or None)
     p.add_argument("--run-dir", required=True, help="the run directory to analyse")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw of the analysis (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out-dir", help="write the outputs here instead of RUN/analysis (e.g. for a read-only run)")
     return p
 
 
@@ -54,9 +64,9 @@ def add_gradient_sampling_args(p: argparse.ArgumentParser, n_batches: int, paper
 
 
 class Run:
-    """A run directory opened for analysis: its config and checkpoint steps, validated."""
+    """A run directory opened for analysis: its config, checkpoint steps and status, validated."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, out_dir: str | Path | None = None):
         self.dir = Path(run_dir)
         if not self.dir.is_dir():
             raise UserError(f"run directory {self.dir} does not exist")
@@ -67,10 +77,29 @@ class Run:
         if not self.steps:
             raise UserError(f"{self.dir} has no checkpoints")
         self.status = runio.read_status(self.dir) or {}
+        if out_dir is not None:
+            runio.redirect_analysis(self.dir, runio.check_out_dir(out_dir))
+        self._warned = False
 
     @property
     def analysis_dir(self) -> Path:
-        return self.dir / "analysis"
+        return runio.analysis_dir(self.dir)
+
+    @property
+    def state(self) -> dict:
+        """The run's state when it was opened: {"state": completed | running | failed | diverged | unknown,
+        "step": the step of status.json, "last_checkpoint": the last checkpoint's step}."""
+        return {"state": self.status.get("state") or "unknown", "step": self.status.get("step"),
+                "last_checkpoint": self.steps[-1]}
+
+    def warn_if_unfinished(self) -> None:
+        """One line on stderr (once) when the run is not completed: its results describe a run still changing
+        (running), cut short (failed) or ended by a non-finite loss (diverged)."""
+        st = self.state
+        if st["state"] != "completed" and not self._warned:
+            self._warned = True
+            print(f"warning: {self.dir} is not completed (state {st['state']} at step {st['step']}); this analysis "
+                  f"covers its checkpoints up to step {st['last_checkpoint']}", file=sys.stderr)
 
     def metrics(self) -> list[dict]:
         return runio.read_metrics(self.dir)
@@ -99,11 +128,17 @@ class Run:
         return model.to(device).eval()
 
 
-def open_run(run_dir: str | Path) -> Run:
-    return Run(run_dir)
+def open_run(run_dir: str | Path, out_dir: str | Path | None = None) -> Run:
+    return Run(run_dir, out_dir)
 
 
-def write_result(run: Run, name: str, result: dict) -> Path:
-    path = run.analysis_dir / f"{name}.json"
+def write_result(run, name: str, result: dict) -> Path:
+    """RUN/analysis/<name>.json (or the --out-dir's); an opened :class:`Run` adds ``run_state`` to the result
+    and warns once when the run is not completed. ``run`` may also be anything with an ``analysis_dir``
+    (a study's own results)."""
+    path = Path(run.analysis_dir) / f"{name}.json"
+    if isinstance(run, Run) and isinstance(result, dict):
+        result = {**result, "run_state": run.state}
+        run.warn_if_unfinished()
     runio.atomic_write_json(path, result)
     return path

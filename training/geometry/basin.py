@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from training.core import runio
 from training.core.batch import Batch
 from training.core.config import Config
 from training.core.data import LMProbeTask
@@ -271,7 +272,7 @@ def resolve_pairs(run_dir, checkpoints: Sequence[int], p_ood: dict[int, float],
         pairs = parse_pairs(text, checkpoints, p_ood)
         peaks, troughs = pair_steps(pairs)
         return pairs, {"source": "--pairs", "peaks": peaks, "troughs": troughs}
-    if not (Path(run_dir) / MANIFEST).exists():
+    if not runio.find_analysis_input(run_dir, MANIFEST, top=True).exists():
         return [], {"source": "none", "peaks": [], "troughs": [],
                     "note": f"no {MANIFEST} in the run directory: run analysis/switching/detect_oscillations.py "
                             "first, or pass --pairs PEAK:TROUGH,..."}

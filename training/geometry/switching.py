@@ -108,7 +108,7 @@ def manifest_dict(osc: Oscillations, settings: dict) -> dict:
 
 def read_manifest(run_dir: Path, checkpoint_steps: Sequence[int]) -> tuple[list[SwitchPair], dict]:
     """The switch pairs of RUN/oscillation_manifest.json, checked against the run's checkpoints."""
-    path = Path(run_dir) / MANIFEST
+    path = runio.find_analysis_input(run_dir, MANIFEST, top=True)
     if not path.exists():
         raise UserError(f"{path} does not exist: run analysis/switching/detect_oscillations.py --run-dir {run_dir} "
                         "first")

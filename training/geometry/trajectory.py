@@ -16,6 +16,7 @@ as D-vectors (a second pass) only where a gradient must be paired with them
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from training.core import runio
+from training.core.devices import resolve_device
 from training.core.errors import UserError
 from training.core.model import trunk_names
 from training.core.runio import read_run_config
@@ -264,18 +266,53 @@ class CheckpointFiles(CheckpointSet):
         return runio.checkpoint_path(d, s)
 
     def file_key(self) -> list[list]:
-        """(path, mtime_ns, size) of every file, in order: the key of a cache of anything computed from them."""
-        out = []
-        for i in self.steps:
-            st = os.stat(self.path(i))
-            out.append([str(self.path(i).resolve()), st.st_mtime_ns, st.st_size])
-        return out
+        """(path, mtime_ns, size, content fingerprint) of every file, in order: the key of a cache of anything
+        computed from them (see :func:`file_identity`)."""
+        return [[str(self.path(i).resolve()), *file_identity(self.path(i))] for i in self.steps]
 
     def _describe(self, i: int) -> str:
         return f"checkpoint {self.path(i)}"
 
     def _main_path(self, i: int) -> Path:
         return self.path(i)
+
+
+_SAMPLES, _SAMPLE_BYTES = 16, 4096
+
+
+def file_identity(path: Path) -> list:
+    """[mtime_ns, size, fingerprint] of a checkpoint: what a cache computed from it is keyed by.
+
+    mtime and size alone miss a checkpoint replaced by another of the same size with the same mtime (a
+    copy with preserved times, a second run's file of the same shape). The fingerprint is a SHA-256 of the
+    safetensors header (names, shapes, offsets and metadata: step and config hash) and of 16 slices of 4 KiB
+    spread evenly over the data, the last one ending at the end of the file: a few dozen KiB read per file
+    however large it is, and a training step changes every weight, so any two checkpoints of a trajectory
+    differ in every slice. The shards of a sharded checkpoint are fingerprinted with it.
+    """
+    path = Path(path)
+    h = hashlib.sha256()
+    st = os.stat(path)
+    files = [path]
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = f.read(n) if 0 < n < 100 * 2**20 else b""
+        meta = (json.loads(header).get("__metadata__") or {}) if header else {}
+        files += [runio.shard_path(path, int(b)) for b in str(meta.get("shards", "")).split(",") if b]
+    except (ValueError, AttributeError):
+        pass                       # a corrupt header: the readers refuse the file with its reason
+    for p in files:
+        size = os.stat(p).st_size
+        with open(p, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            start = 8 + n if 0 < 8 + n <= size else 0
+            h.update(f.read(start - 8) if start else b"")
+            span = max(0, size - start - _SAMPLE_BYTES)
+            for k in range(_SAMPLES):
+                off = start + (span * k) // (_SAMPLES - 1)
+                h.update(os.pread(f.fileno(), _SAMPLE_BYTES, off))
+    return [st.st_mtime_ns, st.st_size, h.hexdigest()[:32]]
 
 
 def _pread_exact(fd: int, buf: memoryview, offset: int, what) -> None:
@@ -427,7 +464,7 @@ def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block
         from tqdm import tqdm
         chunks = tqdm(chunks, total=len(ckpts.chunks(block, _elems(max_bytes, T))), desc="gram", unit="chunk",
                       disable=None)
-    dev = resolve_analysis_device(device)
+    dev = resolve_device(device)
     if dev.type != "cpu":
         G[:] = _gram_on_device(chunks, T, ai, dev)
         return Gram(steps, anchor, block, ckpts.dim(block), G)
@@ -478,15 +515,6 @@ def _row_strips(T: int, n: int = 2) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
-def resolve_analysis_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return device
-
-
 _GPU_COLS = 1 << 20        # columns per float64 product on an accelerator (T × 2^20 × 8 bytes)
 
 
@@ -508,10 +536,9 @@ def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool =
 
     With ``compute=False`` a missing or stale cache gives None instead of a computation.
     """
-    key_src = [[s, os.stat(runio.checkpoint_path(ckpts.run_dir, s)).st_mtime_ns,
-                os.stat(runio.checkpoint_path(ckpts.run_dir, s)).st_size] for s in ckpts.steps]
+    key_src = [[s, *file_identity(runio.checkpoint_path(ckpts.run_dir, s))] for s in ckpts.steps]
     name = "trunk" if block is None else f"block{block}"
-    path = ckpts.run_dir / "analysis" / "gram" / f"{name}.npz"
+    path = runio.analysis_dir(ckpts.run_dir) / "gram" / f"{name}.npz"
     key = json.dumps(key_src)
     if path.exists():
         try:

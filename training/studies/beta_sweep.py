@@ -49,6 +49,7 @@ from training.geometry.gradients import interference
 from training.geometry.stats import finite as _finite
 from training.geometry.trajectory import cached_gram, lagged_update_alignment, pca, window_pca
 from training.studies import common as studies
+from training.studies import parallel
 
 STUDY = "beta_sweep"
 BETA2S = (0.99, 0.95, 0.90, 0.80, 0.0)
@@ -155,17 +156,17 @@ def train_sweep(base: Config, beta2s: Sequence[float], root: Path, log: Callable
     root = Path(root)
     write_study_record(root, base, [{"beta2": b, "run_dir": str(root / run_dir_name(b)),
                                      "state": studies.run_state(root / run_dir_name(b))} for b in beta2s])
-    runs = studies.train_runs([studies.RunJob(f"β2 = {beta2_label(b)}", sweep_config(base, b), root / run_dir_name(b))
-                               for b in beta2s], jobs, log)
-    done, failed = [], []
-    for b in beta2s:
-        r = runs[f"β2 = {beta2_label(b)}"]
-        if r["error"]:
-            failed.append(f"β2={beta2_label(b)} ({r['error']})")
-        done.append({"beta2": b, "run_dir": str(root / run_dir_name(b)), "state": r["state"]})
+    try:
+        runs, failure = studies.train_runs([studies.RunJob(f"β2 = {beta2_label(b)}", sweep_config(base, b),
+                                                           root / run_dir_name(b)) for b in beta2s], jobs, log), None
+    except parallel.JobsFailed as e:          # recorded below first, then raised
+        runs, failure = e.results, e
+    done = [{"beta2": b, "run_dir": str(root / run_dir_name(b)),
+             "state": runs.get(f"β2 = {beta2_label(b)}", {}).get("state", studies.run_state(root / run_dir_name(b)))}
+            for b in beta2s]
     write_study_record(root, base, done)
-    if failed:
-        raise UserError(f"{len(failed)} run(s) failed: {'; '.join(failed)}; re-run the same command to resume them")
+    if failure is not None:
+        raise failure
     return done
 
 

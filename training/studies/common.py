@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from training.core import runio
+from training.core.cli import CommandParser
 from training.core.config import Config, parse_override, preset
 from training.core.errors import UserError
 from training.core.runio import read_run_config
@@ -79,27 +80,24 @@ def finished_state(cfg: Config, run_dir: Path, identity: Callable[[Config], str]
     return state
 
 
-def _train_job(job: RunJob) -> tuple[str, str | None, float]:
+def _train_job(job: RunJob) -> tuple[str, float]:
     t0 = time.monotonic()
-    try:
-        state, error = ensure_run(job.cfg, job.dir), None
-    except UserError:
-        raise
-    except Exception as e:     # noqa: BLE001 -- recorded; the other runs go on; the caller reports it
-        state, error = "failed", f"{type(e).__name__}: {e}"
-    return state, error, round(time.monotonic() - t0, 2)
+    return ensure_run(job.cfg, job.dir), round(time.monotonic() - t0, 2)
 
 
 def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> dict[str, dict]:
     """Train (or resume, or skip when finished) every run of ``jobs``; label -> {state, error, seconds}.
 
     ``n_jobs`` runs train side by side in child processes (training/studies/parallel.py; None = all at once on a CPU,
-    up to 4 per core, one at a time on a GPU); each then logs to ``<run>/train.log``. A UserError stops the study; any
-    other failure of a run is recorded (state "failed") and the other runs still train.
+    up to 4 per core, one at a time on a GPU); each then logs to ``<run>/train.log``. A run that fails does not stop
+    the others: it is reported in one line as it happens (its label, the reason, its log, which has the details),
+    and once all have ended a one-line UserError (:class:`parallel.JobsFailed`, with the states of every run in
+    ``results``) says which failed and how to go on.
     """
     out: dict[str, dict] = {}
     todo = []
     for job in jobs:                 # finished runs are reported here, without starting a process for them
+        runio.check_out_dir(job.dir, "run directory")
         state = finished_state(job.cfg, job.dir, job.identity)
         if state:
             log(f"skip {job.label}: already {state} ({job.dir})")
@@ -119,11 +117,17 @@ def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> 
         log(f"train {job.label} -> {job.dir}")
 
     def done(job, r):
-        out[job.label] = {"state": r[0], "error": r[1], "seconds": r[2]}
-        log(f"{job.label}: {r[0]} ({r[2]:.1f} s in this invocation)" + (f" -- {r[1]}" if r[1] else ""))
+        out[job.label] = {"state": r[0], "error": None, "seconds": r[1]}
+        log(f"{job.label}: {r[0]} ({r[1]:.1f} s in this invocation)")
 
-    parallel.run_jobs(_train_job, jobs, n, threads, log_path=(lambda j: j.dir / "train.log") if n > 1 else None,
-                      on_start=start, on_done=done)
+    try:
+        parallel.run_jobs(_train_job, jobs, n, threads, log_path=lambda j: j.dir / "train.log", on_start=start,
+                          on_done=done, name=lambda j: f"{j.label} ({j.dir})", what="runs")
+    except parallel.JobsFailed as e:
+        for f in e.failures:
+            out[f.item.label] = {"state": "failed", "error": f.message, "seconds": None}
+        raise parallel.JobsFailed(f"{e}; fix the cause and run the same command again: finished runs are skipped, "
+                                  "the others resume", e.failures, out) from None
     return out
 
 
@@ -142,18 +146,14 @@ def run_state(run_dir: Path) -> str:
 def study_parser(doc: str) -> argparse.ArgumentParser:
     """Options every study command has: the preset it scales, the seed, where it writes, overrides."""
     first = (doc or "").strip().split("\n\n")[0]
-    p = argparse.ArgumentParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=(doc or "").strip()[len(first):].strip() or None)
+    p = CommandParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog=(doc or "").strip()[len(first):].strip() or None)
     p.add_argument("--preset", default="quick", help="test | quick | paper (default quick)")
     p.add_argument("--seed", type=int, default=42, help="training seed of every run (default 42, the paper's)")
     p.add_argument("--out-dir", help="study directory (default runs/<study>_<preset>_s<seed>)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every run (e.g. cache_dir=..., device=cuda); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-    def error(message):                      # flag mistakes as one line, like every other UserError
-        raise UserError(f"{message} (see --help)")
-    p.error = error
     return p
 
 
@@ -173,7 +173,8 @@ def study_base_config(args: argparse.Namespace) -> Config:
 
 
 def study_dir(args: argparse.Namespace, study: str) -> Path:
-    return Path(args.out_dir) if args.out_dir else Path("runs") / f"{study}_{args.preset}_s{args.seed}"
+    """The study directory (--out-dir, checked by the same rule as a run's, or the default)."""
+    return runio.check_out_dir(Path(args.out_dir)) if args.out_dir else Path("runs") / f"{study}_{args.preset}_s{args.seed}"
 
 
 # ---------------------------------------------------------------------------- reheating

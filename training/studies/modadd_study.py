@@ -106,15 +106,12 @@ def train_all(root: Path, size: str, seed: int, overrides: dict | None = None, p
     """Train (or resume, or skip) the study's runs; side by side on a CPU (studies.train_runs, ``jobs``)."""
     todo = [RunJob(name, cfg.replace(progress=progress), root / name)
             for name, (spec, cfg) in run_configs(size, seed, overrides).items() if not only or spec.role in only]
-    done = train_runs(todo, jobs, log=log)
-    failed = [f"{name} ({r['error']})" for name, r in done.items() if r["error"]]
-    if failed:
-        raise UserError(f"{'; '.join(failed)}; re-run the same command to resume")
+    done = train_runs(todo, jobs, log=log)        # a failed run: one line each, then a UserError
     return {name: r["seconds"] for name, r in done.items()}
 
 
 def _analysis_path(run_dir: Path, name: str) -> Path:
-    return Path(run_dir) / "analysis" / f"modadd_{name}.json"
+    return runio.analysis_dir(run_dir) / f"modadd_{name}.json"
 
 
 def cached(run_dir: Path, name: str, fn, redo: bool = False):
