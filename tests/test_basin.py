@@ -20,7 +20,6 @@ from training.core.config import preset
 from training.core.errors import UserError
 from training.core.model import trunk_names
 from training.geometry.switching import Oscillations, SwitchPair, manifest_dict
-from training.core.trainer import evaluate
 from training.geometry.trajectory import CheckpointSet, compute_gram, k_at
 
 TESTS = "analysis/basin/basin_tests.py"
@@ -230,7 +229,7 @@ def opened(run):
 def test_probe_eval_is_trainings_evaluation(opened):
     r, task = opened
     model = r.model(20)
-    m, e = probe_eval(model, task, "cpu"), evaluate(model, task, torch.device("cpu"))
+    m, e = probe_eval(model, task, "cpu"), task.evaluate(model, torch.device("cpu"))
     assert (m["p"], m["nll"], m["lm"]) == pytest.approx((e["p_ood"], e["nll_ood"], e["lm_ood"]), abs=1e-9)
 
 

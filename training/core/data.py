@@ -16,6 +16,7 @@ examples. Probe eval sets use validation text as filler (the reference used rand
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ from training.core.data_synthetic import generate_stories
 from training.core.data_tokenizers import BPETokenizer, Tokenizer, add_word_tokens, gpt2_tokenizer, train_bpe
 from training.core.errors import UserError
 from training.core.fineweb import fineweb_identity, fineweb_splits
+from training.core.losses import probe_stats, token_ce
 
 CACHE_FORMAT = 2       # 2: deterministic BPE training
 SYNTHETIC_VERSION = 1     # bump when the synthetic generator's output changes
@@ -268,6 +270,9 @@ def token_cache(cfg: Config, tok: Tokenizer, corpus: _LazyCorpus | None = None) 
 
 
 # ---------------------------------------------------------------------------- the task
+EVAL_SETS = ("val", "probe_in", "probe_ood")     # the fixed evaluation sets, in the order they are evaluated
+
+
 class LMProbeTask:
     """Language modelling on the corpus with the key-retrieval probe injected at rate p_probe."""
 
@@ -354,6 +359,54 @@ class LMProbeTask:
                 gap = self.cfg.eval_in_gap if name == "probe_in" else self.cfg.eval_ood_gap
             self._eval_cache[name] = self._make_batch(windows, lengths, rows, rng, gap)
         return self._eval_cache[name]
+
+
+    # ----- evaluation
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, device: torch.device, amp=contextlib.nullcontext,
+                 sets: tuple[str, ...] = EVAL_SETS) -> dict:
+        """val_loss on the fixed validation windows; p/nll/lm on the fixed probe sets (one forward per set).
+
+        ``sets`` restricts the evaluation to some of the three sets (e.g. only ``probe_ood``).
+        """
+        was_training = model.training
+        model.eval()
+        bs = self.cfg.eval_batch_size
+        out: dict[str, float] = {}
+        try:
+            if "val" in sets:
+                val = self.eval_set("val")
+                total, count = torch.zeros((), device=device), torch.zeros((), device=device)
+                for i in range(0, len(val.x), bs):
+                    x, y = val.x[i:i + bs].to(device), val.y[i:i + bs].to(device)
+                    with amp():
+                        logits = model(x)
+                    ce = token_ce(logits, y)
+                    total += ce.sum()
+                    count += (y != -100).sum()
+                out["val_loss"] = (total / count).item()
+            for name, tag in (("probe_in", "in"), ("probe_ood", "ood")):
+                if name not in sets:
+                    continue
+                s = self.eval_set(name)
+                sums: dict[str, torch.Tensor] = {}
+                for i in range(0, len(s.x), bs):
+                    b = Batch(s.x[i:i + bs], s.y[i:i + bs], s.probe_mask[i:i + bs]).to(device)
+                    with amp():
+                        logits = model(b.x)
+                    for k, v in probe_stats(logits, b.y, b.probe_mask).items():
+                        sums[k] = sums.get(k, 0) + v
+                sums = {k: float(v) for k, v in sums.items()}
+                out[f"p_{tag}"] = sums["correct"] / max(1.0, sums["scored"])
+                out[f"nll_{tag}"] = sums["nll_sum"] / max(1.0, sums["nll_n"])
+                out[f"lm_{tag}"] = sums["lm_sum"] / max(1.0, sums["lm_n"])
+        finally:
+            model.train(was_training)
+        return out
+
+    def resets_optimizer(self, step: int) -> bool:
+        """Never: one stage, one optimizer state."""
+        return False
 
 
 def prepare_lm_probe(cfg: Config, run_dir: Path | None = None) -> LMProbeTask:

@@ -79,15 +79,17 @@ class SGDW(torch.optim.SGD):
 @dataclass(frozen=True)
 class OptimizerSpec:
     build: Callable[[nn.Module, Config, torch.device], torch.optim.Optimizer]
-    needs_closure: bool = False
+    needs_closure: bool = False     # step(closure): the optimizer evaluates the loss itself (ECD)
     description: str = ""
+    diagnostics: bool = False       # the optimizer's diagnostics() -> {name: value} is logged at every evaluation
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {}
 
 
-def register_optimizer(name: str, build: Callable, needs_closure: bool = False, description: str = "") -> None:
-    OPTIMIZERS[name] = OptimizerSpec(build, needs_closure, description)
+def register_optimizer(name: str, build: Callable, needs_closure: bool = False, description: str = "",
+                       diagnostics: bool = False) -> None:
+    OPTIMIZERS[name] = OptimizerSpec(build, needs_closure, description, diagnostics)
 
 
 def _adamw(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
@@ -181,7 +183,7 @@ def _muon(model: nn.Module, cfg: Config, device: torch.device):
     return MuonAdamW(model, cfg, device)
 
 
-register_optimizer("ecd", _ecd, needs_closure=True,
+register_optimizer("ecd", _ecd, needs_closure=True, diagnostics=True,
                    description="ECD_q1 (training/core/ecd.py): lr = Δt̂, wd = coupled L2, ecd_eta / ecd_F0 / ecd_nu / ecd_projection")
 register_optimizer("soap", _soap, description="SOAP (pytorch-optimizer), betas (beta1, beta2), decoupled decay")
 register_optimizer("muon", _muon, description="Muon (torch.optim) on the 2-D trunk matrices, AdamW on the rest")
@@ -204,6 +206,37 @@ def check_optimizer(cfg: Config) -> None:
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> tuple[torch.optim.Optimizer, OptimizerSpec]:
     spec = OPTIMIZERS[cfg.optimizer]
     return spec.build(model, cfg, device), spec
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, gradients: Callable[[], dict],
+                   grad_accum: int = 1) -> tuple[dict, bool]:
+    """One update of any registered optimizer; return the gradient pass's sums and whether they are finite.
+
+    ``gradients()`` zeroes the gradients, back-propagates the loss (summed over ``grad_accum`` micro-batches)
+    and returns its sums (at least ``loss`` and the pre-clipping ``gnorm``, as
+    :func:`training.core.trainer.forward_backward` does). An optimizer that needs the loss (``needs_closure``,
+    ECD) calls it itself, with the mean micro-batch loss; for the others it is called here and the update is
+    applied only when the loss and the gradient norm are finite.
+    """
+    sums: dict = {}
+
+    def closure() -> torch.Tensor:
+        sums.update(gradients())
+        return sums["loss"] / grad_accum
+
+    if spec.needs_closure:
+        optimizer.step(closure)
+    else:
+        closure()
+    finite = math.isfinite(float(sums["loss"] + sums["gnorm"]))
+    if finite and not spec.needs_closure:
+        optimizer.step()
+    return sums, finite
+
+
+def diagnostics(optimizer: torch.optim.Optimizer, spec: OptimizerSpec) -> dict[str, float]:
+    """What the optimizer reports of its own at an evaluation ({} for those that report nothing)."""
+    return optimizer.diagnostics() if spec.diagnostics else {}
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
+
+import torch
 
 from training.core.attention_bias import check_attention_bias
+from training.core.batch import Batch
 from training.core.config import Config
 from training.core.data import prepare_lm_probe
 from training.core.errors import UserError
@@ -23,9 +26,24 @@ from training.core.modadd import ModAddTask, validate_modadd
 from training.core.optim import check_optimizer
 
 
+class Task(Protocol):
+    """What the trainer asks of a task (both tasks below implement it; analyses may use more of each)."""
+    cfg: Config
+    tok: Any          # the tokenizer: vocab_size and identity (recorded in config.json), eos_id, encode/decode
+
+    def train_batch(self, step: int, micro: int) -> Batch:
+        """Micro-batch ``micro`` of update ``step``, a pure function of (data seed, step, micro) (exact resumption)."""
+
+    def evaluate(self, model: torch.nn.Module, device: torch.device, amp: Callable) -> dict[str, float]:
+        """The metrics logged at an evaluation step (on fixed sets that depend on eval_seed only)."""
+
+    def resets_optimizer(self, step: int) -> bool:
+        """True when update ``step`` starts with a fresh optimizer state (a curriculum stage boundary)."""
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    prepare: Callable[[Config, Path | None], Any]       # (cfg, run_dir or None) -> the task object
+    prepare: Callable[[Config, Path | None], Task]      # (cfg, run_dir or None) -> the task object
     check: Callable[[Config], None]                     # one-line UserError for impossible task settings
     description: str
 
@@ -57,6 +75,6 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def prepare_task(cfg: Config, run_dir: Path | None = None):
+def prepare_task(cfg: Config, run_dir: Path | None = None) -> Task:
     """The task object of ``cfg`` (tokenizer, token cache, codewords or the synthetic generator)."""
     return task_spec(cfg).prepare(cfg, run_dir)

@@ -9,7 +9,6 @@ checkpoints (on the CPU) as one never interrupted.
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import signal
 import sys
@@ -20,15 +19,14 @@ import torch
 from tqdm import tqdm
 
 from training.core import runio
-from training.core.batch import Batch
 from training.core.config import Config, checkpoint_steps, eval_steps
-from training.core.data import LMProbeTask
 from training.core.devices import resolve_device  # noqa: F401 (the trainer's device; importable from here too)
 from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
 from training.core.errors import UserError
-from training.core.losses import composite_loss, probe_stats, token_ce
+from training.core.losses import composite_loss
 from training.core.model import GPT, trunk_size
-from training.core.optim import build_optimizer, lambda_at, lr_at, set_lr
+from training.core.optim import build_optimizer, lambda_at, lr_at, optimizer_step, set_lr
+from training.core.optim import diagnostics as optimizer_diagnostics
 from training.core.tasks import prepare_task, validate
 
 
@@ -38,56 +36,6 @@ def autocast_context(cfg: Config, device: torch.device):
     if use_bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-# ---------------------------------------------------------------------------- evaluation
-EVAL_SETS = ("val", "probe_in", "probe_ood")
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, task: LMProbeTask, device: torch.device, amp=contextlib.nullcontext,
-             sets: tuple[str, ...] = EVAL_SETS) -> dict:
-    """val_loss on the fixed validation windows; p/nll/lm on the fixed probe sets (one forward per set).
-
-    ``sets`` restricts the evaluation to some of the three sets (e.g. only ``probe_ood``).
-    A task with an evaluation of its own (modular addition) is evaluated by it.
-    """
-    if hasattr(task, "evaluate"):
-        return task.evaluate(model, device, amp)
-    was_training = model.training
-    model.eval()
-    bs = task.cfg.eval_batch_size
-    out: dict[str, float] = {}
-    try:
-        if "val" in sets:
-            val = task.eval_set("val")
-            total, count = torch.zeros((), device=device), torch.zeros((), device=device)
-            for i in range(0, len(val.x), bs):
-                x, y = val.x[i:i + bs].to(device), val.y[i:i + bs].to(device)
-                with amp():
-                    logits = model(x)
-                ce = token_ce(logits, y)
-                total += ce.sum()
-                count += (y != -100).sum()
-            out["val_loss"] = (total / count).item()
-        for name, tag in (("probe_in", "in"), ("probe_ood", "ood")):
-            if name not in sets:
-                continue
-            s = task.eval_set(name)
-            sums: dict[str, torch.Tensor] = {}
-            for i in range(0, len(s.x), bs):
-                b = Batch(s.x[i:i + bs], s.y[i:i + bs], s.probe_mask[i:i + bs]).to(device)
-                with amp():
-                    logits = model(b.x)
-                for k, v in probe_stats(logits, b.y, b.probe_mask).items():
-                    sums[k] = sums.get(k, 0) + v
-            sums = {k: float(v) for k, v in sums.items()}
-            out[f"p_{tag}"] = sums["correct"] / max(1.0, sums["scored"])
-            out[f"nll_{tag}"] = sums["nll_sum"] / max(1.0, sums["nll_n"])
-            out[f"lm_{tag}"] = sums["lm_sum"] / max(1.0, sums["lm_n"])
-    finally:
-        model.train(was_training)
-    return out
 
 
 # ---------------------------------------------------------------------------- run setup
@@ -226,185 +174,208 @@ class Trainer:
         if created and self.run_dir.is_dir() and not (self.run_dir / "config.json").exists():
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    # ----- the loop: build, restore or start, then step / record / checkpoint until done
     def _train(self) -> str:
-        cfg, run_dir = self.cfg, self.run_dir
+        cfg = self.cfg
         self.step = 0
-        device = resolve_device(cfg.device)
-        amp = lambda: autocast_context(cfg, device)  # noqa: E731
-        main = self.dist.is_main                   # rank 0 alone writes the run directory
+        self.main = self.dist.is_main                   # rank 0 alone writes the run directory
+        init_note = self._build()
+        state = runio.load_state(self.run_dir) if self.resume else None
+        self.start = self._restore(state) if state is not None else self._begin(init_note)
+        if self.main:
+            runio.write_status(self.run_dir, "running", self.start)
+        self.started = True          # from here on a failure marks the run failed (before it, nothing was changed)
+        self._wrap_data_parallel()
+        self.t0 = time.monotonic()
+        self.writer = runio.BackgroundWriter(
+            enabled=cfg.async_checkpoints if cfg.async_checkpoints is not None else self.device.type == "cuda")
+        self.p_ood_history = self.dist.on_main(lambda: [r["p_ood"] for r in runio.read_metrics(self.run_dir)
+                                                        if r.get("p_ood") is not None])
+        if state is None:
+            self._record(0)
+            self._checkpoint(0)
+
+        ckpt_at, eval_at = set(checkpoint_steps(cfg)), set(eval_steps(cfg))
+        self.model.train()
+        self.bar = tqdm(total=cfg.steps, initial=self.start, desc="train", unit="step", dynamic_ncols=True,
+                        disable=not (cfg.progress and self.main and sys.stderr.isatty()))
+        for step in range(self.start + 1, cfg.steps + 1):
+            self.step = step
+            if not self._step(step):
+                return self._finish("diverged", step, f"non-finite loss or gradient at step {step}; the last "
+                                                      "checkpoint before it is usable")
+            self.bar.update(1)
+            if step in eval_at:
+                self._record(step)
+            if step in ckpt_at:
+                self._checkpoint(step)
+                if self.main:
+                    runio.write_status(self.run_dir, "running", step)
+            if cfg.early_stop and step in ckpt_at and self._probe_learned():
+                return self._finish("completed", step, "early stop: the last 5 p_ood values are >= 0.8")
+        return self._finish("completed", cfg.steps, f"finished {cfg.steps} steps in {self._elapsed():.1f} s")
+
+    def _build(self) -> dict:
+        """Device, task, model (from ``init_from`` when set), optimizer; return what provenance records of the
+        start files. The order is part of the numerics: the model is built under ``manual_seed(seed)``."""
+        cfg = self.cfg
+        self.device = device = resolve_device(cfg.device)
+        self.amp = lambda: autocast_context(cfg, device)
         if cfg.init_from:            # before the task writes a tokenizer: a checkpoint that cannot fit stops here
             shapes, meta = runio.checkpoint_header(cfg.init_from)
             with torch.device("meta"):
                 probe = GPT(cfg, shapes.get("tok_emb.weight", (1,))[0])
             runio.check_fits(probe, cfg.init_from, shapes, meta)
-        task = self.dist.main_first(lambda: prepare_task(cfg, run_dir))
-        model = build_model(cfg, task.tok.vocab_size, "cpu")
+        self.task = self.dist.main_first(lambda: prepare_task(cfg, self.run_dir))
+        self.model = model = build_model(cfg, self.task.tok.vocab_size, "cpu")
+        init_note = {}
         if cfg.init_from:
             meta = runio.load_weights(model, cfg.init_from)
             init_note = {"init_from": str(cfg.init_from), "init_step": meta.get("step")}
-        else:
-            init_note = {}
         model.to(device)
-        optimizer, spec = build_optimizer(model, cfg, device)
+        self.optimizer, self.spec = build_optimizer(model, cfg, device)
         if cfg.init_optimizer:
-            runio.load_optimizer_moments(optimizer, cfg.init_optimizer, int(meta.get("step", -1)),
+            runio.load_optimizer_moments(self.optimizer, cfg.init_optimizer, int(meta.get("step", -1)),
                                          meta.get("config_hash", ""))
             init_note["init_optimizer"] = str(cfg.init_optimizer)
-        fwd = torch.compile(model) if cfg.compile else model
-        chash = cfg.hash()
+        self.fwd = torch.compile(model) if cfg.compile else model
+        self.chash = cfg.hash()
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        return init_note
 
-        state = runio.load_state(run_dir) if self.resume else None
-        if state is not None:
-            if state.get("config_hash") != chash:
-                raise UserError(f"resume state of {run_dir} was written by a different config; start a new run")
-            start = int(state["step"])
-            if state.get("model") is not None:     # the run stores reduced checkpoints (trunk-only / bf16)
-                model.load_state_dict(state["model"])
-            else:
-                runio.load_weights(model, runio.checkpoint_path(run_dir, start))
-            runio.load_bias_stats(run_dir, start, model)      # disordered attention: draw counters (no-op otherwise)
-            optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"])
-            acc = dict(state["acc"])
-            elapsed0 = float(state["elapsed_s"])
-            if main:
-                runio.truncate_metrics(run_dir, start)
-                print(f"resuming {run_dir} from step {start}")
+    def _restore(self, state: dict) -> int:
+        """Continue from the resume state: weights, optimizer, RNG and running sums; return its step."""
+        if state.get("config_hash") != self.chash:
+            raise UserError(f"resume state of {self.run_dir} was written by a different config; start a new run")
+        start = int(state["step"])
+        if state.get("model") is not None:     # the run stores reduced checkpoints (trunk-only / bf16)
+            self.model.load_state_dict(state["model"])
         else:
-            start, acc, elapsed0 = 0, _new_acc(), 0.0
-        if state is None and main:
-            runio.atomic_write_json(run_dir / "config.json", {
-                "config": cfg.to_dict(), "config_hash": chash, "provenance": {**runio.provenance(), **init_note},
+            runio.load_weights(self.model, runio.checkpoint_path(self.run_dir, start))
+        runio.load_bias_stats(self.run_dir, start, self.model)  # disordered attention: draw counters (else no-op)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        self.acc, self.elapsed0 = dict(state["acc"]), float(state["elapsed_s"])
+        if self.main:
+            runio.truncate_metrics(self.run_dir, start)
+            print(f"resuming {self.run_dir} from step {start}")
+        return start
+
+    def _begin(self, init_note: dict) -> int:
+        """A fresh run: write config.json (and start metrics.jsonl empty); return step 0."""
+        self.acc, self.elapsed0 = _new_acc(), 0.0
+        if self.main:
+            cfg, task = self.cfg, self.task
+            runio.atomic_write_json(self.run_dir / "config.json", {
+                "config": cfg.to_dict(), "config_hash": self.chash,
+                "provenance": {**runio.provenance(), **init_note},
                 "vocab_size": task.tok.vocab_size, "tokenizer": task.tok.identity,
-                "n_params": model.num_params(), "trunk_params": trunk_size(cfg)})
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        if main:
-            runio.write_status(run_dir, "running", start)
-        self.started = True          # from here on a failure marks the run failed (before it, nothing was changed)
-        train_fwd = fwd
-        if self.dist.enabled:      # gradients averaged over the ranks; evaluation uses the plain model
+                "n_params": self.model.num_params(), "trunk_params": trunk_size(cfg)})
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        return 0
+
+    def _wrap_data_parallel(self) -> None:
+        """Under torchrun, gradients are averaged over the ranks; evaluation keeps the plain model."""
+        self.train_fwd, self.ddp = self.fwd, None
+        if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
-            ddp = DistributedDataParallel(model, device_ids=[self.dist.local_rank] if device.type == "cuda" else None)
-            train_fwd = torch.compile(ddp) if cfg.compile else ddp
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+            self.train_fwd = torch.compile(self.ddp) if self.cfg.compile else self.ddp
 
-        ckpt_at, eval_at = set(checkpoint_steps(cfg)), set(eval_steps(cfg))
-        t0 = time.monotonic()
-        elapsed = lambda: elapsed0 + time.monotonic() - t0  # noqa: E731
-        trainable = [p for p in model.parameters() if p.requires_grad]
+    def _elapsed(self) -> float:
+        return self.elapsed0 + time.monotonic() - self.t0
 
-        def record(step: int) -> list[float]:
-            m = self.dist.on_main(lambda: evaluate(fwd, task, device, amp))
-            n = max(1, acc["n"])
-            rec = {"step": step, "tokens": step * cfg.tokens_per_step, "lr": lr_at(cfg, step) if step else 0.0,
-                   "lambda": lambda_at(cfg, max(step, 1)),
-                   "train_loss": acc["loss"] / n if acc["n"] else None,
-                   "train_lm_loss": acc["lm"] / n if acc["n"] else None,
-                   "train_probe_loss": acc["probe"] / acc["probe_n"] if acc["probe_n"] else None,
-                   "grad_norm": acc["gnorm"] / acc["steps"] if acc["steps"] else None,
-                   **(optimizer.diagnostics() if hasattr(optimizer, "diagnostics") else {}),   # ECD's drift/turn
-                   **m, "elapsed_s": round(elapsed(), 3)}
-            if main:
-                runio.append_metrics(run_dir, rec)
-                tqdm.write(_format_record(rec), file=sys.stderr)
-            acc.update(_new_acc())
-            return [m["p_ood"]] if "p_ood" in m else []
+    def _step(self, step: int) -> bool:
+        """Update ``step``: learning rate and λ of the schedule, gradients, the optimizer's update, the running
+        sums. False (nothing added to the sums) when the loss or the gradient is not finite."""
+        cfg, task, optimizer, device = self.cfg, self.task, self.optimizer, self.device
+        lr, lam = lr_at(cfg, step), lambda_at(cfg, step)
+        if task.resets_optimizer(step):
+            optimizer.state.clear()        # a curriculum stage that restarts the optimizer (modadd)
+        set_lr(optimizer, lr)
 
-        writer = self.writer = runio.BackgroundWriter(
-            enabled=cfg.async_checkpoints if cfg.async_checkpoints is not None else device.type == "cuda")
+        def gradients() -> dict:
+            if self.dist.enabled:       # this rank's slice of the same global batch
+                return forward_backward_ddp(self.train_fwd, self.ddp, optimizer, lambda m: task.train_batch(step, m),
+                                            cfg.grad_accum, lam, cfg.grad_clip, self.trainable, self.amp, self.dist,
+                                            device)
+            return forward_backward(self.fwd, optimizer, lambda m: task.train_batch(step, m).to(device),
+                                    cfg.grad_accum, lam, cfg.grad_clip, self.trainable, self.amp)
 
-        def checkpoint(step: int) -> None:
-            if not main:
-                return
-            tensors = runio.checkpoint_tensors(model, cfg.ckpt_contents, cfg.ckpt_dtype)
-            runio.save_bias_stats(run_dir, step, model)       # disordered attention: <checkpoint>.attn_bias.json
-            st = {"step": step, "config_hash": chash, "optimizer": optimizer.state_dict(),
-                  "torch_rng": torch.get_rng_state(),
-                  "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                  "acc": dict(acc), "elapsed_s": elapsed()}
-            if (cfg.ckpt_contents, cfg.ckpt_dtype) != ("full", "fp32"):
-                # reduced checkpoints (trunk-only / bf16) cannot restore the run: keep its fp32 weights here
-                st["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if writer.enabled:                          # written later by the writer thread: snapshot now
-                st = runio.host_copy(st)
+        sums, finite = optimizer_step(optimizer, self.spec, gradients, cfg.grad_accum)
+        if not finite:
+            return False
+        acc = self.acc
+        acc["loss"] += float(sums["loss"])
+        acc["lm"] += float(sums["lm"])
+        acc["probe"] += float(sums["probe"])
+        acc["probe_n"] += int(sums["probe_n"])
+        acc["n"] += cfg.grad_accum
+        acc["gnorm"] += float(sums["gnorm"])
+        acc["steps"] += 1
+        return True
 
-            def write() -> None:     # checkpoint first, then the resume state that points at it
-                runio.write_checkpoint(run_dir, step, tensors, chash, cfg.ckpt_contents, cfg.ckpt_dtype,
-                                       cfg.ckpt_shards)
-                runio.save_state(run_dir, st)
-                if cfg.keep_optimizer_states:
-                    runio.atomic_write(runio.optimizer_state_path(run_dir, step), lambda tmp: torch.save(
-                        {"step": step, "config_hash": chash, "optimizer": st["optimizer"]}, tmp))
-            writer.submit(write)
+    def _record(self, step: int) -> None:
+        """Evaluate, append one line to metrics.jsonl (the training means since the last one beside it)."""
+        cfg, acc = self.cfg, self.acc
+        m = self.dist.on_main(lambda: self.task.evaluate(self.fwd, self.device, self.amp))
+        n = max(1, acc["n"])
+        rec = {"step": step, "tokens": step * cfg.tokens_per_step, "lr": lr_at(cfg, step) if step else 0.0,
+               "lambda": lambda_at(cfg, max(step, 1)),
+               "train_loss": acc["loss"] / n if acc["n"] else None,
+               "train_lm_loss": acc["lm"] / n if acc["n"] else None,
+               "train_probe_loss": acc["probe"] / acc["probe_n"] if acc["probe_n"] else None,
+               "grad_norm": acc["gnorm"] / acc["steps"] if acc["steps"] else None,
+               **optimizer_diagnostics(self.optimizer, self.spec),   # ECD's drift/turn
+               **m, "elapsed_s": round(self._elapsed(), 3)}
+        if self.main:
+            runio.append_metrics(self.run_dir, rec)
+            tqdm.write(_format_record(rec), file=sys.stderr)
+        acc.update(_new_acc())
+        if "p_ood" in m:
+            self.p_ood_history.append(m["p_ood"])
 
-        p_ood_history = self.dist.on_main(lambda: [r["p_ood"] for r in runio.read_metrics(run_dir)
-                                                   if r.get("p_ood") is not None])
-        if state is None:
-            p_ood_history += record(0)
-            checkpoint(0)
+    def _probe_learned(self) -> bool:
+        """Early stopping's rule: the last five evaluations all have p_ood >= 0.8."""
+        return len(self.p_ood_history) >= 5 and min(self.p_ood_history[-5:]) >= 0.8
 
-        model.train()
-        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (cfg.progress and main and sys.stderr.isatty()))
-        for step in range(start + 1, cfg.steps + 1):
-            self.step = step
-            lr, lam = lr_at(cfg, step), lambda_at(cfg, step)
-            if getattr(task, "resets_optimizer", None) and task.resets_optimizer(step):
-                optimizer.state.clear()        # a curriculum stage that restarts the optimizer (modadd)
-            set_lr(optimizer, lr)
-            sums = {}
+    def _checkpoint(self, step: int) -> None:
+        """Checkpoint ``step`` and the resume state that points at it (in the writer thread on a GPU)."""
+        if not self.main:
+            return
+        cfg, run_dir, model, chash = self.cfg, self.run_dir, self.model, self.chash
+        tensors = runio.checkpoint_tensors(model, cfg.ckpt_contents, cfg.ckpt_dtype)
+        runio.save_bias_stats(run_dir, step, model)       # disordered attention: <checkpoint>.attn_bias.json
+        st = {"step": step, "config_hash": chash, "optimizer": self.optimizer.state_dict(),
+              "torch_rng": torch.get_rng_state(),
+              "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+              "acc": dict(self.acc), "elapsed_s": self._elapsed()}
+        if (cfg.ckpt_contents, cfg.ckpt_dtype) != ("full", "fp32"):
+            # reduced checkpoints (trunk-only / bf16) cannot restore the run: keep its fp32 weights here
+            st["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if self.writer.enabled:                          # written later by the writer thread: snapshot now
+            st = runio.host_copy(st)
 
-            def closure() -> torch.Tensor:
-                if self.dist.enabled:       # this rank's slice of the same global batch
-                    sums.update(forward_backward_ddp(train_fwd, ddp, optimizer, lambda m: task.train_batch(step, m),
-                                                     cfg.grad_accum, lam, cfg.grad_clip, trainable, amp, self.dist,
-                                                     device))
-                    return sums["loss"] / cfg.grad_accum
-                sums.update(forward_backward(fwd, optimizer, lambda m: task.train_batch(step, m).to(device),
-                                             cfg.grad_accum, lam, cfg.grad_clip, trainable, amp))
-                return sums["loss"] / cfg.grad_accum
+        def write() -> None:     # checkpoint first, then the resume state that points at it
+            runio.write_checkpoint(run_dir, step, tensors, chash, cfg.ckpt_contents, cfg.ckpt_dtype, cfg.ckpt_shards)
+            runio.save_state(run_dir, st)
+            if cfg.keep_optimizer_states:
+                runio.atomic_write(runio.optimizer_state_path(run_dir, step), lambda tmp: torch.save(
+                    {"step": step, "config_hash": chash, "optimizer": st["optimizer"]}, tmp))
+        self.writer.submit(write)
 
-            if spec.needs_closure:
-                optimizer.step(closure)        # the optimizer evaluates the loss itself
-            else:
-                closure()
-            finite = math.isfinite(float(sums["loss"] + sums["gnorm"]))
-            if finite and not spec.needs_closure:
-                optimizer.step()
-            if not finite:
-                bar.close()
-                msg = f"non-finite loss or gradient at step {step}; the last checkpoint before it is usable"
-                writer.join()
-                if main:
-                    runio.write_status(run_dir, "diverged", step, msg)
-                    print(f"diverged: {msg}", file=sys.stderr)
-                return "diverged"
-            acc["loss"] += float(sums["loss"])
-            acc["lm"] += float(sums["lm"])
-            acc["probe"] += float(sums["probe"])
-            acc["probe_n"] += int(sums["probe_n"])
-            acc["n"] += cfg.grad_accum
-            acc["gnorm"] += float(sums["gnorm"])
-            acc["steps"] += 1
-            bar.update(1)
-            if step in eval_at:
-                p_ood_history += record(step)
-            if step in ckpt_at:
-                checkpoint(step)
-                if main:
-                    runio.write_status(run_dir, "running", step)
-            if cfg.early_stop and len(p_ood_history) >= 5 and min(p_ood_history[-5:]) >= 0.8 and step in ckpt_at:
-                bar.close()
-                writer.join()
-                if main:
-                    runio.write_status(run_dir, "completed", step, "early stop: the last 5 p_ood values are >= 0.8")
-                return "completed"
-        bar.close()
-        writer.join()
-        if main:
-            runio.write_status(run_dir, "completed", cfg.steps, f"finished {cfg.steps} steps in {elapsed():.1f} s")
-        return "completed"
+    def _finish(self, state: str, step: int, message: str) -> str:
+        """The run ends (completed or diverged): pending checkpoint writes land, then status.json says so."""
+        self.bar.close()
+        self.writer.join()
+        if self.main:
+            runio.write_status(self.run_dir, state, step, message)
+            if state == "diverged":
+                print(f"diverged: {message}", file=sys.stderr)
+        return state
 
 
 def _new_acc() -> dict:

@@ -47,9 +47,9 @@ from training.core.config import Config
 from training.core.data import LMProbeTask
 from training.core.errors import UserError
 from training.core.model import trunk_parameters
-from training.core.optim import build_optimizer, set_lr
+from training.core.optim import build_optimizer, optimizer_step, set_lr
 from training.core.scaling import reheat_defaults, scale_lr, scale_step
-from training.core.trainer import autocast_context, evaluate, forward_backward
+from training.core.trainer import autocast_context, forward_backward
 from training.geometry.gradients import noise_floor
 from training.geometry.stats import pearson
 from training.geometry.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs
@@ -111,7 +111,7 @@ def probe_eval(model: torch.nn.Module, task: LMProbeTask, device: torch.device |
                amp: Callable = contextlib.nullcontext) -> dict[str, float]:
     """p, nll and lm of one fixed probe evaluation set: training's evaluate() restricted to that set."""
     tag = {"probe_in": "in", "probe_ood": "ood"}[name]
-    m = evaluate(model, task, torch.device(device), amp, sets=(name,))
+    m = task.evaluate(model, torch.device(device), amp, sets=(name,))
     return {"p": m[f"p_{tag}"], "nll": m[f"nll_{tag}"], "lm": m[f"lm_{tag}"]}
 
 
@@ -134,23 +134,15 @@ def relax(model: torch.nn.Module, cfg: Config, task: LMProbeTask, settings: Rela
                               .generate_state(1, np.uint64)[0] & 0x7FFFFFFFFFFFFFFF))
         model.train()
         for i in range(settings.steps):
-            sums: dict = {}
-
-            def closure() -> torch.Tensor:
-                sums.update(forward_backward(
+            def gradients(i=i) -> dict:
+                return forward_backward(
                     model, optimizer, lambda m: relax_batch(task, seed, call_key, i, settings.batch_size).to(device),
-                    1, settings.lam, settings.grad_clip, params, amp))
-                return sums["loss"]
+                    1, settings.lam, settings.grad_clip, params, amp)
 
-            if spec.needs_closure:
-                optimizer.step(closure)
-            else:
-                closure()
-            if not math.isfinite(float(sums["loss"] + sums["gnorm"])):
+            sums, finite = optimizer_step(optimizer, spec, gradients)
+            if not finite:
                 diverged = True
                 break
-            if not spec.needs_closure:
-                optimizer.step()
             done += 1
             last_loss = float(sums["loss"])
     optimizer.zero_grad(set_to_none=True)
