@@ -122,7 +122,7 @@ def save(fig, path_without_ext: str | Path, formats: Iterable[str] = ("png", "pd
 
 
 def save_figure(fig, run, name: str) -> Path:
-    """Write an analysis figure as RUN/analysis/<name>.png (atomically; ``run`` an opened run or its
-    analysis directory) and close it."""
-    folder = Path(getattr(run, "analysis_dir", run))
+    """Write an analysis figure as RUN/analysis/<name>.png (atomically; ``run`` an opened run, or the folder
+    to write in) and close it."""
+    folder = Path(run.analysis_dir) if hasattr(run, "analysis_dir") else Path(run)
     return save(fig, folder / name, ("png",))[0]

@@ -20,7 +20,9 @@ Examples:
   python experiments/beta_sweep/run_study.py train --preset paper --set device=cuda
   python experiments/beta_sweep/run_study.py reheat --preset quick --beta2s 0.95 --ckpts 4000 --lrs 6e-4
 """
+import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +33,7 @@ from training.studies import beta_sweep as bs  # noqa: E402
 from training.core import runio  # noqa: E402
 from training.studies import common as studies  # noqa: E402
 from training.core.cli import run_main  # noqa: E402
+from training.core.config import Config  # noqa: E402
 from training.core.errors import UserError  # noqa: E402
 from training.core.tasks import validate  # noqa: E402
 
@@ -39,7 +42,7 @@ ANALYSIS_SCRIPT = ROOT / "analysis" / "beta_sweep" / "beta_summary.py"
 
 
 def build_parser():
-    p = studies.study_parser(__doc__)
+    p = studies.study_parser(__doc__, out_default=f"runs/{bs.STUDY}_<preset>_s<seed>")
     p.add_argument("command", choices=COMMANDS, help="what to do (see the commands below)")
     p.add_argument("--beta2s", help="β2 values of the sweep, comma-separated (default 0.99,0.95,0.90,0.80,0.0)")
     p.add_argument("--reheat-beta2s", help="β2 values to reheat (default: --beta2s if given, else 0.95,0.80)")
@@ -70,16 +73,31 @@ def main(argv: list[str] | None = None) -> int:
     lrs = bs.parse_paper_lrs(args.lrs) if args.lrs else None
     if args.n_batches < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("--n-batches and --batch-size must be at least 1")
-    steps = {"train": [train], "analyse": [analyse], "summary": [summary], "reheat": [reheat],
-             "all": [train, analyse, summary, reheat, summary]}[args.command]
-    for fn in steps:
-        fn(args, base, root, beta2s, reheat_beta2s, ckpts, lrs)
+    sweep = Sweep(args, base, root, beta2s, reheat_beta2s, ckpts, lrs)
+    stages = {"train": [train], "analyse": [analyse], "summary": [summary], "reheat": [reheat],
+              "all": [train, analyse, summary, reheat, summary]}[args.command]
+    for stage in stages:
+        stage(sweep)
     return 0
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """What every stage works from: the command line, the preset's base config, the study directory and the
+    parsed choices (None = the stage's default)."""
+    args: argparse.Namespace
+    base: Config
+    root: Path
+    beta2s: list[float] | None          # --beta2s
+    reheat_beta2s: list[float]          # --reheat-beta2s, else --beta2s, else the paper's two
+    ckpts: list[int]                    # reheating checkpoints in paper steps
+    lrs: list[float] | None             # reheating learning rates in paper values
+
+
 # ---------------------------------------------------------------------------- stages
-def train(args, base, root, beta2s, reheat_beta2s, ckpts, lrs):
-    beta2s = beta2s or list(bs.BETA2S)
+def train(sweep: Sweep):
+    args, base, root = sweep.args, sweep.base, sweep.root
+    beta2s = sweep.beta2s or list(bs.BETA2S)
     p = bs.protocol(base)
     print(f"β2 sweep at preset {base.preset}: {len(beta2s)} runs of {p['steps']} steps (warmup {p['warmup']}, "
           f"λ {base.lambda_probe:g} → {base.lambda_after:g} at step {p['lambda_step']}, eval every {p['eval_every']}, "
@@ -102,8 +120,9 @@ def selected_runs(root, beta2s):
     return runs
 
 
-def analyse(args, base, root, beta2s, reheat_beta2s, ckpts, lrs):
-    for b, d in selected_runs(root, beta2s):
+def analyse(sweep: Sweep):
+    args = sweep.args
+    for b, d in selected_runs(sweep.root, sweep.beta2s):
         state = studies.run_state(d)
         if state not in ("completed", "diverged"):
             raise UserError(f"run {d} is {state}; finish it first (run_study.py train)")
@@ -129,8 +148,9 @@ def analysis_main():
     return module.main
 
 
-def reheat(args, base, root, beta2s, reheat_beta2s, ckpts, lrs):
-    plan = bs.reheat_plan(root, reheat_beta2s, ckpts, lrs)
+def reheat(sweep: Sweep):
+    args, reheat_beta2s, ckpts = sweep.args, sweep.reheat_beta2s, sweep.ckpts
+    plan = bs.reheat_plan(sweep.root, reheat_beta2s, ckpts, sweep.lrs)
     print(f"β2 reheating grid: {len(plan)} runs (β2 {', '.join(map(bs.beta2_label, reheat_beta2s))}; "
           f"paper checkpoints {ckpts})")
     jobs = []
@@ -144,8 +164,9 @@ def reheat(args, base, root, beta2s, reheat_beta2s, ckpts, lrs):
     studies.train_runs(jobs, args.jobs, lambda msg: print(f"  {msg}"))    # failures: one line each, then an error
 
 
-def summary(args, base, root, beta2s, reheat_beta2s, ckpts, lrs):
-    runs = selected_runs(root, beta2s)
+def summary(sweep: Sweep):
+    base, root = sweep.base, sweep.root
+    runs = selected_runs(root, sweep.beta2s)
     rows = [bs.summary_row(b, d) for b, d in runs]
     reheat_rows = bs.reheat_table(runs)
     record = runio.read_json(root / "study.json", "study record") if (root / "study.json").exists() else {}

@@ -29,13 +29,9 @@ from training.studies.common import add_jobs_arg, study_parser  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = study_parser(__doc__)
-    p.set_defaults(preset="quick", seed=0)
-    for a in p._actions:
-        if a.dest == "preset":
-            a.help = "test | quick | reference (default quick)"
-        if a.dest == "seed":
-            a.help = "seed of the first run (the second attention-only run uses seed+1; default 0)"
+    p = study_parser(__doc__, scale_help=f"{' | '.join(ms.SIZES)} (default quick)", seed_default=0,
+                     seed_help="seed of the first run (the second attention-only run uses seed+1; default 0)",
+                     out_default=f"runs/{ms.STUDY}_<preset>_s<seed>")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the finished runs")
     p.add_argument("--redo-analysis", action="store_true", help="recompute every analysis even if cached")
     add_jobs_arg(p)

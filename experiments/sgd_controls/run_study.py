@@ -18,7 +18,6 @@ Examples:
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
@@ -36,7 +35,7 @@ COLORS = {"A": "tab:blue", "B": "tab:red", "C": "tab:green", "Cprime": "tab:purp
 
 
 def parse_args():
-    p = study_parser(__doc__)
+    p = study_parser(__doc__, out_default=f"runs/{sc.STUDY}_<preset>_s<seed>")
     p.add_argument("--runs", default="A,B,C,Cprime", help="which runs to train and analyse (default A,B,C,Cprime)")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
     add_jobs_arg(p)
@@ -66,11 +65,11 @@ def main() -> int:
     t0 = time.monotonic()
     result = sc.analyse(root, base, keys, progress=not args.no_progress)
     result["timings_s"] = {"train_this_invocation": timings, "analysis": round(time.monotonic() - t0, 2)}
-    out = SimpleNamespace(analysis_dir=root / "analysis")
+    out = root / "analysis"
     path = write_result(out, RESULT, result)
     plot_all(out, result)
     report(result)
-    print(f"wrote {path} and figures in {out.analysis_dir}")
+    print(f"wrote {path} and figures in {out}")
     return 0
 
 

@@ -11,11 +11,9 @@ Examples:
   python experiments/symmetry/run_study.py --optimizers ecd,adamw --arms sym,bq
   python experiments/symmetry/run_study.py --size gpu --set device=cuda --set corpus_path=data/fineweb10B
 """
-import argparse
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _paths  # noqa: E402,F401
@@ -23,25 +21,19 @@ import _paths  # noqa: E402,F401
 from training.studies import symmetry_study as ss  # noqa: E402
 from training.geometry.analysis_io import write_result  # noqa: E402
 from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import CommandParser, run_main  # noqa: E402
+from training.core.cli import run_main  # noqa: E402
 from training.core.config import parse_override  # noqa: E402
 from training.core.runio import atomic_write_text  # noqa: E402
-from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overrides, train_runs  # noqa: E402
+from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overrides, study_parser, train_runs  # noqa: E402
 
 
 def parse_args(argv=None):
-    first = __doc__.strip().split("\n\n")[0]
-    p = CommandParser(description=first, epilog=__doc__.strip()[len(first):].strip(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="cpu", help="cpu (default; minutes on a CPU) | gpu (the seed's 124M on FineWeb)")
-    p.add_argument("--seed", type=int, default=0, help="training seed of every run (default 0)")
+    p = study_parser(__doc__, scale="size", scale_default="cpu",
+                     scale_help="cpu (default; minutes on a CPU) | gpu (the seed's 124M on FineWeb)", seed_default=0,
+                     out_default="runs/symmetry_<size>_s<seed>")
     p.add_argument("--optimizers", default=",".join(ss.OPTIMIZERS), help=f"subset of {','.join(ss.OPTIMIZERS)}")
     p.add_argument("--arms", default=",".join(ss.ARMS), help="subset of sym,bq")
-    p.add_argument("--out-dir", help="study directory (default runs/symmetry_<size>_s<seed>)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field of every run (e.g. steps=100, device=cuda); repeatable")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_jobs_arg(p)
 
     args = p.parse_args(argv)
@@ -66,14 +58,14 @@ def main(argv=None) -> int:
     result = ss.analyse(root, cfgs, progress=not args.no_progress)
     wall = time.monotonic() - t_start
     result["wall_s_this_invocation"] = round(wall, 1)
-    out = SimpleNamespace(analysis_dir=root / "analysis")
+    out = root / "analysis"
     path = write_result(out, "symmetry_results", result)
     plot(out, result)
     note = " (analysis only)" if args.analyse_only else ""
     atomic_write_text(root / "report.md", ss.report_markdown(result, args.size, wall, note))
     for line in result["verdicts"]:
         print(line)
-    print(f"wrote {path}, {root / 'report.md'} and {out.analysis_dir / 'curves.png'}")
+    print(f"wrote {path}, {root / 'report.md'} and {out / 'curves.png'}")
     return 0
 
 

@@ -132,11 +132,11 @@ def open_run(run_dir: str | Path, out_dir: str | Path | None = None) -> Run:
     return Run(run_dir, out_dir)
 
 
-def write_result(run, name: str, result: dict) -> Path:
+def write_result(run: "Run | Path", name: str, result: dict) -> Path:
     """RUN/analysis/<name>.json (or the --out-dir's); an opened :class:`Run` adds ``run_state`` to the result
-    and warns once when the run is not completed. ``run`` may also be anything with an ``analysis_dir``
-    (a study's own results)."""
-    path = Path(run.analysis_dir) / f"{name}.json"
+    and warns once when the run is not completed. ``run`` may also be a folder (a study's own results):
+    then the file is <folder>/<name>.json."""
+    path = (Path(run.analysis_dir) if isinstance(run, Run) else Path(run)) / f"{name}.json"
     if isinstance(run, Run) and isinstance(result, dict):
         result = {**result, "run_state": run.state}
         run.warn_if_unfinished()

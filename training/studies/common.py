@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from training.core import runio
 from training.core.cli import CommandParser
-from training.core.config import Config, parse_override, preset
+from training.core.config import PRESETS, Config, parse_override, preset
 from training.core.errors import UserError
 from training.core.runio import read_run_config
 from training.core.scaling import (  # noqa: F401 (re-exported)
@@ -143,14 +143,22 @@ def run_state(run_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- study command lines
-def study_parser(doc: str) -> argparse.ArgumentParser:
-    """Options every study command has: the preset it scales, the seed, where it writes, overrides."""
+def study_parser(doc: str, *, scale: str = "preset", scale_default: str = "quick", scale_help: str | None = None,
+                 seed_default: int = 42, seed_help: str | None = None,
+                 out_default: str = "runs/<study>_<preset>_s<seed>") -> argparse.ArgumentParser:
+    """Options every study command has: the scale it runs at (``--preset``, or ``--size`` for a study with
+    sizes of its own), the seed, where it writes, overrides of every run's config, progress bars.
+
+    Each study states its own defaults and choices here; they are part of its help text."""
     first = (doc or "").strip().split("\n\n")[0]
     p = CommandParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
                       epilog=(doc or "").strip()[len(first):].strip() or None)
-    p.add_argument("--preset", default="quick", help="test | quick | paper (default quick)")
-    p.add_argument("--seed", type=int, default=42, help="training seed of every run (default 42, the paper's)")
-    p.add_argument("--out-dir", help="study directory (default runs/<study>_<preset>_s<seed>)")
+    p.add_argument(f"--{scale}", default=scale_default,
+                   help=scale_help or f"{' | '.join(PRESETS)} (the training presets; default {scale_default})")
+    p.add_argument("--seed", type=int, default=seed_default,
+                   help=seed_help or f"training seed of every run (default {seed_default}"
+                                     + (", the paper's)" if seed_default == 42 else ")"))
+    p.add_argument("--out-dir", help=f"study directory (default {out_default})")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every run (e.g. cache_dir=..., device=cuda); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
