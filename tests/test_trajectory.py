@@ -150,6 +150,29 @@ def test_gram_cache_is_reused_and_invalidated(traj, tmp_path):
     assert path.stat().st_mtime_ns == mtime and np.array_equal(g1.G, g2.G)
 
 
+def test_gram_cache_of_more_checkpoints_serves_a_subset_exactly(traj, tmp_path):
+    import os
+    import shutil
+    ck, steps, Theta = traj
+    cached_gram(ck)                                    # cache over every checkpoint
+    sub = tmp_path / "sub"
+    shutil.copytree(ck.run_dir, sub)                   # copy2: same mtimes, same contents, the cache with them
+    for s in steps[-3:]:
+        (sub / "checkpoints" / f"step_{s:06d}.safetensors").unlink()
+    g = cached_gram(CheckpointSet(sub), compute=False)
+    assert g is not None and g.steps == steps[:-3]
+    X = Theta[:-3] - Theta[0]
+    np.testing.assert_allclose(g.G, X @ X.T, rtol=1e-10, atol=1e-12 * np.abs(X @ X.T).max())
+    # a checkpoint replaced by other weights of the same size and mtime is not served from the cache
+    p = sub / "checkpoints" / f"step_{steps[2]:06d}.safetensors"
+    other = sub / "checkpoints" / f"step_{steps[1]:06d}.safetensors"
+    st = p.stat()
+    p.write_bytes(other.read_bytes())
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.stat().st_size == st.st_size
+    assert cached_gram(CheckpointSet(sub), compute=False) is None
+
+
 def test_missing_or_corrupt_checkpoints_are_reported(traj, tmp_path):
     from training.core.errors import UserError
     with pytest.raises(UserError, match="does not exist"):

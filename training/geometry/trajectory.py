@@ -530,29 +530,48 @@ def _gram_on_device(chunks: Iterator[np.ndarray], T: int, anchor_row: int, devic
     return G.cpu().numpy()
 
 
+def read_gram_cache(path: Path, keys: Sequence[str]) -> tuple[np.ndarray, int] | None:
+    """(G, dim) over the files keyed ``keys`` (in that order; the first is the anchor) from the cache at
+    ``path``: the cached matrix itself, or its exact sub-matrix when the cache covers more files with the
+    same anchor. None when the cache is missing, unreadable or does not cover every key (then recompute)."""
+    if not Path(path).exists():
+        return None
+    try:
+        with np.load(path) as z:
+            have = [str(k) for k in z["keys"]]
+            if not have or have[0] != keys[0] or not set(keys) <= set(have):
+                return None
+            pos = {k: i for i, k in enumerate(have)}
+            idx = [pos[k] for k in keys]
+            return z["G"][np.ix_(idx, idx)].copy(), int(z["dim"])
+    except (OSError, ValueError, KeyError):
+        return None      # unreadable (or of an older format): recomputed and replaced
+
+
+def write_gram_cache(path: Path, keys: Sequence[str], G: np.ndarray, dim: int) -> None:
+    """The Gram cache read by :func:`read_gram_cache` (written atomically; replaces what was there)."""
+    buf = io.BytesIO()
+    np.savez(buf, keys=np.asarray(list(keys)), dim=dim, G=G)
+    runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
 def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool = False,
                 max_bytes: int = DEFAULT_CHUNK_BYTES, compute: bool = True, device: str = "cpu") -> Gram | None:
-    """The Gram of all checkpoints anchored at the first, cached in RUN/analysis/gram/ (keyed by files).
+    """The Gram of all checkpoints anchored at the first, cached in RUN/analysis/gram/ (keyed by each file's
+    step and content identity, :func:`file_identity`; a cache of more checkpoints is reused exactly).
 
     With ``compute=False`` a missing or stale cache gives None instead of a computation.
     """
-    key_src = [[s, *file_identity(runio.checkpoint_path(ckpts.run_dir, s))] for s in ckpts.steps]
+    keys = [json.dumps([s, *file_identity(runio.checkpoint_path(ckpts.run_dir, s))]) for s in ckpts.steps]
     name = "trunk" if block is None else f"block{block}"
     path = runio.analysis_dir(ckpts.run_dir) / "gram" / f"{name}.npz"
-    key = json.dumps(key_src)
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                if str(z["key"]) == key:
-                    return Gram(list(z["steps"].tolist()), int(z["anchor"]), block, int(z["dim"]), z["G"].copy())
-        except (OSError, ValueError, KeyError):
-            pass      # unreadable cache: recompute and overwrite
+    hit = read_gram_cache(path, keys)
+    if hit is not None:
+        return Gram(list(ckpts.steps), ckpts.steps[0], block, hit[1], hit[0])
     if not compute:
         return None
     g = compute_gram(ckpts, block=block, max_bytes=max_bytes, progress=progress, device=device)
-    buf = io.BytesIO()
-    np.savez(buf, steps=np.asarray(g.steps), anchor=g.anchor, dim=g.dim, G=g.G, key=np.asarray(key))
-    runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    write_gram_cache(path, keys, g.G, g.dim)
     return g
 
 

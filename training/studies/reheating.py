@@ -20,7 +20,6 @@ Two halves:
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -36,7 +35,8 @@ from training.core.config import NOT_HASHED, Config
 from training.core.errors import UserError
 from training.core.runio import read_run_config
 from training.core.tasks import validate
-from training.geometry.trajectory import CheckpointFiles, Gram, compute_gram, decomposition, pca
+from training.geometry.trajectory import (CheckpointFiles, Gram, compute_gram, decomposition, pca, read_gram_cache,
+                                         write_gram_cache)
 from training.studies import common as studies
 
 REHEAT_DIR = "reheat"
@@ -248,26 +248,18 @@ def union_files(orig_dir: Path, orig_steps: Sequence[int], runs: Sequence[Reheat
 def union_gram(files, cfg: Config, cache: Path | None = None, progress: bool = False):
     """Gram of drifts from files[0] over all ``files`` (float64, one streaming pass), cached in ``cache``.
 
-    The cache is keyed by every file's (path, mtime, size, content fingerprint): a Gram of a superset of the files is reused (its
-    sub-matrix), anything else is recomputed and replaces it, so a stale value is never returned.
+    The cache is keyed by every file's (path, mtime, size, content fingerprint) (:func:`read_gram_cache`): a
+    Gram of a superset of the files is reused (its sub-matrix), anything else is recomputed and replaces it,
+    so a stale value is never returned.
     """
     ck = CheckpointFiles(files, cfg)
-    key = [json.dumps(k) for k in ck.file_key()]
-    if cache is not None and cache.exists():
-        try:
-            with np.load(cache) as z:
-                have = [str(k) for k in z["keys"]]
-                if have and have[0] == key[0] and set(key) <= set(have):
-                    pos = {k: i for i, k in enumerate(have)}
-                    idx = [pos[k] for k in key]
-                    return Gram(list(range(len(key))), 0, None, int(z["dim"]), z["G"][np.ix_(idx, idx)].copy())
-        except (OSError, ValueError, KeyError):
-            pass       # unreadable cache: recompute
+    keys = [json.dumps(k) for k in ck.file_key()]
+    hit = read_gram_cache(cache, keys) if cache is not None else None
+    if hit is not None:
+        return Gram(list(range(len(keys))), 0, None, hit[1], hit[0])
     g = compute_gram(ck, anchor=0, progress=progress)
     if cache is not None:
-        buf = io.BytesIO()
-        np.savez(buf, keys=np.asarray(key), dim=g.dim, G=g.G)
-        runio.atomic_write(cache, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+        write_gram_cache(cache, keys, g.G, g.dim)
     return g
 
 
