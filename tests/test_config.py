@@ -35,6 +35,24 @@ def test_preset_hashes_are_those_of_the_published_runs():
         {"test": "c84d412d6b101cd4", "quick": "de7088f0b3af7977", "paper": "b64abb7ddc9ec453"}
 
 
+def test_config_json_keeps_its_field_order():
+    """Config is assembled from setting groups declared by several modules; config.json lists the fields in
+    the order runs were published with (97 fields; the digest of their names joined by commas)."""
+    import dataclasses
+    import hashlib
+
+    from training.core.attention_bias import AttentionBiasSettings
+    from training.core.ecd import ECDSettings
+    from training.core.modadd import ModAddSettings
+    names = list(Config().to_dict())
+    assert len(names) == 97
+    assert hashlib.sha256(",".join(names).encode()).hexdigest()[:16] == "8b42465601501d2d"
+    assert names[:3] == ["n_layer", "d_model", "n_head"] and names[-2:] == ["out_dir", "preset"]
+    for group, first in ((ModAddSettings, "modadd_T"), (ECDSettings, "ecd_eta"), (AttentionBiasSettings, "attn_disorder")):
+        own = [f.name for f in dataclasses.fields(group)]
+        assert own[0] == first and names[names.index(first):names.index(first) + len(own)] == own
+
+
 def test_hash_ignores_location_but_not_science():
     c = preset("test")
     assert c.replace(out_dir="x", device="cpu").hash() == c.hash()

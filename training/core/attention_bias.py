@@ -14,6 +14,9 @@ forward, from a stream of its own); the run directory's files of this state are 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -30,6 +33,24 @@ def bias_spec(cfg) -> dict[str, tuple[float, float, float]]:
              "v": (cfg.attn_bv_mean, cfg.attn_bv_std_first, cfg.attn_bv_std_last)}
     which = "" if cfg.attn_disorder == "none" else cfg.attn_disorder
     return {s: table[s] for s in "qkv" if s in which}
+
+
+@dataclass
+class AttentionBiasSettings:
+    """Disordered attention: non-learned random biases added to the queries (bQ), keys (bK) and values (bV),
+    fields of :class:`training.core.config.Config` (checked by :func:`check_attention_bias`)."""
+    attn_disorder: str = "none"      # none | q | qk | qv | qkv: which of bQ, bK, bV are added
+    attn_bq_mean: float = 0.5        # bQ ~ mean + std_i * N(0, 1), std_i = linspace(first, last, head_dim)
+    attn_bq_std_first: float = 0.05
+    attn_bq_std_last: float = 0.15
+    attn_bk_mean: float = 0.3        # bK cancels in the softmax (a no-op kept for the reference's runs)
+    attn_bk_std_first: float = 0.12
+    attn_bk_std_last: float = 0.08
+    attn_bv_mean: float = 0.0
+    attn_bv_std_first: float = 0.05
+    attn_bv_std_last: float = 0.05
+    attn_bias_seed: Optional[int] = None   # seed of the bias draws; None = seed
+    attn_bias_eval: str = "mean"     # evaluation bias: mean | last (the last training draw, reference) | resample
 
 
 class AttentionBias(nn.Module):

@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from training.core.attention_bias import AttentionBiasSettings
+from training.core.ecd import ECDSettings
 from training.core.errors import UserError
+from training.core.modadd import ModAddSettings
 
 CORPORA = ("synthetic", "tinystories", "files", "fineweb")
 TOKENIZERS = ("gpt2", "bpe")
@@ -39,9 +42,14 @@ CKPT_CONTENTS = ("full", "trunk")
 CKPT_DTYPES = ("fp32", "bf16")
 
 
+# ---------------------------------------------------------------------------- the config, group by group
+# Config below is assembled from these groups. Those declared in this module are the core's settings; the
+# task-, optimizer- and attention-bias-specific ones are declared (and checked) by their own modules.
+# A dataclass collects its bases' fields from the last base to the first, so Config's bases are listed
+# in reverse: its fields, config.json and the config hash keep the order of the groups as read here.
 @dataclass
-class Config:
-    # --- model (DESIGN §5) ---
+class ModelSettings:
+    """The GPT: depth, width, heads, context, dropout, attention kernel, initialisation (docs/definitions.md)."""
     n_layer: int = 8
     d_model: int = 512
     n_head: int = 16
@@ -52,7 +60,10 @@ class Config:
     attention: str = "sdpa"          # "sdpa" for training, "math" for forward-mode / 2nd-order analyses
     init_std: float = 0.02
 
-    # --- data ---
+
+@dataclass
+class DataSettings:
+    """The corpus and its tokenizer (training/core/data.py)."""
     corpus: str = "tinystories"      # synthetic | tinystories | files
     corpus_path: str = ""            # for corpus=files: a .txt, .jsonl or .parquet file (or a directory of them)
     corpus_seed: int = 0             # synthetic corpus generation seed
@@ -64,7 +75,10 @@ class Config:
     window: str = "story"            # story: one story per window, EOS-padded; packed: contiguous token stream
     cache_dir: str = ""              # token cache; "" = <repo>/.cache
 
-    # --- probe task (reference §2) ---
+
+@dataclass
+class ProbeSettings:
+    """The key-retrieval probe embedded in the stories, and its fixed evaluation sets (training/core/data_probe.py)."""
     p_probe: float = 0.10
     n_codewords: int = 512
     codeword_seed: int = 42
@@ -74,23 +88,16 @@ class Config:
     n_probe_eval: int = 2000         # examples in each fixed probe evaluation set
     eval_seed: int = 1234            # seeds the fixed eval sets; independent of the training seed
 
-    # --- task: "lm_probe" (stories + probe, above) or "modadd" (marker modular addition, training/core/modadd.py)
-    task: str = "lm_probe"
-    modadd_T: int = 16               # body length; the model sees T tokens + a separator (seq_len must be T + 1)
-    modadd_classes: int = 8          # C: values and labels are the tokens 0..C-1
-    modadd_vocab: int = 256          # body vocabulary; the separator is token id modadd_vocab
-    modadd_marker_offset: int = 100  # the i-th marker is token marker_offset + i
-    modadd_m_min: int = 1            # marked positions per sequence: m in [m_min, m_max]
-    modadd_m_max: int = 4
-    modadd_mode: str = "reference"   # reference (label leaks through value tokens) | strict (markers needed)
-    modadd_value_distractor_p: float = 0.5   # strict mode: chance that a distractor slot holds a value token
-    modadd_schedule: str = "mixed"   # mixed (m uniform per batch) | curriculum (m = m_min..m_max in blocks)
-    modadd_stage_steps: int = 0      # curriculum stage length; 0 = steps / number of stages
-    modadd_reset_optimizer: bool = True   # curriculum: fresh optimizer state at every stage (as the reference)
-    modadd_shared_positions: bool = True  # one position set per batch (reference) or one per sequence
-    modadd_n_eval: int = 512         # fixed evaluation sequences per m (seeded by eval_seed)
 
-    # --- optimisation ---
+@dataclass
+class TaskSettings:
+    """Which task the trainer runs (the task table: training/core/tasks.py)."""
+    task: str = "lm_probe"
+
+
+@dataclass
+class OptimisationSettings:
+    """The optimizer (training/core/optim.py) and its schedule: warmup, cosine to a floor, batches, clipping."""
     optimizer: str = "adamw"
     lr: float = 1e-3
     wd: float = 0.5
@@ -105,34 +112,24 @@ class Config:
     grad_accum: int = 2
     grad_clip: float = 1.0           # global norm; 0 disables
 
-    # --- ECD / SOAP (training/core/ecd.py, training/core/optim.py): for ECD, lr is its Δt̂ and wd its coupled L2 decay
-    ecd_eta: float = 100.0           # concentration η (reference runs: 100)
-    ecd_F0: float = 2.0              # loss offset; steps with loss <= F0 are skipped (reference runs: 2)
-    ecd_nu: float = 0.0              # bounce amplitude ν (0 in every reference run)
-    ecd_projection: str = "per_tensor"   # per_tensor (the reference code) | global (conserves the Noether charge)
-    ecd_seed: Optional[int] = None   # bounce-noise seed; None = seed
+
+@dataclass
+class SOAPSettings:
+    """SOAP's one setting of its own (pytorch-optimizer's SOAP, built in training/core/optim.py)."""
     soap_precondition_frequency: int = 10
 
-    # --- disordered attention (training/core/model.py; reference modadd_ecd §B.6): non-learned random q/k/v biases
-    attn_disorder: str = "none"      # none | q | qk | qv | qkv: which of bQ, bK, bV are added
-    attn_bq_mean: float = 0.5        # bQ ~ mean + std_i * N(0, 1), std_i = linspace(first, last, head_dim)
-    attn_bq_std_first: float = 0.05
-    attn_bq_std_last: float = 0.15
-    attn_bk_mean: float = 0.3        # bK cancels in the softmax (a no-op kept for the reference's runs)
-    attn_bk_std_first: float = 0.12
-    attn_bk_std_last: float = 0.08
-    attn_bv_mean: float = 0.0
-    attn_bv_std_first: float = 0.05
-    attn_bv_std_last: float = 0.05
-    attn_bias_seed: Optional[int] = None   # seed of the bias draws; None = seed
-    attn_bias_eval: str = "mean"     # evaluation bias: mean | last (the last training draw, reference) | resample
 
-    # --- composite loss L_LM + lambda * L_probe (reference §3.5) ---
+@dataclass
+class LossSettings:
+    """The composite loss L_LM + λ·L_probe, λ stepping from lambda_probe to lambda_probe2 at lambda_step."""
     lambda_probe: float = 2.0
     lambda_probe2: Optional[float] = 4.0   # None = same as lambda_probe
     lambda_step: int = 4000
 
-    # --- evaluation and checkpoints ---
+
+@dataclass
+class EvaluationSettings:
+    """When to evaluate and checkpoint, and the evaluation sets' sizes."""
     eval_every: int = 200
     ckpt_every: int = 200
     ckpt_dense: tuple[tuple[int, int, int], ...] = ()   # extra (from, to, every) checkpoint windows
@@ -140,7 +137,10 @@ class Config:
     eval_batch_size: int = 128
     early_stop: bool = False         # stop once the last 5 p_ood values are all >= 0.8 (off by default)
 
-    # --- run ---
+
+@dataclass
+class RunSettings:
+    """Seeds, the start files of a run, checkpoint storage, where it runs and is written."""
     seed: int = 42
     data_seed: Optional[int] = None  # seeds the training data stream; None = seed
     init_from: str = ""              # start from these weights with a fresh optimizer (reheating)
@@ -159,6 +159,13 @@ class Config:
     progress: bool = True
     out_dir: str = ""
     preset: str = ""
+
+
+@dataclass
+class Config(RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
+             OptimisationSettings, ModAddSettings, TaskSettings, ProbeSettings, DataSettings, ModelSettings):
+    """Every knob of a training run: model, data, probe, task, modadd, optimisation, ECD, SOAP, attention
+    biases, loss, evaluation, run (the groups above and in training/core/modadd.py, ecd.py, attention_bias.py)."""
 
     # ------------------------------------------------------------------ derived values
     @property

@@ -29,6 +29,7 @@ noise is drawn and the bounce is skipped.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -38,6 +39,17 @@ from training.core.errors import UserError
 PROJECTIONS = ("per_tensor", "global")
 EPS_P2 = 1e-10          # below this squared speed the energy rescaling is left out (reference eps1)
 EPS_GAP = 1e-40         # F̃ − F0 must exceed this for a step to happen (reference eps2)
+
+
+@dataclass
+class ECDSettings:
+    """ECD's settings, fields of :class:`training.core.config.Config` (checked with the optimizer's, in
+    :func:`training.core.optim.check_optimizer`). For ECD, ``lr`` is its Δt̂ and ``wd`` its coupled L2 decay."""
+    ecd_eta: float = 100.0           # concentration η (reference runs: 100)
+    ecd_F0: float = 2.0              # loss offset; steps with loss <= F0 are skipped (reference runs: 2)
+    ecd_nu: float = 0.0              # bounce amplitude ν (0 in every reference run)
+    ecd_projection: str = "per_tensor"   # per_tensor (the reference code) | global (conserves the Noether charge)
+    ecd_seed: Optional[int] = None   # bounce-noise seed; None = seed
 
 
 class ECD(torch.optim.Optimizer):

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 
 from training.core.batch import Batch
-from training.core.config import preset
 from training.core.errors import UserError
 
 MODES = ("reference", "strict")
@@ -86,6 +85,25 @@ def sample_positions(rng: np.random.Generator, T: int, m: int, n: int) -> np.nda
         out[todo[ok]] = draw[ok]
         todo = todo[~ok]
     return out
+
+
+@dataclass
+class ModAddSettings:
+    """The task's settings, fields of :class:`training.core.config.Config` (``task=modadd``; checked by
+    :func:`validate_modadd`)."""
+    modadd_T: int = 16               # body length; the model sees T tokens + a separator (seq_len must be T + 1)
+    modadd_classes: int = 8          # C: values and labels are the tokens 0..C-1
+    modadd_vocab: int = 256          # body vocabulary; the separator is token id modadd_vocab
+    modadd_marker_offset: int = 100  # the i-th marker is token marker_offset + i
+    modadd_m_min: int = 1            # marked positions per sequence: m in [m_min, m_max]
+    modadd_m_max: int = 4
+    modadd_mode: str = "reference"   # reference (label leaks through value tokens) | strict (markers needed)
+    modadd_value_distractor_p: float = 0.5   # strict mode: chance that a distractor slot holds a value token
+    modadd_schedule: str = "mixed"   # mixed (m uniform per batch) | curriculum (m = m_min..m_max in blocks)
+    modadd_stage_steps: int = 0      # curriculum stage length; 0 = steps / number of stages
+    modadd_reset_optimizer: bool = True   # curriculum: fresh optimizer state at every stage (as the reference)
+    modadd_shared_positions: bool = True  # one position set per batch (reference) or one per sequence
+    modadd_n_eval: int = 512         # fixed evaluation sequences per m (seeded by eval_seed)
 
 
 @dataclass
@@ -178,13 +196,13 @@ def validate_modadd(cfg) -> None:
     need(cfg.modadd_n_eval > 0, f"modadd_n_eval must be positive (got {cfg.modadd_n_eval})")
 
 
-def modadd_config(base=None, **changes):
-    """A Config for the task: ``base`` (default: the test preset's optimisation fields) with the task switched on.
+def modadd_config(base, **changes):
+    """A Config for the task: ``base`` (e.g. ``preset("test")``, for its optimisation fields) with the task switched on.
 
     Sets task, seq_len = T + 1, a constant learning rate (no warmup, no cosine) and no clipping, as the
     reference (AdamW, constant lr, no clipping).
     """
-    cfg = base if base is not None else preset("test")
+    cfg = base
     T = changes.get("modadd_T", cfg.modadd_T)
     defaults = dict(task="modadd", seq_len=T + 1, warmup=0, lr_floor=1.0, grad_clip=0.0, grad_accum=1,
                     lambda_probe=1.0, lambda_probe2=None, lambda_step=0, p_probe=0.0, corpus="synthetic",
