@@ -62,8 +62,8 @@ def main() -> int:
     if args.k_max < 2:
         raise UserError("--k-max must be >= 2")
     run = open_run(args.run_dir, args.out_dir)
-    pairs, manifest = read_manifest(run.dir, run.steps)
     device = resolve_device(args.device)
+    pairs, manifest = read_manifest(run.dir, run.steps)
     ckpts = run.checkpoints()
     steps = select_steps(ckpts.steps, args.stride)
     progress = not args.no_progress
