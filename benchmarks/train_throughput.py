@@ -21,19 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _paths  # noqa: E402,F401
+import torch
 
-import torch  # noqa: E402
-
-from training.core.cli import CommandParser, run_main  # noqa: E402
-from training.core.config import preset  # noqa: E402
-from training.core.batch import Batch  # noqa: E402
-from training.core.data_tokenizers import GPT2_VOCAB_SIZE  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.core.optim import build_optimizer  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
-from training.core.trainer import autocast_context, build_model, forward_backward  # noqa: E402
+from training.core.batch import Batch
+from training.core.cli import CommandParser, run_main
+from training.core.config import preset
+from training.core.data_tokenizers import GPT2_VOCAB_SIZE
+from training.core.devices import resolve_device
+from training.core.errors import UserError
+from training.core.optim import build_optimizer
+from training.core.trainer import autocast_context, build_model, forward_backward
 
 # dense bf16 tensor-core peaks (TFLOP/s) of GPUs we run on
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}

@@ -36,19 +36,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _paths  # noqa: E402,F401
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from training.core.cli import CommandParser, run_main  # noqa: E402
-from training.core.config import preset  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
+from training.core.cli import CommandParser, run_main
+from training.core.config import preset
+from training.core.errors import UserError
 
 
 def write_checkpoints(run: Path, cfg, n: int, seed: int) -> int:
     import torch
     from safetensors.torch import save_file
+
     from training.core import runio
     from training.core.model import trunk_names
     d, f = cfg.d_model, cfg.d_ff

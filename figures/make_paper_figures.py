@@ -23,24 +23,19 @@ Examples:
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _paths  # noqa: E402,F401
-
-import argparse  # noqa: E402
-
-from training.core.cli import CommandParser, run_main  # noqa: E402
-
 # The implementation lives in figures/paperlib/; this file is the command. The names below are also what
 # figures/make_report.py and tests/test_figures.py use as ``make_paper_figures.<name>``.
-from figures.paperlib.formatting import fmt, macro_name  # noqa: E402,F401
-from figures.paperlib.inputs import RUN_INPUTS, STUDY_INPUTS, load_inputs  # noqa: E402,F401
-from figures.paperlib.numbers import Numbers, numbers_switching  # noqa: E402,F401
-from figures.paperlib.outputs import Result, generate  # noqa: E402,F401
-from figures.paperlib.plots import FIGURES  # noqa: E402,F401
-from figures.paperlib.tables import Cell, Col, Table, table_switching  # noqa: E402,F401
+from figures.paperlib.formatting import fmt, macro_name  # noqa: F401
+from figures.paperlib.inputs import RUN_INPUTS, STUDY_INPUTS, load_inputs  # noqa: F401
+from figures.paperlib.numbers import Numbers, numbers_switching  # noqa: F401
+from figures.paperlib.outputs import Result, generate  # noqa: F401
+from figures.paperlib.plots import FIGURES  # noqa: F401
+from figures.paperlib.tables import Cell, Col, Table, table_switching  # noqa: F401
+from training.core.cli import CommandParser, run_main
 
 
 def parser() -> argparse.ArgumentParser:

@@ -14,19 +14,14 @@ Examples:
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _paths  # noqa: E402,F401
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-
-from training.core import runio  # noqa: E402
-from training.core.cli import CommandParser, run_main  # noqa: E402
-
-from figures import make_paper_figures as mpf  # noqa: E402
+from figures import make_paper_figures as mpf
+from training.core import runio
+from training.core.cli import CommandParser, run_main
 
 FIGURE_CAPTIONS = {
     "fig1_backbone": ("Figure 1 — backbone–residual decomposition",

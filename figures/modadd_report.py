@@ -1,17 +1,13 @@
 """Figures and the markdown report of the modular-addition study (from the study's JSON results only)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from figures.style import figure as _fig  # noqa: E402
-from figures.style import save as _save_all  # noqa: E402
-from training.core import runio  # noqa: E402
+from figures.style import figure as _fig
+from figures.style import save as _save_all
+from training.core import runio
 
 ROLE_LABEL = {"attn": "attention-only", "attn_seed2": "attention-only (2nd seed)", "mlp": "standard (attn + MLP)",
               "strict": "attention-only, strict data", "curriculum": "attention-only, curriculum"}

@@ -7,14 +7,10 @@ image behind. matplotlib runs with the non-interactive Agg backend.
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 from typing import Iterable
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.core import runio  # noqa: E402
+from training.core import runio
 
 # One column of a two-column paper is ~3.3 in; a full-width figure ~6.8 in.
 PANEL_WIDTH = 3.4

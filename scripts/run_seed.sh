@@ -20,6 +20,8 @@ die() { echo "error: $*" >&2; exit 2; }
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
+# Scripts import `training` from this checkout, also with an interpreter that has not installed it (make install)
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 [ $# -ge 1 ] || { usage >&2; die "missing SEED (an integer)"; }
 case "$1" in -h|--help) usage; exit 0 ;; esac

@@ -19,6 +19,8 @@ die() { echo "error: $*" >&2; exit 2; }
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
+# Scripts import `training` from this checkout, also with an interpreter that has not installed it (make install)
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 SEEDS="137,271,314"; PRESET=quick; FALLBACK=0; EXTRA=(); SCOUT_ROOT=runs; PIPE=()
 while [ $# -gt 0 ]; do
@@ -39,7 +41,7 @@ cd "$ROOT"
 # The scout's length and evaluation cadence: the paper's 2000 and 100 steps at this preset's scale.
 read -r SCOUT_STEPS SCOUT_EVERY SCOUT_WARMUP < <("$PY" - "$PRESET" <<'EOF'
 import sys
-import _paths  # noqa: F401
+
 from training.core.config import preset
 from training.studies.common import scale_step
 cfg = preset(sys.argv[1])

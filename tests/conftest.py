@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The suite tests this checkout: the scripts it runs as subprocesses import `training` from ROOT even where
+# the environment's editable install (`make install`) points at another checkout. In-process imports get ROOT
+# from `pythonpath` in pyproject.toml.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 # GPT-2's pre-tokenisation pattern (public in the GPT-2 paper's code); used to build a small tiktoken
 # encoding so that the tiktoken code path is tested offline.

@@ -11,8 +11,8 @@ from conftest import ROOT
 from training.core import data as data_mod
 from training.core.config import preset
 from training.core.data import _read_documents, load_corpus, token_cache
-from training.core.tasks import prepare_task
 from training.core.errors import UserError
+from training.core.tasks import prepare_task
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_corrupt_token_cache_is_reported(cfg):
 def test_tinystories_offline_gives_one_sentence(tmp_path):
     if data_mod._hub_reachable():
         pytest.skip("the Hugging Face hub is reachable from here")
-    code = ("import sys; sys.path.insert(0, '.'); from training.core.cli import run_main; from training.core.config import preset;"
+    code = ("import sys; from training.core.cli import run_main; from training.core.config import preset;"
             "from training.core.data import load_corpus;"
             "sys.exit(run_main(lambda: load_corpus(preset('paper').replace(n_train_docs=5, n_val_docs=5))))")
     env = {"HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}

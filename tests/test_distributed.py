@@ -29,7 +29,7 @@ ATOL = 2e-6          # weights: |w| ~ 0.02-1, 20 AdamW steps; observed differenc
 # joining again within one torchrun launch is not something a user does, and can hang.
 JOB = """
 import sys
-sys.path.insert(0, {root!r})
+
 from training.core import distributed
 from training import pilot
 dist = distributed.from_env("cpu")
@@ -89,7 +89,7 @@ def runs(tmp_path_factory):
     rewind(single, rewound, 10)
     ddp = base / "ddp"
     job = base / "job.py"
-    job.write_text(JOB.format(root=str(ROOT)))
+    job.write_text(JOB)
     fresh = ["--preset", "test", "--out-dir", str(ddp), "--no-progress", "--set", "device=cpu",
              "--set", f"cache_dir={cache}", "--set", "keep_optimizer_states=true"]
     resume = ["--resume", "--out-dir", str(rewound), "--device", "cpu", "--no-progress"]
@@ -162,6 +162,7 @@ def test_rank_slices_sum_to_the_single_process_gradient(lam):
     """The per-rank loss normalisation, checked in one process: (g_rank0 + g_rank1) / 2 (what DDP's averaging
     gives) equals the single-process gradient, and the summed statistics equal the single-process sums."""
     import contextlib
+
     from training.core.batch import Batch
     from training.core.distributed import forward_backward_ddp
     from training.core.model import GPT

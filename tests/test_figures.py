@@ -19,9 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_script
-
-sys.path.insert(0, str(ROOT))
-from figures import make_paper_figures as mpf  # noqa: E402
+from figures import make_paper_figures as mpf
 
 FIGS = ["fig1_backbone", "fig2_alignment", "fig3_fisher", "fig4_reheating"]
 TABLES = ["table2_pc1", "table3_update_alignment", "table4_sign_flip", "table5_block_bias", "table_gradient_alignment",

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from conftest import ROOT
-from training.studies import parallel
 from training.core.errors import UserError
+from training.studies import parallel
 
 
 def square_and_threads(x):
@@ -94,7 +94,7 @@ def test_children_die_with_a_killed_parent(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
         import os, sys, time
-        sys.path.insert(0, {str(ROOT)!r})
+
         from training.studies import parallel
         import child_mod
         if __name__ == "__main__":            # spawned children import this file again

@@ -26,7 +26,7 @@ KILL_AT = 4          # C' is killed (os._exit, no clean-up) right after its step
 # A wrapper that runs the study exactly as the command line does, but dies hard in the middle of run C'.
 KILLER = """
 import os, runpy, sys
-sys.path.insert(0, {root!r})
+
 from training.core import runio
 save_state = runio.save_state
 def dying_save_state(run_dir, state):
@@ -85,7 +85,7 @@ def done(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "cache"          # the session's shared token cache
     root = base / "study"
     killer = base / "killer.py"
-    killer.write_text(KILLER.format(root=str(ROOT), kill=KILL_AT, script=str(ROOT / SCRIPT)))
+    killer.write_text(KILLER.format(kill=KILL_AT, script=str(ROOT / SCRIPT)))
     p = study(root, cache, "--jobs", "1", wrapper=killer)    # in one process: the wrapper's kill must apply
     assert p.returncode == 137, p.stderr[-2000:]
     status = json.loads((root / DIRS["Cprime"] / "status.json").read_text())
@@ -106,6 +106,7 @@ def done(tmp_path_factory):
 def test_resumed_run_equals_uninterrupted(done):
     """C' trained without interruption (in this process, one thread as the study's subprocess) is the same run."""
     import torch
+
     from training.studies import sgd_controls as sc
     from training.studies.common import ensure_run
     ref = done["base"] / "reference"
@@ -278,6 +279,7 @@ def test_diverged_and_motionless_runs_do_not_stop_the_analysis(done, tmp_path):
     """B made to look diverged at step 3 (later checkpoints and evaluations gone), C given a checkpoint equal
     to the window start (a zero drift row): the analysis reports them with reasons and goes on."""
     import shutil
+
     from training.studies import sgd_controls as sc
     root = tmp_path / "study"
     shutil.copytree(done["root"], root)

@@ -25,12 +25,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _paths  # noqa: E402,F401
-from training.core.cli import CommandParser, run_main  # noqa: E402
-from training.core.config import Config, parse_override, preset  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.core.tasks import validate  # noqa: E402
+from training.core.cli import CommandParser, run_main
+from training.core.config import Config, parse_override, preset
+from training.core.errors import UserError
+from training.core.tasks import validate
 
 # flag -> config field, for the flags that map one to one
 FLAG_FIELDS = {

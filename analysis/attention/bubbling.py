@@ -9,21 +9,17 @@ Example:
   python analysis/attention/bubbling.py --run-dir runs/modadd_quick_s0/attn_ref_s0
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import run_main
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
 
 
 def main() -> int:
     p = analysis_parser(__doc__)
     p.add_argument("--probe-n", type=int, default=128, help="probe sequences per m (default 128)")
     args = p.parse_args()
-    from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_attention
+    from training.studies import modadd_analysis as ma
     run = open_run(args.run_dir, args.out_dir)
     res = ma.attention(run.dir, probe_n=args.probe_n, progress=not args.no_progress)
     path = write_result(run, "modadd_attention", res)

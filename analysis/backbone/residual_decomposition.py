@@ -24,23 +24,27 @@ Examples::
         --n-checkpoints 0 --device cuda        # paper scale: every checkpoint
 """
 import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import time
 
-import time  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from figures.style import figure, save_figure  # noqa: E402
-from training.geometry.analysis_io import Run, add_gradient_sampling_args, analysis_parser, open_run, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.geometry.gradients import (PARTS, alignment_stats, block_slices, choose_steps, cumulative_bias,  # noqa: E402
-                                minibatch_gradients, noise_floor, signed_block_bias)
-from training.core.optim import lambda_at  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
-from training.geometry.trajectory import cached_gram, pca  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.devices import resolve_device
+from training.core.errors import UserError
+from training.core.optim import lambda_at
+from training.geometry.analysis_io import Run, add_gradient_sampling_args, analysis_parser, open_run, write_result
+from training.geometry.gradients import (
+    PARTS,
+    alignment_stats,
+    block_slices,
+    choose_steps,
+    cumulative_bias,
+    minibatch_gradients,
+    noise_floor,
+    signed_block_bias,
+)
+from training.geometry.trajectory import cached_gram, pca
 
 
 def build_parser():

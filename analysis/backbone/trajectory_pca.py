@@ -17,19 +17,22 @@ Example:  python analysis/backbone/trajectory_pca.py --run-dir runs/quick
           python analysis/backbone/trajectory_pca.py --run-dir runs/paper --sketch 1024
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.geometry.sketch import compute_sketch, measured_error, pca_bounds  # noqa: E402
-from training.geometry.trajectory import (cached_gram, decomposition, increment_norms, pca, random_walk_null,  # noqa: E402
-                                 rolling_pc1, select_steps)
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.devices import resolve_device
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.sketch import compute_sketch, measured_error, pca_bounds
+from training.geometry.trajectory import (
+    cached_gram,
+    decomposition,
+    increment_norms,
+    pca,
+    random_walk_null,
+    rolling_pc1,
+    select_steps,
+)
 
 
 def analyse(gram, steps, ref, args, null_seed):

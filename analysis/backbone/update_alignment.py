@@ -9,18 +9,14 @@ Output: RUN/analysis/update_alignment.json and .png.
 Example:  python analysis/backbone/update_alignment.py --run-dir runs/quick --stride 40
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.geometry.gradients import noise_floor  # noqa: E402
-from training.geometry.trajectory import cached_gram, pca, select_steps, sign_flip_step, update_alignment  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.gradients import noise_floor
+from training.geometry.trajectory import cached_gram, pca, select_steps, sign_flip_step, update_alignment
 
 
 def curve(gram, steps):

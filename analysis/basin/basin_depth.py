@@ -40,23 +40,32 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from training.core import runio  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result  # noqa: E402
-from training.geometry.basin import (PAPER_SIGMAS, SMALL_MODEL_SIGMAS, default_sigmas, depth_summary,  # noqa: E402
-                            drift_table, p_ood_series, pair_steps, perturb_trunk, perturbation_seed, relax,
-                            relax_defaults, resolve_pairs, sigma_half)
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
-from training.geometry.trajectory import cached_gram  # noqa: E402
+from figures.style import figure, save_figure
+from training.core import runio
+from training.core.cli import run_main
+from training.core.devices import resolve_device
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result
+from training.geometry.basin import (
+    PAPER_SIGMAS,
+    SMALL_MODEL_SIGMAS,
+    default_sigmas,
+    depth_summary,
+    drift_table,
+    p_ood_series,
+    pair_steps,
+    perturb_trunk,
+    perturbation_seed,
+    relax,
+    relax_defaults,
+    resolve_pairs,
+    sigma_half,
+)
+from training.geometry.trajectory import cached_gram
 
 PROGRESS = "basin_depth_progress.json"
 

@@ -21,20 +21,16 @@ Example:  python analysis/basin/basin_tests.py --run-dir runs/quick
           python analysis/basin/basin_tests.py --run-dir runs/quick --pairs 340:280,460:360
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.geometry.basin import p_ood_series, resolve_pairs, switch_alignment  # noqa: E402
-from training.geometry.stats import pearson  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.geometry.trajectory import cached_gram  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.basin import p_ood_series, resolve_pairs, switch_alignment
+from training.geometry.stats import pearson
+from training.geometry.trajectory import cached_gram
 
 SERIES = ("p_ood", "p_in", "nll_ood", "lm_ood")
 

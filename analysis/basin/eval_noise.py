@@ -13,20 +13,16 @@ Output: RUN/analysis/eval_noise.json and .png.
 Example:  python analysis/basin/eval_noise.py --run-dir runs/quick --steps 360,480,720
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from figures.style import figure, save_figure  # noqa: E402
-from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.geometry.switching import bootstrap_std, probe_readout  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.devices import resolve_device
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result
+from training.geometry.switching import bootstrap_std, probe_readout
 
 
 def main() -> int:

@@ -23,19 +23,15 @@ Output: RUN/analysis/manifold_dim.json and manifold_dim.png.
 Example:  python analysis/basin/manifold_dim.py --run-dir runs/quick
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.geometry.basin import manifold_dimension, null_window, p_ood_series, resolve_pairs  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.geometry.trajectory import cached_gram  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.basin import manifold_dimension, null_window, p_ood_series, resolve_pairs
+from training.geometry.trajectory import cached_gram
 
 
 def main() -> int:

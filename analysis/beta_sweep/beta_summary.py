@@ -16,17 +16,13 @@ Output: RUN/analysis/beta_metrics.json and .png.
 Example:  python analysis/beta_sweep/beta_summary.py --run-dir runs/beta_sweep_quick_s42/b2_0.95
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.studies.beta_sweep import DEFAULT_INTERFERENCE_BATCHES, analyse_run, beta2_label  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.devices import resolve_device
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.studies.beta_sweep import DEFAULT_INTERFERENCE_BATCHES, analyse_run, beta2_label
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,14 +9,10 @@ Example:
   python analysis/commutator/commutators.py --run-dir runs/modadd_quick_s0/attn_ref_s0 --samples 9
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
+from training.core.cli import run_main
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
 
 
 def main() -> int:
@@ -30,8 +26,8 @@ def main() -> int:
     args = p.parse_args()
     if args.eta <= 0 or args.samples < 1 or args.n_checkpoints < 1:
         raise UserError("--eta, --samples and --n-checkpoints must be positive")
-    from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_commutators
+    from training.studies import modadd_analysis as ma
     run = open_run(args.run_dir, args.out_dir)
     res = ma.commutators(run.dir, n_checkpoints=args.n_checkpoints, samples=args.samples, eta=args.eta,
                          pcs_per_block=args.pcs_per_block, backbone_k=args.backbone_k, n_mc=args.mc, seed=args.seed,

@@ -17,19 +17,15 @@ Examples::
     python analysis/fisher/fisher_analysis.py --run-dir runs/quick --steps 100,400,600
 """
 import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import time
 
-import time  # noqa: E402
-
-from figures.style import figure, save_figure  # noqa: E402
-from training.geometry.analysis_io import add_gradient_sampling_args, analysis_parser, open_run, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.geometry.fisher import fisher_spectrum  # noqa: E402
-from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
-from training.core.optim import lambda_at  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.devices import resolve_device
+from training.core.optim import lambda_at
+from training.geometry.analysis_io import add_gradient_sampling_args, analysis_parser, open_run, write_result
+from training.geometry.fisher import fisher_spectrum
+from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients
 
 
 def build_parser():

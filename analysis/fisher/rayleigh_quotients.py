@@ -23,27 +23,29 @@ Examples::
         --n-random 10 --n-checkpoints 10 --device cuda
 """
 import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import time
 
-import time  # noqa: E402
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from figures.style import figure, save_figure  # noqa: E402
-from training.geometry.analysis_io import Run, add_gradient_sampling_args, analysis_parser, open_run, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.geometry.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap,  # noqa: E402
-                             rayleigh, rayleigh_jvp, top_eigenvectors)
-from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients  # noqa: E402
-from training.core import runio  # noqa: E402
-from training.core.optim import lambda_at  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
-from training.geometry.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs  # noqa: E402
-from training.geometry.trajectory import CheckpointSet, Gram, cached_gram, cos_span, pca  # noqa: E402
-
+from figures.style import figure, save_figure
+from training.core import runio
+from training.core.cli import run_main
+from training.core.devices import resolve_device
+from training.core.optim import lambda_at
+from training.geometry.analysis_io import Run, add_gradient_sampling_args, analysis_parser, open_run, write_result
+from training.geometry.fisher import (
+    anisotropy_ratio,
+    fisher_spectrum,
+    orthogonal_random_directions,
+    overlap,
+    rayleigh,
+    rayleigh_jvp,
+    top_eigenvectors,
+)
+from training.geometry.gradients import PARTS, choose_steps, minibatch_gradients
+from training.geometry.switching import MANIFEST, SwitchPair, read_manifest, switch_coeffs
+from training.geometry.trajectory import CheckpointSet, Gram, cached_gram, cos_span, pca
 
 
 def build_parser():

@@ -7,19 +7,15 @@ Example:
   python analysis/modadd/curriculum.py --run-dir runs/modadd_quick_s0/attn_curr_s0
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import run_main
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
 
 
 def main() -> int:
     args = analysis_parser(__doc__).parse_args()
-    from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_curriculum
+    from training.studies import modadd_analysis as ma
     run = open_run(args.run_dir, args.out_dir)
     res = ma.curriculum(run.dir)
     path = write_result(run, "modadd_curriculum", res)

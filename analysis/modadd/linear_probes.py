@@ -13,14 +13,10 @@ Example:
   python analysis/modadd/linear_probes.py --run-dir runs/modadd_quick_s0/attn_ref_s0
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
+from training.core.cli import run_main
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
 
 NAME = "modadd_linear_probes"
 
@@ -34,8 +30,8 @@ def main() -> int:
     args = p.parse_args()
     if args.l2 is not None and args.l2 <= 0:
         raise UserError(f"--l2 must be positive (got {args.l2})")
-    from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_linear_probes
+    from training.studies import modadd_analysis as ma
     run = open_run(args.run_dir, args.out_dir)
     res = ma.linear_probes(run.dir, step=args.step, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                            l2=args.l2)

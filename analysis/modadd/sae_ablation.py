@@ -8,13 +8,9 @@ Example:
   python analysis/modadd/sae_ablation.py --run-dir runs/modadd_quick_s0/attn_ref_s0 --steps 160,640,1440
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import run_main
+from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result
 
 
 def main() -> int:
@@ -24,8 +20,8 @@ def main() -> int:
     p.add_argument("--sae-steps", type=int, default=1500, help="SAE training steps (default 1500)")
     p.add_argument("--n-ablate", type=int, default=6, help="latents zeroed (default 6, the reference's)")
     args = p.parse_args()
-    from training.studies import modadd_analysis as ma
     from figures.modadd_report import plot_sae
+    from training.studies import modadd_analysis as ma
     run = open_run(args.run_dir, args.out_dir)
     steps = parse_step_list(args.steps, run.steps) if args.steps else None
     res = ma.sae_ablation(run.dir, steps=steps, layer=args.layer, sae_steps=args.sae_steps, n_ablate=args.n_ablate,

@@ -7,13 +7,9 @@ Example:
   python analysis/modadd/subspace_alignment.py --run-dir STUDY/attn_ref_s0 --other-run STUDY/attn_ref_s1
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
+from training.core.cli import run_main
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
 
 
 def main() -> int:

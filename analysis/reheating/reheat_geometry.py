@@ -15,16 +15,12 @@ Output: RUN/analysis/reheating.json and reheating.png.
 Example:  python analysis/reheating/reheat_geometry.py --run-dir runs/quick
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.studies import reheating  # noqa: E402
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.studies import reheating
 
 
 def main() -> int:

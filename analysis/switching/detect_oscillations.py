@@ -13,18 +13,21 @@ Output: RUN/oscillation_manifest.json and RUN/analysis/detect_oscillations.png.
 Example:  python analysis/switching/detect_oscillations.py --run-dir runs/quick
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.core import runio  # noqa: E402
-from training.geometry.analysis_io import analysis_parser, open_run  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.geometry.switching import (DEFAULT_PROMINENCE, MANIFEST, NOISE_MULTIPLIER, PAIRING_RULE,  # noqa: E402
-                                detect_oscillations, manifest_dict, noise_prominence)
+from figures.style import figure, save_figure
+from training.core import runio
+from training.core.cli import run_main
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run
+from training.geometry.switching import (
+    DEFAULT_PROMINENCE,
+    MANIFEST,
+    NOISE_MULTIPLIER,
+    PAIRING_RULE,
+    detect_oscillations,
+    manifest_dict,
+    noise_prominence,
+)
 
 
 def choose_prominence(args, run) -> tuple[float, dict]:

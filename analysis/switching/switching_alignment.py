@@ -17,21 +17,17 @@ Output: RUN/analysis/switching_alignment.json and .png.
 Example:  python analysis/switching/switching_alignment.py --run-dir runs/quick
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.geometry.switching import probe_readout, read_manifest, switching_geometry  # noqa: E402
-from training.core.devices import resolve_device  # noqa: E402
-from training.geometry.trajectory import cached_gram, pca, select_steps  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.devices import resolve_device
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.switching import probe_readout, read_manifest, switching_geometry
+from training.geometry.trajectory import cached_gram, pca, select_steps
 
 
 def logit_lens(run, pairs, device, progress: bool) -> dict:

@@ -17,15 +17,12 @@ Examples::
     python analysis/symmetry/bq_alignment.py --run-dir runs/symmetry_cpu_s0/adamw_sym --step 200   # the null
 """
 import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
 
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.studies.symmetry_study import alignment  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.errors import UserError
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.studies.symmetry_study import alignment
 
 
 def main() -> int:

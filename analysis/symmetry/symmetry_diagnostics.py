@@ -18,15 +18,12 @@ Examples::
     python analysis/symmetry/symmetry_diagnostics.py --run-dir runs/symmetry_cpu_s0/ecd_sym
 """
 import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
 
-from training.geometry.analysis_io import analysis_parser, open_run, write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.geometry.symmetry import symmetry_trajectory  # noqa: E402
-from training.studies.symmetry_study import velocity_charge  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.symmetry import symmetry_trajectory
+from training.studies.symmetry_study import velocity_charge
 
 
 def main() -> int:

@@ -25,17 +25,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-import _paths  # noqa: E402,F401
+from training.core import runio
+from training.core.cli import run_main
+from training.core.config import Config
+from training.core.errors import UserError
+from training.core.tasks import validate
+from training.studies import beta_sweep as bs
+from training.studies import common as studies
 
-from training.studies import beta_sweep as bs  # noqa: E402
-from training.core import runio  # noqa: E402
-from training.studies import common as studies  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.config import Config  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.core.tasks import validate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 COMMANDS = ("train", "analyse", "summary", "reheat", "all")
 ANALYSIS_SCRIPT = ROOT / "analysis" / "beta_sweep" / "beta_summary.py"

@@ -6,12 +6,9 @@ Example:
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.core.cli import CommandParser, run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.core.runio import read_json  # noqa: E402
+from training.core.cli import CommandParser, run_main
+from training.core.errors import UserError
+from training.core.runio import read_json
 
 
 def main() -> int:

@@ -17,15 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.studies import modadd_study as ms  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.config import parse_override  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.core.runio import atomic_write_json  # noqa: E402
-from training.studies.common import add_jobs_arg, study_parser  # noqa: E402
+from training.core.cli import run_main
+from training.core.config import parse_override
+from training.core.errors import UserError
+from training.core.runio import atomic_write_json
+from training.studies import modadd_study as ms
+from training.studies.common import add_jobs_arg, study_parser
 
 
 def parse_args(argv=None):

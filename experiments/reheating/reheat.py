@@ -18,17 +18,14 @@ Example:  python experiments/reheating/reheat.py --run-dir runs/quick --moments 
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.studies import reheating, common as studies  # noqa: E402
-from training.core import runio  # noqa: E402
-from training.geometry.analysis_io import open_run  # noqa: E402
-from training.core.cli import CommandParser, run_main  # noqa: E402
-from training.core.config import parse_override  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
+from training.core import runio
+from training.core.cli import CommandParser, run_main
+from training.core.config import parse_override
+from training.core.errors import UserError
+from training.geometry.analysis_io import open_run
+from training.studies import common as studies
+from training.studies import reheating
 
 
 def main() -> int:

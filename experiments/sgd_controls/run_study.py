@@ -17,18 +17,21 @@ Examples:
 """
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.studies import sgd_controls as sc  # noqa: E402
-from training.geometry.analysis_io import write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.config import parse_override  # noqa: E402
-from training.studies.common import (RunJob, add_jobs_arg, refuse_protocol_overrides, study_base_config, study_dir,  # noqa: E402
-                              study_parser, train_runs)
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.config import parse_override
+from training.geometry.analysis_io import write_result
+from training.studies import sgd_controls as sc
+from training.studies.common import (
+    RunJob,
+    add_jobs_arg,
+    refuse_protocol_overrides,
+    study_base_config,
+    study_dir,
+    study_parser,
+    train_runs,
+)
 
 RESULT = "sgd_control_results"
 COLORS = {"A": "tab:blue", "B": "tab:red", "C": "tab:green", "Cprime": "tab:purple"}

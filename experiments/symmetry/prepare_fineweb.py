@@ -17,14 +17,11 @@ import socket
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from training.core.cli import CommandParser, run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.core.fineweb import write_shard  # noqa: E402
+from training.core.cli import CommandParser, run_main
+from training.core.errors import UserError
+from training.core.fineweb import write_shard
 
 
 def parse_args(argv=None):

@@ -15,16 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import _paths  # noqa: E402,F401
-
-from training.studies import symmetry_study as ss  # noqa: E402
-from training.geometry.analysis_io import write_result  # noqa: E402
-from figures.style import figure, save_figure  # noqa: E402
-from training.core.cli import run_main  # noqa: E402
-from training.core.config import parse_override  # noqa: E402
-from training.core.runio import atomic_write_text  # noqa: E402
-from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overrides, study_parser, train_runs  # noqa: E402
+from figures.style import figure, save_figure
+from training.core.cli import run_main
+from training.core.config import parse_override
+from training.core.runio import atomic_write_text
+from training.geometry.analysis_io import write_result
+from training.studies import symmetry_study as ss
+from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overrides, study_parser, train_runs
 
 
 def parse_args(argv=None):
