@@ -30,7 +30,7 @@ from pathlib import Path
 # The implementation lives in figures/paperlib/; this file is the command. The names below are also what
 # figures/make_report.py and tests/test_figures.py use as ``make_paper_figures.<name>``.
 from figures.paperlib.formatting import fmt, macro_name  # noqa: F401
-from figures.paperlib.inputs import RUN_INPUTS, STUDY_INPUTS, load_inputs  # noqa: F401
+from figures.paperlib.inputs import RUN_INPUTS, STUDY_INPUTS, load_inputs, use_out_dir  # noqa: F401
 from figures.paperlib.numbers import Numbers, numbers_switching  # noqa: F401
 from figures.paperlib.outputs import Result, generate  # noqa: F401
 from figures.paperlib.plots import FIGURES  # noqa: F401
@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p = CommandParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.strip()[len(first):].strip())
     add_input_args(p)
-    p.add_argument("--out", help="output folder (default RUN/figures)")
+    p.add_argument("--out", help="output folder (default RUN/figures, or DIR/figures with --out-dir)")
     p.add_argument("--paper-dir", help="also write numbers.tex, tables/*.tex and figures/*.pdf here (e.g. paper/generated)")
     p.add_argument("--strict", action="store_true", help="a missing input is an error instead of a skipped figure/table")
     return p
@@ -56,12 +56,15 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-incomplete", action="store_true", help="draw a run that has not finished training")
     p.add_argument("--seed", type=int, default=0, help="unused: nothing here is random (accepted for uniformity)")
     p.add_argument("--no-progress", action="store_true", help="accepted for uniformity (nothing here is long)")
+    p.add_argument("--out-dir", help="read the run's analyses from DIR and write there instead of into the run "
+                                     "(the --out-dir its analyses were given, e.g. for a read-only run)")
 
 
 def main() -> int:
     args = parser().parse_args()
+    base = use_out_dir(args.run_dir, args.out_dir)
     inp = load_inputs(args.run_dir, args.sgd_dir, args.beta_dir, args.allow_incomplete)
-    out = Path(args.out) if args.out else inp.run_dir / "figures"
+    out = Path(args.out) if args.out else (base or inp.run_dir) / "figures"
     res = generate(inp, out, Path(args.paper_dir) if args.paper_dir else None, args.strict)
     written = sum(1 for f in res.figures.values() if f["status"] == "written")
     print(f"{written} of {len(FIGURES)} figures, {len(res.tables)} tables; {len(res.skipped)} skipped")

@@ -121,11 +121,12 @@ def report_text(res: mpf.Result, report_path: Path) -> str:
     for key in TABLE_ORDER:
         if key in res.tables:
             out += [res.tables[key].to_md()]
-    pngs = [(n, d) for n, d in ANALYSIS_PNGS if (inp.run_dir / "analysis" / f"{n}.png").exists()]
+    analysis = runio.analysis_dir(inp.run_dir)
+    pngs = [(n, d) for n, d in ANALYSIS_PNGS if (analysis / f"{n}.png").exists()]
     if pngs:
         out += ["## Figures of the analysis scripts", ""]
         for n, d in pngs:
-            out += [f"### {d}", "", f"![{n}]({rel(inp.run_dir / 'analysis' / (n + '.png'), base)})", ""]
+            out += [f"### {d}", "", f"![{n}]({rel(analysis / (n + '.png'), base)})", ""]
 
     for n, d in inp.study_dirs.items():
         figs = sorted((d / "analysis").glob("*.png"))
@@ -155,16 +156,17 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.strip().split("\n\n", 1)[1])
     mpf.add_input_args(p)
-    p.add_argument("--out", help="folder of the figures and tables (default RUN/figures)")
-    p.add_argument("--report", help="the report file (default RUN/report.md)")
+    p.add_argument("--out", help="folder of the figures and tables (default RUN/figures, or DIR/figures with --out-dir)")
+    p.add_argument("--report", help="the report file (default RUN/report.md, or DIR/report.md with --out-dir)")
     p.add_argument("--reuse-figures", action="store_true",
                    help="embed the figures and tables make_paper_figures.py already wrote into OUT instead of "
                         "drawing them again")
     args = p.parse_args()
+    base = mpf.use_out_dir(args.run_dir, args.out_dir)
     inp = mpf.load_inputs(args.run_dir, args.sgd_dir, args.beta_dir, args.allow_incomplete)
-    out = Path(args.out) if args.out else inp.run_dir / "figures"
+    out = Path(args.out) if args.out else (base or inp.run_dir) / "figures"
     res = mpf.generate(inp, out, draw=not args.reuse_figures)
-    path = Path(args.report) if args.report else inp.run_dir / "report.md"
+    path = Path(args.report) if args.report else (base or inp.run_dir) / "report.md"
     runio.atomic_write_text(path, report_text(res, path))
     print(f"wrote {path}")
     return 0

@@ -336,3 +336,89 @@ def test_analysis_of_unfinished_run_warns_and_records(capsys, run_copy, state):
     assert len(warnings) == 1, out + err
     results = [json.loads(p.read_text()) for p in out_dir.rglob("*.json")]
     assert results and all(json.dumps(r).count(state) >= 1 for r in results)
+
+
+# ---------------------------------------------------------------- found by a second new-user trial
+def test_empty_out_dir_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                 # an empty --out-dir once trained silently into runs/<name>
+    assert_one_error_line(*run_inprocess(capsys, PILOT, "--preset", "test", "--out-dir", ""), names="--out-dir")
+    assert not any(tmp_path.iterdir())
+    assert_one_error_line(*run_inprocess(capsys, "experiments/sgd_controls/run_study.py", "--preset", "test",
+                                         "--out-dir", ""), names="--out-dir")
+    assert not any(tmp_path.iterdir())
+
+
+def test_analysis_empty_out_dir(capsys, run):
+    assert_one_error_line(*run_inprocess(capsys, "analysis/backbone/trajectory_pca.py", "--run-dir", str(run),
+                                         "--out-dir", ""), names="--out-dir")
+
+
+def test_init_from_a_directory(capsys, tmp_path, run):
+    out_dir = tmp_path / "reheat"
+    code, out, err = run_inprocess(capsys, PILOT, "--preset", "test", "--init-from", str(run), "--out-dir", str(out_dir))
+    assert_one_error_line(code, out, err, names="is a directory")
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("stride", ["0", "-2"])
+@pytest.mark.parametrize("script", ["analysis/backbone/trajectory_pca.py", "analysis/backbone/update_alignment.py"])
+def test_non_positive_stride(capsys, run, tmp_path, script, stride):
+    assert_one_error_line(*run_inprocess(capsys, script, "--run-dir", str(run), "--stride", stride,
+                                         "--out-dir", str(tmp_path / "out")), names="--stride")
+
+
+@pytest.fixture
+def unwritable(monkeypatch):
+    """Make every atomic write under a folder fail with an OS error, as on a read-only or foreign-owned run:
+    the chmod cases above are skipped where the tests run as root, these are not."""
+    import errno as _errno
+    from training.core import runio
+    real = runio.atomic_write
+
+    def under(folder: Path, code: int):
+        def refuse(path, write_fn):
+            if str(Path(path).resolve()).startswith(str(folder.resolve())):
+                raise OSError(code, os.strerror(code), str(path))
+            return real(path, write_fn)
+        monkeypatch.setattr(runio, "atomic_write", refuse)
+    return under, _errno
+
+
+@pytest.mark.parametrize("code_name", ["EROFS", "EACCES"])
+@pytest.mark.parametrize("command", ["analysis", "report", "resume"])
+def test_unwritable_run_is_one_line(capsys, run_copy, unwritable, code_name, command):
+    under, _errno = unwritable
+    code = getattr(_errno, code_name)
+    if command == "resume":                      # a stopped run, resumed where nothing can be written
+        status = json.loads((run_copy / "status.json").read_text())
+        status["state"] = "running"
+        (run_copy / "status.json").write_text(json.dumps(status))
+    before = tree_hashes(run_copy)
+    under(run_copy, code)
+    args = {"analysis": ("analysis/backbone/trajectory_pca.py", "--run-dir", str(run_copy)),
+            "report": ("figures/make_report.py", "--run-dir", str(run_copy)),
+            "resume": (PILOT, "--resume", "--out-dir", str(run_copy))}[command]
+    got, out, err = run_inprocess(capsys, *args)
+    assert_one_error_line(got, out, err, names=os.strerror(code))
+    assert str(run_copy) in err.splitlines()[-1]
+    if command != "resume":
+        assert "--out-dir" in err.splitlines()[-1]       # the way out for an analysis
+    assert tree_hashes(run_copy) == before
+
+
+def test_unwritable_run_is_analysed_and_reported_elsewhere(capsys, run_copy, unwritable, tmp_path):
+    """The way out the error line names: analyses and then the report with the same --out-dir, the run untouched."""
+    under, _errno = unwritable
+    before = tree_hashes(run_copy)
+    under(run_copy, _errno.EROFS)
+    out_dir = tmp_path / "elsewhere"
+    code, out, err = run_inprocess(capsys, "analysis/backbone/trajectory_pca.py", "--run-dir", str(run_copy),
+                                   "--out-dir", str(out_dir))
+    assert code == 0, err
+    code, out, err = run_inprocess(capsys, "figures/make_report.py", "--run-dir", str(run_copy), "--out-dir", str(out_dir))
+    assert code == 0, err
+    report = (out_dir / "report.md").read_text()
+    pca = json.loads((out_dir / "trajectory_pca.json").read_text())
+    assert f"PC1 holds {100 * pca['trunk']['raw']['explained_variance_ratio'][0]:.1f} %" in report      # the report read the redirected analysis
+    assert (out_dir / "figures").is_dir()
+    assert tree_hashes(run_copy) == before

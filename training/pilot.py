@@ -104,7 +104,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
         changes["progress"] = False
     if args.init_from:
         if not Path(args.init_from).is_file():
-            raise UserError(f"--init-from {args.init_from} does not exist")
+            kind = "is a directory, not a checkpoint file" if Path(args.init_from).is_dir() else "does not exist"
+            raise UserError(f"--init-from {args.init_from} {kind}")
         changes["init_from"] = str(Path(args.init_from).resolve())
         if args.with_moments:
             from training.core.runio import find_optimizer_state
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace, dist) -> int:
     from training.core.runio import check_out_dir, read_run_config
     from training.core.trainer import Trainer, run_name
-    if args.out_dir:
+    if args.out_dir is not None:
         check_out_dir(args.out_dir)
     if args.resume:
         if not args.out_dir:

@@ -91,6 +91,23 @@ class Inputs:
         return [int(m["step"]) for m in rows], [float(m[key]) for m in rows]
 
 
+def input_path(run_dir: Path, rel: str) -> Path:
+    """Where the analysis file ``rel`` (as named in RUN_INPUTS) of a run is: under RUN, or under the folder its
+    analyses were sent to with ``--out-dir`` (:func:`training.core.runio.redirect_analysis`)."""
+    head, _, rest = rel.partition("/")
+    return runio.analysis_dir(run_dir) / rest if head == "analysis" and rest else runio.run_output(run_dir, rel)
+
+
+def use_out_dir(run_dir: str | Path, out_dir: str | Path | None) -> Path | None:
+    """``--out-dir DIR`` of the figure commands: read the analyses from DIR and write there, not into the run
+    (a run on a read-only disk, analysed with the same ``--out-dir``). Returns DIR, or None."""
+    if out_dir is None:
+        return None
+    out = runio.check_out_dir(out_dir)
+    runio.redirect_analysis(Path(run_dir), out)
+    return out
+
+
 def load_inputs(run_dir: str | Path, sgd_dir: str | None = None, beta_dir: str | None = None,
                 allow_incomplete: bool = False) -> Inputs:
     """Validate the run directory and read every input that exists (each file parsed once)."""
@@ -113,7 +130,7 @@ def load_inputs(run_dir: str | Path, sgd_dir: str | None = None, beta_dir: str |
     inp = Inputs(run_dir=run_dir, cfg=cfg, config_file=config_file, status=status, metrics=metrics,
                  checkpoints=runio.list_checkpoints(run_dir))
     for name, (rel, _) in RUN_INPUTS.items():
-        path = run_dir / rel
+        path = input_path(run_dir, rel)
         if path.exists():
             inp.data[name] = runio.read_json(path, "analysis file")
     for name, given in (("sgd", sgd_dir), ("beta", beta_dir)):

@@ -20,9 +20,9 @@ from training.core.errors import UserError
 _HINTS = {
     errno.ENOSPC: "free some space, then run the same command again (training continues exactly with --resume)",
     errno.EDQUOT: "free some space, then run the same command again (training continues exactly with --resume)",
-    errno.EROFS: "the file system is read-only; analyses can write elsewhere with --out-dir DIR",
-    errno.EACCES: "no permission; analyses can write elsewhere with --out-dir DIR",
-    errno.EPERM: "no permission; analyses can write elsewhere with --out-dir DIR",
+    errno.EROFS: "the file system is read-only; analyses, figures and the report can write elsewhere with --out-dir DIR",
+    errno.EACCES: "no permission; analyses, figures and the report can write elsewhere with --out-dir DIR",
+    errno.EPERM: "no permission; analyses, figures and the report can write elsewhere with --out-dir DIR",
     errno.ENOTDIR: "a folder on this path is a file",
     errno.EISDIR: "this is a directory, where a file was expected",
 }

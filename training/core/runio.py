@@ -110,6 +110,8 @@ def check_out_dir(path: str | Path, what: str = "--out-dir") -> Path:
     The one check of a run or study directory (training/pilot.py, Trainer, every study's root), made
     before anything is created, so a bad path never gets as far as a traceback in a child process.
     """
+    if not str(path).strip():
+        raise UserError(f"{what} is empty; give a directory")
     path = Path(path)
     for p in (path, *path.parents):
         if p.is_dir():

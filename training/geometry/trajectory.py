@@ -830,6 +830,8 @@ def increment_norms(gram: Gram, steps: Sequence[int] | None = None) -> np.ndarra
 def select_steps(steps: Sequence[int], stride: int | None = None, start: int | None = None,
                  end: int | None = None) -> list[int]:
     """Checkpoint steps in [start, end] whose step is a multiple of ``stride`` (first and last always kept)."""
+    if stride is not None and stride < 1:
+        raise UserError(f"--stride must be a positive number of steps (got {stride})")
     s = [x for x in steps if (start is None or x >= start) and (end is None or x <= end)]
     if not s:
         raise UserError(f"no checkpoint in the window [{start}, {end}]")

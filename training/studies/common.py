@@ -182,7 +182,7 @@ def study_base_config(args: argparse.Namespace) -> Config:
 
 def study_dir(args: argparse.Namespace, study: str) -> Path:
     """The study directory (--out-dir, checked by the same rule as a run's, or the default)."""
-    return runio.check_out_dir(Path(args.out_dir)) if args.out_dir else Path("runs") / f"{study}_{args.preset}_s{args.seed}"
+    return runio.check_out_dir(args.out_dir) if args.out_dir is not None else Path("runs") / f"{study}_{args.preset}_s{args.seed}"
 
 
 # ---------------------------------------------------------------------------- reheating
