@@ -163,6 +163,27 @@ def test_pilot_out_dir_is_a_file(capsys, a_file):                      # must-fi
     assert a_file.read_bytes() == before
 
 
+@pytest.mark.parametrize("script", STUDIES[:4])
+def test_study_out_dir_is_a_file(capsys, script, a_file):                # must-fix 3, the studies
+    before = a_file.read_bytes()
+    args = {"beta_sweep": ("train", "--preset", "test"), "symmetry": ()}.get(Path(script).parent.name,
+                                                                             ("--preset", "test"))
+    code, out, err = run_inprocess(capsys, script, *args, "--out-dir", str(a_file))
+    assert_one_error_line(code, out, err, names=str(a_file))
+    assert a_file.read_bytes() == before
+
+
+def test_overwrite_moves_the_old_run_aside(capsys, run_copy):
+    """--overwrite trains again from step 0, but only after moving the old run, complete, to a sibling."""
+    before = tree_hashes(run_copy)
+    code, out, err = run_inprocess(capsys, PILOT, "--preset", "test", "--out-dir", str(run_copy), "--overwrite")
+    assert code == 0, err
+    aside = sorted(run_copy.parent.glob(run_copy.name + ".previous-*"))
+    assert len(aside) == 1, list(run_copy.parent.iterdir())
+    assert tree_hashes(aside[0]) == before                    # nothing of the old run lost or changed
+    assert json.loads((run_copy / "status.json").read_text())["state"] == "completed"
+
+
 def test_pilot_refuses_existing_run(capsys, run):
     assert_one_error_line(*run_inprocess(capsys, PILOT, "--preset", "test", "--out-dir", str(run)),
                           names=str(run))
@@ -233,7 +254,8 @@ def test_init_from_broken_checkpoint(capsys, tmp_path, run, kind):
     assert not out_dir.exists()
 
 
-MODEL_LOADERS = ["analysis/basin/eval_noise.py", "analysis/fisher/fisher_analysis.py"]
+MODEL_LOADERS = ["analysis/basin/eval_noise.py", "analysis/fisher/fisher_analysis.py",
+                 "analysis/fisher/rayleigh_quotients.py", "analysis/backbone/residual_decomposition.py"]
 
 
 @pytest.mark.parametrize("script", MODEL_LOADERS)
@@ -249,6 +271,11 @@ def test_analysis_of_a_bad_checkpoint(capsys, run_copy, foreign_ckpt, script, ki
     code, out, err = run_inprocess(capsys, script, "--run-dir", str(run_copy), "--steps", str(step),
                                    "--device", "cpu", "--out-dir", str(run_copy.parent / "out"))
     assert_one_error_line(code, out, err, names=victim.name)
+    if kind == "foreign":                         # the parameter and both shapes
+        _, name, shape, other = foreign_ckpt
+        last = err.splitlines()[-1].replace(" ", "")
+        dims = [",".join(map(str, s)) for s in (shape, other)]
+        assert name in last and all(d in last for d in dims), last
     assert tree_hashes(run_copy) == before
 
 
@@ -323,6 +350,26 @@ def test_disk_full_is_one_line(capsys, run_copy, monkeypatch):         # must-fi
 
 
 # ---------------------------------------------------------------- unfinished runs (must-fix 7)
+LM_ANALYSES = ["analysis/basin/eval_noise.py", "analysis/backbone/trajectory_pca.py",
+               "analysis/backbone/update_alignment.py", "analysis/basin/basin_tests.py",
+               "analysis/basin/manifold_dim.py", "analysis/switching/detect_oscillations.py",
+               "analysis/fisher/rayleigh_quotients.py"]
+
+
+@pytest.mark.parametrize("script", LM_ANALYSES)
+def test_every_analysis_records_an_unfinished_run(capsys, run_copy, script):
+    status = json.loads((run_copy / "status.json").read_text())
+    status["state"] = "running"
+    (run_copy / "status.json").write_text(json.dumps(status))
+    out_dir = run_copy.parent / "out"
+    code, out, err = run_inprocess(capsys, script, "--run-dir", str(run_copy), "--out-dir", str(out_dir))
+    assert code == 0, err
+    assert sum("warning:" in ln and "not completed" in ln for ln in (out + err).splitlines()) == 1, out + err
+    results = [json.loads(p.read_text()) for p in out_dir.glob("*.json")]
+    assert results and all(r.get("run_state", {}).get("state") == "running" for r in results), \
+        [(r.get("run_state")) for r in results]
+
+
 @pytest.mark.parametrize("state", ["running", "failed", "diverged"])
 def test_analysis_of_unfinished_run_warns_and_records(capsys, run_copy, state):
     status = json.loads((run_copy / "status.json").read_text())

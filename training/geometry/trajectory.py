@@ -181,8 +181,11 @@ class CheckpointSet:
             for s in steps:
                 path = self._file_of(s, name)
                 dtype, shape, offset, nbytes = self._index(path)[1].get(name, (None, None, 0, 0))
-                if dtype != "F32" or shape != self.shapes(block)[name] or nbytes != 4 * int(np.prod(shape)):
-                    raise UserError(f"{self._describe(s)} has no float32 {name} of shape {self.shapes(block)[name]}")
+                want = self.shapes(block)[name]
+                if dtype != "F32" or shape != want or nbytes != 4 * int(np.prod(shape)):
+                    found = "has no such tensor" if dtype is None else f"holds it as {dtype} of shape {tuple(shape)}"
+                    raise UserError(f"{self._describe(s)} ({path}) does not fit: {name} should be float32 of shape "
+                                    f"{tuple(want)} like the run's other checkpoints, but the file {found}")
                 where.append((s, path, offset))
             fds = []
             try:
