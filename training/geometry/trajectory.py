@@ -759,8 +759,10 @@ def cos_span(gram: Gram, c1: np.ndarray, c2: np.ndarray) -> float:
 
 
 def rolling_pc1(gram: Gram, width: int, steps: Sequence[int] | None = None, global_coeffs: np.ndarray | None = None,
-                rownorm: bool = True) -> dict[str, list]:
-    """PC1 of each window of ``width`` consecutive checkpoints (drift from the window start).
+                rownorm: bool = True, from_init: bool = False) -> dict[str, list]:
+    """PC1 of each window of ``width`` consecutive checkpoints: of the drifts from the window start (default),
+    or, ``from_init``, of the window's drifts from the Gram's anchor (the initialisation; the window construction
+    of the mini_gpt code, which a random walk already makes stable to |cos| ≈ 0.997: training.geometry.nulls).
 
     Reports |cos| between adjacent windows' PC1 and, given ``global_coeffs``, |cos| with the global backbone.
     """
@@ -770,12 +772,13 @@ def rolling_pc1(gram: Gram, width: int, steps: Sequence[int] | None = None, glob
     vs, starts, pc1 = [], [], []
     for i in range(0, len(steps) - width + 1):
         w = steps[i:i + width]
-        p = pca(gram, w, ref=w[0], rownorm=rownorm, k=1)
+        p = pca(gram, w, ref=gram.anchor if from_init else w[0], rownorm=rownorm, k=1)
         vs.append(p.coeffs[0])
         starts.append(w[0])
         pc1.append(float(p.explained_variance_ratio[0]))
     adjacent = [abs(cos_span(gram, vs[i], vs[i + 1])) for i in range(len(vs) - 1)]
-    out = {"window_start": starts, "width": width, "pc1": pc1, "adjacent_abs_cos": adjacent}
+    out = {"window_start": starts, "width": width, "from_init": from_init, "rownorm": rownorm, "pc1": pc1,
+           "adjacent_abs_cos": adjacent}
     if global_coeffs is not None:
         out["global_abs_cos"] = [abs(cos_span(gram, v, global_coeffs)) for v in vs]
     return out

@@ -1,0 +1,120 @@
+"""The random-walk null against closed forms and against explicit finite-D simulation with dense numpy."""
+import numpy as np
+import pytest
+
+from training.core.config import preset
+from training.core.optim import lr_at
+from training.geometry.nulls import beside_null, null_of, phase_bounds, profile, random_walk_gram
+from training.geometry.trajectory import Gram, random_walk_null
+
+
+def equal_walk(T: int) -> Gram:
+    return random_walk_gram(list(range(T + 1)), np.ones(T), dim=10 ** 9)
+
+
+def paper_walk() -> tuple[Gram, int]:
+    """The null of the paper's run: per-interval step ∝ the summed learning rate of 200 steps (checkpoint every 200)."""
+    cfg = preset("paper")
+    lrs = np.array([lr_at(cfg, s) for s in range(cfg.steps)])
+    steps = list(range(0, cfg.steps + 1, cfg.ckpt_every))
+    norms = [lrs[a:b].sum() for a, b in zip(steps[:-1], steps[1:])]
+    return random_walk_gram(steps, norms, dim=25_165_824), cfg.steps
+
+
+def explicit_walk(norms, D: int, rng) -> np.ndarray:
+    """Drift rows (T+1 × D, the first zero) of a walk with the given increment norms in random directions."""
+    U = rng.standard_normal((len(norms), D))
+    U *= (np.asarray(norms) / np.linalg.norm(U, axis=1))[:, None]
+    return np.vstack([np.zeros(D), np.cumsum(U, axis=0)])
+
+
+def test_gram_is_that_of_orthonormal_increments():
+    rng = np.random.default_rng(0)
+    norms = rng.uniform(0.1, 2.0, size=7)
+    E = np.linalg.qr(rng.standard_normal((40, 7)))[0].T             # 7 orthonormal rows in R^40
+    X = np.vstack([np.zeros(40), np.cumsum(norms[:, None] * E, axis=0)])
+    g = random_walk_gram(list(range(0, 80, 10)), norms, dim=40)
+    np.testing.assert_allclose(g.G, X @ X.T, rtol=0, atol=1e-12)
+
+
+def test_update_alignment_is_the_first_eigenvector():
+    """cos(u_i, v_1) = w_1[i], w_1 the top eigenvector of diag(n) LᵀL diag(n) (dense numpy, independent)."""
+    rng = np.random.default_rng(1)
+    norms = rng.uniform(0.5, 1.5, size=12)
+    L = np.tril(np.ones((12, 12)))
+    M = np.diag(norms) @ L.T @ L @ np.diag(norms)
+    lam, W = np.linalg.eigh(M)
+    w1 = W[:, -1] * np.sign(norms @ W[:, -1])                     # a(T) = Σ n_i w_i > 0
+    p = profile(random_walk_gram(list(range(13)), norms, dim=10 ** 6), total_steps=12)
+    np.testing.assert_allclose(p["C"]["signed"], w1, atol=1e-10)
+    assert p["pc1"] == pytest.approx(lam[-1] / lam.sum(), abs=1e-12)
+
+
+@pytest.mark.parametrize("T", [30, 50, 400])
+def test_equal_steps_closed_forms(T):
+    p = profile(equal_walk(T), total_steps=T)
+    c = np.abs(p["C"]["signed"])
+    assert p["C"]["rms"] == pytest.approx(1 / np.sqrt(T), abs=1e-12)          # Σ C² = 1 exactly
+    assert c.mean() == pytest.approx(2 * np.sqrt(2) / np.pi / np.sqrt(T), rel=0.03)
+    assert p["C"]["sign_flip_step"] is None                                    # no flip in a random walk
+    if T == 400:
+        assert p["pc1"] == pytest.approx(8 / np.pi ** 2, abs=2e-3)
+
+
+def test_the_papers_schedule():
+    g, T = paper_walk()
+    p = profile(g, total_steps=T)
+    assert p["pc1"] == pytest.approx(0.90, abs=0.005) and p["k95"] == 3
+    assert p["backbone_fraction"][-1] == pytest.approx(0.97, abs=0.005)
+    assert p["C"]["abs_by_phase"]["early"] == pytest.approx(0.16, abs=0.01)
+    assert p["C"]["abs_max"] == pytest.approx(0.26, abs=0.01)
+    assert p["rolling"]["from_init"] == pytest.approx(0.997, abs=0.001)
+    assert p["rolling"]["from_start_rownorm"] == pytest.approx(0.80, abs=0.01)
+    assert phase_bounds(T) == (2000, 6000)
+
+
+def test_finite_dimension_monte_carlo_agrees():
+    """Explicit random walks at D = 2·10⁴, measured with dense numpy SVD, agree with the D → ∞ profile."""
+    g, T = paper_walk()
+    norms = np.sqrt(np.diff(np.diag(g.G)))
+    rng = np.random.default_rng(7)
+    pc1, c_early, rolling = [], [], []
+    for _ in range(4):
+        X = explicit_walk(norms, 20_000, rng)
+        _, S, Vt = np.linalg.svd(X[1:], full_matrices=False)
+        v = Vt[0] * np.sign(X[-1] @ Vt[0])
+        U = np.diff(X, axis=0)
+        C = U @ v / np.linalg.norm(U, axis=1)
+        pc1.append(S[0] ** 2 / np.sum(S ** 2))
+        c_early.append(np.abs(C[np.array(g.steps[1:]) < 2000]).mean())
+        vs = [np.linalg.svd(X[i + 1:i + 11], full_matrices=False)[2][0] for i in range(0, len(X) - 10)]
+        rolling.append(np.mean([abs(a @ b) for a, b in zip(vs[:-1], vs[1:])]))
+    p = profile(g, total_steps=T)
+    assert np.mean(pc1) == pytest.approx(p["pc1"], abs=0.005)
+    assert np.mean(c_early) == pytest.approx(p["C"]["abs_by_phase"]["early"], abs=0.01)
+    assert np.mean(rolling) == pytest.approx(p["rolling"]["from_init"], abs=0.002)
+
+
+def test_agrees_with_the_wishart_null_at_large_dimension():
+    norms = np.linspace(1.0, 0.2, 25)
+    g = random_walk_gram(list(range(26)), norms, dim=10 ** 8)
+    mc = random_walk_null(norms, 10 ** 8, n_samples=10, seed=0)
+    p = profile(g, total_steps=25)
+    assert mc["pc1"] == pytest.approx(p["pc1"], abs=1e-3) and mc["k95"] == p["k95"]
+
+
+def test_null_of_a_run_uses_its_increments_and_a_structured_run_beats_it():
+    """A planted dominant direction on top of a random walk: observed PC1 above the null of its own increments."""
+    rng = np.random.default_rng(3)
+    D, T = 3000, 30
+    walk = explicit_walk(np.full(T, 1.0), D, rng)
+    drift = np.outer(np.arange(T + 1), rng.standard_normal(D) / np.sqrt(D) * 0.8)
+    X = walk + drift
+    g = Gram(list(range(0, 10 * (T + 1), 10)), 0, None, D, X @ X.T)
+    null = null_of(g)
+    np.testing.assert_allclose(np.sqrt(np.diff(np.diag(null.G))), np.linalg.norm(np.diff(X, axis=0), axis=1), rtol=1e-10)
+    both = beside_null(g, total_steps=10 * T)
+    assert both["observed"]["pc1"] > both["random_walk"]["pc1"] + 0.05
+    plain = Gram(g.steps, 0, None, D, walk @ walk.T)
+    plain_both = beside_null(plain, total_steps=10 * T)
+    assert abs(plain_both["observed"]["pc1"] - plain_both["random_walk"]["pc1"]) < 0.03
