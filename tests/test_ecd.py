@@ -1,7 +1,7 @@
 """ECD_q1 (training/core/ecd.py) against an independent numpy implementation of the equations and its exact
 properties: unit speed, the closed-form step, skipped steps, bit-identical resume, descent on a convex
-quadratic, and the Noether charge on the rotation-invariant sombrero toy (reference modadd_ecd §B.4);
-the step-size matching of baselines (§B.2) against known answers."""
+quadratic, and the Noether charge on the rotation-invariant sombrero toy (arXiv 2601.22257);
+the step-size matching of baselines (arXiv 2601.22257) against known answers."""
 import copy
 import io
 import math
@@ -41,7 +41,7 @@ def closure_for(opt, loss_fn):
 
 
 def numpy_ecd(xs, grad_fn, loss_fn, steps, lr, eta, F0, projection):
-    """The update of reference §B.2 on a list of numpy arrays (ν = 0), written independently."""
+    """The ECD_q1 update (evasilverstein/symmetry-breaking-files, optimizers/ECD_q1_scaled.py) on a list of numpy arrays (ν = 0), written independently."""
     d = sum(x.size for x in xs)
     lr_s = lr / math.sqrt(eta)
     kappa = 0.5 * lr_s * eta * d / (d - 1)
@@ -212,11 +212,11 @@ def test_loss_decreases_on_convex_quadratic():
 
 
 def test_eta_prior_matches_reference_numbers():
-    # 124M at 500M tokens: N = 122,070 updates, ‖θ0‖ ≈ 313 → η ≈ 1520 (reference §B.2)
+    # 124M at 500M tokens: N = 122,070 updates, ‖θ0‖ ≈ 313 → η ≈ 1520 (the prior of arXiv 2601.22257)
     assert eta_prior(122_070, 313.0) == pytest.approx(1521, rel=2e-3)
 
 
-# ---------------------------------------------------------------------------- Noether charge (§B.4)
+# ---------------------------------------------------------------------------- Noether charge (arXiv 2601.22257)
 def sombrero(a, b):
     """A rotation-invariant loss of two planar vectors, built from the invariants |a|², |b|², a·b."""
     r2 = a @ a + b @ b
@@ -256,7 +256,7 @@ def test_invariance_identity_gradient_is_orthogonal_to_rotations():
     assert abs(charge(a.detach(), b.detach(), a.grad, b.grad)) < 1e-14
 
 
-# ---------------------------------------------------------------------------- step-size matching (§B.2)
+# ---------------------------------------------------------------------------- step-size matching (arXiv 2601.22257)
 def linear_problem(d=7):
     """A linear loss (w·c)·s: its gradient s·c never changes, so plain SGD steps are exactly lr·s·‖c‖."""
     c = torch.randn(d, generator=torch.Generator().manual_seed(3), dtype=torch.float64)

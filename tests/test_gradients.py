@@ -1,6 +1,6 @@
 """Gradients, alignment, empirical Fisher and the three gradient analyses, against dense numpy.
 
-The first tests pin the coordinate pairing that the reference got wrong (its Fisher script dotted
+The first tests pin the coordinate pairing that skydancerosel/mini_gpt got wrong (its Fisher script dotted
 registration-order gradients with sorted-order directions): a direction built by *name* must pick out
 that parameter's gradient element, and drift directions materialised from checkpoints must use the
 same order as the gradients.

@@ -1,4 +1,4 @@
-"""Linear probes (reference C.10): known answers for the logistic-regression probe, the disjoint seeded
+"""Linear probes (training/geometry/linear_probe.py): known answers for the logistic-regression probe, the disjoint seeded
 probe sets of the modular-addition task, and analysis/modadd/linear_probes.py on a tiny modadd run."""
 import json
 import math

@@ -1,5 +1,5 @@
 """The symmetry study's training side: SOAP and Muon through the registry, ECD and disordered attention
-through the Trainer (bit-identical kill-and-resume), FineWeb token shards, the seed's model presets, and a
+through the Trainer (bit-identical kill-and-resume), FineWeb token shards, the symmetry-breaking-files model presets (124m ... 1.3b), and a
 tiny end-to-end run of experiments/symmetry/run_study.py."""
 import io
 import json

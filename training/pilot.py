@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from training.core.cli import CommandParser, run_main
-from training.core.config import Config, parse_override, preset
+from training.core.config import PRESETS, Config, parse_override, preset
 from training.core.errors import UserError
 from training.core.tasks import validate
 
@@ -43,7 +43,7 @@ FLAG_FIELDS = {
 def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(description="Train a GPT on stories + the key-retrieval probe, with dense checkpoints.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1])
-    p.add_argument("--preset", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--preset", default="quick", help=f"{' | '.join(PRESETS)} (default: quick)")
     p.add_argument("--config", help="start from this config JSON (a run's config.json or a plain field dict)")
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int)

@@ -23,7 +23,7 @@ small presets, whose basins are much wider: on the quick run, σ <= 1 leaves the
 σ = 0 does, σ = 3 barely lowers it and σ = 10 destroys it, so the paper's grid would report σ½ = inf
 everywhere. With 1 trial and the largest pair this is 8-12 relaxations, one to two minutes for a
 quick run on a 2-core CPU. The paper's full protocol: --sigmas 0,0.01,0.03,0.1,0.3 --n-trials 8
---max-pairs 0 (the reference pipeline used 4 trials). The relaxation itself (a fresh optimizer at ~6x
+--max-pairs 0 (skydancerosel/mini_gpt's B6_basin_depth.py used 4 trials). The relaxation itself (a fresh optimizer at ~6x
 the run's final learning rate) moves p_ood: compare D_0 with the logged p_ood of the checkpoint,
 which the JSON keeps beside it.
 

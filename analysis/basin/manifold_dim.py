@@ -3,7 +3,7 @@
 For the n switch pairs (--pairs PEAK:TROUGH,... or RUN/oscillation_manifest.json), the unit switching
 directions D_e = (θ_peak − θ_trough)/‖·‖ over the trunk, their n×n cosine Gram M and its spectrum:
 explained fractions λ_i/n, k95 / k99, participation ratio (Σλ)²/Σλ² and effective rank exp(entropy),
-and the mean / max pairwise |cos|. (The reference's Gram–Schmidt count is n by construction in a
+and the mean / max pairwise |cos|. (skydancerosel/mini_gpt's Gram–Schmidt count is n by construction in a
 space of millions of dimensions, so it says nothing.) The numbers are compared with three nulls:
 
 * isotropic: n uniformly random directions of R^D, D the trunk size: their Gram is drawn exactly

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p = analysis_parser(__doc__)
     p.add_argument("--n-batches", type=int, default=DEFAULT_INTERFERENCE_BATCHES,
                    help=f"M, mini-batches per interference checkpoint (default {DEFAULT_INTERFERENCE_BATCHES}, "
-                        "as the reference)")
+                        "as skydancerosel/mini_gpt)")
     p.add_argument("--batch-size", type=int,
                    help="sequences per mini-batch (default: the run's micro-batch; paper 64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")

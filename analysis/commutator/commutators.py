@@ -18,8 +18,8 @@ from training.geometry.analysis_io import analysis_parser, open_run, write_resul
 def main() -> int:
     p = analysis_parser(__doc__)
     p.add_argument("--n-checkpoints", type=int, default=6, help="checkpoints measured (default 6)")
-    p.add_argument("--samples", type=int, default=5, help="batch pairs per checkpoint (default 5; reference 9)")
-    p.add_argument("--eta", type=float, default=1e-3, help="plain-SGD step size (default 1e-3, the reference's)")
+    p.add_argument("--samples", type=int, default=5, help="batch pairs per checkpoint (default 5; skydancerosel/bubble-modadd: 9)")
+    p.add_argument("--eta", type=float, default=1e-3, help="plain-SGD step size (default 1e-3, as skydancerosel/bubble-modadd)")
     p.add_argument("--pcs-per-block", type=int, default=3, help="trajectory PCs per block (default 3)")
     p.add_argument("--backbone-k", type=int, default=3, help="backbone PCs (default 3)")
     p.add_argument("--mc", type=int, default=10, help="Monte-Carlo random bases per sample (default 10)")

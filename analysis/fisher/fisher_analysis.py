@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Empirical-Fisher spectrum at checkpoints spread over a run (arXiv 2602.23696 §4.5; reference §4.14).
+"""Empirical-Fisher spectrum at checkpoints spread over a run (arXiv 2602.23696 §4.5; skydancerosel/mini_gpt's
+analysis/fisher/fisher_analysis.py).
 
 At each checkpoint, the trunk gradients of M seeded mini-batches are stacked into G (M × D) and the
 eigenvalues of (1/M)·G·Gᵀ -- the non-zero spectrum of the empirical Fisher (1/M)·Σ g gᵀ -- are computed

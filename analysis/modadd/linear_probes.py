@@ -4,7 +4,7 @@ after the embedding and after each block, at one checkpoint.
 
 Each probe (multinomial logistic regression, training/geometry/linear_probe.py) is fitted on --n-train seeded task
 sequences and scored on --n-test other ones (a disjoint set): the HELD-OUT accuracy is the result; the
-training accuracy is reported next to it, labelled, to show the gap (the reference reported training
+training accuracy is reported next to it, labelled, to show the gap (skydancerosel/bubble-modadd reported training
 accuracy). Chance: 1/C for y, 1/(number of m values) for m, and the majority-class rate.
 
 Writes RUN/analysis/modadd_linear_probes.json and modadd_linear_probes.png.

@@ -18,7 +18,7 @@ def main() -> int:
     p.add_argument("--steps", help="checkpoint steps (default: 10 %%, 40 %%, 90 %% of the run)")
     p.add_argument("--layer", type=int, help="SAE site: the residual after this block (default n_layer - 2)")
     p.add_argument("--sae-steps", type=int, default=1500, help="SAE training steps (default 1500)")
-    p.add_argument("--n-ablate", type=int, default=6, help="latents zeroed (default 6, the reference's)")
+    p.add_argument("--n-ablate", type=int, default=6, help="latents zeroed (default 6, as skydancerosel/bubble-modadd)")
     args = p.parse_args()
     from figures.modadd_report import plot_sae
     from training.studies import modadd_analysis as ma

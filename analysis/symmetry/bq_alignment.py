@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""bQ alignment (reference modadd_ecd §B.7, §C.11): how the keys of tokens and positions line up with ⟨bQ⟩.
+"""bQ alignment (arXiv 2601.22257; evasilverstein/symmetry-breaking-files'
+analysis/analysis_bQ_batch.py): how the keys of tokens and positions line up with ⟨bQ⟩.
 
 For every layer l and head h: cos(W_K^(h)·e, ⟨bQ⟩_l) for each row e of the raw tied token embedding and of
 the learned position embedding (no LayerNorm, no key bias). For a run trained with a query bias, ⟨bQ⟩ is

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Symmetry diagnostics from checkpoints (reference modadd_ecd §B.4, §C.8): Noether charge and balancedness.
+"""Symmetry diagnostics from checkpoints (arXiv 2601.22257): Noether charge and balancedness.
 
 Per head of every layer, with Θ_Q, Θ_K, Θ_V the head's row blocks of the fused qkv matrix and W_O^(h) the
 head's column block of the output projection:

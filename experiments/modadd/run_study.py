@@ -1,6 +1,6 @@
-"""Modular-addition study (issue 5, the bubble-modadd README): train attention-only and standard models on the marker task,
+"""Modular-addition study (the skydancerosel/bubble-modadd README): train attention-only and standard models on the marker task,
 analyse them (per-block spectra, attention bubbling, SGD commutators, SAE ablation, curriculum, held-out
-linear probes) and write STUDY/report.md with figures and the headline table next to the seed README's claims.
+linear probes) and write STUDY/report.md with figures and the headline table next to the bubble-modadd README's claims.
 
 Five runs are trained into STUDY/<run>, side by side on a CPU (--jobs; finished runs are skipped, an
 interrupted one resumes exactly): attn_ref_s<seed>, attn_ref_s<seed+1>, mlp_ref_s<seed>, attn_strict_s<seed>,

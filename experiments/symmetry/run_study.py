@@ -3,7 +3,7 @@
 
 Trains every run into STUDY/<optimizer>_<arm>, side by side on a CPU (--jobs; finished runs are skipped,
 unfinished ones resumed exactly), then writes STUDY/analysis/symmetry_results.json (every number), STUDY/report.md (the
-results table next to the seed's headline numbers, and what this toolkit confirms or not) and
+results table next to the headline numbers of evasilverstein/symmetry-breaking-files, and what this toolkit confirms or not) and
 STUDY/analysis/curves.png. See training/studies/symmetry_study.py for the protocol.
 
 Examples:
@@ -26,7 +26,7 @@ from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overri
 
 def parse_args(argv=None):
     p = study_parser(__doc__, scale="size", scale_default="cpu",
-                     scale_help="cpu (default; minutes on a CPU) | gpu (the seed's 124M on FineWeb)", seed_default=0,
+                     scale_help="cpu (default; minutes on a CPU) | gpu (symmetry-breaking-files' 124M on FineWeb)", seed_default=0,
                      out_default="runs/symmetry_<size>_s<seed>")
     p.add_argument("--optimizers", default=",".join(ss.OPTIMIZERS), help=f"subset of {','.join(ss.OPTIMIZERS)}")
     p.add_argument("--arms", default=",".join(ss.ARMS), help="subset of sym,bq")

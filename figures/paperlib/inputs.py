@@ -153,7 +153,7 @@ def mean(xs: Sequence[float]) -> float | None:
 
 
 def phase_bounds(T: int) -> tuple[int, int]:
-    """The paper's phase boundaries (seed 001 Table 3: 2000 and 6000 of 10,000 steps) as the same fractions of T."""
+    """The paper's phase boundaries (arXiv 2602.23696, Table 3: 2000 and 6000 of 10,000 steps) as the same fractions of T."""
     paper_T = PV.VALUES["steps"].value
     return round(T * PV.VALUES["early_end"].value / paper_T), round(T * PV.VALUES["mid_end"].value / paper_T)
 

@@ -126,7 +126,7 @@ def table3(inp: Inputs) -> Table:
                  f"{pv('early_end')} and {pv('mid_end')} of {pv('steps')} steps) as fractions of this run's "
                  f"{inp.cfg.steps} steps"
                  + (f", plus the split at the λ switch (step {lam})" if lam is not None else "")
-                 + f". Noise floor sqrt(2/(πD)) = {fmt(tr['noise_floor'], 'sci')} (trunk). Paper (seed 001 Table 3, "
+                 + f". Noise floor sqrt(2/(πD)) = {fmt(tr['noise_floor'], 'sci')} (trunk). Paper (arXiv 2602.23696, Table 3, "
                    "block 0): " + ", ".join(f"{fmt(r['block0'], 'num3')} {r['phase']}" for r in PV.TABLE3) + ".",
                  cols, rows)
 
@@ -146,7 +146,7 @@ def table4(inp: Inputs) -> Table:
     return Table("table4_sign_flip", "Table 4 analogue: sign of the update alignment",
                  f"Signed C(t) with v_b oriented along the net drift (a(t_last) > 0); t* is the first step after which "
                  f"C(t) stays negative (T = {T}); early/late = the phases of Table 3. The paper's v_b orientation is "
-                 "arbitrary, so its signs may be the mirror image of ours. Paper (seed 001 Table 4, block 0): "
+                 "arbitrary, so its signs may be the mirror image of ours. Paper (arXiv 2602.23696, Table 4, block 0): "
                  + "; ".join(f"seed {r['seed']}: t* ≈ {fmt(r['t_star'], 'int')}, early {fmt(r['early'], 'num2')}, late "
                              f"{fmt(r['late'], 'num2')}" for r in PV.TABLE4) + f" (of {pv('steps')} steps).",
                  cols, rows)
@@ -161,7 +161,7 @@ def table5(inp: Inputs) -> Table:
     return Table("table5_block_bias", "Table 5 analogue: per-block signed gradient projection",
                  f"b_ℓ(t) = (1/M) Σ_i ⟨g_i restricted to block ℓ, v_ℓ⟩ for the total loss (M = {r['settings']['n_batches']}, "
                  "v_ℓ the block backbone along the net drift, so b_ℓ < 0 means descent moves block ℓ forward along "
-                 f"its backbone); last row: B_ℓ = Σ_t b_ℓ(t). Paper (seed 001 Table 5, §4.4): block 0 dominates by "
+                 f"its backbone); last row: B_ℓ = Σ_t b_ℓ(t). Paper (arXiv 2602.23696, Table 5, §4.4): block 0 dominates by "
                  f"{pv('b0_dominance')}, B_0 ≈ {pv('b0_cumulative')}.",
                  cols, rows)
 
@@ -179,7 +179,7 @@ def table_grad(inp: Inputs) -> Table:
                      t["abs_cos_over_floor"], b0.get("mean_abs_cos"), b0.get("abs_cos_over_floor")])
     return Table("table_gradient_alignment", "Gradient alignment with the backbone",
                  f"Mean over M = {r['settings']['n_batches']} seeded mini-batch gradients of |cos(g_i, v_b)| (total "
-                 "loss), its std, the random-direction floor sqrt(2/(πD)) and their ratio. Paper (seed 001 §4.1): "
+                 "loss), its std, the random-direction floor sqrt(2/(πD)) and their ratio. Paper (arXiv 2602.23696 §4.1): "
                  f"{pv('grad_abs_cos')} against a floor of {pv('noise_floor')} (one block).", cols, rows)
 
 
@@ -196,7 +196,7 @@ def table6(inp: Inputs) -> Table:
     return Table("table6_rayleigh", "Table 6 analogue: Fisher Rayleigh quotients and anisotropy",
                  f"q(v) = (1/M) Σ ⟨g_i, v⟩² over M = {q.get('M')} mini-batch gradients; α = q(v_b) / mean q(w_k) over "
                  f"K = {q.get('K')} random unit directions ⊥ v_b; u1 = top empirical-Fisher eigenvector; {note}. "
-                 f"Paper (seed 001 Table 6, seed 42): q(v_b) {fmt(PV.TABLE6[0]['q_b'], 'sci')} at step "
+                 f"Paper (arXiv 2602.23696, Table 6, seed 42): q(v_b) {fmt(PV.TABLE6[0]['q_b'], 'sci')} at step "
                  f"{PV.TABLE6[0]['step']} → {fmt(PV.TABLE6[-1]['q_b'], 'sci')} at step {PV.TABLE6[-1]['step']}, α up "
                  f"to {fmt(max(r['alpha'] for r in PV.TABLE6), 'num1')} at the λ transition.", cols, rows)
 
@@ -229,7 +229,7 @@ def table_switching(inp: Inputs) -> Table:
     return Table("table_switching", "Switching directions against the backbone",
                  f"v_sw = (θ(peak) − θ(trough))/‖·‖ per switch pair of the oscillation manifest; backbone share = "
                  f"⟨v_sw, v_b⟩²; E_2:{k} = energy of the transverse part of v_sw in PCs 2–{k}; block columns: range "
-                 f"over blocks (block backbones). Paper (seed 001 §7): |⟨v_sw, v_b⟩| {pv('switch_abs_cos')}, share "
+                 f"over blocks (block backbones). Paper (arXiv 2602.23696 §7): |⟨v_sw, v_b⟩| {pv('switch_abs_cos')}, share "
                  f"{pv('switch_backbone_share')}, E_2:6 {pv('e26_seed42')} % (seed 42) and {pv('e26_seed271')} % "
                  "(seed 271).", cols, rows,
                  notes=[f"Between events: mean |cos| {fmt(summ.get('mean_abs_cos_between_events'), 'num3')}, max "
@@ -248,7 +248,7 @@ def table9(inp: Inputs) -> Table:
     win = prot.get("window") if isinstance(prot, dict) else None
     return Table("table9_sgd", "Table 9 analogue: SGD-family controls",
                  "Training outcome and the row-normalised window PCA (anchored at the window's first checkpoint"
-                 + (f", window {win}" if win else "") + "). Paper (seed 001 Table 9): "
+                 + (f", window {win}" if win else "") + "). Paper (arXiv 2602.23696, Table 9): "
                  + "; ".join(f"{r['run']} {fmt(r['pc1'], 'num1')} %, k95 {fmt(r['k95'], 'int')}" for r in PV.TABLE9
                              if r["pc1"] is not None) + ".", cols, rows,
                  notes=[f"Pre-registered verdict: {v.get('outcome', 'n/a')}. {v.get('reading', '')}".strip()])
@@ -274,7 +274,7 @@ def table10(inp: Inputs) -> Table:
                      r.get("drift")])
     return Table("table10_matched", "Table 10 analogue: geometry at matched validation loss",
                  "The paper's windows scaled to this preset, and (auto-matched) windows around the validation loss "
-                 "SGD + momentum ends at. Paper (seed 001 Table 10): "
+                 "SGD + momentum ends at. Paper (arXiv 2602.23696, Table 10): "
                  + "; ".join(f"{r['optimizer']} {r['window']} {fmt(r['pc1'], 'num1')} %, k95 {r['k95']}" for r in PV.TABLE10)
                  + ".", cols, rows)
 
@@ -289,9 +289,9 @@ def table_beta(inp: Inputs) -> Table:
         val = r.get("val_display", r.get("final_val_loss"))
         rows.append([r["beta2"], val if isinstance(val, str) else r.get("final_val_loss"), r.get("best_p_ood"),
                      r.get("pc1"), r.get("k95"), r.get("drift"), r.get("mean_abs_update_cos"), r.get("interference")])
-    return Table("table_beta2", "β2 sweep (the columns of the seed-000 table)",
+    return Table("table_beta2", "β2 sweep (the columns of the mini_gpt README's β2 table)",
                  "Only β2 differs between the runs; geometry on the paper's window scaled to the preset; interference "
-                 "= cos(g_LM, g_probe). Paper (seed 000 §3), β2: val loss, PC1 %: "
+                 "= cos(g_LM, g_probe). Paper (mini_gpt README, finding 3), β2: val loss, PC1 %: "
                  + "; ".join(f"{fmt(r['beta2'], 'num2')}: {r['val']}, {fmt(r['pc1'], 'num1')}" for r in PV.BETA2) + ".",
                  cols, rows)
 
@@ -308,7 +308,7 @@ def table_beta_reheat(inp: Inputs) -> Table:
         lr = Cell("any", "text") if r.get("best_lr_tied") else r.get("best_lr")
         rows.append([r["beta2"], r["ckpt"], lr, r.get("p0"), r.get("peak_p_ood"), r.get("G")])
     return Table("table_beta2_reheat", "β2-ablation reheating", "Best learning rate (largest G) per (β2, checkpoint). "
-                 "Paper (seed 000 §5), β2 / checkpoint: G = "
+                 "Paper (mini_gpt README, finding 5), β2 / checkpoint: G = "
                  + "; ".join(f"{fmt(r['beta2'], 'num2')} / {r['ckpt']}: {fmt(r['G'], 'signed')}" for r in PV.BETA2_REHEAT)
                  + ".", cols, rows)
 
@@ -330,9 +330,9 @@ def table11(inp: Inputs) -> Table:
                  f"Training resumed from a checkpoint with λ = {fmt(runs[0].get('lam'), 'num1')}, warmup then cosine; "
                  f"steps are counted from the reheating start; threshold {fmt(thr, 'num2')}; G = max p_ood − p0; "
                  "Δa/a and Δ‖r‖/‖r‖: final change of the backbone coordinate and residual norm (original run's v_b). "
-                 "Paper (seed 001 Table 11, seed 42), lr: peak at step, final: "
+                 "Paper (arXiv 2602.23696, Table 11, seed 42), lr: peak at step, final: "
                  + "; ".join(f"{fmt(r['lr'], 'lr')}: {fmt(r['peak'], 'num3')} at {r['at']}, {fmt(r['final'], 'num3')}"
-                             for r in PV.TABLE11) + f"; G up to {pv('reheat_G')} (seed 000 §5).", cols, rows)
+                             for r in PV.TABLE11) + f"; G up to {pv('reheat_G')} (mini_gpt README, finding 5).", cols, rows)
 
 
 TABLES: list[tuple[str, Callable[[Inputs], Table]]] = [

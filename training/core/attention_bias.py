@@ -7,8 +7,8 @@ std = linspace(first, last, head_dim). Draw number n of layer l is a pure functi
 so the only state is a draw counter; that counter, the running mean of the draws and the last draw are written
 next to every checkpoint (``step_XXXXXX.attn_bias.json``), so a resumed run continues exactly and analyses read
 ⟨bQ⟩ without touching the weights. Evaluation uses the policy ``mean`` (the distribution mean; deterministic),
-``last`` (the last training draw, as the reference code does) or ``resample`` (a fresh draw per evaluation
-forward, from a stream of its own); the run directory's files of this state are written and read by
+``last`` (the last training draw, as evasilverstein/symmetry-breaking-files' train_gpt_disorder.py does) or
+``resample`` (a fresh draw per evaluation forward, from a stream of its own); the run directory's files of this state are written and read by
 :mod:`training.core.runio`. The diagnostics of the symmetry these biases break live in
 :mod:`training.geometry.symmetry`.
 """
@@ -43,7 +43,7 @@ class AttentionBiasSettings:
     attn_bq_mean: float = 0.5        # bQ ~ mean + std_i * N(0, 1), std_i = linspace(first, last, head_dim)
     attn_bq_std_first: float = 0.05
     attn_bq_std_last: float = 0.15
-    attn_bk_mean: float = 0.3        # bK cancels in the softmax (a no-op kept for the reference's runs)
+    attn_bk_mean: float = 0.3        # bK cancels in the softmax (a no-op kept for symmetry-breaking-files' runs)
     attn_bk_std_first: float = 0.12
     attn_bk_std_last: float = 0.08
     attn_bv_mean: float = 0.0

@@ -1,16 +1,18 @@
-"""Run configuration: one dataclass, three presets, JSON round trip and validation.
+"""Run configuration: one dataclass, seven presets, JSON round trip and validation.
 
 Every knob of a training run lives in :class:`Config`. A run directory stores the resolved config in
 ``config.json``; :func:`Config.from_dict` reads it back exactly. :meth:`Config.validate` rejects
 impossible settings with a one-line :class:`~training.core.errors.UserError`.
 
-Presets (DESIGN §5):
+Presets (:data:`PRESETS`; README, "Training"):
 
 * ``test``  -- a few-thousand-parameter model for unit and end-to-end tests (seconds on a CPU);
 * ``quick`` -- the embedded offline default: synthetic stories, a trained byte-level BPE, a small
   model whose whole run takes a few minutes on a laptop CPU;
-* ``paper`` -- the setup of the paper (seed 001, Table 1; reference §3.2): 8 layers, d_model 512,
-  GPT-2 BPE, TinyStories, AdamW(0.9, 0.95), 10,000 steps.
+* ``paper`` -- the setup of the paper (arXiv 2602.23696, Table 1; skydancerosel/mini_gpt's
+  ``scripts/run_seed.sh``): 8 layers, d_model 512, GPT-2 BPE, TinyStories, AdamW(0.9, 0.95), 10,000 steps;
+* ``124m``, ``355m``, ``774m``, ``1.3b`` -- the GPT-2 model sizes of the symmetry-breaking study
+  (evasilverstein/symmetry-breaking-files) on FineWeb token shards (``corpus=fineweb``), ECD, 500M tokens.
 """
 from __future__ import annotations
 
@@ -64,10 +66,10 @@ class ModelSettings:
 @dataclass
 class DataSettings:
     """The corpus and its tokenizer (training/core/data.py)."""
-    corpus: str = "tinystories"      # synthetic | tinystories | files
-    corpus_path: str = ""            # for corpus=files: a .txt, .jsonl or .parquet file (or a directory of them)
+    corpus: str = "tinystories"      # synthetic | tinystories | files | fineweb
+    corpus_path: str = ""            # files: a .txt, .jsonl or .parquet file (or a directory of them); fineweb: the shards
     corpus_seed: int = 0             # synthetic corpus generation seed
-    n_train_docs: int = 200_000      # stories used for training (first N, as the reference)
+    n_train_docs: int = 200_000      # stories used for training (first N, as mini_gpt)
     n_val_docs: int = 5_000          # held-out stories used for val_loss
     min_doc_chars: int = 40
     tokenizer: str = "gpt2"          # gpt2 (tiktoken) | bpe (byte-level BPE trained on this corpus)
@@ -412,7 +414,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 # ---------------------------------------------------------------------------- presets
 def _paper() -> Config:
-    # Exactly DESIGN §5 / reference §3.2: the dataclass defaults are the paper's values.
+    # The dataclass defaults are the paper's values (arXiv 2602.23696 Table 1, mini_gpt scripts/run_seed.sh).
     return Config(preset="paper")
 
 
@@ -446,9 +448,10 @@ def _test() -> Config:
 
 
 def _gpt2_size(name: str, n_layer: int, n_head: int, d_model: int):
-    """The seed-004 model sizes (GPT-2 shapes) on FineWeb token shards, with the reference runs' schedule:
-    context 512, 8 sequences per update, constant learning rate, no clipping, no probe, ECD (Δt̂ 1, η 100,
-    F0 2), 122,070 updates (500M tokens); corpus_path must point at the shards (prepare_fineweb.py)."""
+    """The model sizes of evasilverstein/symmetry-breaking-files (GPT-2 shapes) on FineWeb token shards, with
+    the schedule of its runs: context 512, 8 sequences per update, constant learning rate, no clipping, no probe,
+    ECD (Δt̂ 1, η 100, F0 2), 122,070 updates (500M tokens); corpus_path must point at the shards
+    (prepare_fineweb.py)."""
     def build() -> Config:
         return Config(preset=name, n_layer=n_layer, n_head=n_head, d_model=d_model, d_ff=4 * d_model, seq_len=512,
                       corpus="fineweb", corpus_path="data/fineweb10B", tokenizer="gpt2", window="packed",

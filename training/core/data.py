@@ -1,7 +1,7 @@
 """Corpora, the token cache, and the language-model + probe task.
 
-Corpora (DESIGN §6): ``synthetic`` (built in, offline), ``tinystories`` (Hugging Face ``datasets``),
-``files`` (local .txt / .jsonl / .parquet). Each is tokenised once into a memory-mapped cache keyed by
+Corpora (README, "Training"): ``synthetic`` (built in, offline), ``tinystories`` (Hugging Face ``datasets``),
+``files`` (local .txt / .jsonl / .parquet), ``fineweb`` (GPT-2 token shards, :mod:`training.core.fineweb`). Each is tokenised once into a memory-mapped cache keyed by
 (corpus, tokenizer): ``<cache>/tokens/<key>/{train,val}.bin`` hold every document followed by an
 end-of-text token, ``{train,val}_offsets.npy`` the document starts. Batches are cut from these arrays
 with numpy; nothing is tokenised in the training loop.
@@ -12,7 +12,7 @@ uninterrupted run would, without any data-loader state.
 
 Evaluation sets (validation windows and the two probe sets) are drawn from the validation split with
 generators seeded by ``eval_seed`` only, so runs with different training seeds are measured on the same
-examples. Probe eval sets use validation text as filler (the reference used random token ids).
+examples. Probe eval sets use validation text as filler (skydancerosel/mini_gpt's ``training/dataset.py`` used random token ids).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The long-range key-retrieval probe of the paper (reference §2.3-2.7).
+"""The long-range key-retrieval probe of the paper (arXiv 2602.23696;
+skydancerosel/mini_gpt's ``training/dataset.py``).
 
 A probe sequence plants a *key* sentence ("The secret code is ZEBRA.") in text, then after a gap of
 ``gap`` tokens a *query* of the paired template ("What is the secret code? ZEBRA"). The model is
@@ -6,8 +7,8 @@ scored on predicting the codeword at the end of the query, given the true prefix
 
 Codewords are upper-case words that are one token *in the query context*: the query with the codeword
 tokenises as the query without it followed by exactly one token. The probe mask is derived from
-that in-context tokenisation (the reference used the standalone tokenisation of the bare word, which
-can differ in length, §9 item 3).
+that in-context tokenisation (a defect of skydancerosel/mini_gpt's ``training/dataset.py`` that we do not
+reproduce: it used the standalone tokenisation of the bare word, which can differ in length).
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Energy-conserving descent, the q = 1 variant (ECD_q1; reference modadd_ecd §B.2), written from its equations.
+"""Energy-conserving descent, the q = 1 variant (ECD_q1), written from its equations: De Luca & Silverstein,
+arXiv 2201.11137, as used in arXiv 2601.22257 (evasilverstein/symmetry-breaking-files,
+``symmetry_breaking_paper_code/optimizers/ECD_q1_scaled.py``).
 
 The parameters θ move at constant speed along a unit velocity p; the loss only turns p. One update, with
 F̃ = loss + ½·Σ wd‖θ‖², g̃ = ∇loss + wd·θ, lr = Δt̂, lr_s = Δt̂/√η, d = number of parameter elements and
@@ -6,7 +8,7 @@ F̃ = loss + ½·Σ wd‖θ‖², g̃ = ∇loss + wd·θ, lr = Δt̂, lr_s = Δt
 
 1. (energy conservation) rescale p to unit global norm;
 2. (kick) p ← p − κ/(F̃ − F0) · (g̃ − p⟨p, g̃⟩), the projection taken per tensor (``projection="per_tensor"``,
-   what the reference code does) or over the whole parameter vector (``projection="global"``);
+   what ``ECD_q1_scaled.py`` does) or over the whole parameter vector (``projection="global"``);
 3. (drift) θ ← θ + lr_s·p with the kicked, not yet renormalised p;
 4. (bounce, ν > 0) p ← p/‖p‖ + (ν/√d)·z with z ~ N(0, I) from the optimizer's own seeded generator, then
    rescaled to the kicked norm ‖p‖ again.
@@ -16,14 +18,14 @@ In global mode Δθ = lr_s·p̂ − ½Δt̂²·d/(d−1)·g̃⊥/(F̃ − F0) ex
 so an update is a drift of length Δt̂/√η plus a gradient step on log(F̃ − F0) across the velocity;
 :attr:`ECD.last` reports both lengths and the turning angle of p for every step.
 
-Helper: :func:`eta_prior` (the reference's η suggestion). Matching a baseline optimizer's step size to ECD's
+Helper: :func:`eta_prior` (the η suggestion of arXiv 2601.22257). Matching a baseline optimizer's step size to ECD's
 is a protocol of the symmetry study: :mod:`training.studies.step_matching`.
 
-Differences from the reference code (§B.3), all deliberate: the first-step initialisation happens once
+Differences from ``ECD_q1_scaled.py``, all deliberate: the first-step initialisation happens once
 (a skipped first step does not count the parameters twice), every scalar and the noise generator are in
 ``state_dict`` (a resumed run continues bit for bit), the generator is seeded explicitly, a parameter
 without a gradient is treated as having a zero loss gradient, the learning rate is read from the
-parameter group at every step (so a schedule applies; the reference rescales it once), and with ν = 0 no
+parameter group at every step (so a schedule applies; ``ECD_q1_scaled.py`` rescales it once), and with ν = 0 no
 noise is drawn and the bounce is skipped.
 """
 from __future__ import annotations
@@ -37,8 +39,8 @@ import torch
 from training.core.errors import UserError
 
 PROJECTIONS = ("per_tensor", "global")
-EPS_P2 = 1e-10          # below this squared speed the energy rescaling is left out (reference eps1)
-EPS_GAP = 1e-40         # F̃ − F0 must exceed this for a step to happen (reference eps2)
+EPS_P2 = 1e-10          # below this squared speed the energy rescaling is left out (eps1 of ECD_q1_scaled.py)
+EPS_GAP = 1e-40         # F̃ − F0 must exceed this for a step to happen (eps2 of ECD_q1_scaled.py)
 
 
 @dataclass
@@ -241,7 +243,7 @@ def _angle(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 
 def eta_prior(n_steps: int, theta0_norm: float, dt_prior: float = 0.1, F2: float = 1.0) -> float:
-    """The reference's η suggestion ("Eq. 28", §B.2): η = (N·Δt̂_prior/‖θ0‖)²/F2, so that the total drift
+    """The η suggestion of arXiv 2601.22257: η = (N·Δt̂_prior/‖θ0‖)²/F2, so that the total drift
     length N·Δt̂_prior/√η equals ‖θ0‖·√F2."""
     if n_steps <= 0 or theta0_norm <= 0 or F2 <= 0:
         raise UserError("eta_prior needs n_steps > 0, theta0_norm > 0 and F2 > 0")

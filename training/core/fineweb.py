@@ -1,9 +1,10 @@
-"""FineWeb token shards as a corpus (``corpus=fineweb``; the symmetry-breaking README's data format).
+"""FineWeb token shards as a corpus (``corpus=fineweb``; the data format of
+evasilverstein/symmetry-breaking-files, its README's "Data Preparation").
 
 A shard is a 256-int32 header followed by uint16 GPT-2 token ids. Header word 0 is the magic number
 20240520, word 1 the format version (1), word 2 the number of tokens; the file must be exactly
-1024 + 2·n bytes. (The reference loader memory-maps the file from byte 0 and so reads the header as
-tokens; here the header is checked and skipped.)
+1024 + 2·n bytes. (A defect of that repository's loader that we do not reproduce: it memory-maps the file from byte 0 and
+so reads the header as tokens; here the header is checked and skipped.)
 
 ``corpus_path`` names a directory of shards; files with ``train`` in the name form the training split and
 files with ``val`` the validation split, each in sorted order and concatenated (a window may cross a

@@ -1,9 +1,10 @@
-"""The composite training loss L = L_LM + λ·L_probe (reference §3.5) and the evaluation metrics.
+"""The composite training loss L = L_LM + λ·L_probe and the evaluation metrics (arXiv 2602.23696;
+skydancerosel/mini_gpt's ``training/pilot.py``).
 
 With λ > 0 the LM term is the mean cross-entropy over ordinary target positions (not probe, not
 ignored) of the micro-batch and the probe term the mean over probe positions; an empty set
 contributes zero. With λ = 0 the loss is the plain mean cross-entropy over all non-ignored targets,
-probe positions included, as in the reference.
+probe positions included, as in mini_gpt's ``training/pilot.py``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Marker-based modular addition (the task of the bubble-modadd README; reference part A.2, C.1).
+"""Marker-based modular addition (the task of skydancerosel/bubble-modadd, arXiv 2602.10496; its generator is in
+that repository's ``train.py`` / ``helpers.py``).
 
 A sequence has a body of T tokens. m positions p_1 < ... < p_m in [1, T-2] (gaps of at least 2, so a
 marker never sits on another marker's value) carry the marker token ``marker_offset + i`` and the next

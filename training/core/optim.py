@@ -4,7 +4,7 @@ Optimizers are looked up by name in :data:`OPTIMIZERS`; a new one (SOAP, ECD, Mu
 :func:`register_optimizer` and the training loop does not change. An optimizer that re-evaluates the
 loss (ECD) registers with ``needs_closure=True`` and receives a closure from the loop.
 
-Parameter groups (reference §3.3): weight decay on every parameter except LayerNorm weights and
+Parameter groups (as skydancerosel/mini_gpt's ``training/pilot.py``): weight decay on every parameter except LayerNorm weights and
 biases; the tied embedding/head and the positional embedding are decayed, as in the paper.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ class SGDW(torch.optim.SGD):
     """SGD (optionally Nesterov) with decoupled weight decay θ ← (1 − lr·wd)·θ after each step.
 
     The decay of a group is read from ``group["decoupled_wd"]``; the coupled L2 term of
-    :class:`torch.optim.SGD` is kept at zero (reference §4.18, run C′).
+    :class:`torch.optim.SGD` is kept at zero (run C′ of arXiv 2602.23696 §5).
     """
 
     def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool):

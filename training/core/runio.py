@@ -1,4 +1,4 @@
-"""The run directory (DESIGN §3): atomic writes, the single-writer lock, checkpoints, resume state, metrics.
+"""The run directory (README, "The run directory"): atomic writes, the single-writer lock, checkpoints, resume state, metrics.
 
 Layout::
 
@@ -377,7 +377,7 @@ class BackgroundWriter:
 
 
 def trunk_names_of(state: dict) -> list[str]:
-    """The trunk tensors (DESIGN §4) among a state dict's names: per block attention qkv / output, MLP up / down."""
+    """The trunk tensors (docs/definitions.md) among a state dict's names: per block attention qkv / output, MLP up / down."""
     return [k for k in state if k.startswith("blocks.") and k.split(".", 2)[-1] in TRUNK_SUFFIXES]
 
 

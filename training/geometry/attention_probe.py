@@ -5,7 +5,8 @@ probabilities (B, H, T, T) after the softmax and returns the ones to use. Settin
 through the explicit math path. :func:`prob_hooks` installs one function for every layer for the
 duration of a ``with`` block.
 
-Definitions (reference A.5.4; here the readout row is the separator position, the last query):
+Definitions (after arXiv 2602.10496 and skydancerosel/bubble-modadd; here the readout row is the separator
+position, the last query):
 
 * entropy of a row a: H = -Σ_j a_j ln a_j in nats (0 ln 0 = 0, no epsilon); a uniform causal row over n
   visible keys has H = ln n;

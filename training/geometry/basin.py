@@ -1,4 +1,5 @@
-"""Basin tests (reference §4.9–4.10, the mini_gpt README's "B-series"): relaxation, basin depth, drift table,
+"""Basin tests (the mini_gpt README's "B-series": skydancerosel/mini_gpt's ``analysis/basin/B1_basin_test.py`` and
+``analysis/basin/B6_basin_depth.py``): relaxation, basin depth, drift table,
 switching alignment and the dimension of the switching manifold. Every formula of the basin scripts
 lives here once.
 
@@ -15,8 +16,8 @@ and the regime is "probe" when p_ood >= 0.6 and nll_ood <= 2.0, else "lm".
 
 **Perturbation.** W' = W + σ·rms(W)·Z for every trunk matrix W, Z ~ N(0, I) drawn on the CPU from a
 torch generator seeded with (seed, step, σ code, trial): a relative perturbation of size σ per
-tensor, ‖W' − W‖ ≈ σ·‖W‖ (the reference's B6 convention, not the directional probe's ε·rms·unit
-vector whose relative size is ~ε/sqrt(n), reference §9.4).
+tensor, ‖W' − W‖ ≈ σ·‖W‖ (the convention of mini_gpt's ``B6_basin_depth.py``, not the ε·rms·unit vector of the directional probe
+in its ``B1_basin_test.py``, whose relative size is only ~ε/sqrt(n)).
 
 **Basin depth.** D_σ = mean p_ood after perturbation of size σ and relaxation; σ½ is the linear
 interpolation of the first σ at which D_σ falls below D_0/2.
@@ -294,7 +295,7 @@ def disjoint_pairs(pairs: Sequence[SwitchPair]) -> list[int]:
 
 # ---------------------------------------------------------------------------- drift table
 def drift_table(gram: Gram, peaks: Sequence[int], troughs: Sequence[int], late: int | None) -> dict:
-    """Distances between the peak, trough and late checkpoints (reference §4.10 step 2), from the Gram.
+    """Distances between the peak, trough and late checkpoints (step 2 of mini_gpt's ``analysis/basin/B6_basin_depth.py``), from the Gram.
 
     within: ‖θ(p_{i+1}) − θ(p_i)‖ for consecutive peaks and likewise for troughs; between: for each
     peak, the distance to the nearest trough in parameter space; centres C_P, C_T = means of the peak

@@ -1,4 +1,5 @@
-"""SGD commutators and their projection on an execution subspace (reference A.5.5-A.5.6, C.4).
+"""SGD commutators and their projection on an execution subspace (as skydancerosel/bubble-modadd's
+``bubble_exp_comm_v2.py``; arXiv 2602.10496).
 
 At parameters θ0 and two independent mini-batches A and B, two plain SGD steps of size η in either order
 end at θ_AB = θ0 − η g_A − η ∇L_B(θ0 − η g_A) and θ_BA (A and B swapped). The commutator is

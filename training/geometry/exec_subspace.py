@@ -1,4 +1,5 @@
-"""Per-block trajectory spectra and subspace comparisons ("execution subspace"; reference A.5.1-A.5.3, C.3).
+"""Per-block trajectory spectra and subspace comparisons ("execution subspace"; as
+skydancerosel/bubble-modadd's ``analysis_subspace.py`` and ``analysis_alignment.py``; arXiv 2602.10496).
 
 A *block* is one attention matrix of one layer -- W_Q, W_K, W_V (row slices of the fused qkv weight) or
 W_O -- or, in a standard model, one MLP matrix. Its trajectory is the T × D matrix of its flattened

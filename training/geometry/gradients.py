@@ -254,7 +254,7 @@ def choose_steps(available: Sequence[int], explicit: str | None, n: int) -> list
 # ---------------------------------------------------------------------------- LM / probe interference
 def interference(model: GPT, task: LMProbeTask, cfg: Config, step: int, n_batches: int, seed: int,
                  batch_size: int | None = None, block: int | None = None, progress: bool = False) -> dict:
-    """Gradient interference between the two terms of the training loss (mini_gpt README finding 3, reference §4.16).
+    """Gradient interference between the two terms of the training loss (mini_gpt README, finding 3; mini_gpt's ``beta2_backbone_analysis.py``).
 
     For analysis batch i (key [seed, GRAD_TAG, i]) g_LM,i is the gradient of L_LM on the training mixture
     and g_probe,i the gradient of L_probe on the same text windows with a probe in every sequence

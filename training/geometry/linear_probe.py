@@ -1,4 +1,5 @@
-"""Linear probes: multinomial logistic regression on fixed feature vectors (reference C.10).
+"""Linear probes: multinomial logistic regression on fixed feature vectors (the probes of the modular-addition
+study, scored on held-out data unlike skydancerosel/bubble-modadd's).
 
 Why logistic regression, and how it is fitted:
 

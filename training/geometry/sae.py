@@ -1,4 +1,4 @@
-"""A Top-K sparse autoencoder (reference A.5.8, C.12) and activation patching through it.
+"""A Top-K sparse autoencoder (as in skydancerosel/bubble-modadd, arXiv 2602.10496) and activation patching through it.
 
 Encoder z_pre = W_enc (x − b_pre) + b_enc; the code z keeps the k largest entries of z_pre (and, with
 ``relu``, clips them at zero; the reference keeps negative survivors); the reconstruction is

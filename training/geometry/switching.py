@@ -1,6 +1,7 @@
 """Switching between the LM and the probe objective: oscillations of p_ood and their geometry.
 
-Four pieces, each defined once here (arXiv 2602.23696 §7; reference §4.7, §4.8, §4.11, §4.12):
+Four pieces, each defined once here (arXiv 2602.23696 §7; in skydancerosel/mini_gpt, ``analysis/switching/detect_oscillations.py``,
+``analysis/basin/eval_noise.py``, ``analysis/switching/switching_alignment.py`` and ``analysis/backbone/update_alignment.py``):
 
 * **Oscillations.** Peaks and troughs of the OOD probe accuracy series p_ood(t), found with
   ``scipy.signal.find_peaks`` on p and on −p with a prominence threshold h, and the *switch pairs*
@@ -32,7 +33,7 @@ from training.core.errors import UserError
 from training.core.losses import IGNORE
 from training.geometry.trajectory import PCA, Gram
 
-DEFAULT_PROMINENCE = 0.03   # the reference's fixed threshold (§4.7), used when no noise estimate exists
+DEFAULT_PROMINENCE = 0.03   # mini_gpt's fixed threshold (analysis/switching/detect_oscillations.py), used when no noise estimate exists
 NOISE_MULTIPLIER = 2.0      # h = NOISE_MULTIPLIER × (mean bootstrap std of p_ood) when one does
 MANIFEST = "oscillation_manifest.json"
 PAIRING_RULE = ("each peak is paired with the nearest trough after it and before the next peak ('fall') and with "

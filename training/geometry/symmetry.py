@@ -1,4 +1,6 @@
-"""Symmetry breaking in attention (reference modadd_ecd §B.4, §B.6, §B.7, §C.7, §C.8, §C.11).
+"""Symmetry breaking in attention (arXiv 2601.22257; the disordered attention of evasilverstein/symmetry-breaking-files'
+``symmetry_breaking_paper_code/train_gpt_disorder.py`` and its bQ analyses ``analysis/analysis_bQ_batch.py``,
+``analysis/analysis_bQ_null_baseline.py``).
 
 Two parts, one implementation each (the biases themselves are part of the model:
 :mod:`training.core.attention_bias`):
@@ -137,7 +139,8 @@ def alignment_cosines(keys: torch.Tensor, direction: torch.Tensor) -> torch.Tens
 
 
 def bq_alignment(state: dict[str, torch.Tensor], n_layer: int, n_head: int, bq: np.ndarray, top: int = 15) -> dict:
-    """Token and position alignment with ⟨bQ⟩ per layer and head (reference §B.7): cos(W_K^(h)·e, ⟨bQ⟩_l)
+    """Token and position alignment with ⟨bQ⟩ per layer and head (as symmetry-breaking-files'
+    ``analysis/analysis_bQ_batch.py``): cos(W_K^(h)·e, ⟨bQ⟩_l)
     for every row e of the (raw, tied) token embedding and of the learned position embedding, with no
     LayerNorm and no key bias. Per layer: the mean over heads of the token cosines' mean, std and the
     z-score of their mean square against the analytic null (a random direction in head_dim dimensions has
@@ -168,7 +171,8 @@ def bq_alignment(state: dict[str, torch.Tensor], n_layer: int, n_head: int, bq: 
 
 
 def null_direction(mean: float, std_first: float, std_last: float, head_dim: int, n_layer: int, seed: int) -> np.ndarray:
-    """One random bQ draw per layer from the bQ distribution: the reference's null for a symmetric model."""
+    """One random bQ draw per layer from the bQ distribution: the null of symmetry-breaking-files'
+    ``analysis/analysis_bQ_null_baseline.py`` for a symmetric model."""
     rng = np.random.default_rng([seed, 4242])
     std = np.linspace(std_first, std_last, head_dim)
     return mean + std * rng.standard_normal((n_layer, head_dim))

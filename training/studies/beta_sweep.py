@@ -1,8 +1,9 @@
-"""The AdamW β2 sweep (mini_gpt README findings 3 and 5; reference §4.16, §4.17, §5.3): what it trains and what it measures.
+"""The AdamW β2 sweep (mini_gpt README, findings 3 and 5; in skydancerosel/mini_gpt ``beta2_backbone_analysis.py``,
+``beta2_reheating.py`` and ``experiments/beta_sweep/run_beta2_overnight.sh``): what it trains and what it measures.
 
 Protocol (paper values; at another preset every step count goes through :func:`studies.scale_step`).
 One run per β2 ∈ {0.99, 0.95, 0.90, 0.80, 0.0} with *nothing else* changed between the runs -- same seed,
-same p_probe (the preset's; the reference silently trained its sweep at 0.20), same batch: 4,000 steps, the
+same p_probe (the preset's; mini_gpt's ``run_beta2_overnight.sh`` silently trained its sweep at 0.20), same batch: 4,000 steps, the
 preset's warmup (clamped to the run), cosine over the 4,000 steps, λ from the preset raised to its second
 value at step 4,000 (the last step), evaluation every 200 steps, checkpoints every 200 plus every 50 in
 [600, 2000] and every 100 in (2000, 4000].
@@ -488,7 +489,7 @@ TABLE_HEADER = ("β2", "Val loss", "Best p_ood", "PC1 (%)", "k95", "Drift", r"\|
 
 
 def table_cells(row: dict) -> list[str]:
-    """The seed-000 columns of one row as display strings (a dagger marks a value a divergence cut short:
+    """The mini_gpt README columns of one row as display strings (a dagger marks a value a divergence cut short:
     a window measured on part of its span, interference measured at the last usable checkpoints)."""
     dag = "†" if row.get("window_partial") else ""
     val = "diverged" if row["state"] == "diverged" else (_fmt(row["final_val_loss"], ".3f") if row["state"] ==

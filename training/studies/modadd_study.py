@@ -1,4 +1,5 @@
-"""The modular-addition study (issue 5; the bubble-modadd README): runs, analyses, headline numbers, verdicts.
+"""The modular-addition study (the skydancerosel/bubble-modadd README; arXiv 2602.10496): runs, analyses,
+headline numbers, verdicts.
 
 Runs (ordinary run directories under the study directory, trained side by side on a CPU by
 studies.train_runs, resumed where they stopped, skipped when finished):
@@ -37,7 +38,7 @@ STUDY = "modadd"
 LEARNED_MARGIN = 0.2       # a run "learned the task" when its final accuracy is at least chance + this
 RESULT = "modadd_study"
 
-# The reference code's setting (reference part A.1): used at --preset reference.
+# The setting of skydancerosel/bubble-modadd's train.py: used at --preset reference.
 REFERENCE = dict(n_layer=5, d_model=128, n_head=4, d_ff=512, batch_size=128, lr=3e-4, steps=20_000,
                  ckpt_every=500, eval_every=500, eval_batch_size=512, modadd_n_eval=512)
 SIZES = {
@@ -352,7 +353,7 @@ def _sae(c: _Claims) -> dict | None:
 
 
 def headline(res: dict) -> dict:
-    """Numbers next to the seed README's claims, and a plain verdict for each (see the report for the rules)."""
+    """Numbers next to the bubble-modadd README's claims, and a plain verdict for each (see the report for the rules)."""
     runs = res["runs"]
     acc = _accuracy(runs)
     c = _Claims(runs, acc, 1.0 / _get(runs, "attn", "config", "modadd_classes", default=8))

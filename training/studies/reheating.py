@@ -6,7 +6,8 @@ Two halves:
 * planning and bookkeeping of the reheating runs of a run RUN: they are ordinary run directories
   ``RUN/reheat/<name>/`` (name from :func:`training.studies.common.reheat_name`), built by
   :func:`training.studies.common.reheat_config` -- a fresh optimizer or the optimizer moments saved at that step, and
-  a data stream of their own (the reference replayed the original batches, its §9 item 21);
+  a data stream of their own (skydancerosel/mini_gpt's reheating replayed the original batches, a defect
+  we do not reproduce);
 * their geometry against the ORIGINAL run's backbone. With θ_o the original checkpoints and θ_r(t) those of
   a reheating run (θ_r(0) = θ_o(S), the start checkpoint), every quantity is an inner product of drifts
   from θ_o(0), so one float64 Gram matrix over the union of both sets of checkpoint files (streamed once,

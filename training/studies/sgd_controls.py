@@ -1,4 +1,4 @@
-"""The SGD-family control study (arXiv 2602.23696 §5, Tables 8–10; reference §4.18): protocol and analysis.
+"""The SGD-family control study (arXiv 2602.23696 §5, Tables 8–10; the paper code's ``experiments/sgd_controls/`` in skydancerosel/mini_gpt): protocol and analysis.
 
 Four runs share model, initialisation, data stream (batches are a pure function of (seed, step,
 micro-batch)) and schedule, and differ only in the optimizer:
@@ -362,7 +362,7 @@ def residual_coupling(gram, steps: Sequence[int], vb: np.ndarray, metrics: Seque
 
 # ---------------------------------------------------------------------------- the verdict
 def verdict(rows: dict[str, dict]) -> dict:
-    """Reference §4.18's pre-registered rule on the window PC1s (row-normalised), applied literally, plus a
+    """The paper code's pre-registered rule (mini_gpt ``experiments/sgd_controls/``) on the window PC1s (row-normalised), applied literally, plus a
     direction-agnostic reading (is each trajectory (nearly) colinear: PC1 >= 0.95 and k95 = 1?)."""
     pc1 = {k: (rows.get(k) or {}).get("pc1") for k in RUNS}
     k95 = {k: (rows.get(k) or {}).get("k95") for k in RUNS}

@@ -54,7 +54,7 @@ def step_norms(model: torch.nn.Module, optimizer, batches, loss_fn: Callable, n_
 
 def median_step_norm(model: torch.nn.Module, optimizer, batches, loss_fn: Callable, n_steps: int,
                      skip_fraction: float = 0.2) -> float:
-    """The step-size statistic of the reference's baseline matching (§B.2): make ``n_steps`` steps (see
+    """The step-size statistic of the baseline step-size matching of arXiv 2601.22257: make ``n_steps`` steps (see
     :func:`step_norms` for ``batches`` and ``loss_fn``) and return the median ‖Δθ‖ over the last
     (1 − ``skip_fraction``) of them (the first ⌊skip_fraction·n_steps⌋ steps are a burn-in).
 
@@ -72,14 +72,14 @@ def median_step_norm(model: torch.nn.Module, optimizer, batches, loss_fn: Callab
 def calibrate_lr(make_model: Callable[[], torch.nn.Module], make_optimizer: Callable, batches, loss_fn: Callable,
                  target: float, lr0: float, *, n_steps: int = 25, tol: float = 0.05, max_rounds: int = 5,
                  damping: float = 0.5, skip_fraction: float = 0.2, seed: int = 0) -> dict:
-    """Match a baseline optimizer's per-update ‖Δθ‖ to ``target`` (reference §B.2, "step-size matching for
-    baselines"); ``target`` is normally ECD's :func:`median_step_norm` over 50 updates.
+    """Match a baseline optimizer's per-update ‖Δθ‖ to ``target`` (the "step-size matching for
+    baselines" of arXiv 2601.22257); ``target`` is normally ECD's :func:`median_step_norm` over 50 updates.
 
     Every round builds a fresh model with ``make_model()`` and an optimizer with ``make_optimizer(model, lr)``,
     measures :func:`median_step_norm` over ``n_steps`` steps, and forms ratio = statistic/target. The search
-    stops when |ratio − 1| ≤ ``tol``; otherwise lr ← lr·ratio^(−damping) (damping ½ is the
-    reference's 1/√ratio; 1 is exact when ‖Δθ‖ ∝ lr, as for SGD) and the next round measures again. At most
-    ``max_rounds`` rescalings are made (so at most max_rounds + 1 measurements; the reference uses 5).
+    stops when |ratio − 1| ≤ ``tol``; otherwise lr ← lr·ratio^(−damping) (damping ½ is that
+    protocol's 1/√ratio; 1 is exact when ‖Δθ‖ ∝ lr, as for SGD) and the next round measures again. At most
+    ``max_rounds`` rescalings are made (so at most max_rounds + 1 measurements; the protocol uses 5).
 
     ``make_model`` must return the same initial model every time (e.g. a deepcopy of one model, or a model
     built under a fixed seed): each round then starts from the same θ0 and sees the same ``batches``, so the
@@ -100,7 +100,7 @@ def calibrate_lr(make_model: Callable[[], torch.nn.Module], make_optimizer: Call
     if not isinstance(max_rounds, int) or max_rounds < 0:
         raise UserError(f"calibrate_lr: max_rounds must be an integer >= 0 (got {max_rounds!r})")
     if not 0.0 < damping <= 1.0:
-        raise UserError(f"calibrate_lr: damping must lie in (0, 1] (got {damping}); 0.5 is the reference's 1/sqrt")
+        raise UserError(f"calibrate_lr: damping must lie in (0, 1] (got {damping}); 0.5 is the protocol's 1/sqrt")
     if not 0.0 <= skip_fraction < 1.0:
         raise UserError(f"calibrate_lr: skip_fraction must lie in [0, 1) (got {skip_fraction})")
     if not (callable(make_model) and callable(make_optimizer)):

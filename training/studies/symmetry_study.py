@@ -1,14 +1,14 @@
-"""The symmetry-breaking study (the symmetry-breaking / ECD README; reference modadd_ecd §B.9, §C.6–C.9, §C.11): optimizer ×
+"""The symmetry-breaking study (arXiv 2601.22257; evasilverstein/symmetry-breaking-files and its results): optimizer ×
 {symmetric, disordered} attention, everything else shared, then loss, trajectory geometry, symmetry
-diagnostics and bQ alignment per run, and a report beside the seed's headline numbers.
+diagnostics and bQ alignment per run, and a report beside that repository's headline numbers.
 
 Runs (STUDY/<optimizer>_<arm>): optimizers adamw, sgd, ecd, soap (and ``ecd_global``, ECD with the global
 projection, the variant that conserves the Noether charge), arms ``sym`` (standard attention) and ``bq``
-(non-learned random query bias, reference defaults). The reference's training setup is kept in kind:
+(non-learned random query bias, the defaults of its ``train_gpt_disorder.py``). Its training setup is kept in kind:
 constant learning rate, no warm-up, no clipping, evaluation on fixed validation windows.
 
 Sizes: ``cpu`` (default; a 2-layer, d_model 64 model on the built-in synthetic stories, minutes on a 2-core
-CPU) and ``gpu`` (the seed's 124M model on FineWeb shards, 500M tokens; needs prepared shards and a GPU).
+CPU) and ``gpu`` (that repository's 124M model on FineWeb shards, 500M tokens; needs prepared shards and a GPU).
 
 Per run: final and best validation loss; the uncentered-PCA geometry of the whole trajectory (row-normalised
 PC1, k95, mean |update alignment| with PC1, via training/geometry/trajectory.py); the symmetry diagnostics of
@@ -47,7 +47,8 @@ OPTIMIZERS = ("adamw", "sgd", "ecd", "soap", "ecd_global")
 ARMS = ("sym", "bq")
 EFFECT = 0.01        # a bq − sym loss change smaller than this is read as no clear effect (one seed, one eval set)
 
-# Reference headline numbers (124M, 500M tokens, minimum single-batch validation loss; reference §B.9).
+# Headline numbers of evasilverstein/symmetry-breaking-files (124M, 500M tokens, minimum single-batch validation
+# loss; the results it publishes with its code).
 SEED_RESULTS = {
     "metric": "minimum single-batch validation loss, 124M GPT-2 on FineWeb-Edu, 500M tokens (repo summary)",
     "rows": {"ecd": {"sym": 3.933, "bq": 3.847, "bq_bv": 3.347},
@@ -87,7 +88,8 @@ SIZES = {
                            ecd_projection="global", keep_optimizer_states=True),
         "soap": dict(optimizer="soap", lr=3e-3, wd=0.01, beta1=0.95, beta2=0.95),
     }),
-    # the reference runs' settings (§B.8, §B.5): AdamW lr 1e-4 betas (0.9, 0.999) wd 0; SGDM lr 0.03 momentum 0.95
+    # the settings of that repository's runs (its README and examples; SOAP as nikhilvyas/SOAP):
+    # AdamW lr 1e-4 betas (0.9, 0.999) wd 0; SGDM lr 0.03 momentum 0.95
     # Nesterov; ECD Δt̂ 1, η 100, F0 2, ν 0; SOAP lr 1e-3 wd 0 ("extended" runs)
     "gpu": Size(_gpu_base, {
         "adamw": dict(optimizer="adamw", lr=1e-4, wd=0.0, beta1=0.9, beta2=0.999),
@@ -311,16 +313,17 @@ def verdicts(rows: list[dict], d: dict) -> list[str]:
                          f"({a:.3f} vs {e:.3f}).")
     g = by.get(("ecd_global", "sym"))
     if g and g.get("ecd_velocity_qk_charge_rel_max") is not None:
-        lines.append(f"Noether charge (reference B.4, derived): global-projection ECD on the symmetric model keeps J≈0 "
+        lines.append(f"Noether charge (arXiv 2601.22257, derived): global-projection ECD on the symmetric model keeps J≈0 "
                      f"in both sectors (max relative |J| QK {g['ecd_velocity_qk_charge_rel_max']:.1e}, "
                      f"VO {g['ecd_velocity_vo_charge_rel_max']:.1e}; float32 rounding).")
     t = by.get(("ecd", "sym"))
     if t and t.get("ecd_velocity_qk_charge_rel_max") is not None:
-        lines.append(f"Per-tensor ECD (the reference code) on the symmetric model: QK charge {t['ecd_velocity_qk_charge_rel_max']:.1e}, "
+        lines.append(f"Per-tensor ECD (as symmetry-breaking-files' ECD_q1_scaled.py) on the symmetric model: "
+                     f"QK charge {t['ecd_velocity_qk_charge_rel_max']:.1e}, "
                      f"VO charge {t['ecd_velocity_vo_charge_rel_max']:.1e}. In this model Q and K rows share one fused "
                      "qkv tensor, so the per-tensor projection acts on them like the global one and the QK charge "
                      "stays at rounding level; V and W_O sit in different tensors, so the VO charge is created "
-                     "(reference B.3/B.4 predict charge creation for per-tensor projections across tensors).")
+                     "(a per-tensor projection across tensors is expected to create charge; arXiv 2601.22257).")
     for o in ("ecd", "ecd_global"):
         b = by.get((o, "bq"))
         if b and b.get("ecd_velocity_qk_charge_rel_max") is not None:
@@ -379,29 +382,30 @@ def report_markdown(result: dict, size: str, wall_s: float | None = None, note: 
                      f"{_f(r['ecd_velocity_qk_charge_rel_max'], '.1e')} / {_f(r['ecd_velocity_vo_charge_rel_max'], '.1e')} | "
                      f"{_f(r['qk_balancedness_drift_rel_last'], '.3f')} | "
                      f"{r['ecd_skipped'] if r['ecd_skipped'] is not None else '–'} |")
-    lines += ["", "## Effect of bQ next to the seed's headline numbers", "",
+    lines += ["", "## Effect of bQ next to the headline numbers of symmetry-breaking-files", "",
               "| optimizer | Δ final (bq − sym) | Δ best | seed Δ, bQ only | seed Δ, bQ+bV |", "|---|---|---|---|---|"]
     for o, d in result["deltas"].items():
         lines.append(f"| {o} | {_f(d['final'], '+.3f')} | {_f(d['best'], '+.3f')} | {_f(d.get('seed_bq_only'), '+.3f')} | "
                      f"{_f(d.get('seed_bq_bv'), '+.3f')} |")
     s = result["seed"]["rows"]
-    lines += ["", f"Seed numbers ({result['seed']['metric']}): "
+    lines += ["", f"symmetry-breaking-files numbers ({result['seed']['metric']}): "
               + "; ".join(f"{o} {v['sym']} → {v['bq']} (bQ) / {v['bq_bv']} (bQ+bV)" for o, v in s.items())
-              + ". The seed's SOAP bQ-only run probably used a mismatched learning rate; scored by smoothed curves "
-              "instead of the minimum, ECD sym vs bQ-only differ by ≈0.04 (reference §B.9).", "",
+              + ". Its SOAP bQ-only run probably used a mismatched learning rate; scored by smoothed curves "
+              "instead of the minimum, ECD sym vs bQ-only differ by ≈0.04 (its published results).", "",
               "## What this run confirms or not", ""]
     lines += [f"- {v}" for v in result["verdicts"]] or ["- (not enough runs for a verdict)"]
     al = [(r["run"], r["bq_z_mean_square"], r["bq_alignment_kind"]) for r in rows if r["bq_z_mean_square"]]
     if al:
         lines += ["", "## bQ alignment (final checkpoint)", "",
                   "z-score per layer of the mean cos²(W_K e_tok, ⟨bQ⟩) against the random-direction null "
-                  "(E cos² = 1/head_dim); sym runs are scored against one random bQ draw (the reference's null). "
+                  "(E cos² = 1/head_dim); sym runs are scored against one random bQ draw (the null of "
+                  "symmetry-breaking-files' analysis_bQ_null_baseline.py). "
                   "The z-score treats the tokens as independent, which they are not (they share W_K), so read the "
                   "bq runs against the sym runs' values, the empirical null.", "",
                   "| run | direction | z per layer |", "|---|---|---|"]
         for name, z, kind in al:
             lines.append(f"| {name} | {kind} | {', '.join(f'{v:+.1f}' for v in z)} |")
     lines += ["", "Caveats: one seed, a tiny model and a short run on synthetic stories, not 124M on FineWeb; "
-              "hyperparameters are not tuned per arm; the reference's bQ runs also changed the MLP (PReLU), "
+              "hyperparameters are not tuned per arm; that repository's bQ runs also changed the MLP (PReLU), "
               "which this toolkit does not have. The numbers say what happens at this scale, no more.", ""]
     return "\n".join(lines)
