@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
+from training.geometry.nulls import profile, random_walk_gram
 from training.geometry.trajectory import CheckpointSet, compute_gram, pca
 
 FIELDS = {"explained_variance_ratio", "singular_values", "k95", "k99", "steps", "reference_step"}
@@ -33,6 +34,16 @@ def test_trajectory_pca_script(run):
     # the numbers are those of the library on the same checkpoints
     g = compute_gram(CheckpointSet(run))
     assert out["trunk"]["raw"]["pc1"] == pytest.approx(pca(g).explained_variance_ratio[0], rel=1e-12)
+    # beside them, the D → ∞ random walk with the increment norms of the checkpoints themselves (dense numpy)
+    ck = CheckpointSet(run)
+    thetas = np.stack([ck.vector(s) for s in ck.steps])
+    norms = np.linalg.norm(np.diff(thetas, axis=0), axis=1)
+    null = profile(random_walk_gram(ck.steps, norms, thetas.shape[1]), total_steps=20, width=3)
+    got = out["trunk"]["null_profile"]
+    assert got["random_walk"]["pc1"] == pytest.approx(null["pc1"], rel=1e-9)
+    assert got["random_walk"]["C"]["signed"] == pytest.approx(null["C"]["signed"], abs=1e-9)
+    assert got["observed"]["pc1"] == pytest.approx(out["trunk"]["raw"]["pc1"], rel=1e-12)
+    assert got["random_walk"]["C"]["rms"] == pytest.approx(1 / np.sqrt(4), rel=1e-9)
 
 
 def test_update_alignment_script(run):
@@ -44,6 +55,8 @@ def test_update_alignment_script(run):
         assert len(entry["signed_cos"]) == len(entry["abs_cos"]) == 4
         assert np.allclose(np.abs(entry["signed_cos"]), entry["abs_cos"])
         assert all(-1 <= c <= 1 for c in entry["signed_cos"])
+        rw = entry["random_walk"]["signed_cos"]
+        assert len(rw) == 4 and np.sum(np.square(rw)) == pytest.approx(1.0, abs=1e-9)   # Σ C² = 1 for the null
 
 
 @pytest.mark.parametrize("script", ["analysis/backbone/trajectory_pca.py", "analysis/backbone/update_alignment.py"])

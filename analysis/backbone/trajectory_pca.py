@@ -23,6 +23,7 @@ from training.core.cli import run_main
 from training.core.devices import resolve_device
 from training.core.errors import UserError
 from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.nulls import beside_null
 from training.geometry.sketch import compute_sketch, measured_error, pca_bounds
 from training.geometry.trajectory import (
     cached_gram,
@@ -35,7 +36,7 @@ from training.geometry.trajectory import (
 )
 
 
-def analyse(gram, steps, ref, args, null_seed):
+def analyse(gram, steps, ref, args, null_seed, total_steps):
     raw = pca(gram, steps, ref, rownorm=False, k=1)
     out = {"raw": raw.summary(), "rownorm": pca(gram, steps, ref, rownorm=True, k=1).summary()}
     inc = increment_norms(gram, [ref] + [s for s in steps if s != ref])
@@ -44,7 +45,13 @@ def analyse(gram, steps, ref, args, null_seed):
     width = min(args.window, len(steps))
     if width >= 3:
         out["rolling_pc1"] = rolling_pc1(gram, width, steps, global_coeffs=raw.coeffs[0])
+    if ref == min(steps):       # the same statistics from the D → ∞ random walk with these increments
+        out["null_profile"] = beside_null(gram, total_steps, steps, ref, width=max(2, width))
     return out
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def main() -> int:
@@ -102,7 +109,7 @@ def main() -> int:
         return rep
 
     trunk_gram = gram_of(None)
-    result["trunk"] = analyse(trunk_gram, steps, ref, args, args.seed)
+    result["trunk"] = analyse(trunk_gram, steps, ref, args, args.seed, run.cfg.steps)
     result["trunk"]["dim"] = trunk_gram.dim
     result["trunk"].update(sketch_report(trunk_gram, None))
     result["random_walk_null"] = result["trunk"]["random_walk_null"]
@@ -110,7 +117,7 @@ def main() -> int:
     if not args.no_blocks:
         for b in range(run.cfg.n_layer):
             g = gram_of(b)
-            entry = analyse(g, steps, ref, args, args.seed + 1 + b)
+            entry = analyse(g, steps, ref, args, args.seed + 1 + b, run.cfg.steps)
             result["blocks"].append({"block": b, "dim": g.dim, **entry, **sketch_report(g, b)})
     name = "trajectory_pca_sketch" if args.sketch else "trajectory_pca"
     path = write_result(run, name, result)
@@ -119,6 +126,11 @@ def main() -> int:
     print(f"trunk PC1 {100 * t['raw']['pc1']:.1f}% (row-normalised {100 * t['rownorm']['pc1']:.1f}%), "
           f"k95 {t['raw']['k95']}, k99 {t['raw']['k99']}; random-walk null PC1 {100 * t['random_walk_null']['pc1']:.1f}% "
           f"k95 {t['random_walk_null']['k95']:.1f}")
+    if "null_profile" in t:
+        o, n = t["null_profile"]["observed"], t["null_profile"]["random_walk"]
+        print(f"beside the D → ∞ random walk: PC1 {100 * o['pc1']:.1f}% vs {100 * n['pc1']:.1f}%, "
+              f"f_b(T) {o['backbone_fraction'][-1]:.3f} vs {n['backbone_fraction'][-1]:.3f}, "
+              f"early |C| {_fmt(o['C']['abs_by_phase']['early'])} vs {_fmt(n['C']['abs_by_phase']['early'])}")
     if args.sketch:
         bd = t["bounds"]["raw"]
         rng = (f"exact PC1 in [{100 * bd['explained_variance_ratio_lo'][0]:.1f}, "

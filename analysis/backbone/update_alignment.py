@@ -3,7 +3,9 @@
 v_b is the raw uncentered PC1 of all selected checkpoints' drift from the first (sign: a(t_last) > 0),
 per block for the block curves and over the trunk for the trunk curve; Δ is the checkpoint spacing of
 the selection. Reports signed and absolute cosines, their means, the noise floor sqrt(2/(πD)) of a
-random direction, and the sign-flip step t* after which the signed alignment stays negative.
+random direction (a floor, not a null), the sign-flip step t* after which the signed alignment stays
+negative, and beside them the null: C(t) of the D → ∞ random walk with the same increment norms
+(training.geometry.nulls), signed and absolute, with its mean |C|.
 Output: RUN/analysis/update_alignment.json and .png.
 
 Example:  python analysis/backbone/update_alignment.py --run-dir runs/quick --stride 40
@@ -16,6 +18,7 @@ from figures.style import figure, save_figure
 from training.core.cli import run_main
 from training.geometry.analysis_io import analysis_parser, open_run, write_result
 from training.geometry.gradients import noise_floor
+from training.geometry.nulls import null_of
 from training.geometry.trajectory import cached_gram, pca, select_steps, sign_flip_step, update_alignment
 
 
@@ -27,6 +30,12 @@ def curve(gram, steps):
     u["sign_flip_step"] = sign_flip_step(u["steps"], u["signed_cos"])
     u["noise_floor"] = noise_floor(gram.dim)
     u["dim"] = gram.dim
+    if steps[0] == gram.anchor:
+        null = null_of(gram, steps)
+        c = np.asarray(update_alignment(null, pca(null, steps, rownorm=False, k=1).coeffs[0], steps)["signed_cos"])
+        u["random_walk"] = {"signed_cos": c.tolist(), "abs_cos": np.abs(c).tolist(),
+                            "mean_abs_cos": float(np.mean(np.abs(c))),
+                            "null": "isotropic random walk with the run's increment norms, D → ∞"}
     return u
 
 
@@ -51,13 +60,16 @@ def main() -> int:
         ax[0, 1].plot(b["steps"], b["signed_cos"], lw=1)
     ax[0, 0].plot(trunk["steps"], trunk["abs_cos"], "k", lw=2, label="trunk")
     ax[0, 1].plot(trunk["steps"], trunk["signed_cos"], "k", lw=2)
-    ax[0, 0].axhline(trunk["noise_floor"], ls=":", c="gray", label="noise floor")
+    if "random_walk" in trunk:
+        ax[0, 0].plot(trunk["steps"], trunk["random_walk"]["abs_cos"], "k--", lw=1, label="random-walk null")
+    ax[0, 0].axhline(trunk["noise_floor"], ls=":", c="gray", label="random-direction floor")
     ax[0, 1].axhline(0, c="gray", lw=0.5)
     ax[0, 0].set(xlabel="step", ylabel="|C(t)|", title="update alignment with v_b")
     ax[0, 1].set(xlabel="step", ylabel="C(t)", title="signed")
     ax[0, 0].legend(fontsize=6)
     save_figure(fig, run, "update_alignment")
-    print(f"trunk mean |C| {trunk['mean_abs_cos']:.3f} (noise floor {trunk['noise_floor']:.2e}), "
+    null = f", random-walk null {trunk['random_walk']['mean_abs_cos']:.3f}" if "random_walk" in trunk else ""
+    print(f"trunk mean |C| {trunk['mean_abs_cos']:.3f} (random-direction floor {trunk['noise_floor']:.2e}{null}), "
           f"sign flip at {trunk['sign_flip_step']}")
     for b in blocks:
         print(f"block {b['block']}: mean |C| {b['mean_abs_cos']:.3f}, sign flip at {b['sign_flip_step']}")

@@ -12,8 +12,8 @@ from typing import Any, Callable, Sequence
 
 from training.core import runio
 from training.core.errors import UserError
+from training.geometry import nulls
 
-from figures import paper_values as PV
 from figures.paperlib.formatting import _finite
 
 
@@ -153,9 +153,8 @@ def mean(xs: Sequence[float]) -> float | None:
 
 
 def phase_bounds(T: int) -> tuple[int, int]:
-    """The paper's phase boundaries (arXiv 2602.23696, Table 3: 2000 and 6000 of 10,000 steps) as the same fractions of T."""
-    paper_T = PV.VALUES["steps"].value
-    return round(T * PV.VALUES["early_end"].value / paper_T), round(T * PV.VALUES["mid_end"].value / paper_T)
+    """The paper's phase boundaries (arXiv 2602.23696, Table 3: 2000 and 6000 of 10,000 steps) scaled to T steps."""
+    return nulls.phase_bounds(T)
 
 
 def phases(T: int) -> list[tuple[str, str, Callable[[int], bool]]]:

@@ -67,6 +67,13 @@ def random_walk_gram(steps: Sequence[int], norms: Sequence[float], dim: int, blo
     return Gram(steps, steps[0], block, int(dim), G)
 
 
+def anchored(gram: Gram, steps: Sequence[int], ref: int) -> Gram:
+    """The Gram of the drifts from ``ref`` over ``ref`` and ``steps`` (exact: a congruence of the run's Gram)."""
+    steps = [ref] + [s for s in steps if s != ref]
+    A = gram.drift_coeffs(steps, ref)
+    return Gram(steps, ref, gram.block, gram.dim, A @ gram.G @ A.T)
+
+
 def null_of(gram: Gram, steps: Sequence[int] | None = None) -> Gram:
     """The random-walk null of a run's Gram: its own increment norms between consecutive ``steps``."""
     steps = list(gram.steps if steps is None else steps)
@@ -117,10 +124,16 @@ def profile(gram: Gram, total_steps: int, steps: Sequence[int] | None = None,
     return out
 
 
-def beside_null(gram: Gram, total_steps: int, steps: Sequence[int] | None = None,
+def beside_null(gram: Gram, total_steps: int, steps: Sequence[int] | None = None, ref: int | None = None,
                 width: int = ROLLING_WIDTH) -> dict:
-    """``{"observed": profile(run), "random_walk": profile(its D → ∞ random-walk null)}`` over the same steps."""
-    steps = list(gram.steps if steps is None else steps)
+    """``{"observed": profile(run), "random_walk": profile(its D → ∞ random-walk null)}`` over the same steps,
+    drifts taken from ``ref`` (default the Gram's anchor), which must be the first of them in time."""
+    steps = sorted(gram.steps if steps is None else steps)
+    ref = gram.anchor if ref is None else ref
+    if ref != min([ref, *steps]):
+        raise UserError(f"the random-walk null needs the drifts' reference step ({ref}) to be the first step")
+    gram = anchored(gram, steps, ref)
+    steps = gram.steps
     return {"observed": profile(gram, total_steps, steps, width),
             "random_walk": profile(null_of(gram, steps), total_steps, steps, width),
             "null": "isotropic random walk with the run's increment norms, D → ∞ (closed form)"}
