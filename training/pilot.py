@@ -134,6 +134,8 @@ def dry_run(cfg: Config) -> None:
     print(f"parameters      {model.num_params():,}")
     print(f"trunk           {trunk_size(cfg):,} ({trunk_size(cfg, 0):,} per block)")
     print(f"tokens per step {cfg.tokens_per_step:,}")
+    from training.core.regime import regime, table
+    print("\n".join(table(regime(cfg, n_params=model.num_params()))))
 
 
 def main(argv: list[str] | None = None) -> int:

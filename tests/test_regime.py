@@ -1,0 +1,42 @@
+"""The regime calculator: integrated weight decay and the other knobs, against closed forms and the paper's values."""
+import math
+
+import pytest
+
+from training.core.config import preset
+from training.core.regime import flags, integrated_wd, paper_regime, regime, sigma_eval
+
+
+def test_constant_learning_rate_closed_form():
+    cfg = preset("test").replace(warmup=0, lr_floor=1.0, steps=40, lr=2e-3, wd=0.3)
+    assert integrated_wd(cfg) == pytest.approx(0.3 * 2e-3 * 40, rel=1e-12)
+
+
+def test_warmup_then_cosine_closed_form():
+    """Σ lr for a linear warm-up of W steps then a full cosine (no floor) ≈ lr·(W/2 + (T − W)/2)."""
+    cfg = preset("test").replace(warmup=100, lr_floor=0.0, steps=2100, lr=1e-3, wd=1.0)
+    assert integrated_wd(cfg) == pytest.approx(1e-3 * (100 / 2 + 2000 / 2), rel=2e-3)
+
+
+def test_the_papers_values():
+    """Λ 2.56 for the paper's 10,000 steps, 1.02 for its 4,000-step β2 runs, 0.092 for the quick preset."""
+    paper = paper_regime()
+    assert paper["integrated_wd"] == pytest.approx(2.56, abs=0.005)
+    assert paper["checkpoints"] == 51 and paper["lambda_switch"] == pytest.approx(0.4)
+    assert paper["sigma_eval"] == pytest.approx(0.5 / math.sqrt(2000))
+    assert paper["tokens_per_param"] == pytest.approx(10_000 * 128 * 256 / 51_045_888)
+    beta_runs = preset("paper").replace(steps=4000, lambda_step=1600)
+    assert integrated_wd(beta_runs) == pytest.approx(1.02, abs=0.005)
+    assert integrated_wd(preset("quick")) == pytest.approx(0.092, abs=0.001)
+    assert flags(paper) == []
+
+
+def test_flags_name_each_knob_outside_the_regime():
+    quick = regime(preset("quick"))
+    got = flags(quick)
+    assert any(s.startswith("Λ") for s in got) and any("σ_eval" in s for s in got)
+    assert any("λ switch at 0.50" in s for s in got)                # 300 of 600 steps, the paper's 0.40
+    assert not any("checkpoints" in s for s in got)                 # 31 ≥ 30
+    few = regime(preset("paper").replace(ckpt_every=1000))
+    assert any("checkpoints" in s for s in flags(few))
+    assert sigma_eval(preset("paper").replace(task="modadd")) is None

@@ -1,0 +1,85 @@
+"""The dimensionless knobs of a run, beside the paper's: is a run in the regime a claim was made in?
+
+A number from a small run can confirm or refute the paper only when the run sits in the paper's
+dynamical regime. The knobs that decide it (arXiv 2602.23696's protocol, Table 1):
+
+* Λ = wd · Σ_t lr_t, the integrated decoupled weight decay: AdamW forgets its initialisation on the time
+  scale 1/(lr·wd), so Λ is about the number of such equilibration times the run lasts (2.56 for the
+  paper's 10,000 steps; 1.02 for its 4,000-step β2 runs);
+* the number of checkpoints T the trajectory analyses see (51);
+* where λ switches, as a fraction of training (4,000 of 10,000: 0.4);
+* σ_eval, the binomial standard error of a probe accuracy near 0.5 on the fixed evaluation set
+  (0.5/√2000 = 0.011), which decides whether switching can be told from evaluation noise;
+* tokens per parameter (what the model has seen, relative to its size).
+
+:func:`regime` computes them for any config; :func:`flags` names those outside the tolerances the claims
+ledger uses (Λ within ±25 %, T ≥ 30, λ switch within 0.05 of 0.4, σ_eval ≤ 0.02). ``training/pilot.py
+--dry-run`` prints the table.
+"""
+from __future__ import annotations
+
+import math
+
+from training.core.config import Config, checkpoint_steps, preset
+from training.core.optim import lr_at
+
+TOLERANCES = {"integrated_wd": 0.25, "checkpoints": 30, "lambda_switch": 0.05, "sigma_eval": 0.02}
+
+
+def integrated_wd(cfg: Config) -> float:
+    """Λ = wd · Σ_{t=1..steps} lr_t with the run's own schedule (updates are numbered from 1)."""
+    return cfg.wd * math.fsum(lr_at(cfg, t) for t in range(1, cfg.steps + 1))
+
+
+def sigma_eval(cfg: Config) -> float | None:
+    """Standard error of an accuracy near 0.5 on ``n_probe_eval`` examples (None when the run has no probe)."""
+    n = getattr(cfg, "n_probe_eval", 0)
+    return 0.5 / math.sqrt(n) if n and cfg.task == "lm_probe" else None
+
+
+def regime(cfg: Config, n_params: int | None = None) -> dict:
+    """The knobs of ``cfg``: integrated_wd, checkpoints, lambda_switch, sigma_eval, tokens, tokens_per_param."""
+    tokens = cfg.steps * cfg.tokens_per_step
+    lam_switch = cfg.lambda_step / cfg.steps if cfg.steps and cfg.lambda_after != cfg.lambda_probe else None
+    return {"integrated_wd": integrated_wd(cfg), "checkpoints": len(checkpoint_steps(cfg)),
+            "lambda_switch": lam_switch, "sigma_eval": sigma_eval(cfg), "tokens": tokens,
+            "tokens_per_param": tokens / n_params if n_params else None}
+
+
+def paper_regime() -> dict:
+    """The same knobs for the paper's run (the ``paper`` preset; 51,045,888 parameters)."""
+    return regime(preset("paper"), n_params=51_045_888)
+
+
+def flags(knobs: dict, paper: dict | None = None) -> list[str]:
+    """The knobs outside the tolerances around the paper's values, each as a short phrase (empty: in regime)."""
+    paper = paper or paper_regime()
+    out = []
+    lam, ref = knobs["integrated_wd"], paper["integrated_wd"]
+    if abs(lam - ref) > TOLERANCES["integrated_wd"] * ref:
+        out.append(f"Λ = wd·Σlr {lam:.3g} vs the paper's {ref:.3g}")
+    if knobs["checkpoints"] < TOLERANCES["checkpoints"]:
+        out.append(f"{knobs['checkpoints']} checkpoints (< {TOLERANCES['checkpoints']})")
+    if knobs["lambda_switch"] is None or abs(knobs["lambda_switch"] - paper["lambda_switch"]) > TOLERANCES["lambda_switch"]:
+        where = "no λ switch" if knobs["lambda_switch"] is None else f"λ switch at {knobs['lambda_switch']:.2f} of training"
+        out.append(f"{where} (the paper's: {paper['lambda_switch']:.2f})")
+    if knobs["sigma_eval"] is None or knobs["sigma_eval"] > TOLERANCES["sigma_eval"]:
+        s = "no probe evaluation" if knobs["sigma_eval"] is None else f"σ_eval {knobs['sigma_eval']:.3f}"
+        out.append(f"{s} (> {TOLERANCES['sigma_eval']}; the paper's {paper['sigma_eval']:.3f})")
+    return out
+
+
+def table(knobs: dict, paper: dict | None = None) -> list[str]:
+    """Lines ``knob  this run  the paper`` for printing."""
+    paper = paper or paper_regime()
+
+    def f(v, spec):
+        return "—" if v is None else format(v, spec)
+    rows = [("Λ = wd·Σ lr (integrated weight decay)", "integrated_wd", ".3g"), ("checkpoints T", "checkpoints", "d"),
+            ("λ switch (fraction of training)", "lambda_switch", ".2f"), ("σ_eval (probe accuracy s.e.)", "sigma_eval", ".3f"),
+            ("tokens per parameter", "tokens_per_param", ".3g")]
+    out = [f"{'regime':40s} {'this run':>10s} {'paper':>10s}"]
+    out += [f"{label:40s} {f(knobs[k], spec):>10s} {f(paper[k], spec):>10s}" for label, k, spec in rows]
+    bad = flags(knobs, paper)
+    out.append("in the paper's regime" if not bad else "outside the paper's regime: " + "; ".join(bad))
+    return out
