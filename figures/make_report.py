@@ -22,6 +22,7 @@ from pathlib import Path
 from figures import make_paper_figures as mpf
 from training.core import runio
 from training.core.cli import CommandParser, run_main
+from training.studies import claims
 
 FIGURE_CAPTIONS = {
     "fig1_backbone": ("Figure 1 — backbone–residual decomposition",
@@ -69,6 +70,15 @@ def kv_table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(t.to_md().splitlines()[2:]) + "\n"      # the table without its (empty) title line
 
 
+def claims_section(inp) -> list[str]:
+    """The claims ledger first: which of the paper's claims this run supports, beside their nulls."""
+    if not inp.has("claims"):
+        return ["## Claims", "", "Not judged: run `python analysis/claims/claims.py --run-dir RUN` "
+                "(a stage of scripts/run_seed.sh).", ""]
+    body = claims.markdown(inp.data["claims"]).split("\n", 2)[2]          # without its own title
+    return ["## Claims", "", body.rstrip(), ""]
+
+
 def report_text(res: mpf.Result, report_path: Path) -> str:
     inp, N = res.inputs, res.numbers
     t = N.text
@@ -80,6 +90,7 @@ def report_text(res: mpf.Result, report_path: Path) -> str:
            f"parameters, TinyStories, {t('paper_steps')} steps); this run ({t('n_params')} parameters, "
            f"{t('steps')} steps) is {t('scale_phrase')}, so compare shapes and orders of magnitude, not digits.", ""]
 
+    out += claims_section(inp)
     lam = (f"{t('lambda_before')} → {t('lambda_after')} at step {t('lambda_step')}" if N["lambda_step"].value is not None
            else t("lambda_before"))
     out += ["## Configuration", "", kv_table([

@@ -134,6 +134,7 @@ step 12_basin_depth a basin/basin_depth "${DEPTH[@]}"
 step 13_manifold_dim a basin/manifold_dim
 step 14_reheating "$PY" experiments/reheating/reheat.py --run-dir "$RUN" "${NP[@]}"
 step 15_reheat_geometry a reheating/reheat_geometry
+step 15b_claims a claims/claims
 step 16_figures "$PY" figures/make_paper_figures.py --run-dir "$RUN"
 step 17_report "$PY" figures/make_report.py --run-dir "$RUN" --reuse-figures
 

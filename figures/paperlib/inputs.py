@@ -34,6 +34,7 @@ RUN_INPUTS = {
     "basin_tests": ("analysis/basin_tests.json", "python analysis/basin/basin_tests.py --run-dir RUN"),
     "basin_depth": ("analysis/basin_depth.json", "python analysis/basin/basin_depth.py --run-dir RUN"),
     "manifold_dim": ("analysis/manifold_dim.json", "python analysis/basin/manifold_dim.py --run-dir RUN"),
+    "claims": ("analysis/claims.json", "python analysis/claims/claims.py --run-dir RUN"),
 }
 STUDY_INPUTS = {
     "sgd": ("analysis/sgd_control_results.json", "the SGD-control study (experiments/sgd_controls/run_study.py)"),

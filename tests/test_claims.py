@@ -1,0 +1,122 @@
+"""The claims ledger: the verdict rule, and the ledger end to end on synthetic trajectories of known structure."""
+import json
+
+import pytest
+import torch
+
+from conftest import run_inprocess
+from trajfix import make_run
+from training.core.config import preset
+from training.core.model import GPT, trunk_names
+from training.studies.claims import CLAIMS, dig, ledger, markdown, verdict
+
+T = 30                                    # checkpoint intervals
+
+
+@pytest.mark.parametrize("effects,margin,expected,leaning", [
+    ([0.10, 0.12, 0.11], 0.05, "confirmed", "confirmed"),
+    ([0.10, 0.30, -0.01], 0.05, "inconclusive", "inconclusive"),          # not every seed in the direction
+    ([0.06, 0.20, 0.01], 0.05, "inconclusive", "inconclusive"),           # mean < 2 sd
+    ([0.01, 0.02, 0.0], 0.05, "not confirmed", "not confirmed"),          # below m/2 in every run
+    ([-0.2, 0.1, 0.05], 0.05, "not confirmed", "not confirmed"),          # mean ≤ 0
+    ([0.3], 0.05, "inconclusive (single seed)", "confirmed"),
+])
+def test_verdict_rule(effects, margin, expected, leaning):
+    assert verdict(effects, margin) == (expected, leaning)
+
+
+def test_dig():
+    assert dig({"a": {"b": [1, {"c": 2}]}}, "a.b.1.c") == 2
+    assert dig({"a": {}}, "a.b.c") is None and dig({"a": [1]}, "a.5") is None
+
+
+def synthetic_run(path, seed: int, planted: float):
+    """A run whose trunk walks with unit increments in random directions, plus ``planted`` × a fixed direction
+    per interval (0: a pure random walk, no structure)."""
+    cfg = preset("test").replace(steps=10 * T, ckpt_every=10, lambda_step=4 * T, seed=seed)
+    torch.manual_seed(seed)
+    base = GPT(cfg, 64).state_dict()
+    names = trunk_names(cfg)
+    g = torch.Generator().manual_seed(1000 + seed)
+    sizes = [base[n].numel() for n in names]
+    D = sum(sizes)
+    direction = torch.randn(D, generator=g)
+    direction /= direction.norm()
+    x = torch.zeros(D)
+    thetas = []
+    for i in range(T + 1):
+        if i:
+            u = torch.randn(D, generator=g)
+            x = x + 0.05 * u / u.norm() + 0.05 * planted * direction
+        sd = {k: v.clone() for k, v in base.items()}
+        for n, piece in zip(names, torch.split(x, sizes)):
+            sd[n] = sd[n] + piece.reshape(sd[n].shape)
+        thetas.append(sd)
+    make_run(path, thetas, [10 * i for i in range(T + 1)], cfg)
+    (path / "status.json").write_text(json.dumps({"state": "completed", "step": 10 * T}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("claims")
+    out = {}
+    for kind, planted in (("planted", 0.6), ("walk", 0.0)):
+        out[kind] = [synthetic_run(root / f"{kind}{s}", s, planted) for s in range(3)]
+    return out
+
+
+def analysed(capsys, run):
+    if not (run / "analysis" / "trajectory_pca.json").exists():
+        code, _, err = run_inprocess(capsys, "analysis/backbone/trajectory_pca.py", "--run-dir", str(run),
+                                     "--null-samples", "5", "--no-blocks")
+        assert code == 0, err
+    return run
+
+
+def claim_row(led, number):
+    return next(c for c in led["claims"] if c["claim"] == number)
+
+
+def test_planted_drift_is_confirmed_and_a_random_walk_is_not(capsys, runs):
+    planted = ledger([analysed(capsys, r) for r in runs["planted"]])
+    walk = ledger([analysed(capsys, r) for r in runs["walk"]])
+    c1 = claim_row(planted, 1)
+    assert c1["verdict"] == "confirmed", c1
+    assert all(o > n + 0.05 for o, n in zip(c1["observed"], c1["null"]))
+    w1 = claim_row(walk, 1)
+    assert w1["verdict"] == "not confirmed", w1
+    assert max(abs(e) for e in w1["effect"]) < 0.025          # a random walk sits at its own null
+    # the other claims are judged or say why not, never silently missing
+    assert {c["claim"] for c in planted["claims"]} == {c.number for c in CLAIMS}
+    assert all(c["verdict"] in ("confirmed", "not confirmed", "inconclusive", "not measured")
+               for c in planted["claims"])
+    for number in (2, 5, 6):             # k95, rolling stability and early |C| separate planted structure from noise
+        assert claim_row(planted, number)["verdict"] == "confirmed", claim_row(planted, number)
+        assert claim_row(walk, number)["verdict"] == "not confirmed", claim_row(walk, number)
+    # every number traces to its file and key
+    data = json.loads((runs["planted"][0] / "analysis" / "trajectory_pca.json").read_text())
+    assert c1["observed"][0] == dig(data, c1["source"]["observed"])
+    assert planted["out_of_regime"] and any("Λ" in f for f in c1["regime_flags"])   # the test preset is not the paper's
+
+
+def test_one_seed_is_inconclusive(capsys, runs):
+    led = ledger([analysed(capsys, runs["planted"][0])])
+    c1 = claim_row(led, 1)
+    assert c1["verdict"] == "inconclusive (single seed)" and c1["leaning"] == "confirmed"
+    assert "Single seed" in markdown(led)
+
+
+def test_the_command(capsys, runs, tmp_path):
+    dirs = [str(analysed(capsys, r)) for r in runs["planted"]]
+    args = [a for d in dirs for a in ("--run-dir", d)]
+    code, out, err = run_inprocess(capsys, "analysis/claims/claims.py", *args)
+    assert code == 2 and "--out-dir" in err.splitlines()[-1]
+    code, out, err = run_inprocess(capsys, "analysis/claims/claims.py", *args, "--out-dir", str(tmp_path / "seeds"))
+    assert code == 0, err
+    led = json.loads((tmp_path / "seeds" / "claims.json").read_text())
+    assert claim_row(led, 1)["verdict"] == "confirmed"
+    md = (tmp_path / "seeds" / "claims.md").read_text()
+    assert "| 1 | PC1" in md and "confirmed" in md
+    code, out, err = run_inprocess(capsys, "analysis/claims/claims.py", "--run-dir", str(tmp_path / "nothing"))
+    assert code == 2 and "does not exist" in err

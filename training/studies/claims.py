@@ -1,0 +1,228 @@
+"""The claims ledger: each of the paper's claims judged against its null, across the seeds of one configuration.
+
+A claim is a statistic read from one analysis output of each run, the null it must beat (from the same
+output), the direction in which the paper says it differs, and a margin. The verdict rule, applied to the
+per-run effects e_r = direction · (observed_r − null_r) of n runs:
+
+* **confirmed**: e_r > 0 in every run, and mean(e) ≥ the margin m and ≥ 2 × the seeds' standard deviation;
+* **not confirmed**: mean(e) ≤ 0, or e_r < m/2 in every run;
+* **inconclusive**: anything else, and always with a single run ("single seed"; the rule's reading on that
+  one run is kept as ``leaning``);
+
+and beside the verdict the regime flags of the runs (:mod:`training.core.regime`): a verdict from a run
+outside the paper's regime neither confirms nor refutes the paper's number. A claim whose input is missing
+is "not measured", with the command that measures it. Every number names its analysis file and JSON key.
+
+Implemented so far (numbers of the claim list the toolkit documents in docs/claims.md): 1 (PC1), 2 (k95),
+5 (rolling-window stability), 6 (early update alignment); their null is the isotropic random walk with the
+run's own increments (:mod:`training.geometry.nulls`), the larger of its D → ∞ closed form and the finite-D
+Wishart draw where both exist. The weight-decayed walk, the gradient, Fisher, switching and reheating claims
+are listed with the null they still need.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from training.core import regime as rg
+from training.core import runio
+from training.core.errors import UserError
+
+
+def dig(obj: Any, key: str) -> Any:
+    """``obj["a"]["b"][0]`` for key "a.b.0"; None where any part is missing."""
+    for part in key.split("."):
+        if isinstance(obj, list):
+            try:
+                obj = obj[int(part)]
+            except (ValueError, IndexError):
+                return None
+        elif isinstance(obj, dict):
+            obj = obj.get(part)
+        else:
+            return None
+        if obj is None:
+            return None
+    return obj
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    claim: str                          # the paper's claim, in a few words
+    statistic: str
+    source: str                         # analysis output name: RUN/analysis/<source>.json
+    observed_key: str
+    null_keys: tuple[str, ...]          # the larger (direction +1) / smaller (direction −1) of these is the null
+    null_name: str
+    direction: int                      # +1: structure means observed > null; −1: observed < null
+    margin: float                       # absolute, or relative to the null when ``relative``
+    relative: bool = False
+    command: str = ""                   # what writes the source
+    missing_nulls: str = ""             # nulls claims.md asks for that are not computed yet
+    note: str = ""
+
+    def margin_for(self, nulls: Sequence[float]) -> float:
+        return self.margin * abs(float(np.mean(nulls))) if self.relative else self.margin
+
+
+TRAJECTORY_PCA = "python analysis/backbone/trajectory_pca.py --run-dir RUN"
+CLAIMS = (
+    Claim(1, "PC1 60–80 %: one direction dominates the drift", "trunk raw PC1", "trajectory_pca",
+          "trunk.raw.pc1", ("trunk.null_profile.random_walk.pc1", "trunk.random_walk_null.pc1"),
+          "random walk with the run's increments (D → ∞ and finite D)", +1, 0.05, command=TRAJECTORY_PCA,
+          missing_nulls="weight-decayed walk"),
+    Claim(2, "k95 is small", "trunk raw k95", "trajectory_pca", "trunk.raw.k95",
+          ("trunk.null_profile.random_walk.k95", "trunk.random_walk_null.k95"),
+          "random walk with the run's increments", -1, 2.0, command=TRAJECTORY_PCA,
+          missing_nulls="weight-decayed walk"),
+    Claim(5, "the backbone barely rotates", "mean adjacent |cos| of rolling PC1, row-normalised drifts from "
+          "each window's start", "trajectory_pca", "trunk.null_profile.observed.rolling.from_start_rownorm",
+          ("trunk.null_profile.random_walk.rolling.from_start_rownorm",), "random walk, same windows", +1, 0.05,
+          command=TRAJECTORY_PCA,
+          note="windows of drifts from the initialisation (the paper's |cos| ≈ 0.997) cannot discriminate: the "
+               "random walk gives ≈ 0.997 too (trunk.null_profile.*.rolling.from_init)"),
+    Claim(6, "early |C(t)| 0.20–0.34: updates align with the backbone", "mean |C(t)| in the early phase",
+          "trajectory_pca", "trunk.null_profile.observed.C.abs_by_phase.early",
+          ("trunk.null_profile.random_walk.C.abs_by_phase.early",), "random-walk profile w_1(t)", +1, 0.5,
+          relative=True, command=TRAJECTORY_PCA, missing_nulls="weight-decayed walk",
+          note="margin: the phase mean must reach 1.5 × the null"),
+)
+NOT_YET = {
+    3: "the backbone is not the decay of the initialisation (needs ⟨θ(t), θ(0)⟩: the pure-decay prediction)",
+    4: "a(t) grows; sign flip half-way (needs the weight-decayed walk's own t*)",
+    7: "updates align through optimizer integration (needs the replay test)",
+    8: "per-batch gradients at the noise floor (needs the signed-cosine t-statistic)",
+    9: "block 0 drives the backbone (needs block-PC2 and random projections)",
+    10: "the backbone stiffens (needs energy-matched and radial Fisher directions)",
+    11: "backbone orthogonal to the top Fisher eigenvector (needs the PC2 and in-span overlaps)",
+    12: "switching directions are transverse (needs the random-walk profile at each pair)",
+    13: "PC2–PC6 capture switching (same)",
+    14: "the switching manifold is ≥ 10-dimensional (B7's own verdict; not yet read here)",
+    15: "‖r(t)‖ moves with p_ood (needs surrogate tests)",
+    16: "SGD trajectories are colinear (needs weight norms and the decay share)",
+    17: "at matched loss AdamW is multi-dimensional (needs the matched-window null)",
+    18: "lower β2 lowers backbone dominance (needs (PC1 − null) per β2 in the sweep)",
+    19: "reheating re-enters a dormant basin (needs the max-of-noise bias and controls)",
+    20: "reheating moves ‖r‖ and leaves a(t) (needs same-length displacements)",
+    21: "peaks sit in deeper basins (needs SEM across σ values)",
+}
+
+
+def verdict(effects: Sequence[float], margin: float) -> tuple[str, str]:
+    """(verdict, leaning) of the rule above for per-run effects (positive: the paper's direction)."""
+    e = np.asarray(effects, dtype=np.float64)
+    mean = float(e.mean())
+    sd = float(e.std(ddof=1)) if len(e) > 1 else 0.0
+    if mean <= 0 or np.all(e < margin / 2):
+        lean = "not confirmed"
+    elif np.all(e > 0) and mean >= margin and mean >= 2 * sd:
+        lean = "confirmed"
+    else:
+        lean = "inconclusive"
+    return ("inconclusive (single seed)" if len(e) == 1 else lean), lean
+
+
+@dataclass
+class RunInputs:
+    run_dir: Path
+    config: Any
+    data: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> "RunInputs":
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"run directory {run_dir} does not exist")
+        cfg = runio.read_run_config(run_dir)
+        inp = cls(run_dir, cfg)
+        for name in {c.source for c in CLAIMS}:
+            # where this process sends the run's analyses (an --out-dir), else the run's own analysis folder
+            for folder in dict.fromkeys([runio.analysis_dir(run_dir), run_dir / "analysis"]):
+                path = folder / f"{name}.json"
+                if path.exists():
+                    inp.data[name] = runio.read_json(path, "analysis file")
+                    break
+        return inp
+
+
+def judge(claim: Claim, runs: Sequence[RunInputs]) -> dict:
+    row = {"claim": claim.number, "text": claim.claim, "statistic": claim.statistic,
+           "source": {"file": f"analysis/{claim.source}.json", "observed": claim.observed_key,
+                      "null": list(claim.null_keys)},
+           "null_name": claim.null_name, "direction": "above the null" if claim.direction > 0 else "below the null",
+           "missing_nulls": claim.missing_nulls or None, "note": claim.note or None}
+    observed, nulls = [], []
+    for r in runs:
+        data = r.data.get(claim.source)
+        obs = dig(data, claim.observed_key) if data else None
+        cands = [v for v in (dig(data, k) for k in claim.null_keys) if isinstance(v, (int, float))] if data else []
+        if not isinstance(obs, (int, float)) or not cands or not all(map(math.isfinite, [obs, *cands])):
+            why = (f"{r.run_dir}: analysis/{claim.source}.json has no {claim.observed_key} or its null: the statistic "
+                   "is not defined for this run (too few checkpoints for its window, or no update in its phase), or "
+                   f"the file predates it; rerun {claim.command.replace('RUN', str(r.run_dir))}" if data else
+                   f"{r.run_dir}: no analysis/{claim.source}.json; run {claim.command.replace('RUN', str(r.run_dir))}")
+            return {**row, "verdict": "not measured", "leaning": None, "why": why}
+        observed.append(float(obs))
+        nulls.append(float(max(cands) if claim.direction > 0 else min(cands)))
+    effects = [claim.direction * (o - n) for o, n in zip(observed, nulls)]
+    m = claim.margin_for(nulls)
+    v, lean = verdict(effects, m)
+    return {**row, "observed": observed, "observed_mean": float(np.mean(observed)),
+            "observed_sd": float(np.std(observed, ddof=1)) if len(observed) > 1 else None,
+            "null": nulls, "effect": effects, "effect_mean": float(np.mean(effects)), "margin": m,
+            "verdict": v, "leaning": lean}
+
+
+def ledger(run_dirs: Sequence[str | Path]) -> dict:
+    """The ledger of one configuration's runs (seeds): regime per run, one row per claim."""
+    runs = [RunInputs.read(d) for d in run_dirs]
+    if not runs:
+        raise UserError("the claims ledger needs at least one --run-dir")
+    paper = rg.paper_regime()
+    regimes = [{"run_dir": str(r.run_dir), "seed": r.config.seed, **rg.regime(r.config),
+                "flags": rg.flags(rg.regime(r.config), paper)} for r in runs]
+    flags = sorted({f for reg in regimes for f in reg["flags"]})
+    rows = [{**judge(c, runs), "regime_flags": flags} for c in CLAIMS]
+    return {"runs": [str(r.run_dir) for r in runs], "n_runs": len(runs), "paper_regime": paper,
+            "regime": regimes, "out_of_regime": bool(flags), "claims": rows,
+            "not_yet": [{"claim": k, "what": v} for k, v in sorted(NOT_YET.items())]}
+
+
+def _f(x: float | None, spec: str = ".3g") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def markdown(led: dict) -> str:
+    n = led["n_runs"]
+    out = ["# Claims ledger", "",
+           f"{n} run(s): " + ", ".join(f"`{d}`" for d in led["runs"]) + ".",
+           ("Single seed: every verdict is inconclusive; `leaning` is the rule's reading of this one run." if n == 1
+            else f"Verdicts over {n} seeds (mean ± sd)."), ""]
+    out += ["Regime: " + ("outside the paper's: " + "; ".join(led["claims"][0]["regime_flags"])
+                          if led["out_of_regime"] else "the paper's (every knob within tolerance)"), ""]
+    out += ["| # | claim | statistic | observed | null | effect | margin | verdict | leaning |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for c in led["claims"]:
+        if c["verdict"] == "not measured":
+            out.append(f"| {c['claim']} | {_cell(c['text'])} | {_cell(c['statistic'])} | — | — | — | — | not measured | — |")
+            continue
+        sd = f" ± {_f(c['observed_sd'])}" if c.get("observed_sd") is not None else ""
+        out.append(f"| {c['claim']} | {_cell(c['text'])} | {_cell(c['statistic'])} | {_f(c['observed_mean'])}{sd} | "
+                   f"{_f(float(np.mean(c['null'])))} | {_f(c['effect_mean'])} | {_f(c['margin'])} | {c['verdict']} | "
+                   f"{c['leaning']} |")
+    out += [""] + [f"- claim {c['claim']}: {c['note']}" for c in led["claims"] if c.get("note")]
+    out += [f"- claim {c['claim']}: {c['why']}" for c in led["claims"] if c.get("why")]
+    out += ["", "Sources: " + "; ".join(f"claim {c['claim']}: {c['source']['file']} `{c['source']['observed']}` vs "
+                                          + ", ".join(f"`{k}`" for k in c["source"]["null"]) for c in led["claims"]), "",
+            "Not judged yet (their nulls are still to be built):", ""]
+    out += [f"- {x['claim']}: {x['what']}" for x in led["not_yet"]]
+    return "\n".join(out) + "\n"
