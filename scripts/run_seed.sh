@@ -8,7 +8,8 @@
 # succeeds; the first failure stops the pipeline with a non-zero exit that names the stage):
 #   01_env_snapshot  02_training  03_eval_noise  04_oscillations  05_trajectory_pca  06_update_alignment
 #   07_residual_decomposition  08_switching_alignment  09_fisher_analysis  10_rayleigh_quotients
-#   11_basin_tests  12_basin_depth  13_manifold_dim  14_reheating  15_reheat_geometry  16_figures  17_report
+#   11_basin_tests  12_basin_depth  13_manifold_dim  14_reheating  15_reheat_geometry  15b_claims  16_figures
+#   17_report
 # Killing the pipeline and running the same command again resumes at the unfinished stage (training itself
 # resumes exactly from its last checkpoint). Extra flags (e.g. --steps 2000, --set n_layer=4) go to
 # training/pilot.py; the default run directory name encodes them. --until STAGE stops after that stage.
@@ -31,7 +32,7 @@ SEED="$1"; shift
 PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""
 ALL_STAGES=" 01_env_snapshot 02_training 03_eval_noise 04_oscillations 05_trajectory_pca 06_update_alignment
  07_residual_decomposition 08_switching_alignment 09_fisher_analysis 10_rayleigh_quotients 11_basin_tests
- 12_basin_depth 13_manifold_dim 14_reheating 15_reheat_geometry 16_figures 17_report "
+ 12_basin_depth 13_manifold_dim 14_reheating 15_reheat_geometry 15b_claims 16_figures 17_report "
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET="$2"; shift 2 ;;
