@@ -55,7 +55,7 @@ def test_update_alignment_script(run):
         assert len(entry["signed_cos"]) == len(entry["abs_cos"]) == 4
         assert np.allclose(np.abs(entry["signed_cos"]), entry["abs_cos"])
         assert all(-1 <= c <= 1 for c in entry["signed_cos"])
-        rw = entry["random_walk"]["signed_cos"]
+        rw = entry["random_walk"]["signed"]
         assert len(rw) == 4 and np.sum(np.square(rw)) == pytest.approx(1.0, abs=1e-9)   # Σ C² = 1 for the null
 
 

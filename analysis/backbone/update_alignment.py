@@ -18,11 +18,11 @@ from figures.style import figure, save_figure
 from training.core.cli import run_main
 from training.geometry.analysis_io import analysis_parser, open_run, write_result
 from training.geometry.gradients import noise_floor
-from training.geometry.nulls import null_of
+from training.geometry.nulls import null_of, profile
 from training.geometry.trajectory import cached_gram, pca, select_steps, sign_flip_step, update_alignment
 
 
-def curve(gram, steps):
+def curve(gram, steps, total_steps):
     v = pca(gram, steps, steps[0], rownorm=False, k=1).coeffs[0]
     u = update_alignment(gram, v, steps)
     u["mean_abs_cos"] = float(np.mean(u["abs_cos"]))
@@ -30,11 +30,10 @@ def curve(gram, steps):
     u["sign_flip_step"] = sign_flip_step(u["steps"], u["signed_cos"])
     u["noise_floor"] = noise_floor(gram.dim)
     u["dim"] = gram.dim
-    if steps[0] == gram.anchor:
-        null = null_of(gram, steps)
-        c = np.asarray(update_alignment(null, pca(null, steps, rownorm=False, k=1).coeffs[0], steps)["signed_cos"])
-        u["random_walk"] = {"signed_cos": c.tolist(), "abs_cos": np.abs(c).tolist(),
-                            "mean_abs_cos": float(np.mean(np.abs(c))),
+    if steps[0] == gram.anchor:          # the same C(t) of the D → ∞ random walk with these increments
+        c = profile(null_of(gram, steps), total_steps, steps)["C"]
+        abs_c = np.abs(c["signed"])
+        u["random_walk"] = {**c, "abs_cos": abs_c.tolist(), "mean_abs_cos": float(abs_c.mean()),
                             "null": "isotropic random walk with the run's increment norms, D → ∞"}
     return u
 
@@ -49,8 +48,9 @@ def main() -> int:
     ckpts = run.checkpoints()
     steps = select_steps(ckpts.steps, args.stride, args.start, args.end)
     progress = not args.no_progress
-    trunk = curve(cached_gram(ckpts, None, progress=progress), steps)
-    blocks = [{"block": b, **curve(cached_gram(ckpts, b, progress=progress), steps)} for b in range(run.cfg.n_layer)]
+    trunk = curve(cached_gram(ckpts, None, progress=progress), steps, run.cfg.steps)
+    blocks = [{"block": b, **curve(cached_gram(ckpts, b, progress=progress), steps, run.cfg.steps)}
+              for b in range(run.cfg.n_layer)]
     result = {"run_dir": str(run.dir), "steps": trunk["steps"], "prev_steps": trunk["prev_steps"],
               "settings": {"stride": args.stride, "start": args.start, "end": args.end}, "trunk": trunk, "blocks": blocks}
     path = write_result(run, "update_alignment", result)

@@ -39,7 +39,7 @@ def main() -> int:
     for c in led["claims"]:
         print(f"claim {c['claim']:2d} {c['verdict']:28s} {c['statistic']}")
     if led["out_of_regime"]:
-        print("outside the paper's regime: " + "; ".join(led["claims"][0]["regime_flags"]))
+        print("outside the paper's regime: " + "; ".join(led["regime_flags"]))
     print(f"wrote {out / 'claims.json'} and claims.md")
     return 0
 

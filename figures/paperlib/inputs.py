@@ -161,8 +161,8 @@ def phase_bounds(T: int) -> tuple[int, int]:
 def phases(T: int) -> list[tuple[str, str, Callable[[int], bool]]]:
     """Early / middle / late: t < b1, b1 ≤ t ≤ b2, t > b2 with the paper's boundaries scaled to T steps."""
     b1, b2 = phase_bounds(T)
-    return [("early", f"t < {b1}", lambda t: t < b1), ("middle", f"{b1} ≤ t ≤ {b2}", lambda t: b1 <= t <= b2),
-            ("late", f"t > {b2}", lambda t: t > b2)]
+    labels = {"early": f"t < {b1}", "middle": f"{b1} ≤ t ≤ {b2}", "late": f"t > {b2}"}
+    return [(name, label, lambda t, name=name: nulls.phase_of(t, T) == name) for name, label in labels.items()]
 
 
 def phase_values(steps: Sequence[int], values: Sequence[float], test: Callable[[int], bool]) -> list[float]:

@@ -33,8 +33,7 @@ def integrated_wd(cfg: Config) -> float:
 
 def sigma_eval(cfg: Config) -> float | None:
     """Standard error of an accuracy near 0.5 on ``n_probe_eval`` examples (None when the run has no probe)."""
-    n = getattr(cfg, "n_probe_eval", 0)
-    return 0.5 / math.sqrt(n) if n and cfg.task == "lm_probe" else None
+    return 0.5 / math.sqrt(cfg.n_probe_eval) if cfg.n_probe_eval and cfg.task == "lm_probe" else None
 
 
 def regime(cfg: Config, n_params: int | None = None) -> dict:

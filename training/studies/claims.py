@@ -184,12 +184,14 @@ def ledger(run_dirs: Sequence[str | Path]) -> dict:
     if not runs:
         raise UserError("the claims ledger needs at least one --run-dir")
     paper = rg.paper_regime()
-    regimes = [{"run_dir": str(r.run_dir), "seed": r.config.seed, **rg.regime(r.config),
-                "flags": rg.flags(rg.regime(r.config), paper)} for r in runs]
+    regimes = []
+    for r in runs:
+        knobs = rg.regime(r.config)
+        regimes.append({"run_dir": str(r.run_dir), "seed": r.config.seed, **knobs, "flags": rg.flags(knobs, paper)})
     flags = sorted({f for reg in regimes for f in reg["flags"]})
     rows = [{**judge(c, runs), "regime_flags": flags} for c in CLAIMS]
     return {"runs": [str(r.run_dir) for r in runs], "n_runs": len(runs), "paper_regime": paper,
-            "regime": regimes, "out_of_regime": bool(flags), "claims": rows,
+            "regime": regimes, "regime_flags": flags, "out_of_regime": bool(flags), "claims": rows,
             "not_yet": [{"claim": k, "what": v} for k, v in sorted(NOT_YET.items())]}
 
 
@@ -207,7 +209,7 @@ def markdown(led: dict) -> str:
            f"{n} run(s): " + ", ".join(f"`{d}`" for d in led["runs"]) + ".",
            ("Single seed: every verdict is inconclusive; `leaning` is the rule's reading of this one run." if n == 1
             else f"Verdicts over {n} seeds (mean ± sd)."), ""]
-    out += ["Regime: " + ("outside the paper's: " + "; ".join(led["claims"][0]["regime_flags"])
+    out += ["Regime: " + ("outside the paper's: " + "; ".join(led["regime_flags"])
                           if led["out_of_regime"] else "the paper's (every knob within tolerance)"), ""]
     out += ["| # | claim | statistic | observed | null | effect | margin | verdict | leaning |",
             "|---|---|---|---|---|---|---|---|---|"]
