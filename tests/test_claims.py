@@ -120,3 +120,28 @@ def test_the_command(capsys, runs, tmp_path):
     assert "| 1 | PC1" in md and "confirmed" in md
     code, out, err = run_inprocess(capsys, "analysis/claims/claims.py", "--run-dir", str(tmp_path / "nothing"))
     assert code == 2 and "does not exist" in err
+
+
+def test_switching_claims_are_not_observed_without_switch_pairs(capsys, runs, tmp_path):
+    """No run with a switch pair: claims 12, 13, 14, 21 say "not observed at this scale" with each run's evidence;
+    one pair in one run: they stay on the list of claims still to be judged."""
+    import shutil
+    dirs = []
+    for i, r in enumerate(runs["walk"]):
+        d = tmp_path / r.name
+        shutil.copytree(analysed(capsys, r), d)
+        (d / "oscillation_manifest.json").write_text(json.dumps({"pairs": [], "prominence": 0.03}))
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "p_ood": 0.1 + 0.01 * s}) + "\n"
+                                                 for s in (0, 10, 20)))
+        dirs.append(d)
+    led = ledger(dirs)
+    for number in (12, 13, 14, 21):
+        row = claim_row(led, number)
+        assert row["verdict"] == "not observed at this scale"
+        assert "0 pairs at prominence 0.03" in row["why"] and "p_ood 0.10–0.30" in row["why"]
+    assert {x["claim"] for x in led["not_yet"]}.isdisjoint({12, 13, 14, 21})
+    assert "not observed at this scale" in markdown(led)
+    (dirs[1] / "oscillation_manifest.json").write_text(json.dumps({"pairs": [{"peak_step": 10}], "prominence": 0.03}))
+    led = ledger(dirs)
+    assert {12, 13, 14, 21} <= {x["claim"] for x in led["not_yet"]}
+    assert all(c["verdict"] != "not observed at this scale" for c in led["claims"])

@@ -132,3 +132,47 @@ def test_tinystories_offline_gives_one_sentence(tmp_path):
     assert p.returncode == 2
     assert "TinyStories could not be loaded" in p.stderr and "--set corpus=synthetic" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+class _RecallModel(torch.nn.Module):
+    """A causal stand-in that solves the probe: at position t it predicts the last codeword token among x[:t+1]
+    (the key's), plus a position-dependent distractor so that the nll depends on every column."""
+
+    def __init__(self, vocab: int, code_ids):
+        super().__init__()
+        self.vocab, self.code = vocab, torch.as_tensor(list(code_ids))
+
+    def forward(self, x):
+        B, T = x.shape
+        logits = torch.zeros(B, T, self.vocab)
+        is_code = torch.isin(x, self.code)
+        for b in range(B):
+            last = None
+            for t in range(T):
+                if is_code[b, t]:
+                    last = x[b, t]
+                logits[b, t, (x[b, t] * 7 + t) % self.vocab] += 1.0
+                if last is not None:
+                    logits[b, t, last] += 4.0
+        return logits
+
+
+def test_cropped_probe_evaluation_gives_the_same_accuracy_and_nll(cfg):
+    """probe_eval_crop evaluates each probe example only up to its answer: for a causal model p and nll are those of
+    the full windows, example by example, in fewer columns."""
+    from training.core.losses import probe_stats
+    full_cfg = cfg.replace(n_probe_eval=24, eval_batch_size=5)
+    task_full, task_crop = prepare_task(full_cfg), prepare_task(full_cfg.replace(probe_eval_crop=True))
+    model = _RecallModel(task_full.tok.vocab_size, [int(c) for c in task_full.probe.code_ids])
+    a = task_full.evaluate(model, torch.device("cpu"), sets=("probe_in", "probe_ood"))
+    b = task_crop.evaluate(model, torch.device("cpu"), sets=("probe_in", "probe_ood"))
+    for tag in ("in", "ood"):
+        assert 0.5 < a[f"p_{tag}"] <= 1 and b[f"p_{tag}"] == a[f"p_{tag}"]
+        assert b[f"nll_{tag}"] == pytest.approx(a[f"nll_{tag}"], rel=1e-6)
+    s = task_full.eval_set("probe_ood")                # independent: one example at a time, full window
+    correct = sum(int(probe_stats(model(s.x[i:i + 1]), s.y[i:i + 1], s.probe_mask[i:i + 1])["correct"])
+                  for i in range(len(s.x)))
+    assert a["p_ood"] == pytest.approx(correct / len(s.x))
+    order, ends = task_crop._probe_batches("probe_in")
+    assert sorted(order.tolist()) == list(range(24)) and ends.max() < s.x.shape[1]
+    assert torch.all(ends[order][1:] >= ends[order][:-1])

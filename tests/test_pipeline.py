@@ -156,3 +156,62 @@ def test_auto_seed_scouts_in_their_own_directories(pipe_base, tmp_path):
     # the real run directory is not touched by the scouts
     assert not (tmp_path / "run" / "config.json").exists()
     assert (tmp_path / "run" / ".stages" / "01_env_snapshot.done").exists()
+
+
+SEEDS = ROOT / "scripts" / "run_seeds.sh"
+
+
+def test_seeds_side_by_side_resume_after_a_kill_and_write_the_ledger(done_run, tmp_path):
+    """run_seeds.sh over seeds 3 and 4: seed 3 is already finished (a copy of the pipeline run above) and is
+    skipped; the command is killed while seed 4 trains and run again: seed 4 resumes, then the ledger covers both."""
+    import shutil
+    run3, base, _ = done_run
+    out = tmp_path / "seeds"
+    shutil.copytree(run3, out / "s3", symlinks=True)
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    args = ["bash", str(SEEDS), "--preset", "test", "--seeds", "3,4", "--out-dir", str(out),
+            "--set", f"cache_dir={base / 'cache'}"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    ckpt = out / "s4" / "checkpoints" / "step_000005.safetensors"
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    first = proc.communicate()[0].decode()
+    assert "skip seed 3: finished" in first
+    assert not (out / "s4" / ".stages" / "17_report.done").exists() and not (out / "claims.md").exists()
+    p = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "skip seed 3: finished" in p.stdout and "seed 4 finished" in p.stdout
+    assert "[skip] 01_env_snapshot" in (out / "s4" / "pipeline.log").read_text()     # seed 4 resumed, not restarted
+    led = json.loads((out / "claims.json").read_text())
+    assert led["n_runs"] == 2 and sorted(Path(r).name for r in led["runs"]) == ["s3", "s4"]
+    assert {c["claim"] for c in led["claims"]} | {x["claim"] for x in led["not_yet"]} == set(range(1, 22))
+    assert (out / "claims.md").exists() and (out / "figures" / "seed_overlay.png").exists()
+    # finished: a third invocation trains nothing
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert again.returncode == 0 and "start seed" not in again.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "1,2"], "missing --preset"),
+    (["--preset", "test"], "missing --seeds"),
+    (["--preset", "test", "--seeds", "1,x"], "--seeds must be non-negative integers"),
+    (["--preset", "test", "--seeds", "1,1"], "--seeds lists 1 twice"),
+    (["--preset", "huge", "--seeds", "1"], "unknown preset 'huge'"),
+    (["--preset", "test", "--seeds", "1", "--jobs", "0"], "--jobs must be a positive integer"),
+])
+def test_seeds_bad_arguments_give_one_line_errors(args, message):
+    p = subprocess.run(["bash", str(SEEDS), *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_seeds_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
+    out = tmp_path / "plan"
+    p = subprocess.run(["bash", str(SEEDS), "--preset", "paper", "--seeds", "42,271,314", "--out-dir", str(out),
+                        "--dry-run"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "regime" in p.stdout and "in the paper's regime" in p.stdout
+    assert p.stdout.count("scripts/run_seed.sh") == 3 and not out.exists()

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from training.core.config import preset
-from training.core.regime import flags, integrated_wd, paper_regime, regime, sigma_eval
+from training.core.regime import flags, integrated_wd, paper_regime, regime, sigma_eval, wd_for
 
 
 def test_constant_learning_rate_closed_form():
@@ -40,3 +40,9 @@ def test_flags_name_each_knob_outside_the_regime():
     few = regime(preset("paper").replace(ckpt_every=1000))
     assert any("checkpoints" in s for s in flags(few))
     assert sigma_eval(preset("paper").replace(task="modadd")) is None
+
+
+def test_wd_for_inverts_the_integrated_weight_decay():
+    cfg = preset("quick").replace(steps=1000, warmup=80)
+    wd = wd_for(cfg, 2.56)
+    assert integrated_wd(cfg.replace(wd=wd)) == pytest.approx(2.56, rel=1e-12)

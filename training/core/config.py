@@ -137,6 +137,9 @@ class EvaluationSettings:
     ckpt_dense: tuple[tuple[int, int, int], ...] = ()   # extra (from, to, every) checkpoint windows
     n_val_seqs: int = 1280           # fixed validation windows for val_loss
     eval_batch_size: int = 128
+    # Probe sets evaluated up to each example's answer only (a causal model's p and nll are the same; lm_in/lm_ood
+    # become the LM loss on the tokens before the answer), in batches of similar length: 2-3x cheaper on CPU presets
+    probe_eval_crop: bool = False
     early_stop: bool = False         # stop once the last 5 p_ood values are all >= 0.8 (off by default)
 
 
@@ -491,5 +494,5 @@ def eval_steps(cfg: Config) -> list[int]:
 # Fields added after runs had been published (the task, modular addition, ECD/SOAP, attention disorder,
 # vocabulary padding): hashed only when they differ from their defaults, so earlier runs keep their hashes.
 _LATER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)
-                   if f.name in ("task", "vocab_multiple")
+                   if f.name in ("task", "vocab_multiple", "probe_eval_crop")
                    or f.name.startswith(("modadd_", "ecd_", "soap_", "attn_disorder", "attn_b"))}

@@ -290,6 +290,7 @@ class LMProbeTask:
         if cfg.window == "packed" and len(self.train.tokens) <= L:
             raise UserError(f"the training split has only {len(self.train.tokens)} tokens, fewer than one window")
         self._eval_cache: dict[str, Batch] = {}
+        self._probe_order: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ----- windows of plain text
     def _windows(self, split: TokenSplit, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -361,6 +362,22 @@ class LMProbeTask:
         return self._eval_cache[name]
 
 
+    def _probe_batches(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(order of the examples, columns each needs) for evaluating probe set ``name``: the stored order and full
+        windows, or with ``probe_eval_crop`` the examples sorted by where their answer ends, each cut after it."""
+        if name not in self._probe_order:
+            s = self.eval_set(name)
+            n, T = s.probe_mask.shape
+            if self.cfg.probe_eval_crop:
+                cols = torch.arange(1, T + 1).expand(n, T)
+                ends = torch.where(s.probe_mask, cols, torch.zeros_like(cols)).max(dim=1).values
+                ends = torch.where(ends > 0, ends, torch.full_like(ends, T))
+                order = torch.sort(ends, stable=True).indices
+            else:
+                ends, order = torch.full((n,), T), torch.arange(n)
+            self._probe_order[name] = (order, ends)
+        return self._probe_order[name]
+
     # ----- evaluation
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, device: torch.device, amp=contextlib.nullcontext,
@@ -389,9 +406,11 @@ class LMProbeTask:
                 if name not in sets:
                     continue
                 s = self.eval_set(name)
+                order, ends = self._probe_batches(name)
                 sums: dict[str, torch.Tensor] = {}
                 for i in range(0, len(s.x), bs):
-                    b = Batch(s.x[i:i + bs], s.y[i:i + bs], s.probe_mask[i:i + bs]).to(device)
+                    rows, end = order[i:i + bs], int(ends[order[i:i + bs]].max())
+                    b = Batch(s.x[rows, :end], s.y[rows, :end], s.probe_mask[rows, :end]).to(device)
                     with amp():
                         logits = model(b.x)
                     for k, v in probe_stats(logits, b.y, b.probe_mask).items():

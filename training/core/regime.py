@@ -31,6 +31,11 @@ def integrated_wd(cfg: Config) -> float:
     return cfg.wd * math.fsum(lr_at(cfg, t) for t in range(1, cfg.steps + 1))
 
 
+def wd_for(cfg: Config, target: float) -> float:
+    """The weight decay that gives ``cfg``'s schedule the integrated weight decay ``target`` (Λ is linear in wd)."""
+    return target / math.fsum(lr_at(cfg, t) for t in range(1, cfg.steps + 1))
+
+
 def sigma_eval(cfg: Config) -> float | None:
     """Standard error of an accuracy near 0.5 on ``n_probe_eval`` examples (None when the run has no probe)."""
     return 0.5 / math.sqrt(cfg.n_probe_eval) if cfg.n_probe_eval and cfg.task == "lm_probe" else None

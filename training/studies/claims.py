@@ -16,8 +16,9 @@ is "not measured", with the command that measures it. Every number names its ana
 Implemented so far (numbers of the claim list the toolkit documents in docs/claims.md): 1 (PC1), 2 (k95),
 5 (rolling-window stability), 6 (early update alignment); their null is the isotropic random walk with the
 run's own increments (:mod:`training.geometry.nulls`), the larger of its D → ∞ closed form and the finite-D
-Wishart draw where both exist. The weight-decayed walk, the gradient, Fisher, switching and reheating claims
-are listed with the null they still need.
+Wishart draw where both exist. The switching claims (12, 13, 14, 21) are "not observed at this scale" when no run
+has a switch pair above its noise threshold (the evidence is printed); otherwise they, and the weight-decayed
+walk, gradient, Fisher and reheating claims, are listed with the null they still need.
 """
 from __future__ import annotations
 
@@ -113,6 +114,37 @@ NOT_YET = {
 }
 
 
+# Claims about switch pairs (peaks and troughs of p_ood): where no run has a pair above its noise threshold there is
+# nothing to judge, and the ledger says the phenomenon was not observed at this scale, with the evidence.
+SWITCHING = (12, 13, 14, 21)
+NOT_OBSERVED = "not observed at this scale"
+
+
+def switching_evidence(runs: Sequence["RunInputs"]) -> dict | None:
+    """Per run: switch pairs, the prominence threshold and the p_ood range (RUN/oscillation_manifest.json and
+    metrics.jsonl); None when some run has no manifest (the oscillation stage has not run)."""
+    rows = []
+    for r in runs:
+        path = r.run_dir / "oscillation_manifest.json"
+        if not path.exists():
+            return None
+        m = runio.read_json(path, "oscillation manifest")
+        p = [float(x["p_ood"]) for x in runio.read_metrics(r.run_dir) if x.get("p_ood") is not None]
+        rows.append({"run_dir": str(r.run_dir), "pairs": len(m.get("pairs") or []), "prominence": m.get("prominence"),
+                     "p_ood_min": min(p) if p else None, "p_ood_max": max(p) if p else None})
+    return {"runs": rows, "any_pairs": any(x["pairs"] for x in rows)}
+
+
+def not_observed_row(number: int, evidence: dict) -> dict:
+    per_run = "; ".join(f"{Path(x['run_dir']).name}: 0 pairs at prominence {_f(x['prominence'])} "
+                        f"(p_ood {_f(x['p_ood_min'], '.2f')}–{_f(x['p_ood_max'], '.2f')})" for x in evidence["runs"])
+    return {"claim": number, "text": NOT_YET[number].split(" (")[0], "statistic": "switch pairs of p_ood (oscillation_manifest.json)",
+            "source": {"file": "oscillation_manifest.json", "observed": "pairs", "null": ["prominence"]},
+            "verdict": NOT_OBSERVED, "leaning": None,
+            "why": f"no run has a switch pair above its evaluation-noise threshold ({per_run}); the switching "
+                   "geometry is undefined here, not refuted"}
+
+
 def verdict(effects: Sequence[float], margin: float) -> tuple[str, str]:
     """(verdict, leaning) of the rule above for per-run effects (positive: the paper's direction)."""
     e = np.asarray(effects, dtype=np.float64)
@@ -190,9 +222,16 @@ def ledger(run_dirs: Sequence[str | Path]) -> dict:
         regimes.append({"run_dir": str(r.run_dir), "seed": r.config.seed, **knobs, "flags": rg.flags(knobs, paper)})
     flags = sorted({f for reg in regimes for f in reg["flags"]})
     rows = [{**judge(c, runs), "regime_flags": flags} for c in CLAIMS]
+    evidence = switching_evidence(runs)
+    not_yet = dict(NOT_YET)
+    if evidence is not None and not evidence["any_pairs"]:
+        for k in SWITCHING:
+            rows.append({**not_observed_row(k, evidence), "regime_flags": flags})
+            not_yet.pop(k)
+    rows.sort(key=lambda c: c["claim"])
     return {"runs": [str(r.run_dir) for r in runs], "n_runs": len(runs), "paper_regime": paper,
             "regime": regimes, "regime_flags": flags, "out_of_regime": bool(flags), "claims": rows,
-            "not_yet": [{"claim": k, "what": v} for k, v in sorted(NOT_YET.items())]}
+            "switching_evidence": evidence, "not_yet": [{"claim": k, "what": v} for k, v in sorted(not_yet.items())]}
 
 
 def _f(x: float | None, spec: str = ".3g") -> str:
@@ -214,8 +253,9 @@ def markdown(led: dict) -> str:
     out += ["| # | claim | statistic | observed | null | effect | margin | verdict | leaning |",
             "|---|---|---|---|---|---|---|---|---|"]
     for c in led["claims"]:
-        if c["verdict"] == "not measured":
-            out.append(f"| {c['claim']} | {_cell(c['text'])} | {_cell(c['statistic'])} | — | — | — | — | not measured | — |")
+        if c["verdict"] in ("not measured", NOT_OBSERVED):
+            out.append(f"| {c['claim']} | {_cell(c['text'])} | {_cell(c['statistic'])} | — | — | — | — | {c['verdict']} "
+                       "| — |")
             continue
         sd = f" ± {_f(c['observed_sd'])}" if c.get("observed_sd") is not None else ""
         out.append(f"| {c['claim']} | {_cell(c['text'])} | {_cell(c['statistic'])} | {_f(c['observed_mean'])}{sd} | "
