@@ -2,6 +2,8 @@
 #   make demo   - install into .venv, then run the whole offline `quick` pipeline into runs/quick: training,
 #                 every analysis, reheating, figures and runs/quick/report.md (resumes if interrupted)
 #   make test   - install into .venv, then run the test suite
+#   make demo-seeds - the `cpu` preset (the paper's regime on a CPU) for three seeds side by side, then the claims
+#                 ledger over them: runs/cpu_seeds/claims.md (resumes if interrupted)
 # Studies (each one command, resumable): make sgd-controls, make beta-sweep, make modadd, make symmetry
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,8 +11,9 @@ PY     := $(VENV)/bin/python
 RUN    ?= runs/quick
 
 SEED   ?= 42
+SEEDS  ?= 42,271,314
 
-.PHONY: demo test install bench clean-cache sgd-controls beta-sweep modadd symmetry
+.PHONY: demo demo-seeds test install bench clean-cache sgd-controls beta-sweep modadd symmetry
 
 install: $(VENV)/.installed
 
@@ -28,6 +31,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: install
 	scripts/run_seed.sh $(SEED) --preset quick --out-dir $(RUN)
+
+demo-seeds: install
+	scripts/run_seeds.sh --preset cpu --seeds $(SEEDS)
 
 sgd-controls: install
 	$(PY) experiments/sgd_controls/run_study.py --preset quick --seed $(SEED)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The per-seed pipeline: train one run, analyse it, reheat it, draw its figures and write its report.
 #
-#   scripts/run_seed.sh SEED [--preset quick|paper|test] [--out-dir RUN] [--device D] [--until STAGE]
+#   scripts/run_seed.sh SEED [--preset quick|cpu|paper|test] [--out-dir RUN] [--device D] [--until STAGE]
 #                       [extra training flags]
 #
 # Stages (each is skipped when RUN/.stages/<stage>.done exists; the flag is written only when the stage
@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     *) EXTRA+=("$1"); shift ;;
   esac
 done
-case "$PRESET" in quick|paper|test) ;; *) die "unknown preset '$PRESET' (choose from quick, paper, test)" ;; esac
+case "$PRESET" in quick|cpu|paper|test) ;; *) die "unknown preset '$PRESET' (choose from quick, cpu, paper, test)" ;; esac
 if [ -n "$UNTIL" ] && [[ "$ALL_STAGES" != *" $UNTIL "* ]]; then
   die "unknown stage '$UNTIL' for --until (stages:$(echo $ALL_STAGES | sed 's/^/ /'))"
 fi
@@ -58,13 +58,15 @@ mkdir -p "$STAGES"
 NP=(--no-progress)
 [ -t 2 ] && NP=()
 
-# Analysis settings per preset: the paper's sample sizes at `paper`, small ones elsewhere.
+# Analysis settings per preset: the paper's sample sizes at `paper`, small ones elsewhere. The analysis batch size
+# comes from training/core/regime.py, which also reports it beside the paper's.
+AB="$("$PY" -c 'import sys; from training.core.regime import pipeline_analysis_batch as f; print(f(sys.argv[1]))' "$PRESET")"
 if [ "$PRESET" = paper ]; then
-  GRAD=(--n-batches 32 --batch-size 64 --device "$DEVICE")
-  RAYLEIGH=(--n-batches 32 --batch-size 64 --n-random 10 --device "$DEVICE")
+  GRAD=(--n-batches 32 --batch-size "$AB" --device "$DEVICE")
+  RAYLEIGH=(--n-batches 32 --batch-size "$AB" --n-random 10 --device "$DEVICE")
   DEPTH=(--n-trials 4 --device "$DEVICE")
 else
-  GRAD=(--device "$DEVICE"); RAYLEIGH=(--device "$DEVICE"); DEPTH=(--device "$DEVICE")
+  GRAD=(--batch-size "$AB" --device "$DEVICE"); RAYLEIGH=(--batch-size "$AB" --device "$DEVICE"); DEPTH=(--device "$DEVICE")
 fi
 
 T_START=$SECONDS

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pick a seed whose run oscillates, then run the whole per-seed pipeline on it.
 #
-#   scripts/run_seed_auto.sh [--seeds 137,271,314] [--preset quick|paper|test] [--fallback]
+#   scripts/run_seed_auto.sh [--seeds 137,271,314] [--preset quick|cpu|paper|test] [--fallback]
 #                            [--scout-root DIR] [--out-dir RUN] [--until STAGE] [extra training flags]
 #
 # For each seed in order: a short scout run (the paper's 2,000 of 10,000 steps, scaled to the preset, with
@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--seeds must be comma-separated integers (got '$SEEDS')"
-case "$PRESET" in quick|paper|test) ;; *) die "unknown preset '$PRESET' (choose from quick, paper, test)" ;; esac
+case "$PRESET" in quick|cpu|paper|test) ;; *) die "unknown preset '$PRESET' (choose from quick, cpu, paper, test)" ;; esac
 cd "$ROOT"
 
 # The scout's length and evaluation cadence: the paper's 2000 and 100 steps at this preset's scale.

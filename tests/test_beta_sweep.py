@@ -299,7 +299,7 @@ def test_shell_pipeline_help_and_bad_preset():
     p = subprocess.run(["bash", sh, "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "analyse" in p.stdout and "set -e" not in p.stdout
     p = subprocess.run(["bash", sh, "--preset", "huge"], capture_output=True, text=True, timeout=30)
-    assert p.returncode == 2 and p.stderr.strip() == "error: unknown preset 'huge' (choose from quick, paper, test)"
+    assert p.returncode == 2 and p.stderr.strip() == "error: unknown preset 'huge' (choose from quick, cpu, paper, test)"
 
 
 def test_shell_pipeline_stops_at_the_failing_stage(tmp_path):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The AdamW β2-sweep pipeline: train one run per β2, analyse each, tabulate, reheat, tabulate again.
 #
-#   experiments/beta_sweep/run_beta2.sh [--preset quick|paper|test] [extra run_study.py flags]
+#   experiments/beta_sweep/run_beta2.sh [--preset quick|cpu|paper|test] [extra run_study.py flags]
 #
 # Stages, in order (each runs experiments/beta_sweep/run_study.py with the same flags):
 #   train    one run per β2 (default 0.99,0.95,0.90,0.80,0.0); finished runs are skipped, unfinished ones
@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     *) EXTRA+=("$1"); shift ;;
   esac
 done
-case "$PRESET" in quick|paper|test) ;; *) die "unknown preset '$PRESET' (choose from quick, paper, test)" ;; esac
+case "$PRESET" in quick|cpu|paper|test) ;; *) die "unknown preset '$PRESET' (choose from quick, cpu, paper, test)" ;; esac
 
 ARGS=(--preset "$PRESET" ${EXTRA[@]+"${EXTRA[@]}"})
 [ -t 2 ] || ARGS+=(--no-progress)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from training.core import runio
 from training.core.cli import CommandParser, run_main
-from training.core.config import preset
+from training.core.config import Config, preset
 from training.core.errors import UserError
 from training.core.regime import TOLERANCES, paper_regime, wd_for
 from training.studies.calibration import (
@@ -32,15 +32,28 @@ from training.studies.calibration import (
 )
 from training.studies.common import RunJob, add_jobs_arg, train_runs
 
+# The quick preset as it was before this calibration (every candidate starts from it, so that the records stay
+# what they were when the preset changes).
+QUICK_V1 = dict(
+    preset="quick", n_layer=3, d_model=128, n_head=4, d_ff=512, seq_len=128,
+    corpus="synthetic", n_train_docs=20_000, n_val_docs=1_000, tokenizer="bpe", bpe_vocab_size=2048, window="packed",
+    p_probe=0.25, n_codewords=64, eval_ood_gap=(60, 95), n_probe_eval=192,
+    lr=3e-3, wd=0.1, warmup=50, steps=600, batch_size=24, grad_accum=1,
+    lambda_probe=1.0, lambda_probe2=2.0, lambda_step=300,
+    eval_every=20, ckpt_every=20, n_val_seqs=192, eval_batch_size=64)
+BASES = {"quick_v1": QUICK_V1}
+
 # The paper's probe geometry at a 128-token context: gaps in proportion (5-30 and 80-200 of 256 tokens).
 GAPS_128 = {"train_gap": (3, 15), "eval_in_gap": (3, 15), "eval_ood_gap": (40, 100)}
 SMALL = {"n_layer": 3, "d_model": 64, "n_head": 4, "d_ff": 256}
+MEDIUM = {"n_layer": 3, "d_model": 96, "n_head": 4, "d_ff": 384}
 
 
-def in_regime(steps: int, warmup: int) -> dict:
-    """The knobs set to the paper's for a run of ``steps``: Λ = 2.56 (wd solved for), λ switch at 40 %, 31
-    checkpoints and evaluations, 1,200 probe-eval examples (σ_eval 0.014) evaluated up to the answer."""
-    every = steps // 30
+def in_regime(steps: int, warmup: int, checkpoints: int = 31) -> dict:
+    """The knobs set to the paper's for a run of ``steps``: Λ = 2.56 (wd solved for), λ switch at 40 %,
+    ``checkpoints`` checkpoints and evaluations, 1,200 probe-eval examples (σ_eval 0.014) evaluated up to the
+    answer."""
+    every = steps // (checkpoints - 1)
     return {"steps": steps, "warmup": warmup, "integrated_wd": 2.56, "lambda_step": round(0.4 * steps),
             "eval_every": every, "ckpt_every": every, "n_probe_eval": 1200, "probe_eval_crop": True}
 
@@ -48,20 +61,38 @@ def in_regime(steps: int, warmup: int) -> dict:
 # (name, base preset, overrides, why it was tried). Append; never edit a candidate that has been run.
 # "integrated_wd" is not a config field: the weight decay is solved for it (training/core/regime.py wd_for).
 CANDIDATES = [
-    ("r0_quick", "quick", {}, "the quick preset before calibration (the baseline)."),
-    ("r1_wd", "quick", in_regime(600, 50), "quick with only the knobs moved: wd for Λ = 2.56, λ switch at 40 %, "
+    ("r0_quick", "quick_v1", {}, "the quick preset before calibration (the baseline)."),
+    ("r1_wd", "quick_v1", in_regime(600, 50), "quick with only the knobs moved: wd for Λ = 2.56, λ switch at 40 %, "
                                            "1,200 probe-eval examples."),
-    ("r1_small", "quick", {**SMALL, **GAPS_128, **in_regime(600, 50)},
+    ("r1_small", "quick_v1", {**SMALL, **GAPS_128, **in_regime(600, 50)},
      "a 4x cheaper model (d_model 64) with the probe gaps in the paper's proportion to the context."),
-    ("r1_small_long", "quick", {**SMALL, **GAPS_128, **in_regime(1200, 100)},
+    ("r1_small_long", "quick_v1", {**SMALL, **GAPS_128, **in_regime(1200, 100)},
      "r1_small trained twice as long, to see whether p_ood settles or oscillates once the probe is learned."),
+    ("r2_p10", "quick_v1", {**SMALL, **GAPS_128, **in_regime(1200, 100), "p_probe": 0.10},
+     "r1_small_long solved the OOD probe (p_ood → 1): the paper's probe rate 0.10 per sequence, to contest it."),
+    ("r2_paper_probe", "quick_v1", {**SMALL, **GAPS_128, **in_regime(1200, 100), "p_probe": 0.10, "n_codewords": 512,
+                                 "lambda_probe": 2.0, "lambda_probe2": 4.0},
+     "the paper's whole probe: rate 0.10, 512 codewords, λ 2 → 4."),
+    ("r3_d96", "quick_v1", {**MEDIUM, **GAPS_128, **in_regime(1200, 100, 41)},
+     "for the cpu preset: d_model 96, whose 1,200 steps give the paper's 6.4 tokens per parameter, 41 checkpoints."),
+    ("r3_d96_p10", "quick_v1", {**MEDIUM, **GAPS_128, **in_regime(1200, 100, 41), "p_probe": 0.10},
+     "r3_d96 with the paper's probe rate 0.10."),
 ]
+
+
+# Candidates stopped before their last step, and why (their row shows the outcome up to where they stopped).
+STOPPED = {"r2_paper_probe": "stopped by hand at step 400 of 1,200: the validation loss had stalled near 6.0 (r2_p10: "
+                             "4.3 by step 240) with the probe at chance; the λ = 2 probe loss over 512 new codeword "
+                             "tokens dominates the small model's updates"}
+
+# The presets taken from the calibration: preset name -> the candidate it is (the page checks they agree).
+CHOSEN = {"quick": "r1_small", "cpu": "r3_d96"}
 
 
 def candidate_config(name: str, base: str, changes: dict, seed: int):
     changes = dict(changes)
     target = changes.pop("integrated_wd", None)
-    cfg = preset(base).replace(seed=seed, progress=False, **changes)
+    cfg = Config(**BASES[base]).replace(seed=seed, progress=False, **changes)
     return cfg.replace(wd=float(f"{wd_for(cfg, target):.4g}")) if target is not None else cfg
 
 
@@ -118,24 +149,36 @@ def write_doc(path: Path, records: list[dict]) -> None:
         "",
         "## Every configuration tried",
         "",
-        "| candidate | changes from its base | Λ | T | λ switch | σ_eval | tokens/param | OOD gap / L | "
+        "| candidate | changes from its base | steps done | Λ | T | λ switch | σ_eval | tokens/param | OOD gap / L | "
         "val loss 0 → end | p_in end | p_ood after switch (mean, range) | osc. pairs | train s | in regime | trains |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         k, o, g = r["knobs"], r["outcome"] or {}, r["probe_geometry"]
         changes = ", ".join(f"{a}={b}" for a, b in r["changes"].items()) or "—"
         lines.append(
-            f"| `{r['name']}` | {r['base']}: {changes} | {_fmt(k['integrated_wd'])} | {k['checkpoints']} | "
+            f"| `{r['name']}` | {r['base']}: {changes} | {o.get('steps_done', '—')} | {_fmt(k['integrated_wd'])} | {k['checkpoints']} | "
             f"{_fmt(k['lambda_switch'], '.2f')} | {_fmt(k['sigma_eval'], '.3f')} | {_fmt(k['tokens_per_param'])} | "
             f"{g['ood_gap_frac'][0]:.2f}–{g['ood_gap_frac'][1]:.2f} | {_fmt(o.get('val_loss_0'), '.2f')} → "
             f"{_fmt(o.get('val_loss_end'), '.2f')} | {_fmt(o.get('p_in_end'), '.2f')} | "
             f"{_fmt(o.get('p_ood_mean_after_switch'), '.2f')}, {_fmt(o.get('p_ood_range_after_switch'), '.2f')} | "
             f"{o.get('oscillation_pairs', '—')} | {_fmt(o.get('wall_s'), '.0f')} | {_yn(not r['flags'])} | "
             f"{_yn(r['trains'])} |")
+    lines += ["", "## The presets taken from it", ""]
+    for name, cand in CHOSEN.items():
+        r = next((x for x in records if x["name"] == cand), None)
+        if r is None:
+            lines.append(f"- `{name}`: candidate `{cand}` has not been run")
+            continue
+        same = r["config_hash"] == preset(name).replace(seed=r["seed"], progress=False, preset=r["preset"]).hash()
+        o = r["outcome"] or {}
+        lines.append(f"- `{name}` is candidate `{cand}` (config hash {'identical' if same else 'DIFFERENT: the preset changed since'}): "
+                     f"{'in the regime' if not r['flags'] else 'outside the regime: ' + '; '.join(r['flags'])}; "
+                     f"{'trains' if r['trains'] else 'does not meet the training rules'}; "
+                     f"{o.get('oscillation_pairs', 0)} switch pair(s) above 2 σ_eval.")
     lines += ["", "## Why each was tried", ""]
     lines += [f"- `{r['name']}`: {r['why']}" + (f" Outside the regime: {'; '.join(r['flags'])}." if r["flags"] else "")
-              for r in records]
+              + (f" **Stopped**: {STOPPED[r['name']]}." if r["name"] in STOPPED else "") for r in records]
     runio.atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -160,7 +203,10 @@ def main() -> int:
             shown = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
             if "integrated_wd" in shown:     # show the weight decay that was solved for
                 shown["wd"] = runio.read_run_config(root / name).wd
-            records[name] = {"name": name, "base": base, "changes": shown, "why": why, **assess(root / name)}
+            cfg = runio.read_run_config(root / name)
+            records[name] = {"name": name, "base": base, "changes": shown, "why": why, "seed": cfg.seed,
+                             "preset": cfg.preset,
+                             "config_hash": cfg.hash(), **assess(root / name)}
     ordered = [records[n] for n in names if n in records]
     runio.atomic_write_text(path, json.dumps({"paper": paper_regime(), "candidates": ordered}, indent=1) + "\n")
     for r in ordered:

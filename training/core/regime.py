@@ -10,10 +10,13 @@ dynamical regime. The knobs that decide it (arXiv 2602.23696's protocol, Table 1
 * where λ switches, as a fraction of training (4,000 of 10,000: 0.4);
 * σ_eval, the binomial standard error of a probe accuracy near 0.5 on the fixed evaluation set
   (0.5/√2000 = 0.011), which decides whether switching can be told from evaluation noise;
-* tokens per parameter (what the model has seen, relative to its size).
+* tokens per parameter (what the model has seen, relative to its size);
+* the analysis batch: tokens in each mini-batch the gradient and Fisher analyses average over (the paper's
+  64 sequences of 256 tokens); the per-batch gradient claims depend on it.
 
 :func:`regime` computes them for any config; :func:`flags` names those outside the tolerances the claims
-ledger uses (Λ within ±25 %, T ≥ 30, λ switch within 0.05 of 0.4, σ_eval ≤ 0.02). ``training/pilot.py
+ledger uses (Λ within ±25 %, T ≥ 30, λ switch within 0.05 of 0.4, σ_eval ≤ 0.02, analysis batch within a
+factor 2 of the paper's in tokens). ``training/pilot.py
 --dry-run`` prints the table.
 """
 from __future__ import annotations
@@ -23,7 +26,17 @@ import math
 from training.core.config import Config, checkpoint_steps, preset
 from training.core.optim import lr_at
 
-TOLERANCES = {"integrated_wd": 0.25, "checkpoints": 30, "lambda_switch": 0.05, "sigma_eval": 0.02}
+TOLERANCES = {"integrated_wd": 0.25, "checkpoints": 30, "lambda_switch": 0.05, "sigma_eval": 0.02,
+              "analysis_batch": 2.0}
+# Sequences per analysis mini-batch the per-seed pipeline (scripts/run_seed.sh) uses at each preset; the analyses'
+# own default elsewhere. The paper's: 64 of 256 tokens (skydancerosel/mini_gpt, scripts/run_seed.sh); quick and cpu:
+# 64 of 128 tokens, within the factor 2.
+PIPELINE_ANALYSIS_BATCH = {"paper": 64, "quick": 64, "cpu": 64}
+DEFAULT_ANALYSIS_BATCH = 8
+
+
+def pipeline_analysis_batch(preset_name: str) -> int:
+    return PIPELINE_ANALYSIS_BATCH.get(preset_name, DEFAULT_ANALYSIS_BATCH)
 
 
 def integrated_wd(cfg: Config) -> float:
@@ -41,13 +54,18 @@ def sigma_eval(cfg: Config) -> float | None:
     return 0.5 / math.sqrt(cfg.n_probe_eval) if cfg.n_probe_eval and cfg.task == "lm_probe" else None
 
 
-def regime(cfg: Config, n_params: int | None = None) -> dict:
-    """The knobs of ``cfg``: integrated_wd, checkpoints, lambda_switch, sigma_eval, tokens, tokens_per_param."""
+def regime(cfg: Config, n_params: int | None = None, analysis_batch: int | None = None) -> dict:
+    """The knobs of ``cfg``: integrated_wd, checkpoints, lambda_switch, sigma_eval, tokens, tokens_per_param and
+    analysis_batch_tokens (``analysis_batch`` sequences of the run's context; default: what the pipeline uses at the
+    run's preset)."""
     tokens = cfg.steps * cfg.tokens_per_step
+    if analysis_batch is None:
+        analysis_batch = pipeline_analysis_batch(cfg.preset)
     lam_switch = cfg.lambda_step / cfg.steps if cfg.steps and cfg.lambda_after != cfg.lambda_probe else None
     return {"integrated_wd": integrated_wd(cfg), "checkpoints": len(checkpoint_steps(cfg)),
             "lambda_switch": lam_switch, "sigma_eval": sigma_eval(cfg), "tokens": tokens,
-            "tokens_per_param": tokens / n_params if n_params else None}
+            "tokens_per_param": tokens / n_params if n_params else None,
+            "analysis_batch_tokens": analysis_batch * cfg.seq_len}
 
 
 def paper_regime() -> dict:
@@ -70,6 +88,9 @@ def flags(knobs: dict, paper: dict | None = None) -> list[str]:
     if knobs["sigma_eval"] is None or knobs["sigma_eval"] > TOLERANCES["sigma_eval"]:
         s = "no probe evaluation" if knobs["sigma_eval"] is None else f"σ_eval {knobs['sigma_eval']:.3f}"
         out.append(f"{s} (> {TOLERANCES['sigma_eval']}; the paper's {paper['sigma_eval']:.3f})")
+    mine, ref = knobs.get("analysis_batch_tokens"), paper.get("analysis_batch_tokens")
+    if mine and ref and not ref / TOLERANCES["analysis_batch"] <= mine <= ref * TOLERANCES["analysis_batch"]:
+        out.append(f"analysis batch {mine:,} tokens vs the paper's {ref:,}")
     return out
 
 
@@ -81,7 +102,8 @@ def table(knobs: dict, paper: dict | None = None) -> list[str]:
         return "—" if v is None else format(v, spec)
     rows = [("Λ = wd·Σ lr (integrated weight decay)", "integrated_wd", ".3g"), ("checkpoints T", "checkpoints", "d"),
             ("λ switch (fraction of training)", "lambda_switch", ".2f"), ("σ_eval (probe accuracy s.e.)", "sigma_eval", ".3f"),
-            ("tokens per parameter", "tokens_per_param", ".3g")]
+            ("tokens per parameter", "tokens_per_param", ".3g"),
+            ("analysis batch (tokens)", "analysis_batch_tokens", ",d")]
     out = [f"{'regime':40s} {'this run':>10s} {'paper':>10s}"]
     out += [f"{label:40s} {f(knobs[k], spec):>10s} {f(paper[k], spec):>10s}" for label, k, spec in rows]
     bad = flags(knobs, paper)

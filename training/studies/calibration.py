@@ -88,7 +88,7 @@ def assess(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     cfg = runio.read_run_config(run_dir)
     n = count_params(run_dir)
-    knobs = regime(cfg, n_params=n)
+    knobs = {**regime(cfg, n_params=n), "analysis_batch_tokens": None}   # a pipeline setting, not the run's
     paper = paper_regime()
     res = {"knobs": knobs, "flags": flags(knobs, paper), "n_params": n, "probe_geometry": probe_geometry(cfg),
            "outcome": outcome(cfg, runio.read_metrics(run_dir)) if (run_dir / "metrics.jsonl").exists() else None}

@@ -210,6 +210,19 @@ def judge(claim: Claim, runs: Sequence[RunInputs]) -> dict:
             "verdict": v, "leaning": lean}
 
 
+def analysis_batch(run_dir: Path) -> int | None:
+    """Sequences per mini-batch the run's gradient analyses used (residual_decomposition.json or fisher_analysis.json
+    settings); None (the pipeline's default for the preset) when neither has run."""
+    for name in ("residual_decomposition", "fisher_analysis"):
+        for folder in dict.fromkeys([runio.analysis_dir(run_dir), run_dir / "analysis"]):
+            path = folder / f"{name}.json"
+            if path.exists():
+                bs = dig(runio.read_json(path, "analysis file"), "settings.batch_size")
+                if isinstance(bs, int) and bs > 0:
+                    return bs
+    return None
+
+
 def ledger(run_dirs: Sequence[str | Path]) -> dict:
     """The ledger of one configuration's runs (seeds): regime per run, one row per claim."""
     runs = [RunInputs.read(d) for d in run_dirs]
@@ -218,7 +231,7 @@ def ledger(run_dirs: Sequence[str | Path]) -> dict:
     paper = rg.paper_regime()
     regimes = []
     for r in runs:
-        knobs = rg.regime(r.config)
+        knobs = rg.regime(r.config, analysis_batch=analysis_batch(r.run_dir))
         regimes.append({"run_dir": str(r.run_dir), "seed": r.config.seed, **knobs, "flags": rg.flags(knobs, paper)})
     flags = sorted({f for reg in regimes for f in reg["flags"]})
     rows = [{**judge(c, runs), "regime_flags": flags} for c in CLAIMS]
