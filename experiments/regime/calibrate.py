@@ -81,7 +81,7 @@ CANDIDATES = [
 
 
 # Candidates stopped before their last step, and why (their row shows the outcome up to where they stopped).
-STOPPED = {"r2_paper_probe": "stopped by hand at step 400 of 1,200: the validation loss had stalled near 6.0 (r2_p10: "
+STOPPED = {"r2_paper_probe": "by hand at step 400 of 1,200: the validation loss had stalled near 6.0 (r2_p10: "
                              "4.3 by step 240) with the probe at chance; the λ = 2 probe loss over 512 new codeword "
                              "tokens dominates the small model's updates"}
 
@@ -114,6 +114,10 @@ def _fmt(v, spec=".3g"):
 
 def _yn(b):
     return "yes" if b else "no"
+
+
+def names(records: list[dict]) -> str:
+    return ", ".join(f"`{r['name']}`" for r in records) or "none"
 
 
 def write_doc(path: Path, records: list[dict]) -> None:
@@ -150,8 +154,8 @@ def write_doc(path: Path, records: list[dict]) -> None:
         "## Every configuration tried",
         "",
         "| candidate | changes from its base | steps done | Λ | T | λ switch | σ_eval | tokens/param | OOD gap / L | "
-        "val loss 0 → end | p_in end | p_ood after switch (mean, range) | osc. pairs | train s | in regime | trains |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "val loss 0 → end | p_in end | p_ood end | p_ood after switch (mean, range) | osc. pairs | train s | in regime | trains |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         k, o, g = r["knobs"], r["outcome"] or {}, r["probe_geometry"]
@@ -160,10 +164,21 @@ def write_doc(path: Path, records: list[dict]) -> None:
             f"| `{r['name']}` | {r['base']}: {changes} | {o.get('steps_done', '—')} | {_fmt(k['integrated_wd'])} | {k['checkpoints']} | "
             f"{_fmt(k['lambda_switch'], '.2f')} | {_fmt(k['sigma_eval'], '.3f')} | {_fmt(k['tokens_per_param'])} | "
             f"{g['ood_gap_frac'][0]:.2f}–{g['ood_gap_frac'][1]:.2f} | {_fmt(o.get('val_loss_0'), '.2f')} → "
-            f"{_fmt(o.get('val_loss_end'), '.2f')} | {_fmt(o.get('p_in_end'), '.2f')} | "
+            f"{_fmt(o.get('val_loss_end'), '.2f')} | {_fmt(o.get('p_in_end'), '.2f')} | {_fmt(o.get('p_ood_end'), '.2f')} | "
             f"{_fmt(o.get('p_ood_mean_after_switch'), '.2f')}, {_fmt(o.get('p_ood_range_after_switch'), '.2f')} | "
             f"{o.get('oscillation_pairs', '—')} | {_fmt(o.get('wall_s'), '.0f')} | {_yn(not r['flags'])} | "
             f"{_yn(r['trains'])} |")
+    ok = [r for r in records if not r["flags"] and r["trains"]]
+    osc = [r for r in records if (r["outcome"] or {}).get("oscillation_pairs")]
+    lines += ["", "## What it shows", "",
+              f"- In the regime and training by the rules: {names(ok)}.",
+              "- p_ood(t) with switch pairs above 2 σ_eval: " + (", ".join(
+                  f"`{r['name']}` ({r['outcome']['oscillation_pairs']} pair(s), largest swing "
+                  f"{r['outcome']['max_swing']:.2f})" for r in osc) or "none") + ".",
+              "- The 'contested' rule (mean p_ood after the switch in [0.1, 0.9]) cannot tell a probe still being "
+              "learned from one the language model competes with; the columns p_in end and p_ood after the switch, "
+              "and the series in each run's metrics.jsonl, tell them apart: a contest shows as p_ood falling "
+              "below p_in (the OOD gaps lost while the in-distribution ones are kept)."]
     lines += ["", "## The presets taken from it", ""]
     for name, cand in CHOSEN.items():
         r = next((x for x in records if x["name"] == cand), None)
@@ -178,7 +193,7 @@ def write_doc(path: Path, records: list[dict]) -> None:
                      f"{o.get('oscillation_pairs', 0)} switch pair(s) above 2 σ_eval.")
     lines += ["", "## Why each was tried", ""]
     lines += [f"- `{r['name']}`: {r['why']}" + (f" Outside the regime: {'; '.join(r['flags'])}." if r["flags"] else "")
-              + (f" **Stopped**: {STOPPED[r['name']]}." if r["name"] in STOPPED else "") for r in records]
+              + (f" **Stopped** {STOPPED[r['name']]}." if r["name"] in STOPPED else "") for r in records]
     runio.atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -1,4 +1,4 @@
-"""Run configuration: one dataclass, seven presets, JSON round trip and validation.
+"""Run configuration: one dataclass, eight presets, JSON round trip and validation.
 
 Every knob of a training run lives in :class:`Config`. A run directory stores the resolved config in
 ``config.json``; :func:`Config.from_dict` reads it back exactly. :meth:`Config.validate` rejects
@@ -8,7 +8,10 @@ Presets (:data:`PRESETS`; README, "Training"):
 
 * ``test``  -- a few-thousand-parameter model for unit and end-to-end tests (seconds on a CPU);
 * ``quick`` -- the embedded offline default: synthetic stories, a trained byte-level BPE, a small
-  model whose whole run takes a few minutes on a laptop CPU;
+  model whose whole pipeline takes a few minutes on a laptop CPU, with the paper's dimensionless knobs
+  (integrated weight decay, λ-switch position, checkpoints, probe-eval noise; docs/regime.md);
+* ``cpu``   -- the most faithful CPU analogue of the paper (the same knobs, the paper's tokens per
+  parameter), for the three-seed claims runs (scripts/run_seeds.sh);
 * ``paper`` -- the setup of the paper (arXiv 2602.23696, Table 1; skydancerosel/mini_gpt's
   ``scripts/run_seed.sh``): 8 layers, d_model 512, GPT-2 BPE, TinyStories, AdamW(0.9, 0.95), 10,000 steps;
 * ``124m``, ``355m``, ``774m``, ``1.3b`` -- the GPT-2 model sizes of the symmetry-breaking study
