@@ -140,8 +140,8 @@ def write_doc(path: Path, records: list[dict]) -> None:
         "",
         f"- in regime: Λ within ±{TOLERANCES['integrated_wd']:.0%} of the paper's {paper['integrated_wd']:.3g}; "
         f"T ≥ {TOLERANCES['checkpoints']}; λ switch within {TOLERANCES['lambda_switch']} of "
-        f"{paper['lambda_switch']:.2f}; σ_eval ≤ {TOLERANCES['sigma_eval']} (the ledger's flag; the issue asks "
-        "≤ 0.015).",
+        f"{paper['lambda_switch']:.2f}; σ_eval ≤ {TOLERANCES['sigma_eval']} (the ledger's flag; every candidate but "
+        "the baseline evaluates 1,200 probe examples, σ_eval 0.014 ≤ 0.015).",
         f"- trains: the validation loss ends below {1 - LOSS_FALL:g} × its step-0 value; the probe is learned "
         f"(final p_in ≥ {LEARNED_P_IN}); the probe is contested (mean p_ood after the λ switch in "
         f"[{CONTESTED_LO}, {CONTESTED_HI}]).",
@@ -152,6 +152,10 @@ def write_doc(path: Path, records: list[dict]) -> None:
         f"{pg['probes_per_1k_tokens']:.2f} probes per 1,000 tokens.",
         "",
         "## Every configuration tried",
+        "",
+        "`quick_v1` is the `quick` preset before this calibration. *train s* is the training wall time as it ran here "
+        "(two to four candidates side by side on 2 cores, one thread each; the baseline alone on both): compare "
+        "it within a round only. The pipeline times of the presets are measured separately (README).",
         "",
         "| candidate | changes from its base | steps done | Λ | T | λ switch | σ_eval | tokens/param | OOD gap / L | "
         "val loss 0 → end | p_in end | p_ood end | p_ood after switch (mean, range) | osc. pairs | train s | in regime | trains |",
@@ -175,6 +179,11 @@ def write_doc(path: Path, records: list[dict]) -> None:
               "- p_ood(t) with switch pairs above 2 σ_eval: " + (", ".join(
                   f"`{r['name']}` ({r['outcome']['oscillation_pairs']} pair(s), largest swing "
                   f"{r['outcome']['max_swing']:.2f})" for r in osc) or "none") + ".",
+              "- p_ood below p_in at the end by more than 4 σ_eval (the OOD gaps lost while the in-distribution "
+              "ones are kept, as in the paper): " + (", ".join(
+                  f"`{r['name']}` ({r['outcome']['p_in_end']:.2f} vs {r['outcome']['p_ood_end']:.2f})" for r in records
+                  if (r["outcome"] or {}).get("p_ood_end") is not None and r["knobs"]["sigma_eval"]
+                  and r["outcome"]["p_in_end"] - r["outcome"]["p_ood_end"] > 4 * r["knobs"]["sigma_eval"]) or "none") + ".",
               "- The 'contested' rule (mean p_ood after the switch in [0.1, 0.9]) cannot tell a probe still being "
               "learned from one the language model competes with; the columns p_in end and p_ood after the switch, "
               "and the series in each run's metrics.jsonl, tell them apart: a contest shows as p_ood falling "
