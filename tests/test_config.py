@@ -29,15 +29,24 @@ def test_json_round_trip(name):
 
 
 def test_preset_hashes_are_those_of_the_published_runs():
-    """Fields added later (task, modular addition, ECD/SOAP, attention disorder, vocabulary padding, storage) leave
-    the presets' hashes as they were before those fields existed, so earlier run directories still resume."""
+    """Fields added later (task, modular addition, ECD/SOAP, attention disorder, vocabulary padding, storage,
+    cropped probe evaluation) leave the presets' hashes as they were before those fields existed, so earlier
+    run directories still resume. The quick preset itself was moved into the paper's regime (docs/regime.md):
+    its former settings, kept as the calibration's base, still hash to the published quick runs."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "experiments" / "regime" / "calibrate.py"
+    spec = importlib.util.spec_from_file_location("calibrate", path)
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    assert Config(**calibrate.QUICK_V1).hash() == "de7088f0b3af7977"
     assert {p: preset(p).hash() for p in ("test", "quick", "paper")} == \
-        {"test": "c84d412d6b101cd4", "quick": "de7088f0b3af7977", "paper": "b64abb7ddc9ec453"}
+        {"test": "c84d412d6b101cd4", "quick": "d6481e7c872095a1", "paper": "b64abb7ddc9ec453"}
 
 
 def test_config_json_keeps_its_field_order():
     """Config is assembled from setting groups declared by several modules; config.json lists the fields in
-    the order runs were published with (97 fields; the digest of their names joined by commas)."""
+    the order runs were published with (98 fields; the digest of their names joined by commas)."""
     import dataclasses
     import hashlib
 
@@ -45,8 +54,8 @@ def test_config_json_keeps_its_field_order():
     from training.core.ecd import ECDSettings
     from training.core.modadd import ModAddSettings
     names = list(Config().to_dict())
-    assert len(names) == 97
-    assert hashlib.sha256(",".join(names).encode()).hexdigest()[:16] == "8b42465601501d2d"
+    assert len(names) == 98
+    assert hashlib.sha256(",".join(names).encode()).hexdigest()[:16] == "dd7d4818968494b5"
     assert names[:3] == ["n_layer", "d_model", "n_head"] and names[-2:] == ["out_dir", "preset"]
     for group, first in ((ModAddSettings, "modadd_T"), (ECDSettings, "ecd_eta"), (AttentionBiasSettings, "attn_disorder")):
         own = [f.name for f in dataclasses.fields(group)]
