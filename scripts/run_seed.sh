@@ -122,41 +122,8 @@ train() {
 
 a() { "$PY" "analysis/$1.py" --run-dir "$RUN" "${NP[@]}" "${@:2}"; }
 
-# Reheating needs only the trained run, and the analyses (stages 03-13) leave cores idle between and inside
-# their steps, so the reheating runs train beside them: started after stage 02, its output kept in
-# .stages/14_reheating.log and printed when it is joined before stage 15. With --until the stages run one
-# after the other, in order. A failure of either side stops the pipeline; the same command resumes both.
-REHEAT=("$PY" experiments/reheating/reheat.py --run-dir "$RUN" --no-progress)
-REHEAT_PID=""
-stop_reheating() { if [ -n "$REHEAT_PID" ]; then kill "$REHEAT_PID" 2>/dev/null; wait "$REHEAT_PID" 2>/dev/null; fi; }
-trap stop_reheating EXIT
-start_reheating() {
-  if [ -n "$UNTIL" ] || [ -f "$STAGES/14_reheating.done" ]; then return 0; fi
-  echo "[run ] 14_reheating (beside stages 03-13; log $STAGES/14_reheating.log)"
-  REHEAT_T0=$SECONDS
-  "${REHEAT[@]}" > "$STAGES/14_reheating.log" 2>&1 &
-  REHEAT_PID=$!
-}
-join_reheating() {
-  if [ -z "$REHEAT_PID" ]; then
-    step 14_reheating "${REHEAT[@]}"
-    return 0
-  fi
-  local rc=0
-  wait "$REHEAT_PID" || rc=$?
-  REHEAT_PID=""
-  cat "$STAGES/14_reheating.log"
-  if [ $rc -ne 0 ]; then
-    echo "pipeline stopped: stage 14_reheating failed (exit $rc); fix the cause and run the same command again to resume" >&2
-    exit $rc
-  fi
-  touch "$STAGES/14_reheating.done"
-  echo "[done] 14_reheating ($((SECONDS - REHEAT_T0)) s, beside the analyses)"
-}
-
 step 01_env_snapshot env_snapshot
 step 02_training train
-start_reheating
 step 03_eval_noise a basin/eval_noise
 step 04_oscillations a switching/detect_oscillations
 step 05_trajectory_pca a backbone/trajectory_pca
@@ -168,7 +135,7 @@ step 10_rayleigh_quotients a fisher/rayleigh_quotients "${RAYLEIGH[@]}"
 step 11_basin_tests a basin/basin_tests
 step 12_basin_depth a basin/basin_depth "${DEPTH[@]}"
 step 13_manifold_dim a basin/manifold_dim
-join_reheating
+step 14_reheating "$PY" experiments/reheating/reheat.py --run-dir "$RUN" "${NP[@]}"
 step 15_reheat_geometry a reheating/reheat_geometry
 step 15b_claims a claims/claims
 step 16_figures "$PY" figures/make_paper_figures.py --run-dir "$RUN"
