@@ -118,3 +118,49 @@ def test_null_of_a_run_uses_its_increments_and_a_structured_run_beats_it():
     plain = Gram(g.steps, 0, None, D, walk @ walk.T)
     plain_both = beside_null(plain, total_steps=10 * T)
     assert abs(plain_both["observed"]["pc1"] - plain_both["random_walk"]["pc1"]) < 0.03
+
+
+def test_window_pc1_null_of_a_walk_is_itself_and_a_line_beats_it():
+    """The excess of a random walk over its null is 0 (to rounding); a straight-line drift has PC1 1 and its null is the
+    row-normalised PCA of orthonormal increments with the line's step sizes (dense numpy)."""
+    from training.geometry.nulls import window_pc1_null
+    steps = list(range(0, 13))
+    norms = np.linspace(1.0, 0.2, 12)
+    walk = window_pc1_null(random_walk_gram(steps, norms, 10_000), steps[3:])
+    assert walk["reason"] is None
+    assert abs(walk["pc1_minus_null"]) < 1e-12 and abs(walk["pc1_raw_minus_null"]) < 1e-12
+    cum = np.concatenate([[0.0], np.cumsum(norms)])
+    line = Gram(steps, 0, None, 10_000, np.outer(cum, cum))
+    got = window_pc1_null(line, steps[3:])
+    assert got["pc1"] == pytest.approx(1.0, abs=1e-12)
+    X = np.cumsum(np.diag(norms[3:]), axis=0)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    s2 = np.linalg.svd(X, compute_uv=False) ** 2
+    assert got["null_pc1"] == pytest.approx(s2[0] / s2.sum(), rel=1e-12)
+    assert got["pc1_minus_null"] == pytest.approx(1.0 - s2[0] / s2.sum(), rel=1e-12)
+    still = Gram(steps, 0, None, 10, np.zeros((13, 13)))
+    assert window_pc1_null(still, steps)["pc1_minus_null"] is None and window_pc1_null(still, steps)["reason"]
+
+
+def test_shrink_reading_of_pure_decay_and_of_a_sideways_drift():
+    from training.geometry.trajectory import shrink_reading
+    rng = np.random.default_rng(0)
+    theta0 = rng.standard_normal(500)
+    side = rng.standard_normal(500)
+    side -= side @ theta0 / (theta0 @ theta0) * theta0
+
+    class Fake:
+        def __init__(self, vecs):
+            self.vecs = vecs
+
+        def vector(self, step):
+            return self.vecs[step]
+    decay = shrink_reading(Fake({0: theta0, 1: 0.3 * theta0}), 0, 1)
+    assert decay["shrink_cos"] == pytest.approx(1.0) and decay["decay_dominated"] is True
+    assert decay["norm_ratio"] == pytest.approx(0.3)
+    drift = shrink_reading(Fake({0: theta0, 1: theta0 + side}), 0, 1)
+    assert abs(drift["shrink_cos"]) < 1e-12 and drift["decay_dominated"] is False
+    mixed = shrink_reading(Fake({0: theta0, 1: 0.5 * theta0 + side}), 0, 1)
+    d = -0.5 * theta0 + side
+    assert mixed["shrink_cos"] == pytest.approx(0.5 * theta0 @ theta0 / (np.linalg.norm(theta0) * np.linalg.norm(d)))
+    assert shrink_reading(Fake({0: theta0, 1: theta0}), 0, 1)["reason"]

@@ -51,3 +51,17 @@ def test_wd_for_inverts_the_integrated_weight_decay():
     cfg = preset("quick").replace(steps=1000, warmup=80)
     wd = wd_for(cfg, 2.56)
     assert integrated_wd(cfg.replace(wd=wd)) == pytest.approx(2.56, rel=1e-12)
+
+
+def test_effective_integrated_wd_counts_momentum_for_coupled_decay():
+    """Λ_eff = Λ for decoupled decay and plain SGD; Λ / (1 − m) for L2 decay through heavy-ball momentum. The paper's
+    SGD controls (Table 8): A and B ≈ 1.02, C and C′ ten times that."""
+    from training.core.regime import effective_integrated_wd
+    from training.studies.sgd_controls import run_configs
+    c = preset("test")
+    for opt, gain in (("adamw", 1.0), ("sgd", 1.0), ("sgdw_nesterov", 1.0), ("sgd_momentum", 2.0)):
+        cfg = c.replace(optimizer=opt, momentum=0.5)
+        assert effective_integrated_wd(cfg) == pytest.approx(gain * integrated_wd(cfg), rel=1e-12)
+    lam = {k: effective_integrated_wd(v) for k, v in run_configs(preset("paper")).items()}
+    assert lam["A"] == pytest.approx(1.017, abs=0.001) and lam["B"] == pytest.approx(lam["A"], rel=1e-12)
+    assert lam["C"] == pytest.approx(10 * lam["A"], rel=1e-9) and lam["Cprime"] == pytest.approx(10 * lam["A"], rel=1e-9)

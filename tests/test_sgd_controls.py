@@ -193,6 +193,39 @@ def test_table9_against_metrics_and_dense_pca(done):
         assert rc["energy_pc2_6"] == pytest.approx(float(np.sum(evr[1:6])), abs=1e-9)
 
 
+def test_weight_norms_decay_and_null_columns_against_dense(done):
+    """Table 9's Λ_eff, ‖θ_T‖/‖θ_0‖, decay-dominated flag and PC1 − null, each from an independent computation."""
+    import math
+
+    from training.core.optim import lr_at
+    from training.core.runio import read_run_config
+    res, root = done["result"], done["root"]
+    names = trunk_names(preset("test"))
+    for row in res["table9"]:
+        run = root / DIRS[row["run"]]
+        cfg = read_run_config(run)
+        gain = 1 / (1 - cfg.momentum) if cfg.optimizer == "sgd_momentum" else 1.0
+        lam = cfg.wd * sum(lr_at(cfg, t) for t in range(1, cfg.steps + 1)) * gain
+        assert row["lambda_eff"] == pytest.approx(lam, rel=1e-12)
+        assert row["decay_only_norm_ratio"] == pytest.approx(math.exp(-lam), rel=1e-12)
+        steps = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("*.safetensors"))
+        a, b = trunk(run, steps[0], names), trunk(run, steps[-1], names)
+        assert row["norm_ratio"] == pytest.approx(np.linalg.norm(b) / np.linalg.norm(a), rel=1e-9)
+        cos = -(a @ (b - a)) / (np.linalg.norm(a) * np.linalg.norm(b - a))
+        assert row["shrink_cos"] == pytest.approx(cos, abs=1e-9)
+        assert row["decay_dominated"] == bool(cos ** 2 >= 0.5)
+        # the null: a random walk with the window's own increment norms, in orthonormal directions (dense)
+        win = row["window_steps"]
+        n = [np.linalg.norm(trunk(run, t1, names) - trunk(run, t0, names)) for t0, t1 in zip(win, win[1:])]
+        X = np.cumsum(np.diag(n), axis=0)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        s2 = np.linalg.svd(X, compute_uv=False) ** 2
+        assert row["pc1_null"] == pytest.approx(s2[0] / s2.sum(), rel=1e-9)
+        assert row["pc1_minus_null"] == pytest.approx(row["pc1"] - s2[0] / s2.sum(), abs=1e-9)
+    prot = res["protocol"]["runs"]
+    assert prot["C"]["paper_lambda_eff"] == pytest.approx(10 * prot["A"]["paper_lambda_eff"], rel=1e-12)
+
+
 def test_update_alignment_and_table10_dense(done):
     res, root = done["result"], done["root"]
     names = trunk_names(preset("test"))
@@ -328,3 +361,19 @@ def test_matched_window_definition():
     assert m["window"] == [0, 5, 10] and not m["never_reached"]
     m = sc.matched_window(steps, ms, 1.0)                 # never that low: the last three evaluated checkpoints
     assert m == {"window": [0, 10, 20], "val_range": [4.0, 9.0], "never_reached": True}
+
+
+def test_matched_decay_gives_every_run_As_effective_decay():
+    from training.core.errors import UserError
+    from training.core.regime import effective_integrated_wd
+    from training.studies import sgd_controls as sc
+    for name in ("test", "cpu", "paper"):
+        paper, matched = sc.run_configs(preset(name)), sc.run_configs(preset(name), "matched")
+        target = effective_integrated_wd(matched["A"])
+        for key in sc.RUNS:
+            assert effective_integrated_wd(matched[key]) == pytest.approx(target, rel=1e-5)
+            assert matched[key].replace(wd=paper[key].wd) == paper[key]
+    m = sc.run_configs(preset("paper"), "matched")
+    assert (m["C"].wd, m["Cprime"].wd) == (0.005, 0.05)
+    with pytest.raises(UserError, match="unknown decay protocol 'l2'"):
+        sc.run_configs(preset("test"), "l2")

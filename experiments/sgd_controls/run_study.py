@@ -21,6 +21,7 @@ import time
 from figures.style import figure, save_figure
 from training.core.cli import run_main
 from training.core.config import parse_override
+from training.core.regime import effective_integrated_wd
 from training.geometry.analysis_io import write_result
 from training.studies import sgd_controls as sc
 from training.studies.common import (
@@ -41,6 +42,10 @@ def parse_args():
     p = study_parser(__doc__, out_default=f"runs/{sc.STUDY}_<preset>_s<seed>")
     p.add_argument("--runs", default="A,B,C,Cprime", help="which runs to train and analyse (default A,B,C,Cprime)")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
+    p.add_argument("--decay", default="paper", choices=sc.DECAY_MODES,
+                   help="paper: Table 8's weight decays (C and C' have Λ_eff ≈ 10, the decay dominates); matched: each "
+                        "SGD-family decay rescaled to A's Λ_eff (default paper; matched writes to "
+                        f"runs/{sc.STUDY}_matched_<preset>_s<seed>)")
     add_jobs_arg(p)
     args = p.parse_args()
     refuse_protocol_overrides((parse_override(item)[0] for item in args.set), sc.PROTOCOL_FIELDS, "SGD-control",
@@ -52,21 +57,21 @@ def main() -> int:
     args = parse_args()
     keys = sc.parse_runs(args.runs)
     base = study_base_config(args)
-    cfgs = sc.run_configs(base)
-    root = study_dir(args, sc.STUDY)
+    cfgs = sc.run_configs(base, args.decay)
+    root = study_dir(args, sc.STUDY if args.decay == "paper" else f"{sc.STUDY}_matched")
     s = sc.scaled_settings(base)
     print(f"SGD-control study in {root}: preset {args.preset}, seed {args.seed}, {s['steps']} steps per run, window "
-          f"{s['window']}, runs {','.join(keys)}")
+          f"{s['window']}, runs {','.join(keys)}, {args.decay} weight decays")
     timings = {}
     if not args.analyse_only:
         for key in keys:
             c = cfgs[key]
-            print(f"run {key}: {c.optimizer} lr {c.lr:g} wd {c.wd:g}"
+            print(f"run {key}: {c.optimizer} lr {c.lr:g} wd {c.wd:g} Λ_eff {effective_integrated_wd(c):.3g}"
                   + (f" momentum {c.momentum:g}" if sc.RUNS[key].momentum is not None else ""), flush=True)
         done = train_runs([RunJob(f"run {key}", cfgs[key], root / sc.RUNS[key].dirname) for key in keys], args.jobs)
         timings = {key: done[f"run {key}"]["seconds"] for key in keys}
     t0 = time.monotonic()
-    result = sc.analyse(root, base, keys, progress=not args.no_progress)
+    result = sc.analyse(root, base, keys, progress=not args.no_progress, decay=args.decay)
     result["timings_s"] = {"train_this_invocation": timings, "analysis": round(time.monotonic() - t0, 2)}
     out = root / "analysis"
     path = write_result(out, RESULT, result)
@@ -82,13 +87,17 @@ def _fmt(v, spec):
 
 def report(result):
     print(f"{'run':<7}{'optimizer':<15}{'state':<10}{'final val':>10}{'best p_ood':>11}{'val@2000':>9}"
-          f"{'PC1 %':>7}{'raw %':>7}{'k95':>5}{'k99':>5}{'drift':>9}")
+          f"{'PC1 %':>7}{'-null':>7}{'raw %':>7}{'k95':>5}{'k99':>5}{'drift':>9}{'Λ_eff':>7}{'|θT|/|θ0|':>10}"
+          f"{'decay-dom.':>11}")
     for r in result["table9"]:
+        pct = (lambda v: None if v is None else 100 * v)
+        dom = {True: "yes", False: "no"}.get(r.get("decay_dominated"), "n/a")
         print(f"{r['run']:<7}{r['optimizer']:<15}{r['state']:<10}{_fmt(r['final_val_loss'], '.3f'):>10}"
               f"{_fmt(r['best_p_ood'], '.3f'):>11}{_fmt(r['val_at_2000'], '.3f'):>9}"
-              f"{_fmt(None if r['pc1'] is None else 100 * r['pc1'], '.1f'):>7}"
-              f"{_fmt(None if r['pc1_raw'] is None else 100 * r['pc1_raw'], '.1f'):>7}"
-              f"{_fmt(r['k95'], 'd'):>5}{_fmt(r['k99'], 'd'):>5}{_fmt(r['drift'], '.3f'):>9}")
+              f"{_fmt(pct(r['pc1']), '.1f'):>7}{_fmt(pct(r.get('pc1_minus_null')), '+.1f'):>7}"
+              f"{_fmt(pct(r['pc1_raw']), '.1f'):>7}"
+              f"{_fmt(r['k95'], 'd'):>5}{_fmt(r['k99'], 'd'):>5}{_fmt(r['drift'], '.3f'):>9}"
+              f"{_fmt(r.get('lambda_eff'), '.3g'):>7}{_fmt(r.get('norm_ratio'), '.3f'):>10}{dom:>11}")
     v = result["verdict"]
     print(f"verdict (literal rule): {v['outcome']}; bridge: {v['bridge']}; direction-agnostic: {v['direction_agnostic']}")
     print(v["reading"])

@@ -240,9 +240,18 @@ def table9(inp: Inputs) -> Table:
     s = inp.need("sgd")
     cols = [Col("run", align="l"), Col("optimizer", align="l"), Col("state", align="l"), Col("final val", "num2"),
             Col("best p_ood", "num3", r"best $p_{ood}$"), Col("PC1 (%)", "pct"), Col("PC1 raw (%)", "pct"),
-            Col("k95", "int", r"$k_{95}$"), Col("k99", "int", r"$k_{99}$"), Col("drift", "num1")]
+            Col("PC1 − null (pp)", "pct", r"PC1 $-$ null (pp)"),
+            Col("k95", "int", r"$k_{95}$"), Col("k99", "int", r"$k_{99}$"), Col("drift", "num1"),
+            Col("Λ_eff", "num2", r"$\Lambda_{\mathrm{eff}}$"), Col("e^−Λ_eff", "sci", r"$e^{-\Lambda_{\mathrm{eff}}}$"),
+            Col("‖θ_T‖/‖θ_0‖", "num3", r"$\|\theta_T\|/\|\theta_0\|$"),
+            Col("decay-dominated", "text", align="l")]
+
+    def yes_no(v):
+        return None if v is None else ("yes" if v else "no")
     rows = [[r["run"], r.get("optimizer"), r.get("state"), r.get("final_val_loss"), r.get("best_p_ood"), r.get("pc1"),
-             r.get("pc1_raw"), r.get("k95"), r.get("k99"), r.get("drift")] for r in s["table9"]]
+             r.get("pc1_raw"), r.get("pc1_minus_null"), r.get("k95"), r.get("k99"), r.get("drift"), r.get("lambda_eff"),
+             r.get("decay_only_norm_ratio"), r.get("norm_ratio"),
+             yes_no(r.get("decay_dominated"))] for r in s["table9"]]
     v = s.get("verdict") or {}
     prot = s.get("protocol") or {}
     win = prot.get("window") if isinstance(prot, dict) else None
@@ -251,7 +260,12 @@ def table9(inp: Inputs) -> Table:
                  + (f", window {win}" if win else "") + "). Paper (arXiv 2602.23696, Table 9): "
                  + "; ".join(f"{r['run']} {fmt(r['pc1'], 'num1')} %, k95 {fmt(r['k95'], 'int')}" for r in PV.TABLE9
                              if r["pc1"] is not None) + ".", cols, rows,
-                 notes=[f"Pre-registered verdict: {v.get('outcome', 'n/a')}. {v.get('reading', '')}".strip()])
+                 notes=[f"Pre-registered verdict: {v.get('outcome', 'n/a')}. {v.get('reading', '')}".strip(),
+                        "PC1 − null: the window's PC1 minus that of a random walk with the run's own step sizes. "
+                        "Λ_eff: the integrated weight decay (÷ (1 − momentum) for L2 decay through momentum); "
+                        "e^−Λ_eff is the share of the start the decay alone would leave. Decay-dominated: the run's "
+                        "drift lies mostly along −θ_0 (cos² ≥ 1/2), the weight decay shrinking the start, which "
+                        "makes a trajectory nearly one line whatever the gradients do."])
 
 
 def table10(inp: Inputs) -> Table:

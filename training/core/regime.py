@@ -44,6 +44,26 @@ def integrated_wd(cfg: Config) -> float:
     return cfg.wd * math.fsum(lr_at(cfg, t) for t in range(1, cfg.steps + 1))
 
 
+# Optimizers whose weight decay is an L2 term in the gradient that then passes through a heavy-ball momentum m, so
+# that the stationary per-step decay is lr·wd/(1 − m). Plain SGD's L2 term and every decoupled decay (AdamW, SGDW,
+# SOAP, ...) shrink θ by lr·wd per step.
+COUPLED_MOMENTUM_DECAY = ("sgd_momentum",)
+
+
+def effective_integrated_wd(cfg: Config) -> float:
+    """Λ_eff: what the weight decay alone would do to the weights over the run, ‖θ‖ → e^(−Λ_eff)·‖θ‖.
+
+    Λ for decoupled decay (AdamW, SGDW, ...); Λ / (1 − momentum) for SGD with L2-coupled decay and heavy-ball
+    momentum (the L2 term passes through the momentum buffer, whose stationary gain is 1 / (1 − m)). The paper's
+    SGD controls (arXiv 2602.23696, Table 8) have Λ_eff ≈ 1 for AdamW and plain SGD and ≈ 10 for SGD with
+    momentum (10× the lr, a tenth of the decay) and for SGDW (10× the lr): e^(−10) ≈ 5·10⁻⁵ of the start remains.
+    """
+    lam = integrated_wd(cfg)
+    if cfg.optimizer in COUPLED_MOMENTUM_DECAY:
+        lam /= 1.0 - cfg.momentum
+    return lam
+
+
 def wd_for(cfg: Config, target: float) -> float:
     """The weight decay that gives ``cfg``'s schedule the integrated weight decay ``target`` (Λ is linear in wd)."""
     return target / math.fsum(lr_at(cfg, t) for t in range(1, cfg.steps + 1))

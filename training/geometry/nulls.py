@@ -34,6 +34,7 @@ from training.geometry.trajectory import (
     rolling_pc1,
     sign_flip_step,
     update_alignment,
+    window_pca,
 )
 
 # The paper's phases (arXiv 2602.23696, Table 3): early t < 2,000, middle 2,000 ≤ t ≤ 6,000, late t > 6,000 of
@@ -80,6 +81,27 @@ def null_of(gram: Gram, steps: Sequence[int] | None = None) -> Gram:
     if steps[0] != gram.anchor:
         raise ValueError("the null's steps must start at the Gram's anchor")
     return random_walk_gram(steps, increment_norms(gram, steps), gram.dim, gram.block)
+
+
+def window_pc1_null(gram: Gram, steps: Sequence[int]) -> dict:
+    """PC1 of a study window (drifts from ``steps[0]``, both normalisations, as :func:`window_pca` computes them)
+    beside the same window of its random-walk null, and the excess ``observed − null``.
+
+    Returns ``{"pc1", "pc1_raw", "null_pc1", "null_pc1_raw", "pc1_minus_null", "pc1_raw_minus_null", "reason"}``;
+    the numbers are None with the reason when the window has no PCA.
+    """
+    steps = list(steps)
+    out = dict.fromkeys(("pc1", "pc1_raw", "null_pc1", "null_pc1_raw", "pc1_minus_null", "pc1_raw_minus_null"))
+    obs = window_pca(gram, steps)
+    if obs["reason"]:
+        return {**out, "reason": obs["reason"]}
+    null = window_pca(null_of(anchored(gram, steps, steps[0]), steps), steps)
+    if null["reason"]:
+        return {**out, "reason": f"the null has no PCA: {null['reason']}"}
+    o, n = obs["rownorm"]["pc1"], null["rownorm"]["pc1"]
+    o_raw, n_raw = obs["raw"]["pc1"], null["raw"]["pc1"]
+    return {"pc1": o, "pc1_raw": o_raw, "null_pc1": n, "null_pc1_raw": n_raw, "pc1_minus_null": o - n,
+            "pc1_raw_minus_null": o_raw - n_raw, "reason": None}
 
 
 def _phase_means(steps: Sequence[int], values: Sequence[float], T: int) -> dict[str, float | None]:

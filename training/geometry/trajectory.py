@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
+import math
 import os
 import queue
 import threading
@@ -782,6 +784,32 @@ def rolling_pc1(gram: Gram, width: int, steps: Sequence[int] | None = None, glob
     if global_coeffs is not None:
         out["global_abs_cos"] = [abs(cos_span(gram, v, global_coeffs)) for v in vs]
     return out
+
+
+def shrink_reading(ckpts: CheckpointSet, start: int, end: int) -> dict:
+    """Is the drift from ``start`` to ``end`` the weight decay shrinking the start? The trunk's weight norms and
+    the share of the drift along −θ(start).
+
+    ``norm_start``, ``norm_end``, ``norm_ratio`` = ‖θ(end)‖ / ‖θ(start)‖, ``shrink_cos`` = cos(θ(end) − θ(start),
+    −θ(start)) and ``decay_dominated``: shrink_cos² ≥ 1/2, i.e. more of the drift's squared length lies along the
+    shrink of the start than across it. A trajectory that decay dominates this way is nearly one line (toward the
+    origin), so its PC1 is close to 1 whatever the gradients do. None values with a ``reason`` when a norm is zero
+    or not finite.
+    """
+    a, b = ckpts.vector(start), ckpts.vector(end)
+    d = b - a
+
+    def dot(x, y):      # exactly rounded, so the numbers do not depend on how BLAS splits the sum
+        step = 1 << 20
+        return math.fsum(itertools.chain.from_iterable((x[i:i + step] * y[i:i + step]).tolist()
+                                                       for i in range(0, x.size, step)))
+    na, nb, nd = (math.sqrt(dot(v, v)) for v in (a, b, d))
+    out = {"start": int(start), "end": int(end), "norm_start": na, "norm_end": nb}
+    if not (np.isfinite([na, nb, nd]).all() and na > 0 and nd > 0):
+        return {**out, "norm_ratio": None, "shrink_cos": None, "decay_dominated": None,
+                "reason": "non-finite weights or no drift between the two checkpoints"}
+    cos = -dot(a, d) / (na * nd)
+    return {**out, "norm_ratio": nb / na, "shrink_cos": cos, "decay_dominated": bool(cos * cos >= 0.5), "reason": None}
 
 
 def random_walk_null(increment_norms: Sequence[float], dim: int, n_samples: int = 20, seed: int = 0,

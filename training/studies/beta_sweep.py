@@ -47,6 +47,7 @@ from training.core.errors import UserError
 from training.core.runio import read_run_config
 from training.core.tasks import validate
 from training.geometry.gradients import interference
+from training.geometry.nulls import window_pc1_null
 from training.geometry.stats import finite as _finite
 from training.geometry.trajectory import cached_gram, lagged_update_alignment, pca, window_pca
 from training.studies import common as studies
@@ -269,7 +270,7 @@ def mean_abs(values: Sequence[float], steps: Sequence[int], until: int | None = 
 
 # ---------------------------------------------------------------------------- per-run analysis
 SUMMARY_KEYS = ("pc1", "pc1_raw", "k95", "k99", "drift", "mean_abs_update_cos", "mean_abs_update_cos_early",
-                "interference")
+                "interference", "pc1_null", "pc1_minus_null")
 
 
 class _Summary:
@@ -324,10 +325,15 @@ def _window_geometry(gram, ok: list[int], lo: int, hi: int, sm: _Summary):
             for k in ("pc1", "k95", "k99", "drift"):
                 sm.values[k] = window[k]
             sm.values["pc1_raw"] = raw["pc1"]
+            # the window's PC1 beside its random-walk null (the same window, the run's own step sizes)
+            window["null"] = window_pc1_null(gram, win)
+            sm.values["pc1_null"] = window["null"]["null_pc1"]
+            sm.values["pc1_minus_null"] = window["null"]["pc1_minus_null"]
+    keys = ("pc1", "pc1_raw", "k95", "k99", "drift", "pc1_null", "pc1_minus_null")
     if "reason" in window:
-        sm.null(("pc1", "pc1_raw", "k95", "k99", "drift"), window["reason"])
+        sm.null(keys, window["reason"])
     elif window.get("partial"):
-        for k in ("pc1", "pc1_raw", "k95", "k99", "drift"):
+        for k in keys:
             sm.reasons[k] = window["note"]        # a value, with the caveat beside it
     return window
 
@@ -485,7 +491,7 @@ def _fmt(v, spec: str, missing: str = "—") -> str:
     return missing if v is None else format(v, spec)
 
 
-TABLE_HEADER = ("β2", "Val loss", "Best p_ood", "PC1 (%)", "k95", "Drift", r"\|cos(u, v_b)\|", "Interference")
+TABLE_HEADER = ("β2", "Val loss", "Best p_ood", "PC1 (%)", "PC1 − null (pp)", "k95", "Drift", r"\|cos(u, v_b)\|", "Interference")
 
 
 def table_cells(row: dict) -> list[str]:
@@ -498,6 +504,7 @@ def table_cells(row: dict) -> list[str]:
     drift_s = "—" if drift is None else (f"{drift:,.0f}" if abs(drift) >= 1000 else f"{drift:.3g}")
     return [beta2_label(row["beta2"]), val, _fmt(row["best_p_ood"], ".3f"),
             _fmt(None if row["pc1"] is None else 100 * row["pc1"], ".1f") + dag,
+            _fmt(None if row.get("pc1_minus_null") is None else 100 * row["pc1_minus_null"], "+.1f") + dag,
             _fmt(row["k95"], "d") + dag, drift_s + dag, _fmt(row["mean_abs_update_cos"], ".3f"),
             _fmt(row["interference"], ".3f") + ("†" if row.get("interference_substituted") else "")]
 
@@ -508,7 +515,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_COLUMNS = ("beta2", "state", "final_val_loss", "val_display", "best_p_ood", "pc1_pct", "pc1_raw_pct", "k95",
+CSV_COLUMNS = ("beta2", "state", "final_val_loss", "val_display", "best_p_ood", "pc1_pct", "pc1_raw_pct",
+               "pc1_null_pct", "pc1_minus_null_pp", "k95",
                "k99", "drift", "mean_abs_update_cos", "mean_abs_update_cos_early", "interference", "run_dir")
 
 
@@ -519,7 +527,9 @@ def csv_text(rows: Sequence[dict]) -> str:
     w.writerow(CSV_COLUMNS)
     for r in rows:
         cells = {**r, "pc1_pct": None if r["pc1"] is None else 100 * r["pc1"],
-                 "pc1_raw_pct": None if r["pc1_raw"] is None else 100 * r["pc1_raw"]}
+                 "pc1_raw_pct": None if r["pc1_raw"] is None else 100 * r["pc1_raw"],
+                 "pc1_null_pct": None if r.get("pc1_null") is None else 100 * r["pc1_null"],
+                 "pc1_minus_null_pp": None if r.get("pc1_minus_null") is None else 100 * r["pc1_minus_null"]}
         w.writerow(["" if cells.get(c) is None else cells[c] for c in CSV_COLUMNS])
     return buf.getvalue()
 

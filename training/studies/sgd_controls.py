@@ -21,6 +21,7 @@ diverged run never stops the analysis of the others.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,10 +29,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from training.core import runio
-from training.core.config import Config, checkpoint_steps, eval_steps
+from training.core.config import Config, checkpoint_steps, eval_steps, preset
 from training.core.errors import UserError
+from training.core.regime import effective_integrated_wd
 from training.core.runio import read_run_config
 from training.core.tasks import validate
+from training.geometry.nulls import window_pc1_null
 from training.geometry.stats import finite as _finite
 from training.geometry.stats import pearson
 from training.geometry.trajectory import (
@@ -41,6 +44,7 @@ from training.geometry.trajectory import (
     lagged_update_alignment,
     pca,
     rolling_pc1,
+    shrink_reading,
     window_pca,
 )
 from training.studies.common import scale_step
@@ -160,9 +164,18 @@ def scaled_settings(base: Config) -> dict:
             "update_ts": [scale_step(base, t) for t in PAPER_UPDATE_TS]}
 
 
-def run_configs(base: Config) -> dict[str, Config]:
+# "paper": Table 8's decays (Λ_eff ≈ 1 for A and B, ≈ 10 for C and C′: the decay alone would leave e^(−10) of the
+# start, so C and C′ collapse toward the origin); "matched": every SGD-family run's decay set so that its Λ_eff
+# equals A's, the variant in which SGD trains without the decay dominating and the optimizers are compared as such.
+DECAY_MODES = ("paper", "matched")
+
+
+def run_configs(base: Config, decay: str = "paper") -> dict[str, Config]:
     """The four run configs: ``base`` (a preset with the study's seed and overrides) with the scaled
-    schedule and each optimizer's learning rate and decay as Table 8's ratio to ``base``'s AdamW values."""
+    schedule and each optimizer's learning rate and decay as Table 8's ratio to ``base``'s AdamW values;
+    with ``decay="matched"`` the SGD-family decays are rescaled to A's Λ_eff (:data:`DECAY_MODES`)."""
+    if decay not in DECAY_MODES:
+        raise UserError(f"unknown decay protocol '{decay}' (choose from {', '.join(DECAY_MODES)})")
     s = scaled_settings(base)
     out = {}
     for key, spec in RUNS.items():
@@ -173,10 +186,17 @@ def run_configs(base: Config) -> dict[str, Config]:
         if spec.momentum is not None:
             changes["momentum"] = spec.momentum
         out[key] = validate(base.replace(**changes))
+    if decay == "matched":
+        target = effective_integrated_wd(out["A"])
+        for key in ("B", "C", "Cprime"):
+            c = out[key]
+            lam = effective_integrated_wd(c)
+            if lam > 0:
+                out[key] = validate(c.replace(wd=float(f"{c.wd * target / lam:.6g}")))
     return out
 
 
-def protocol(base: Config, cfgs: dict[str, Config]) -> dict:
+def protocol(base: Config, cfgs: dict[str, Config], decay: str = "paper") -> dict:
     """Every scaled setting, per run and shared, beside the paper's value."""
     s = scaled_settings(base)
     a = cfgs["A"]
@@ -186,6 +206,7 @@ def protocol(base: Config, cfgs: dict[str, Config]) -> dict:
     shared["ckpt_dense"] = [list(w) for w in a.ckpt_dense]
     shared["n_checkpoints"] = len(checkpoint_steps(a))
     shared["n_evaluations"] = len(eval_steps(a))
+    paper_lam = {k: effective_integrated_wd(c) for k, c in run_configs(preset("paper"), decay).items()}
     runs = {}
     for key, cfg in cfgs.items():
         spec = RUNS[key]
@@ -195,8 +216,12 @@ def protocol(base: Config, cfgs: dict[str, Config]) -> dict:
                      "eps": cfg.eps if cfg.optimizer == "adamw" else None,
                      "lr_over_A": round(cfg.lr / a.lr, 9), "wd_over_A": round(cfg.wd / a.wd, 9) if a.wd else None,
                      "paper": {"lr": spec.paper_lr, "wd": spec.paper_wd, "momentum": spec.momentum},
-                     "steps": cfg.steps, "config_hash": cfg.hash()}
+                     "steps": cfg.steps, "lambda_eff": effective_integrated_wd(cfg),
+                     "paper_lambda_eff": paper_lam[key], "config_hash": cfg.hash()}
     return {
+        "decay": decay,
+        "decay_protocol": ("Table 8's weight decays" if decay == "paper" else
+                           "each SGD-family run's weight decay rescaled so that its Λ_eff equals A's"),
         "scaling": ("steps x preset_steps/10000 (studies.scale_step), rounded, at least 1; learning rates and weight "
                     "decays keep Table 8's ratios to the preset's AdamW lr and wd; warmup is the preset's own "
                     "(clamped to the run length); lambda switches on the last step as in the paper"),
@@ -360,6 +385,25 @@ def residual_coupling(gram, steps: Sequence[int], vb: np.ndarray, metrics: Seque
             "corr_p_ood": [p[2] for p in pts], "corr_residual_p_ood": corr, "corr_reason": reason}
 
 
+def decay_columns(cfg: Config, ckpts, steps: Sequence[int], win: Sequence[int]) -> dict:
+    """What the weight decay does to a run: Λ_eff (training/core/regime.py) and e^(−Λ_eff), the share of the
+    start that the decay alone would leave; the measured ‖θ(end)‖ / ‖θ(0)‖ over the whole run; and whether the
+    drift is decay-dominated (mostly along −θ(start); :func:`training.geometry.trajectory.shrink_reading`) over
+    the whole run and over the analysis window."""
+    lam = effective_integrated_wd(cfg)
+    out = {"lambda_eff": lam, "decay_only_norm_ratio": math.exp(-lam), "norm_ratio": None, "shrink_cos": None,
+           "decay_dominated": None, "window_shrink_cos": None, "window_decay_dominated": None, "decay_reason": None}
+    if ckpts is None or len(steps) < 2:
+        return {**out, "decay_reason": "fewer than two checkpoints"}
+    whole = shrink_reading(ckpts, steps[0], steps[-1])
+    out.update(norm_ratio=whole["norm_ratio"], shrink_cos=whole["shrink_cos"], decay_dominated=whole["decay_dominated"],
+               decay_reason=whole["reason"])
+    if len(win) >= 2:
+        w = shrink_reading(ckpts, win[0], win[-1])
+        out.update(window_shrink_cos=w["shrink_cos"], window_decay_dominated=w["decay_dominated"])
+    return out
+
+
 # ---------------------------------------------------------------------------- the verdict
 def verdict(rows: dict[str, dict]) -> dict:
     """The paper code's pre-registered rule (mini_gpt ``experiments/sgd_controls/``) on the window PC1s (row-normalised), applied literally, plus a
@@ -440,10 +484,10 @@ def _guard(fn: Callable[[], dict]) -> dict:
 
 
 def analyse(study_dir: Path, base: Config, keys: Sequence[str], progress: bool = False,
-            log: Callable[[str], None] = print) -> dict:
+            log: Callable[[str], None] = print, decay: str = "paper") -> dict:
     """Every table and curve of the study from the run directories under ``study_dir``."""
     study_dir = Path(study_dir)
-    cfgs = run_configs(base)
+    cfgs = run_configs(base, decay)
     s = scaled_settings(base)
     lo, hi = s["window"]
     runs = {}
@@ -461,8 +505,8 @@ def analyse(study_dir: Path, base: Config, keys: Sequence[str], progress: bool =
                             "--set?); analyse it with the flags it was trained with")
         metrics = runio.read_metrics(run_dir)
         log(f"analysing run {key} ({state}): {len(metrics)} evaluations")
-        _, gram = _trajectory(run_dir, progress)
-        runs[key] = {"dir": run_dir, "state": state, "status": status, "metrics": metrics, "gram": gram,
+        ckpts, gram = _trajectory(run_dir, progress)
+        runs[key] = {"dir": run_dir, "state": state, "status": status, "metrics": metrics, "gram": gram, "ckpts": ckpts,
                      "steps": list(gram.steps) if gram is not None else runio.list_checkpoints(run_dir)}
 
     table9, rotation, update, coupling, window_geo = [], {}, {}, {}, {}
@@ -471,9 +515,12 @@ def analyse(study_dir: Path, base: Config, keys: Sequence[str], progress: bool =
         geo = geometry(r["gram"], win)
         window_geo[key] = geo
         out = run_outcome(r["metrics"], s["step_2000"])
+        null = window_pc1_null(r["gram"], win) if geo["reason"] is None else {}
         table9.append({"run": key, "optimizer": cfgs[key].optimizer, "state": r["state"], **out,
                        "pc1": geo["pc1"], "pc1_raw": geo["pc1_raw"], "k95": geo["k95"], "k99": geo["k99"],
                        "drift": geo["drift"], "window": [lo, hi], "window_steps": win, "geometry_reason": geo["reason"],
+                       "pc1_null": null.get("null_pc1"), "pc1_minus_null": null.get("pc1_minus_null"),
+                       **decay_columns(cfgs[key], r["ckpts"], r["steps"], win),
                        "status_message": (r["status"] or {}).get("message")})
         if geo["reason"] is None:
             vb = backbone_coeffs(r["gram"], win)
@@ -513,7 +560,7 @@ def analyse(study_dir: Path, base: Config, keys: Sequence[str], progress: bool =
                                                            "reason")}})
 
     return {"study": STUDY, "study_dir": str(study_dir), "runs_analysed": list(runs),
-            "protocol": protocol(base, cfgs), "table9": table9, "table10": table10, "matched": matched,
+            "protocol": protocol(base, cfgs, decay), "table9": table9, "table10": table10, "matched": matched,
             "pc1_rotation": rotation, "update_alignment": update, "residual_coupling": coupling,
             "verdict": verdict({row["run"]: row for row in table9}),
             "curves": {key: {f: [m.get(f) for m in r["metrics"]] for f in ("step", "val_loss", "p_ood", "p_in",
