@@ -162,5 +162,11 @@ def test_shrink_reading_of_pure_decay_and_of_a_sideways_drift():
     assert abs(drift["shrink_cos"]) < 1e-12 and drift["decay_dominated"] is False
     mixed = shrink_reading(Fake({0: theta0, 1: 0.5 * theta0 + side}), 0, 1)
     d = -0.5 * theta0 + side
-    assert mixed["shrink_cos"] == pytest.approx(0.5 * theta0 @ theta0 / (np.linalg.norm(theta0) * np.linalg.norm(d)))
+    cos = 0.5 * theta0 @ theta0 / (np.linalg.norm(theta0) * np.linalg.norm(d))
+    assert mixed["shrink_cos"] == pytest.approx(cos) and mixed["decay_share"] == pytest.approx(cos ** 2)
+    assert mixed["decay_dominated"] == bool(cos ** 2 >= 0.9)      # norm ratio ≈ 1.1: only the share can decide
+    grow = shrink_reading(Fake({0: theta0, 1: 3.0 * theta0}), 0, 1)
+    assert grow["shrink_cos"] == pytest.approx(-1.0) and grow["decay_share"] == 0.0 and not grow["decay_dominated"]
+    near_zero = shrink_reading(Fake({0: theta0, 1: 0.05 * theta0}), 0, 1)
+    assert near_zero["norm_ratio"] == pytest.approx(0.05) and near_zero["decay_dominated"] is True
     assert shrink_reading(Fake({0: theta0, 1: theta0}), 0, 1)["reason"]

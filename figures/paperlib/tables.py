@@ -263,9 +263,9 @@ def table9(inp: Inputs) -> Table:
                  notes=[f"Pre-registered verdict: {v.get('outcome', 'n/a')}. {v.get('reading', '')}".strip(),
                         "PC1 − null: the window's PC1 minus that of a random walk with the run's own step sizes. "
                         "Λ_eff: the integrated weight decay (÷ (1 − momentum) for L2 decay through momentum); "
-                        "e^−Λ_eff is the share of the start the decay alone would leave. Decay-dominated: the run's "
-                        "drift lies mostly along −θ_0 (cos² ≥ 1/2), the weight decay shrinking the start, which "
-                        "makes a trajectory nearly one line whatever the gradients do."])
+                        "e^−Λ_eff is the share of the start the decay alone would leave. Decay-dominated: ‖θ_T‖/‖θ_0‖ < 0.1 "
+                        "or at least 90 % of the drift's squared length along −θ_0 (the weight decay shrinking the "
+                        "start), which makes a trajectory nearly one line whatever the gradients do."])
 
 
 def table10(inp: Inputs) -> Table:

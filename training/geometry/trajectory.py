@@ -786,15 +786,21 @@ def rolling_pc1(gram: Gram, width: int, steps: Sequence[int] | None = None, glob
     return out
 
 
+# The claims ledger's rule for a decay-dominated trajectory (docs/claims.md, claim 16): the weights kept less than
+# a tenth of their norm, or at least 90 % of the drift's squared length lies along the shrink of the start.
+DECAY_DOMINATED_NORM_RATIO = 0.1
+DECAY_DOMINATED_SHARE = 0.9
+
+
 def shrink_reading(ckpts: CheckpointSet, start: int, end: int) -> dict:
     """Is the drift from ``start`` to ``end`` the weight decay shrinking the start? The trunk's weight norms and
     the share of the drift along −θ(start).
 
     ``norm_start``, ``norm_end``, ``norm_ratio`` = ‖θ(end)‖ / ‖θ(start)‖, ``shrink_cos`` = cos(θ(end) − θ(start),
-    −θ(start)) and ``decay_dominated``: shrink_cos² ≥ 1/2, i.e. more of the drift's squared length lies along the
-    shrink of the start than across it. A trajectory that decay dominates this way is nearly one line (toward the
-    origin), so its PC1 is close to 1 whatever the gradients do. None values with a ``reason`` when a norm is zero
-    or not finite.
+    −θ(start)), ``decay_share`` = max(shrink_cos, 0)² (the share of ‖θ(end) − θ(start)‖² along −θ̂(start)) and
+    ``decay_dominated``: norm_ratio < 0.1 or decay_share ≥ 0.9. A trajectory that decay dominates is nearly one
+    line toward the origin, so its PC1 is close to 1 whatever the gradients do. None values with a ``reason``
+    when a norm is zero or not finite.
     """
     a, b = ckpts.vector(start), ckpts.vector(end)
     d = b - a
@@ -806,10 +812,13 @@ def shrink_reading(ckpts: CheckpointSet, start: int, end: int) -> dict:
     na, nb, nd = (math.sqrt(dot(v, v)) for v in (a, b, d))
     out = {"start": int(start), "end": int(end), "norm_start": na, "norm_end": nb}
     if not (np.isfinite([na, nb, nd]).all() and na > 0 and nd > 0):
-        return {**out, "norm_ratio": None, "shrink_cos": None, "decay_dominated": None,
+        return {**out, "norm_ratio": None, "shrink_cos": None, "decay_share": None, "decay_dominated": None,
                 "reason": "non-finite weights or no drift between the two checkpoints"}
     cos = -dot(a, d) / (na * nd)
-    return {**out, "norm_ratio": nb / na, "shrink_cos": cos, "decay_dominated": bool(cos * cos >= 0.5), "reason": None}
+    share = max(cos, 0.0) ** 2
+    return {**out, "norm_ratio": nb / na, "shrink_cos": cos, "decay_share": share,
+            "decay_dominated": bool(nb / na < DECAY_DOMINATED_NORM_RATIO or share >= DECAY_DOMINATED_SHARE),
+            "reason": None}
 
 
 def random_walk_null(increment_norms: Sequence[float], dim: int, n_samples: int = 20, seed: int = 0,

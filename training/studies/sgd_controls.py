@@ -388,19 +388,21 @@ def residual_coupling(gram, steps: Sequence[int], vb: np.ndarray, metrics: Seque
 def decay_columns(cfg: Config, ckpts, steps: Sequence[int], win: Sequence[int]) -> dict:
     """What the weight decay does to a run: Λ_eff (training/core/regime.py) and e^(−Λ_eff), the share of the
     start that the decay alone would leave; the measured ‖θ(end)‖ / ‖θ(0)‖ over the whole run; and whether the
-    drift is decay-dominated (mostly along −θ(start); :func:`training.geometry.trajectory.shrink_reading`) over
-    the whole run and over the analysis window."""
+    drift is decay-dominated (‖θ‖ kept < 10 % or ≥ 90 % of the drift along −θ(start); :func:`training.geometry.trajectory.shrink_reading`) over
+    the whole run and over the analysis window (the ledger's rule, docs/claims.md claim 16)."""
     lam = effective_integrated_wd(cfg)
     out = {"lambda_eff": lam, "decay_only_norm_ratio": math.exp(-lam), "norm_ratio": None, "shrink_cos": None,
-           "decay_dominated": None, "window_shrink_cos": None, "window_decay_dominated": None, "decay_reason": None}
+           "decay_share": None, "decay_dominated": None, "window_shrink_cos": None, "window_decay_share": None,
+           "window_decay_dominated": None, "decay_reason": None}
     if ckpts is None or len(steps) < 2:
         return {**out, "decay_reason": "fewer than two checkpoints"}
     whole = shrink_reading(ckpts, steps[0], steps[-1])
-    out.update(norm_ratio=whole["norm_ratio"], shrink_cos=whole["shrink_cos"], decay_dominated=whole["decay_dominated"],
-               decay_reason=whole["reason"])
+    out.update(norm_ratio=whole["norm_ratio"], shrink_cos=whole["shrink_cos"], decay_share=whole["decay_share"],
+               decay_dominated=whole["decay_dominated"], decay_reason=whole["reason"])
     if len(win) >= 2:
         w = shrink_reading(ckpts, win[0], win[-1])
-        out.update(window_shrink_cos=w["shrink_cos"], window_decay_dominated=w["decay_dominated"])
+        out.update(window_shrink_cos=w["shrink_cos"], window_decay_share=w["decay_share"],
+                   window_decay_dominated=w["decay_dominated"])
     return out
 
 
