@@ -105,9 +105,11 @@ NOT_YET = {
     13: "PC2–PC6 capture switching (same)",
     14: "the switching manifold is ≥ 10-dimensional (B7's own verdict; not yet read here)",
     15: "‖r(t)‖ moves with p_ood (needs surrogate tests)",
-    16: "SGD trajectories are colinear (needs weight norms and the decay share)",
+    16: "SGD trajectories are colinear (measured by the SGD-control study: Table 9's decay_dominated, weight norms "
+        "and pc1_minus_null; the ledger does not read study directories yet)",
     17: "at matched loss AdamW is multi-dimensional (needs the matched-window null)",
-    18: "lower β2 lowers backbone dominance (needs (PC1 − null) per β2 in the sweep)",
+    18: "lower β2 lowers backbone dominance (measured by the β2 sweep: pc1_minus_null per β2; the ledger does not "
+        "read study directories yet)",
     19: "reheating re-enters a dormant basin (needs the max-of-noise bias and controls)",
     20: "reheating moves ‖r‖ and leaves a(t) (needs same-length displacements)",
     21: "peaks sit in deeper basins (needs SEM across σ values)",
