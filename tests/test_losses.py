@@ -61,3 +61,25 @@ def test_probe_stats_exact_match_and_means():
     ce_wrong = -torch.log_softmax(logits[1, 2], 0)[3].item()
     assert s["nll_sum"].item() == pytest.approx(ce_right + ce_wrong, rel=1e-5)
     assert math.isfinite(s["lm_sum"].item())
+
+
+def test_probe_stats_correct_counts_against_a_loop():
+    """An example is correct only when the greedy token is right at every one of its probe positions (random
+    logits, several probe positions per example, ignored targets), counted here position by position."""
+    g = torch.Generator().manual_seed(3)
+    B, T, V = 40, 9, 4
+    logits = torch.randn(B, T, V, generator=g)
+    y = logits.argmax(-1).clone()
+    flip = torch.rand(B, T, generator=g) < 0.15            # some greedy predictions made wrong
+    y[flip] = (y[flip] + 1) % V
+    y[torch.rand(B, T, generator=g) < 0.1] = -100
+    mask = torch.rand(B, T, generator=g) < 0.3
+    s = probe_stats(logits, y, mask)
+    correct = scored = 0
+    for b in range(B):
+        pos = [t for t in range(T) if mask[b, t] and y[b, t] != -100]
+        if pos:
+            scored += 1
+            correct += all(int(logits[b, t].argmax()) == int(y[b, t]) for t in pos)
+    assert 0 < correct < scored
+    assert s["correct"].item() == correct and s["scored"].item() == scored

@@ -428,7 +428,8 @@ def _quick() -> Config:
     # The paper's dimensionless knobs at the size of a laptop demo (docs/regime.md, candidate r1_small): Λ = wd·Σlr
     # = 2.56 (wd solved for this schedule), λ switch at 40 %, 31 checkpoints, 1,200 probe-eval examples (σ_eval
     # 0.014) evaluated up to the answer, probe gaps in the paper's proportion to the 128-token context. The whole
-    # pipeline takes a few minutes on 2 CPU cores.
+    # pipeline takes a few minutes on 2 CPU cores. Evaluation batches of 32 (not 64): the same numbers, about a
+    # quarter faster on a CPU (less padding per cropped batch and (32, T, vocab) logits that stay in cache).
     return Config(
         preset="quick",
         n_layer=3, d_model=64, n_head=4, d_ff=256, seq_len=128,
@@ -438,7 +439,7 @@ def _quick() -> Config:
         n_probe_eval=1200, probe_eval_crop=True,
         lr=3e-3, wd=2.775, warmup=50, steps=600, batch_size=24, grad_accum=1,
         lambda_probe=1.0, lambda_probe2=2.0, lambda_step=240,
-        eval_every=20, ckpt_every=20, n_val_seqs=192, eval_batch_size=64,
+        eval_every=20, ckpt_every=20, n_val_seqs=192, eval_batch_size=32,
     )
 
 

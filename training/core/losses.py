@@ -57,7 +57,10 @@ def probe_stats(logits: torch.Tensor, targets: torch.Tensor, probe_mask: torch.T
     ce = token_ce(logits, targets)
     valid = targets != IGNORE
     probe = probe_mask & valid
-    hit = (logits.argmax(-1) == targets) | ~probe
+    # greedy predictions only where they are scored: the argmax over the vocabulary at every position costs
+    # about as much as the rest of the statistics together
+    hit = torch.ones_like(probe)
+    hit[probe] = logits[probe].argmax(-1) == targets[probe]
     scored = probe.any(dim=1)
     other = valid & ~probe
     return {
