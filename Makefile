@@ -13,7 +13,7 @@ RUN    ?= runs/quick
 SEED   ?= 42
 SEEDS  ?= 42,271,314
 
-.PHONY: demo demo-seeds test install bench clean-cache sgd-controls beta-sweep modadd symmetry
+.PHONY: demo demo-seeds demo-seeds-controls test install bench clean-cache sgd-controls beta-sweep modadd symmetry
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ demo: install
 
 demo-seeds: install
 	scripts/run_seeds.sh --preset cpu --seeds $(SEEDS)
+
+demo-seeds-controls: install
+	scripts/run_seeds.sh --preset cpu --seeds $(SEEDS) --controls
 
 sgd-controls: install
 	$(PY) experiments/sgd_controls/run_study.py --preset quick --seed $(SEED)

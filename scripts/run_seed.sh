@@ -2,20 +2,22 @@
 # The per-seed pipeline: train one run, analyse it, reheat it, draw its figures and write its report.
 #
 #   scripts/run_seed.sh SEED [--preset quick|cpu|paper|test] [--out-dir RUN] [--device D] [--until STAGE]
-#                       [extra training flags]
+#                       [--controls] [extra training flags]
 #
 # Stages (each is skipped when RUN/.stages/<stage>.done exists; the flag is written only when the stage
 # succeeds; the first failure stops the pipeline with a non-zero exit that names the stage):
 #   01_env_snapshot  02_training  03_eval_noise  04_oscillations  05_trajectory_pca  06_update_alignment
 #   07_residual_decomposition  08_switching_alignment  09_fisher_analysis  10_rayleigh_quotients
-#   11_basin_tests  12_basin_depth  13_manifold_dim  14_reheating  15_reheat_geometry  15b_claims  16_figures
-#   17_report
+#   11_basin_tests  12_basin_depth  13_manifold_dim  14_reheating  [14b_reheat_controls]  15_reheat_geometry
+#   15b_claims  16_figures  17_report
+# --controls adds stage 14b: the reheating controls of claim 19 (experiments/reheating/controls.py: λ unchanged and a
+# λ = 0-trained start, which trains the run a second time); the stages after it are then redone.
 # Killing the pipeline and running the same command again resumes at the unfinished stage (training itself
 # resumes exactly from its last checkpoint). Extra flags (e.g. --steps 2000, --set n_layer=4) go to
 # training/pilot.py; the default run directory name encodes them. --until STAGE stops after that stage.
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 die() { echo "error: $*" >&2; exit 2; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,16 +31,17 @@ case "$1" in -h|--help) usage; exit 0 ;; esac
 SEED="$1"; shift
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer (got '$SEED')"
 
-PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""
+PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""; CONTROLS=0
 ALL_STAGES=" 01_env_snapshot 02_training 03_eval_noise 04_oscillations 05_trajectory_pca 06_update_alignment
  07_residual_decomposition 08_switching_alignment 09_fisher_analysis 10_rayleigh_quotients 11_basin_tests
- 12_basin_depth 13_manifold_dim 14_reheating 15_reheat_geometry 15b_claims 16_figures 17_report "
+ 12_basin_depth 13_manifold_dim 14_reheating 14b_reheat_controls 15_reheat_geometry 15b_claims 16_figures 17_report "
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET="$2"; shift 2 ;;
     --out-dir) [ $# -ge 2 ] || die "--out-dir needs a value"; RUN="$2"; shift 2 ;;
     --device) [ $# -ge 2 ] || die "--device needs a value"; DEVICE="$2"; shift 2 ;;
     --until) [ $# -ge 2 ] || die "--until needs a stage name"; UNTIL="$2"; shift 2 ;;
+    --controls) CONTROLS=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;
   esac
@@ -136,6 +139,13 @@ step 11_basin_tests a basin/basin_tests
 step 12_basin_depth a basin/basin_depth "${DEPTH[@]}"
 step 13_manifold_dim a basin/manifold_dim
 step 14_reheating "$PY" experiments/reheating/reheat.py --run-dir "$RUN" "${NP[@]}"
+if [ "$CONTROLS" = 1 ]; then
+  if [ ! -f "$STAGES/14b_reheat_controls.done" ]; then
+    # the stages that read the controls' runs and verdict are redone after them
+    rm -f "$STAGES"/{15_reheat_geometry,15b_claims,16_figures,17_report}.done
+  fi
+  step 14b_reheat_controls "$PY" experiments/reheating/controls.py --run-dir "$RUN" "${NP[@]}"
+fi
 step 15_reheat_geometry a reheating/reheat_geometry
 step 15b_claims a claims/claims
 step 16_figures "$PY" figures/make_paper_figures.py --run-dir "$RUN"

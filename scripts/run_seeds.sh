@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Several seeds of one configuration, side by side, then the claims ledger over them.
 #
-#   scripts/run_seeds.sh --preset P --seeds 42,271,314 [--out-dir DIR] [--jobs N] [--device D] [--dry-run]
-#                        [extra flags for scripts/run_seed.sh / training/pilot.py]
+#   scripts/run_seeds.sh --preset P --seeds 42,271,314 [--out-dir DIR] [--jobs N] [--device D] [--controls]
+#                        [--dry-run] [extra flags for training/pilot.py]
 #
 # Each seed runs the whole per-seed pipeline (scripts/run_seed.sh) into DIR/s<seed> (default DIR:
 # runs/<preset>_seeds), N at a time (default: all at once on a CPU, one at a time on a GPU), each with
@@ -10,10 +10,12 @@
 # all seeds into DIR/claims.md and DIR/claims.json, and figures/seed_overlay.py draws the seeds over each
 # other (DIR/figures/). Killing the command and running it again resumes: finished seeds are skipped,
 # unfinished ones resume at their unfinished stage. A seed that fails does not stop the others; the command
-# then ends with one error line naming it. --dry-run prints the plan and the regime line, and runs nothing.
+# then ends with one error line naming it. --controls adds the reheating controls of claim 19 to every seed
+# (run_seed.sh --controls; seeds finished without them are completed). --dry-run prints the plan and the
+# regime line, and runs nothing.
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 die() { echo "error: $*" >&2; exit 2; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +23,7 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-PRESET=""; SEEDS=""; OUT=""; JOBS=""; DEVICE=auto; DRY=0; EXTRA=()
+PRESET=""; SEEDS=""; OUT=""; JOBS=""; DEVICE=auto; DRY=0; EXTRA=(); CONTROLS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET="$2"; shift 2 ;;
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
     --jobs) [ $# -ge 2 ] || die "--jobs needs a value"; JOBS="$2"; shift 2 ;;
     --device) [ $# -ge 2 ] || die "--device needs a value"; DEVICE="$2"; shift 2 ;;
     --dry-run) DRY=1; shift ;;
+    --controls) CONTROLS=(--controls); shift ;;
     -h|--help) usage; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;
   esac
@@ -64,7 +67,7 @@ echo "seeds ${SEEDS} of preset ${PRESET} into ${OUT}/s<seed>: ${JOBS} at a time,
 echo "$PLAN" | sed -n '/^regime /,$p'
 if [ "$DRY" = 1 ]; then
   for s in "${SEED_LIST[@]}"; do
-    echo "  scripts/run_seed.sh $s --preset $PRESET --device $DEVICE --out-dir $OUT/s$s ${EXTRA[*]-}"
+    echo "  scripts/run_seed.sh $s --preset $PRESET --device $DEVICE --out-dir $OUT/s$s ${CONTROLS[*]-} ${EXTRA[*]-}"
   done
   echo "  then: analysis/claims/claims.py over ${#SEED_LIST[@]} runs -> $OUT/claims.md; figures/seed_overlay.py -> $OUT/figures/"
   exit 0
@@ -74,7 +77,9 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 T0=$SECONDS
 declare -A PIDS=()
 FAILED=()
-finished() { [ -f "$OUT/s$1/.stages/17_report.done" ]; }
+finished() {
+  [ -f "$OUT/s$1/.stages/17_report.done" ] && { [ ${#CONTROLS[@]} -eq 0 ] || [ -f "$OUT/s$1/.stages/14b_reheat_controls.done" ]; }
+}
 reap() {   # wait for one pipeline to end; record a failure
   local pid s rc
   wait -n -p pid "${!PIDS[@]}" && rc=0 || rc=$?
@@ -95,7 +100,7 @@ for s in "${SEED_LIST[@]}"; do
   mkdir -p "$OUT/s$s"
   echo "start seed $s -> $OUT/s$s (log: $OUT/s$s/pipeline.log)"
   OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS scripts/run_seed.sh "$s" --preset "$PRESET" --device "$DEVICE" \
-    --out-dir "$OUT/s$s" ${EXTRA[@]+"${EXTRA[@]}"} >> "$OUT/s$s/pipeline.log" 2>&1 &
+    --out-dir "$OUT/s$s" ${CONTROLS[@]+"${CONTROLS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} >> "$OUT/s$s/pipeline.log" 2>&1 &
   PIDS[$!]="$s"
 done
 while [ ${#PIDS[@]} -gt 0 ]; do reap; done

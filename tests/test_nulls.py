@@ -170,3 +170,20 @@ def test_shrink_reading_of_pure_decay_and_of_a_sideways_drift():
     near_zero = shrink_reading(Fake({0: theta0, 1: 0.05 * theta0}), 0, 1)
     assert near_zero["norm_ratio"] == pytest.approx(0.05) and near_zero["decay_dominated"] is True
     assert shrink_reading(Fake({0: theta0, 1: theta0}), 0, 1)["reason"]
+
+
+def test_expected_max_normal_closed_forms_and_monte_carlo():
+    from training.geometry.nulls import expected_max_normal, reentry_noise_bias
+    assert expected_max_normal(1) == pytest.approx(0.0, abs=1e-9)
+    assert expected_max_normal(2) == pytest.approx(1 / np.sqrt(np.pi), rel=1e-7)
+    assert expected_max_normal(3) == pytest.approx(1.5 / np.sqrt(np.pi), rel=1e-7)
+    z = np.random.default_rng(0).standard_normal((200_000, 11))
+    assert expected_max_normal(11) == pytest.approx(z.max(axis=1).mean(), abs=0.01)
+    # G = max_t p(t) − p(0) of a flat curve with binomial evaluation noise, simulated
+    rng = np.random.default_rng(1)
+    p = rng.binomial(1200, 0.3, size=(40_000, 11)) / 1200
+    g = (p.max(axis=1) - p[:, 0]).mean()
+    assert reentry_noise_bias(np.sqrt(0.3 * 0.7 / 1200), 11) == pytest.approx(g, rel=0.03)
+    from training.core.errors import UserError
+    with pytest.raises(UserError):
+        reentry_noise_bias(0.01, 0)

@@ -158,6 +158,26 @@ def test_auto_seed_scouts_in_their_own_directories(pipe_base, tmp_path):
     assert (tmp_path / "run" / ".stages" / "01_env_snapshot.done").exists()
 
 
+def test_controls_stage_completes_a_finished_pipeline(done_run, tmp_path):
+    """--controls on a finished run: stage 14b trains the reheating controls, the stages after it are redone and the
+    run's ledger judges claim 19 from them; a second call does nothing."""
+    import shutil
+    run3, base, _ = done_run
+    run = tmp_path / "run"
+    shutil.copytree(run3, run, symlinks=True)
+    p = pipeline("3", "--preset", "test", "--out-dir", str(run), "--controls")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "[skip] 14_reheating" in p.stdout and "[done] 14b_reheat_controls" in p.stdout
+    for stage in ("15_reheat_geometry", "15b_claims", "16_figures", "17_report"):
+        assert f"[done] {stage}" in p.stdout
+    assert sorted(f.stem for f in (run / ".stages").glob("*.done")) == sorted(STAGES + ["14b_reheat_controls"])
+    ledger = json.loads((run / "analysis" / "claims.json").read_text())
+    row = next(c for c in ledger["claims"] if c["claim"] == 19)
+    assert row["verdict"] == "inconclusive (single seed)" and row["source"]["file"] == "analysis/reheat_controls.json"
+    again = pipeline("3", "--preset", "test", "--out-dir", str(run), "--controls")
+    assert again.returncode == 0 and "[run ]" not in again.stdout
+
+
 SEEDS = ROOT / "scripts" / "run_seeds.sh"
 
 

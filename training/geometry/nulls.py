@@ -159,3 +159,26 @@ def beside_null(gram: Gram, total_steps: int, steps: Sequence[int] | None = None
     return {"observed": profile(gram, total_steps, steps, width),
             "random_walk": profile(null_of(gram, steps), total_steps, steps, width),
             "null": "isotropic random walk with the run's increment norms, D → ∞ (closed form)"}
+
+
+# ---------------------------------------------------------------------------- re-entry gain under noise
+def expected_max_normal(m: int) -> float:
+    """E[max(Z_1, ..., Z_m)] for m independent standard normals: ∫ z · d/dz Φ(z)^m dz, by quadrature.
+
+    E.g. 0 for m = 1, 1/√π ≈ 0.5642 for m = 2, 3/(2√π) ≈ 0.8463 for m = 3 (closed forms), ≈ 1.539 for m = 10.
+    """
+    if m < 1:
+        raise UserError(f"the maximum of {m} values is undefined")
+    from scipy import integrate, stats
+    value, _ = integrate.quad(lambda z: z * m * stats.norm.pdf(z) * stats.norm.cdf(z) ** (m - 1), -12.0, 12.0,
+                              limit=200)
+    return float(value)
+
+
+def reentry_noise_bias(sigma: float, n_evals: int) -> float:
+    """The re-entry gain G = max_t p(t) − p(0) of a run whose p never moves, evaluated ``n_evals`` times (the start
+    included) with independent noise of standard deviation ``sigma``: E[G] = σ · E[max of n_evals normals] (the
+    start's own noise has mean 0). A measured G is evidence of re-entry only above this bias."""
+    if not (sigma >= 0 and n_evals >= 1):
+        raise UserError(f"need sigma >= 0 and at least one evaluation (got sigma {sigma}, {n_evals} evaluations)")
+    return sigma * expected_max_normal(n_evals)

@@ -14,7 +14,8 @@ outside the paper's regime neither confirms nor refutes the paper's number. A cl
 is "not measured", with the command that measures it. Every number names its analysis file and JSON key.
 
 Implemented so far (numbers of the claim list the toolkit documents in docs/claims.md): 1 (PC1), 2 (k95),
-5 (rolling-window stability), 6 (early update alignment); their null is the isotropic random walk with the
+5 (rolling-window stability), 6 (early update alignment), 19 (reheating re-entry against its noise bias and
+its controls, experiments/reheating/controls.py); the first four's null is the isotropic random walk with the
 run's own increments (:mod:`training.geometry.nulls`), the larger of its D → ∞ closed form and the finite-D
 Wishart draw where both exist. The switching claims (12, 13, 14, 21) are "not observed at this scale" when no run
 has a switch pair above its noise threshold (the evidence is printed); otherwise they, and the weight-decayed
@@ -92,6 +93,13 @@ CLAIMS = (
           ("trunk.null_profile.random_walk.C.abs_by_phase.early",), "random-walk profile w_1(t)", +1, 0.5,
           relative=True, command=TRAJECTORY_PCA, missing_nulls="weight-decayed walk",
           note="margin: the phase mean must reach 1.5 × the null"),
+    Claim(19, "reheating re-enters a dormant probe basin (G up to 0.71)",
+          "re-entry gain G = max p_ood − p0 of the λ-doubled reheating, in units of σ_eval", "reheat_controls",
+          "claim19.G_over_sigma", ("claim19.null_over_sigma",),
+          "the largest of: the noise bias σ_eval·E[max of n normals], G with λ unchanged, G from a λ = 0-trained "
+          "start (same protocol and learning rate)", +1, 4.0,
+          command="python experiments/reheating/controls.py --run-dir RUN",
+          note="margin 4 σ_eval (docs/claims.md); reheat_controls.json names the largest control"),
 )
 NOT_YET = {
     3: "the backbone is not the decay of the initialisation (needs ⟨θ(t), θ(0)⟩: the pure-decay prediction)",
@@ -110,7 +118,6 @@ NOT_YET = {
     17: "at matched loss AdamW is multi-dimensional (needs the matched-window null)",
     18: "lower β2 lowers backbone dominance (measured by the β2 sweep: pc1_minus_null per β2; the ledger does not "
         "read study directories yet)",
-    19: "reheating re-enters a dormant basin (needs the max-of-noise bias and controls)",
     20: "reheating moves ‖r‖ and leaves a(t) (needs same-length displacements)",
     21: "peaks sit in deeper basins (needs SEM across σ values)",
 }

@@ -168,13 +168,19 @@ def train_reheats(specs: Sequence[ReheatSpec], orig_dir: Path, jobs: int | None 
     skips the finished ones). A finished run counts as this one when its config agrees up to where its start
     files lie (:func:`_portable`). A run that fails stops the command with one line naming it."""
     for spec in specs:
-        spec.dir.mkdir(parents=True, exist_ok=True)
-        for name in ("tokenizer.json", "codewords.json"):
-            src, dst = Path(orig_dir) / name, spec.dir / name
-            if src.exists() and not dst.exists():
-                runio.atomic_write(dst, lambda tmp, s=src: shutil.copyfile(s, tmp))
+        share_tokenizer(orig_dir, spec.dir)
     studies.train_runs([studies.RunJob(s.name, s.cfg, s.dir, _portable) for s in specs], jobs,
                        log=lambda m: print(m, flush=True))
+
+
+def share_tokenizer(orig_dir: Path, run_dir: Path) -> None:
+    """Give ``run_dir`` the original run's tokenizer and codewords (a run trained there then tokenises and scores
+    the probe exactly as the original did)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "codewords.json"):
+        src, dst = Path(orig_dir) / name, Path(run_dir) / name
+        if src.exists() and not dst.exists():
+            runio.atomic_write(dst, lambda tmp, s=src: shutil.copyfile(s, tmp))
 
 
 # ---------------------------------------------------------------------------- finding reheating runs
@@ -409,3 +415,122 @@ def geometry(orig_dir: Path, orig_cfg: Config, runs: Sequence[ReheatRun], cache:
             "runs": entries, "table": [table_row(e) for e in entries],
             "reading": reading(entries, gram.dim),
             "paper": {"table11": PAPER_TABLE11, "reentry": PAPER_REENTRY}}
+
+
+# ---------------------------------------------------------------------------- controls (claim 19)
+# The re-entry gain G = max p_ood − p0 of a reheating run is evidence that reheating re-enters a dormant probe
+# basin only beside what it would be without that mechanism (docs/claims.md, claim 19): (i) the bias of a maximum
+# over noisy evaluations, (ii) the same reheating with the probe weight unchanged instead of doubled, and (iii) the
+# same reheating of a run trained with λ = 0 (no probe basin to return to). All at one learning rate, the paper's
+# best reheating rate (6e-4, arXiv 2602.23696 Table 11) scaled to the preset.
+CONTROLS_DIR = "reheat_controls"
+CONTROL_PAPER_LR = 6e-4
+CLAIM19_MARGIN_SIGMAS = 4.0
+
+
+def lambda0_config(orig: Config) -> Config:
+    """The original run's config with the probe weight 0 throughout: the same model, data (probe examples included,
+    scored as ordinary tokens), schedule and seed, without the extra weight on the probe's answer."""
+    return orig.replace(lambda_probe=0.0, lambda_probe2=None, lambda_step=0, out_dir="")
+
+
+@dataclass
+class ControlPlan:
+    """The runs behind claim 19's verdict for one run and start checkpoint."""
+    from_step: int
+    lr: float
+    lam_doubled: float          # the reheating protocol's λ: twice the run's initial probe weight
+    lam_unchanged: float        # the run's initial probe weight
+    doubled: ReheatSpec         # the paper's protocol at ``lr`` (the pipeline trains it already)
+    unchanged: ReheatSpec
+    lambda0_dir: Path           # RUN/reheat_controls/lambda0: the λ = 0-trained original
+    lambda0_cfg: Config
+
+
+def plan_controls(run_dir: Path, orig: Config, from_step: int, overrides: dict | None = None,
+                  lr: float | None = None) -> ControlPlan:
+    d = studies.reheat_defaults(orig)
+    lr = studies.scale_lr(orig, CONTROL_PAPER_LR) if lr is None else lr
+    lam_unchanged = orig.lambda_probe
+    if not lam_unchanged > 0:
+        raise UserError(f"{run_dir} was trained with λ = {lam_unchanged:g}: it is itself a λ = 0 run, so its reheating "
+                        "has no probe-weight control")
+    if abs(d["lam"] - lam_unchanged) <= 1e-12 * lam_unchanged:
+        raise UserError(f"the reheating λ {d['lam']:g} equals the run's initial λ: the λ-unchanged control would be "
+                        "the same run")
+    args = (d["steps"], d["warmup"])
+    doubled, = plan_reheats(run_dir, orig, from_step, [lr], *args, d["lam"], d["eval_every"], [False], overrides)
+    unchanged, = plan_reheats(run_dir, orig, from_step, [lr], *args, lam_unchanged, d["eval_every"], [False], overrides)
+    return ControlPlan(from_step, lr, d["lam"], lam_unchanged, doubled, unchanged,
+                       Path(run_dir) / CONTROLS_DIR / "lambda0", validate(lambda0_config(orig)))
+
+
+def plan_lambda0_reheat(plan: ControlPlan, overrides: dict | None = None) -> ReheatSpec:
+    """The λ = 0-trained run's reheating with the protocol of ``plan.doubled`` (its λ included), from the same step."""
+    cfg0 = read_run_config(plan.lambda0_dir)
+    c = plan.doubled.cfg
+    spec, = plan_reheats(plan.lambda0_dir, cfg0, plan.from_step, [plan.lr], c.steps, c.warmup, plan.lam_doubled,
+                         c.eval_every, [False], overrides)
+    return spec
+
+
+def control_verdict_inputs(doubled: dict, unchanged: dict, lambda0: dict, sigma: float, n_evals: int) -> dict:
+    """Claim 19's statistic from the three re-entry summaries (:func:`training.studies.common.reentry`): G of the
+    doubled-λ reheating against the largest control (noise bias, λ unchanged, λ = 0 start), in units of σ_eval."""
+    from training.geometry.nulls import reentry_noise_bias
+    bias = reentry_noise_bias(sigma, n_evals)
+    controls = {"noise_bias": bias, "lambda_unchanged": unchanged["G"], "lambda0_start": lambda0["G"]}
+    null = max(controls.values())
+    largest = max(controls, key=controls.get)
+    return {"G": doubled["G"], "controls": controls, "null": null, "largest_control": largest,
+            "effect": doubled["G"] - null, "sigma_eval": sigma, "n_evals": n_evals,
+            "G_over_sigma": doubled["G"] / sigma, "null_over_sigma": null / sigma,
+            "effect_over_sigma": (doubled["G"] - null) / sigma, "margin_sigmas": CLAIM19_MARGIN_SIGMAS}
+
+
+def controls_reading(c: dict, lam_doubled: float, lam_unchanged: float) -> str:
+    k = c["controls"]
+    names = {"noise_bias": "the noise bias", "lambda_unchanged": "the λ-unchanged reheating",
+             "lambda0_start": "the reheating of the λ = 0-trained run"}
+    return (f"G = {c['G']:+.3f} with λ {lam_doubled:g} against controls: noise bias {k['noise_bias']:+.3f} "
+            f"(σ_eval {c['sigma_eval']:.4f} over {c['n_evals']} evaluations), λ unchanged ({lam_unchanged:g}) "
+            f"{k['lambda_unchanged']:+.3f}, λ = 0-trained start {k['lambda0_start']:+.3f}. The largest is "
+            f"{names[c['largest_control']]}; G exceeds it by {c['effect']:+.3f} = {c['effect_over_sigma']:+.1f} σ_eval "
+            f"(claim 19 asks for ≥ {c['margin_sigmas']:g} σ_eval in every seed).")
+
+
+def train_controls(plan: ControlPlan, orig_dir: Path, jobs: int | None = None,
+                   overrides: dict | None = None) -> ReheatSpec:
+    """Train (or resume, or skip) the λ-doubled and λ-unchanged reheatings and the λ = 0 original side by side, then
+    the λ = 0 original's reheating; returns the latter's spec. Of ``overrides`` only the settings that leave the
+    computation alone (device, progress, ...) reach the λ = 0 original, which must mirror the original run."""
+    overrides = dict(overrides or {})
+    cfg0 = plan.lambda0_cfg.replace(**{k: v for k, v in overrides.items() if k in NOT_HASHED})
+    for d in (plan.doubled.dir, plan.unchanged.dir, plan.lambda0_dir):
+        share_tokenizer(orig_dir, d)
+    studies.train_runs([studies.RunJob(s.name, s.cfg, s.dir, _portable) for s in (plan.doubled, plan.unchanged)]
+                       + [studies.RunJob("lambda0", cfg0, plan.lambda0_dir)], jobs, log=lambda m: print(m, flush=True))
+    spec0 = plan_lambda0_reheat(plan, overrides)
+    train_reheats([spec0], plan.lambda0_dir, jobs)
+    return spec0
+
+
+def controls_result(orig_dir: Path, orig: Config, plan: ControlPlan, spec0: ReheatSpec) -> dict:
+    """RUN/analysis/reheat_controls.json (see experiments/reheating/controls.py) from the trained control runs."""
+    specs = {"lambda_doubled": plan.doubled, "lambda_unchanged": plan.unchanged, "lambda0_start": spec0}
+    metrics = {k: runio.read_metrics(s.dir) for k, s in specs.items()}
+    summaries = {k: studies.reentry(m) for k, m in metrics.items()}
+    n_evals = sum(1 for m in metrics["lambda_doubled"] if m.get("p_ood") is not None and math.isfinite(m["p_ood"]))
+    from training.core.regime import sigma_eval
+    sigma = sigma_eval(orig)
+    if sigma is None:
+        raise UserError(f"{orig_dir} has no probe evaluation: there is no re-entry to control")
+    c = control_verdict_inputs(summaries["lambda_doubled"], summaries["lambda_unchanged"], summaries["lambda0_start"],
+                               sigma, n_evals)
+    p0 = [m["p_ood"] for m in runio.read_metrics(plan.lambda0_dir) if m.get("p_ood") is not None]
+    return {"run_dir": str(orig_dir), "from_step": plan.from_step, "lr": plan.lr,
+            "lam_doubled": plan.lam_doubled, "lam_unchanged": plan.lam_unchanged,
+            "runs": {k: {"dir": str(specs[k].dir), "lam": specs[k].cfg.lambda_probe, **summaries[k]} for k in specs},
+            "lambda0_original": {"dir": str(plan.lambda0_dir), "best_p_ood": max(p0) if p0 else None,
+                                 "final_p_ood": p0[-1] if p0 else None},
+            "claim19": c, "reading": controls_reading(c, plan.lam_doubled, plan.lam_unchanged)}
