@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,3 +308,19 @@ def test_shell_pipeline_stops_at_the_failing_stage(tmp_path):
                         "--out-dir", str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "=== [analyse]" not in p.stdout
     assert "error: --beta2s" in p.stderr and "stage 'train' failed (exit 2)" in p.stderr
+
+
+def test_the_ledger_reads_claim_18_from_the_sweep(sweep):
+    """Claim 18's row comes from the sweep's summary table; with one β2 defined (β2 = 0 diverges here) the trend is
+    not measured, and says why."""
+    from training.studies.claims import ledger
+    root = sweep["root"]
+    summary = json.loads((root / "analysis" / "beta_sweep_summary.json").read_text())
+    defined = [r for r in summary["table"] if r.get("pc1_minus_null") is not None]
+    run = Path(summary["table"][0]["run_dir"])
+    row = next(c for c in ledger([run], [root])["claims"] if c["claim"] == 18)
+    if len(defined) < 2:
+        assert row["verdict"] == "not measured" and f"for {len(defined)} β2" in row["why"]
+    else:
+        x = sorted(defined, key=lambda r: -r["beta2"])
+        assert row["effect"] == [pytest.approx(x[0]["pc1_minus_null"] - x[-1]["pc1_minus_null"])]

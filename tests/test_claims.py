@@ -145,3 +145,75 @@ def test_switching_claims_are_not_observed_without_switch_pairs(capsys, runs, tm
     led = ledger(dirs)
     assert {12, 13, 14, 21} <= {x["claim"] for x in led["not_yet"]}
     assert all(c["verdict"] != "not observed at this scale" for c in led["claims"])
+
+
+def _study(root, name, claim, rows):
+    d = root / name
+    (d / "analysis").mkdir(parents=True)
+    if claim == 16:
+        (d / "analysis" / "sgd_control_results.json").write_text(json.dumps({"table9": rows}))
+    else:
+        (d / "analysis" / "beta_sweep_summary.json").write_text(json.dumps({"table": rows}))
+    return d
+
+
+def _t9(a, b, dominated=False):
+    return [{"run": "A", "pc1_minus_null": a, "decay_dominated": False},
+            {"run": "B", "pc1_minus_null": b, "decay_dominated": dominated, "norm_ratio": 0.02 if dominated else 0.8,
+             "decay_share": 0.97 if dominated else 0.2, "lambda_eff": 10.2}]
+
+
+def _b2(values):
+    return [{"beta2": b, "pc1_minus_null": v} for b, v in zip((0.99, 0.95, 0.9, 0.8), values)]
+
+
+def test_study_claims_16_and_18_by_the_rule(capsys, runs, tmp_path):
+    """Claims 16 and 18 from study directories: decay-dominated SGD is said so, not confirmed; otherwise the rule
+    applies to (PC1 − null) differences; a β2 trend that is not monotone cannot be confirmed."""
+    run = [analysed(capsys, runs["walk"][0])]
+    colinear = [_study(tmp_path, f"sgd{s}", 16, _t9(0.02, 0.10 + 0.01 * s)) for s in range(3)]
+    row = claim_row(ledger(run, colinear), 16)
+    assert row["verdict"] == "confirmed" and row["effect"] == pytest.approx([0.08, 0.09, 0.10])
+    dominated = colinear[:2] + [_study(tmp_path, "sgd_dom", 16, _t9(0.02, 0.3, dominated=True))]
+    row = claim_row(ledger(run, dominated), 16)
+    assert row["verdict"] == "decay-dominated" and "1 of 3" in row["why"] and "0.02" in row["why"]
+    same = [_study(tmp_path, f"sgd_same{s}", 16, _t9(0.05, 0.05 + 0.003 * s)) for s in range(3)]
+    assert claim_row(ledger(run, same), 16)["verdict"] == "not confirmed"
+    falling = [_study(tmp_path, f"b2_{s}", 18, _b2([0.10, 0.08, 0.05, 0.02 - 0.01 * s])) for s in range(3)]
+    led = ledger(run, falling)
+    row = claim_row(led, 18)
+    assert row["verdict"] == "confirmed" and row["effect"] == pytest.approx([0.08, 0.09, 0.10])
+    assert 18 not in {x["claim"] for x in led["not_yet"]} and 16 in {x["claim"] for x in led["not_yet"]}
+    bumpy = falling[:2] + [_study(tmp_path, "b2_bumpy", 18, _b2([0.10, 0.12, 0.05, 0.0]))]
+    row = claim_row(ledger(run, bumpy), 18)
+    assert row["verdict"] == "inconclusive" and "b2_bumpy" in row["why"]
+    assert "decay-dominated" in markdown(ledger(run, dominated + falling))
+    with pytest.raises(Exception, match="neither"):
+        ledger(run, [tmp_path])
+    code, _, err = run_inprocess(capsys, "analysis/claims/claims.py", "--run-dir", str(run[0]), "--study",
+                                 str(tmp_path / "missing"), "--out-dir", str(tmp_path / "led"))
+    assert code == 2 and err.startswith("error:")
+
+
+def test_results_page_is_written_from_the_ledger(capsys, runs, tmp_path):
+    from training.studies.claims import _f
+    led = ledger([analysed(capsys, r) for r in runs["planted"]])
+    path = tmp_path / "claims.json"
+    path.write_text(json.dumps(led))
+    table = tmp_path / "t.md"
+    table.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    out = tmp_path / "results.md"
+    code, _, err = run_inprocess(capsys, "figures/make_results.py", "--ledger", f"planted seeds={path}",
+                                 "--table", f"a table={table}", "--out", str(out))
+    assert code == 0, err
+    text = out.read_text()
+    c1 = claim_row(led, 1)
+    assert "## planted seeds" in text and "## a table" in text and "| 1 | 2 |" in text
+    confirmed = sorted(c["claim"] for c in led["claims"] if c["verdict"] == "confirmed")
+    assert f"- confirmed: claims {', '.join(map(str, confirmed))}" in text
+    assert f"observed {_f(c1['observed_mean'])} against a null of {_f(sum(c1['null']) / 3)} over 3 seeds" in text
+    assert "outside the paper's" in text                     # the test preset's regime is said
+    for bad in (["--ledger", str(path)], ["--ledger", f"x={tmp_path / 'none.json'}"],
+                ["--ledger", f"x={table}"]):
+        code, _, err = run_inprocess(capsys, "figures/make_results.py", *bad, "--out", str(tmp_path / "r2.md"))
+        assert code == 2 and err.strip().startswith("error:") and len(err.strip().splitlines()) == 1, err

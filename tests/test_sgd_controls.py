@@ -379,3 +379,20 @@ def test_matched_decay_gives_every_run_As_effective_decay():
     assert (m["C"].wd, m["Cprime"].wd) == (0.005, 0.05)
     with pytest.raises(UserError, match="unknown decay protocol 'l2'"):
         sc.run_configs(preset("test"), "l2")
+
+
+def test_the_ledger_reads_claim_16_from_the_study(done):
+    """The claims ledger's row of claim 16 comes from this study's Table 9: decay-dominated when run B's flag says
+    so, else (PC1 − null) of B minus that of A, or the reason it is undefined."""
+    from training.studies.claims import ledger
+    row = next(c for c in ledger([done["root"] / DIRS["A"]], [done["root"]])["claims"] if c["claim"] == 16)
+    t9 = {r["run"]: r for r in done["result"]["table9"]}
+    x = row["inputs"][0]
+    assert x["decay_dominated"] == t9["B"]["decay_dominated"] and x["norm_ratio"] == t9["B"]["norm_ratio"]
+    if t9["B"]["decay_dominated"]:
+        assert row["verdict"] == "decay-dominated"
+    elif t9["A"]["pc1_minus_null"] is None or t9["B"]["pc1_minus_null"] is None:
+        assert row["verdict"] == "not measured" and "undefined" in row["why"]
+    else:
+        assert row["verdict"] == "inconclusive (single seed)"
+        assert row["effect"] == [t9["B"]["pc1_minus_null"] - t9["A"]["pc1_minus_null"]]

@@ -8,6 +8,8 @@ the margin, the verdict, and the regime flags (a run outside the paper's regime 
 Examples:
   python analysis/claims/claims.py --run-dir runs/quick                        # -> runs/quick/analysis/claims.*
   python analysis/claims/claims.py --run-dir runs/s42 --run-dir runs/s271 --run-dir runs/s314 --out-dir runs/seeds
+  python analysis/claims/claims.py --run-dir runs/quick --study runs/sgd_controls_quick_s42 \
+      --study runs/beta_sweep_quick_s42 --out-dir runs/quick_ledger                 # claims 16 and 18 too
 """
 import sys
 from pathlib import Path
@@ -23,6 +25,8 @@ def main() -> int:
     p = CommandParser(description=first, epilog=__doc__.strip()[len(first):].strip())
     p.add_argument("--run-dir", action="append", required=True,
                    help="a run directory (repeat the flag for every seed of the configuration)")
+    p.add_argument("--study", action="append", default=[],
+                   help="an SGD-control or β2-sweep study directory (claims 16 and 18; repeat per seed)")
     p.add_argument("--out-dir", help="where claims.json and claims.md go (default RUN/analysis for one run; "
                                      "required for several)")
     p.add_argument("--seed", type=int, default=0, help="unused: nothing here is random (accepted for uniformity)")
@@ -33,7 +37,7 @@ def main() -> int:
     out = runio.check_out_dir(args.out_dir) if args.out_dir is not None else runio.analysis_dir(args.run_dir[0])
     if len(args.run_dir) == 1 and args.out_dir is not None:     # one run analysed elsewhere (e.g. read-only)
         runio.redirect_analysis(Path(args.run_dir[0]), out)
-    led = claims.ledger(args.run_dir)
+    led = claims.ledger(args.run_dir, args.study)
     runio.atomic_write_json(out / "claims.json", led)
     runio.atomic_write_text(out / "claims.md", claims.markdown(led))
     for c in led["claims"]:

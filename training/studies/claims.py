@@ -113,11 +113,9 @@ NOT_YET = {
     13: "PC2–PC6 capture switching (same)",
     14: "the switching manifold is ≥ 10-dimensional (B7's own verdict; not yet read here)",
     15: "‖r(t)‖ moves with p_ood (needs surrogate tests)",
-    16: "SGD trajectories are colinear (measured by the SGD-control study: Table 9's decay_dominated, weight norms "
-        "and pc1_minus_null; the ledger does not read study directories yet)",
+    16: "SGD trajectories are colinear (judged from SGD-control study directories: claims.py --study DIR)",
     17: "at matched loss AdamW is multi-dimensional (needs the matched-window null)",
-    18: "lower β2 lowers backbone dominance (measured by the β2 sweep: pc1_minus_null per β2; the ledger does not "
-        "read study directories yet)",
+    18: "lower β2 lowers backbone dominance (judged from β2-sweep study directories: claims.py --study DIR)",
     20: "reheating moves ‖r‖ and leaves a(t) (needs same-length displacements)",
     21: "peaks sit in deeper basins (needs SEM across σ values)",
 }
@@ -152,6 +150,102 @@ def not_observed_row(number: int, evidence: dict) -> dict:
             "verdict": NOT_OBSERVED, "leaning": None,
             "why": f"no run has a switch pair above its evaluation-noise threshold ({per_run}); the switching "
                    "geometry is undefined here, not refuted"}
+
+
+# ---------------------------------------------------------------------------- claims read from study directories
+# Claims 16 and 18 compare runs of a study (one study directory per seed), not analyses of one run: the SGD-control
+# study (experiments/sgd_controls/run_study.py: analysis/sgd_control_results.json, Table 9) and the β2 sweep
+# (experiments/beta_sweep/run_study.py: analysis/beta_sweep_summary.json).
+DECAY_DOMINATED = "decay-dominated"
+STUDY_MARGIN = 0.05            # (PC1 − null) differences of 5 percentage points, as claim 1's margin
+STUDY_SOURCES = {16: ("analysis/sgd_control_results.json", "python experiments/sgd_controls/run_study.py --preset P "
+                                                            "--seed S"),
+                 18: ("analysis/beta_sweep_summary.json", "python experiments/beta_sweep/run_study.py all --preset P "
+                                                          "--seed S")}
+
+
+def study_kind(study_dir: Path) -> int:
+    """Which claim a study directory answers (16: SGD controls, 18: β2 sweep), from the result file it holds."""
+    found = [k for k, (rel, _) in STUDY_SOURCES.items() if (Path(study_dir) / rel).exists()]
+    if not found:
+        raise UserError(f"{study_dir} holds neither {STUDY_SOURCES[16][0]} nor {STUDY_SOURCES[18][0]}: run the study "
+                        "(and its analysis) first")
+    return found[0]
+
+
+def claim16_inputs(result: dict) -> dict:
+    """Plain SGD (run B) against AdamW (run A) in Table 9: decay-dominated, or (PC1 − null)_B − (PC1 − null)_A."""
+    rows = {r["run"]: r for r in result.get("table9", [])}
+    a, b = rows.get("A"), rows.get("B")
+    if a is None or b is None:
+        return {"effect": None, "why": "Table 9 lacks run A (AdamW) or run B (SGD)"}
+    out = {"decay_dominated": b.get("decay_dominated"), "norm_ratio": b.get("norm_ratio"),
+           "decay_share": b.get("decay_share"), "lambda_eff": b.get("lambda_eff"),
+           "pc1_minus_null_A": a.get("pc1_minus_null"), "pc1_minus_null_B": b.get("pc1_minus_null")}
+    if b.get("decay_dominated"):
+        return {**out, "effect": None, "why": DECAY_DOMINATED}
+    if out["pc1_minus_null_A"] is None or out["pc1_minus_null_B"] is None:
+        return {**out, "effect": None, "why": "PC1 − null is undefined for run A or B (too few window checkpoints: "
+                                              f"{a.get('geometry_reason') or b.get('geometry_reason')})"}
+    return {**out, "effect": out["pc1_minus_null_B"] - out["pc1_minus_null_A"], "why": None}
+
+
+def claim18_inputs(summary: dict) -> dict:
+    """(PC1 − null) per β2: its fall from the highest to the lowest β2 and whether it falls at every step."""
+    rows = sorted((r for r in summary.get("table", []) if r.get("pc1_minus_null") is not None),
+                  key=lambda r: -r["beta2"])
+    if len(rows) < 2:
+        return {"effect": None, "why": f"(PC1 − null) for {len(rows)} β2 value(s); the trend needs at least two"}
+    x = [float(r["pc1_minus_null"]) for r in rows]
+    return {"beta2": [r["beta2"] for r in rows], "pc1_minus_null": x, "effect": x[0] - x[-1],
+            "monotone": all(b <= a for a, b in zip(x, x[1:])), "why": None}
+
+
+def study_rows(study_dirs: Sequence[str | Path]) -> list[dict]:
+    """Ledger rows of claims 16 and 18 from the study directories given (one per seed); none for a claim without
+    a study directory."""
+    by_claim: dict[int, list[tuple[Path, dict]]] = {}
+    for d in study_dirs:
+        d = Path(d)
+        k = study_kind(d)
+        by_claim.setdefault(k, []).append((d, runio.read_json(d / STUDY_SOURCES[k][0], "study result")))
+    rows = []
+    for k, items in sorted(by_claim.items()):
+        inputs = [claim16_inputs(r) if k == 16 else claim18_inputs(r) for _, r in items]
+        text = NOT_YET[k].split(" (")[0]
+        row = {"claim": k, "text": text, "source": {"file": STUDY_SOURCES[k][0],
+                                                    "observed": "table9 B vs A" if k == 16 else "table per β2",
+                                                    "null": ["pc1_null"]},
+               "statistic": ("(PC1 − null) of plain SGD (run B) − that of AdamW (run A), analysis window" if k == 16 else
+                             "fall of (PC1 − null) from the highest to the lowest β2"),
+               "null_name": "window random walk with each run's increments", "study_dirs": [str(d) for d, _ in items],
+               "inputs": inputs, "direction": "above the null", "missing_nulls": None, "note": None}
+        dominated = [str(d) for (d, _), x in zip(items, inputs) if x.get("why") == DECAY_DOMINATED]
+        missing = [f"{d}: {x['why']}" for (d, _), x in zip(items, inputs) if x["effect"] is None and x["why"] != DECAY_DOMINATED]
+        if dominated:
+            x = next(x for x in inputs if x.get("why") == DECAY_DOMINATED)
+            rows.append({**row, "verdict": DECAY_DOMINATED, "leaning": None,
+                         "why": f"plain SGD's drift is the decay of its initialisation in {len(dominated)} of "
+                                f"{len(items)} studies (e.g. ‖θ(end)‖/‖θ(0)‖ {_f(x['norm_ratio'])}, decay share "
+                                f"{_f(x['decay_share'])} at Λ_eff {_f(x['lambda_eff'])}): its colinearity says nothing "
+                                "about the optimizer; compare at matched Λ_eff (--decay matched)"})
+            continue
+        if missing:
+            rows.append({**row, "verdict": "not measured", "leaning": None, "why": "; ".join(missing)})
+            continue
+        effects = [float(x["effect"]) for x in inputs]
+        v, lean = verdict(effects, STUDY_MARGIN)
+        why = None
+        if k == 18 and not all(x["monotone"] for x in inputs):
+            bad = [str(d) for (d, _), x in zip(items, inputs) if not x["monotone"]]
+            why = f"(PC1 − null) does not fall at every β2 step in {', '.join(bad)}"
+            if v == "confirmed":
+                v = lean = "inconclusive"
+        rows.append({**row, "observed": effects, "observed_mean": float(np.mean(effects)),
+                     "observed_sd": float(np.std(effects, ddof=1)) if len(effects) > 1 else None,
+                     "null": [0.0] * len(effects), "effect": effects, "effect_mean": float(np.mean(effects)),
+                     "margin": STUDY_MARGIN, "verdict": v, "leaning": lean, "why": why})
+    return rows
 
 
 def verdict(effects: Sequence[float], margin: float) -> tuple[str, str]:
@@ -232,8 +326,9 @@ def analysis_batch(run_dir: Path) -> int | None:
     return None
 
 
-def ledger(run_dirs: Sequence[str | Path]) -> dict:
-    """The ledger of one configuration's runs (seeds): regime per run, one row per claim."""
+def ledger(run_dirs: Sequence[str | Path], study_dirs: Sequence[str | Path] = ()) -> dict:
+    """The ledger of one configuration's runs (seeds): regime per run, one row per claim; claims 16 and 18 from
+    ``study_dirs`` (SGD-control and β2-sweep study directories, one per seed) where given."""
     runs = [RunInputs.read(d) for d in run_dirs]
     if not runs:
         raise UserError("the claims ledger needs at least one --run-dir")
@@ -250,8 +345,12 @@ def ledger(run_dirs: Sequence[str | Path]) -> dict:
         for k in SWITCHING:
             rows.append({**not_observed_row(k, evidence), "regime_flags": flags})
             not_yet.pop(k)
+    for row in study_rows(study_dirs):
+        rows.append({**row, "regime_flags": flags})
+        not_yet.pop(row["claim"])
     rows.sort(key=lambda c: c["claim"])
     return {"runs": [str(r.run_dir) for r in runs], "n_runs": len(runs), "paper_regime": paper,
+            "study_dirs": [str(d) for d in study_dirs],
             "regime": regimes, "regime_flags": flags, "out_of_regime": bool(flags), "claims": rows,
             "switching_evidence": evidence, "not_yet": [{"claim": k, "what": v} for k, v in sorted(not_yet.items())]}
 
@@ -275,7 +374,7 @@ def markdown(led: dict) -> str:
     out += ["| # | claim | statistic | observed | null | effect | margin | verdict | leaning |",
             "|---|---|---|---|---|---|---|---|---|"]
     for c in led["claims"]:
-        if c["verdict"] in ("not measured", NOT_OBSERVED):
+        if c["verdict"] in ("not measured", NOT_OBSERVED, DECAY_DOMINATED):
             out.append(f"| {c['claim']} | {_cell(c['text'])} | {_cell(c['statistic'])} | — | — | — | — | {c['verdict']} "
                        "| — |")
             continue
