@@ -428,8 +428,8 @@ def _quick() -> Config:
     # The paper's dimensionless knobs at the size of a laptop demo (docs/regime.md, candidate r1_small): Λ = wd·Σlr
     # = 2.56 (wd solved for this schedule), λ switch at 40 %, 31 checkpoints, 1,200 probe-eval examples (σ_eval
     # 0.014) evaluated up to the answer, probe gaps in the paper's proportion to the 128-token context. The whole
-    # pipeline takes a few minutes on 2 CPU cores. Evaluation batches of 32 (not 64): the same numbers, about a
-    # quarter faster on a CPU (less padding per cropped batch and (32, T, vocab) logits that stay in cache).
+    # pipeline takes a few minutes on 2 CPU cores. Evaluation batches of 32 (not 64): the same numbers up to float
+    # rounding, evaluated about a quarter faster on a CPU (less padding per cropped batch, smaller logits).
     return Config(
         preset="quick",
         n_layer=3, d_model=64, n_head=4, d_ff=256, seq_len=128,
