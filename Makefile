@@ -13,7 +13,7 @@ RUN    ?= runs/quick
 SEED   ?= 42
 SEEDS  ?= 42,271,314
 
-.PHONY: demo demo-seeds demo-seeds-controls test install bench clean-cache sgd-controls beta-sweep modadd symmetry
+.PHONY: demo demo-seeds demo-seeds-controls results test install bench clean-cache sgd-controls beta-sweep modadd symmetry
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ demo-seeds: install
 
 demo-seeds-controls: install
 	scripts/run_seeds.sh --preset cpu --seeds $(SEEDS) --controls
+
+results: install
+	$(PY) figures/make_results.py
 
 sgd-controls: install
 	$(PY) experiments/sgd_controls/run_study.py --preset quick --seed $(SEED)

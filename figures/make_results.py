@@ -8,6 +8,7 @@ effect against the margin. Optional study tables (the Markdown the SGD-control a
 included verbatim. Nothing on the page is typed by hand except the fixed framing sentences of this script.
 
 Examples:
+  python figures/make_results.py                  # the ledgers of make demo-seeds and make demo, into docs/results.md
   python figures/make_results.py --ledger "cpu preset, seeds 42, 271, 314=runs/cpu_seeds/claims.json" \\
       --ledger "quick preset, seed 42=runs/quick/analysis/claims.json" --out docs/results.md
   python figures/make_results.py --ledger "cpu=runs/cpu_seeds/claims.json" \\
@@ -23,6 +24,8 @@ from training.core.cli import CommandParser, run_main
 from training.core.errors import UserError
 from training.studies import claims
 
+DEFAULT_LEDGERS = (("`cpu` preset, seeds 42, 271, 314 (make demo-seeds)", "runs/cpu_seeds/claims.json"),
+                   ("`quick` preset, seed 42 (make demo)", "runs/quick/analysis/claims.json"))
 GROUPS = ("confirmed", "not confirmed", "inconclusive", "inconclusive (single seed)", claims.NOT_OBSERVED,
           claims.DECAY_DOMINATED, "not measured")
 
@@ -103,15 +106,19 @@ def page(ledgers: list[tuple[str, Path, dict]], tables: list[tuple[str, Path, st
 def main() -> int:
     first = __doc__.strip().split("\n\n")[0]
     p = CommandParser(description=first, epilog=__doc__.strip()[len(first):].strip())
-    p.add_argument("--ledger", action="append", required=True, metavar="LABEL=PATH",
-                   help="a claims.json and the heading of its section (repeat per configuration)")
+    p.add_argument("--ledger", action="append", default=[], metavar="LABEL=PATH",
+                   help="a claims.json and the heading of its section (repeat per configuration; default: those of "
+                        "make demo-seeds and make demo that exist, " + ", ".join(path for _, path in DEFAULT_LEDGERS) + ")")
     p.add_argument("--table", action="append", default=[], metavar="LABEL=PATH",
                    help="a study's Markdown table to include verbatim")
     p.add_argument("--out", default="docs/results.md", help="the page to write (default docs/results.md)")
     p.add_argument("--no-progress", action="store_true", help="accepted for uniformity")
     args = p.parse_args()
+    items = args.ledger or [f"{label}={path}" for label, path in DEFAULT_LEDGERS if Path(path).is_file()]
+    if not items:
+        raise UserError("no ledger: run make demo-seeds (or make demo) first, or name one with --ledger LABEL=PATH")
     ledgers = []
-    for item in args.ledger:
+    for item in items:
         label, path = _labelled(item, "--ledger")
         led = runio.read_json(path, "claims ledger")
         if not isinstance(led, dict) or "claims" not in led:

@@ -200,7 +200,8 @@ def write_doc(path: Path, records: list[dict]) -> None:
         same = r["config_hash"] == p.replace(seed=r["seed"], progress=False, preset=r["preset"],
                                              eval_batch_size=QUICK_V1["eval_batch_size"]).hash()
         batch = ("" if p.eval_batch_size == QUICK_V1["eval_batch_size"] else
-                 f", evaluation batch size aside: {p.eval_batch_size} instead of {QUICK_V1['eval_batch_size']}, the same numbers up to float rounding")
+                 f", evaluation batch size aside: {p.eval_batch_size} instead of {QUICK_V1['eval_batch_size']}, "
+                 "the same numbers up to float rounding")
         o = r["outcome"] or {}
         lines.append(f"- `{name}` is candidate `{cand}` (config hash {'identical' + batch if same else 'DIFFERENT: the preset changed since'}): "
                      f"{'in the regime' if not r['flags'] else 'outside the regime: ' + '; '.join(r['flags'])}; "
