@@ -4,6 +4,9 @@
 #   make test   - install into .venv, then run the test suite
 #   make demo-seeds - the `cpu` preset (the paper's regime on a CPU) for three seeds side by side, then the claims
 #                 ledger over them: runs/cpu_seeds/claims.md (resumes if interrupted)
+#   make demo-studies - the SGD-control study and the beta2 sweep of the `cpu` preset for the same three seeds, then
+#                 the ledger of make demo-seeds rewritten with claims 16 and 18 (resumes if interrupted)
+#   make results - docs/results.md from those ledgers and study tables
 # Studies (each one command, resumable): make sgd-controls, make beta-sweep, make modadd, make symmetry
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,7 +16,7 @@ RUN    ?= runs/quick
 SEED   ?= 42
 SEEDS  ?= 42,271,314
 
-.PHONY: demo demo-seeds demo-seeds-controls results test install bench clean-cache sgd-controls beta-sweep modadd symmetry
+.PHONY: demo demo-seeds demo-seeds-controls demo-studies results test install bench clean-cache sgd-controls beta-sweep modadd symmetry
 
 install: $(VENV)/.installed
 
@@ -37,6 +40,9 @@ demo-seeds: install
 
 demo-seeds-controls: install
 	scripts/run_seeds.sh --preset cpu --seeds $(SEEDS) --controls
+
+demo-studies: install
+	scripts/run_studies.sh --preset cpu --seeds $(SEEDS)
 
 results: install
 	$(PY) figures/make_results.py

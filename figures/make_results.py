@@ -4,8 +4,8 @@ For every ledger given (claims.json of analysis/claims/claims.py: one run's, or 
 scripts/run_seeds.sh) a section with the runs and their regime, the verdicts grouped (confirmed, not
 confirmed, inconclusive, not observed at this scale, decay-dominated, not measured, not judged yet), the ledger's
 table, and a reading generated from the same numbers: per judged claim the observed mean beside its null, the
-effect against the margin. Optional study tables (the Markdown the SGD-control and β2 studies write) are
-included verbatim. Nothing on the page is typed by hand except the fixed framing sentences of this script.
+effect against the margin. Then the study tables (the Markdown the SGD-control and β2 studies write,
+STUDY/analysis/table9.md and table_beta2.md), included verbatim with their headings nested. Nothing on the page is typed by hand except the fixed framing sentences of this script.
 
 Examples:
   python figures/make_results.py                  # the ledgers of make demo-seeds and make demo, into docs/results.md
@@ -16,6 +16,7 @@ Examples:
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -26,6 +27,11 @@ from training.studies import claims
 
 DEFAULT_LEDGERS = (("`cpu` preset, seeds 42, 271, 314 (make demo-seeds)", "runs/cpu_seeds/claims.json"),
                    ("`quick` preset, seed 42 (make demo)", "runs/quick/analysis/claims.json"))
+# the study tables of the cpu preset, found by the studies' default directories (scripts/run_studies.sh)
+DEFAULT_TABLES = (("SGD-family controls (Table 9's decays), seed {seed}", "runs/sgd_controls_cpu_s*/analysis/table9.md"),
+                  ("SGD-family controls (decays matched to AdamW's Λ_eff), seed {seed}",
+                   "runs/sgd_controls_matched_cpu_s*/analysis/table9.md"),
+                  ("AdamW β2 sweep, seed {seed}", "runs/beta_sweep_cpu_s*/analysis/table_beta2.md"))
 GROUPS = ("confirmed", "not confirmed", "inconclusive", "inconclusive (single seed)", claims.NOT_OBSERVED,
           claims.DECAY_DOMINATED, "not measured")
 
@@ -91,6 +97,25 @@ def section(label: str, path: Path, led: dict) -> list[str]:
     return out
 
 
+def demote(markdown: str, levels: int = 2) -> str:
+    """The headings of an included page moved down by `levels`, so that they nest under this page's own."""
+    return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.split("\n"))
+
+
+def default_tables() -> list[str]:
+    """LABEL=PATH of every study table of the cpu preset that exists, in seed order."""
+    import re
+    items = []
+    for label, pattern in DEFAULT_TABLES:
+        found = []
+        for path in Path().glob(pattern):
+            m = re.search(r"_s(\d+)$", path.parent.parent.name)
+            if m:
+                found.append((int(m.group(1)), path))
+        items += [f"{label.format(seed=seed)}={path}" for seed, path in sorted(found)]
+    return items
+
+
 def page(ledgers: list[tuple[str, Path, dict]], tables: list[tuple[str, Path, str]]) -> str:
     out = ["# Results: the paper's claims on this toolkit's own runs", "",
            "Written by `figures/make_results.py` from the ledgers and tables named below; rerun it after new runs. "
@@ -99,7 +124,7 @@ def page(ledgers: list[tuple[str, Path, dict]], tables: list[tuple[str, Path, st
     for label, path, led in ledgers:
         out += section(label, path, led)
     for label, path, text in tables:
-        out += [f"## {label}", "", f"From `{path}`.", "", text.strip(), ""]
+        out += [f"## {label}", "", f"From `{path}`.", "", demote(text).strip(), ""]
     return "\n".join(out) + "\n"
 
 
@@ -110,7 +135,9 @@ def main() -> int:
                    help="a claims.json and the heading of its section (repeat per configuration; default: those of "
                         "make demo-seeds and make demo that exist, " + ", ".join(path for _, path in DEFAULT_LEDGERS) + ")")
     p.add_argument("--table", action="append", default=[], metavar="LABEL=PATH",
-                   help="a study's Markdown table to include verbatim")
+                   help="a study's Markdown table to include verbatim (repeat; default, when neither --ledger nor "
+                        "--table is given: the cpu preset's study tables that exist, "
+                        + ", ".join(pattern for _, pattern in DEFAULT_TABLES) + ")")
     p.add_argument("--out", default="docs/results.md", help="the page to write (default docs/results.md)")
     p.add_argument("--no-progress", action="store_true", help="accepted for uniformity")
     args = p.parse_args()
@@ -125,7 +152,7 @@ def main() -> int:
             raise UserError(f"{path} is not a claims ledger (no 'claims'); write one with analysis/claims/claims.py")
         ledgers.append((label, path, led))
     tables = []
-    for item in args.table:
+    for item in args.table or ([] if args.ledger else default_tables()):
         label, path = _labelled(item, "--table")
         if not path.is_file():
             raise UserError(f"table {path} does not exist")

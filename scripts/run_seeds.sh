@@ -2,7 +2,7 @@
 # Several seeds of one configuration, side by side, then the claims ledger over them.
 #
 #   scripts/run_seeds.sh --preset P --seeds 42,271,314 [--out-dir DIR] [--jobs N] [--device D] [--controls]
-#                        [--dry-run] [extra flags for training/pilot.py]
+#                        [--study STUDY_DIR]... [--dry-run] [extra flags for training/pilot.py]
 #
 # Each seed runs the whole per-seed pipeline (scripts/run_seed.sh) into DIR/s<seed> (default DIR:
 # runs/<preset>_seeds), N at a time (default: all at once on a CPU, one at a time on a GPU), each with
@@ -12,7 +12,9 @@
 # unfinished ones resume at their unfinished stage. A seed that fails does not stop the others; the command
 # then ends with one error line naming it. --controls adds the reheating controls of claim 19 to every seed
 # (run_seed.sh --controls; seeds finished without them are completed). --dry-run prints the plan and the
-# regime line, and runs nothing.
+# regime line, and runs nothing. The ledger also judges claims 16 and 18 from the SGD-control and β2-sweep studies
+# of these seeds that exist beside DIR (scripts/run_studies.sh: ../sgd_controls_<preset>_s<seed>,
+# ../beta_sweep_<preset>_s<seed>) and from every --study STUDY_DIR given.
 set -euo pipefail
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
@@ -23,7 +25,7 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-PRESET=""; SEEDS=""; OUT=""; JOBS=""; DEVICE=auto; DRY=0; EXTRA=(); CONTROLS=()
+PRESET=""; SEEDS=""; OUT=""; JOBS=""; DEVICE=auto; DRY=0; EXTRA=(); CONTROLS=(); STUDIES=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET="$2"; shift 2 ;;
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
     --device) [ $# -ge 2 ] || die "--device needs a value"; DEVICE="$2"; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --controls) CONTROLS=(--controls); shift ;;
+    --study) [ $# -ge 2 ] || die "--study needs a study directory"; STUDIES+=(--study "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;
   esac
@@ -69,7 +72,7 @@ if [ "$DRY" = 1 ]; then
   for s in "${SEED_LIST[@]}"; do
     echo "  scripts/run_seed.sh $s --preset $PRESET --device $DEVICE --out-dir $OUT/s$s ${CONTROLS[*]-} ${EXTRA[*]-}"
   done
-  echo "  then: analysis/claims/claims.py over ${#SEED_LIST[@]} runs -> $OUT/claims.md; figures/seed_overlay.py -> $OUT/figures/"
+  echo "  then: analysis/claims/claims.py over ${#SEED_LIST[@]} runs (and the seeds' studies found beside $OUT) -> $OUT/claims.md; figures/seed_overlay.py -> $OUT/figures/"
   exit 0
 fi
 mkdir -p "$OUT" || die "cannot create $OUT"
@@ -110,6 +113,12 @@ fi
 
 RUN_ARGS=()
 for s in "${SEED_LIST[@]}"; do RUN_ARGS+=(--run-dir "$OUT/s$s"); done
-"$PY" analysis/claims/claims.py "${RUN_ARGS[@]}" --out-dir "$OUT"
+BESIDE="$(dirname "$OUT")"
+for s in "${SEED_LIST[@]}"; do   # the studies of scripts/run_studies.sh for these seeds (their default directories)
+  d="$BESIDE/sgd_controls_${PRESET}_s$s"; [ -f "$d/analysis/sgd_control_results.json" ] && STUDIES+=(--study "$d")
+  d="$BESIDE/beta_sweep_${PRESET}_s$s"; [ -f "$d/analysis/beta_sweep_summary.json" ] && STUDIES+=(--study "$d")
+done
+[ ${#STUDIES[@]} -eq 0 ] || echo "ledger with the studies: $(printf '%s ' "${STUDIES[@]}" | sed 's/--study //g')"
+"$PY" analysis/claims/claims.py "${RUN_ARGS[@]}" ${STUDIES[@]+"${STUDIES[@]}"} --out-dir "$OUT"
 "$PY" figures/seed_overlay.py "${RUN_ARGS[@]}" --out-dir "$OUT/figures"
 echo "seeds finished in $((SECONDS - T0)) s: $OUT/claims.md"

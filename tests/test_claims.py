@@ -217,3 +217,28 @@ def test_results_page_is_written_from_the_ledger(capsys, runs, tmp_path):
                 ["--ledger", f"x={table}"]):
         code, _, err = run_inprocess(capsys, "figures/make_results.py", *bad, "--out", str(tmp_path / "r2.md"))
         assert code == 2 and err.strip().startswith("error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_results_page_finds_the_cpu_study_tables_by_default(capsys, runs, tmp_path, monkeypatch):
+    """With no flag, the page takes the ledgers of make demo-seeds / make demo and every cpu study table that
+    exists, in seed order, with the tables' headings nested under the page's."""
+    led = ledger([analysed(capsys, r) for r in runs["planted"]])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "cpu_seeds").mkdir(parents=True)
+    (tmp_path / "runs" / "cpu_seeds" / "claims.json").write_text(json.dumps(led))
+    for name, file, seed in (("sgd_controls_cpu_s271", "table9.md", 271), ("sgd_controls_cpu_s42", "table9.md", 42),
+                             ("sgd_controls_matched_cpu_s42", "table9.md", 42),
+                             ("beta_sweep_cpu_s42", "table_beta2.md", 42), ("beta_sweep_quick_s42", "table_beta2.md", 42)):
+        d = tmp_path / "runs" / name / "analysis"
+        d.mkdir(parents=True)
+        (d / file).write_text(f"# study {name}\n\n| x |\n|---|\n| {seed} |\n")
+    code, out, err = run_inprocess(capsys, "figures/make_results.py")
+    assert code == 0, err
+    text = (tmp_path / "docs" / "results.md").read_text()
+    heads = [line for line in text.splitlines() if line.startswith("## ")]
+    assert heads[1:] == ["## SGD-family controls (Table 9's decays), seed 42",
+                         "## SGD-family controls (Table 9's decays), seed 271",
+                         "## SGD-family controls (decays matched to AdamW's Λ_eff), seed 42",
+                         "## AdamW β2 sweep, seed 42"]                       # the quick study is not a cpu table
+    assert "### study sgd_controls_cpu_s271" in text and "\n# study" not in text
+    assert "beta_sweep_quick" not in text

@@ -235,3 +235,55 @@ def test_seeds_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "regime" in p.stdout and "in the paper's regime" in p.stdout
     assert p.stdout.count("scripts/run_seed.sh") == 3 and not out.exists()
+
+
+STUDIES = ROOT / "scripts" / "run_studies.sh"
+
+
+def test_studies_of_the_seeds_enter_their_ledger(done_run, tmp_path):
+    """run_studies.sh at the test preset for seed 3, whose pipeline is finished in ROOT/test_seeds/s3: the
+    SGD-control study and the β2 sweep are run, then the seeds' ledger is rewritten with claims 16 and 18 judged from
+    them; a second invocation retrains nothing."""
+    import shutil
+    run3, base, _ = done_run
+    root = tmp_path / "runs"
+    shutil.copytree(run3, root / "test_seeds" / "s3", symlinks=True)
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    args = ["bash", str(STUDIES), "--preset", "test", "--seeds", "3", "--root", str(root), "--no-matched",
+            "--no-reheat", "--set", f"cache_dir={base / 'cache'}"]
+    p = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert (root / "sgd_controls_test_s3" / "analysis" / "table9.md").exists()
+    assert (root / "beta_sweep_test_s3" / "analysis" / "table_beta2.md").exists()
+    assert not (root / "sgd_controls_matched_test_s3").exists()            # --no-matched
+    assert not list((root / "beta_sweep_test_s3").glob("*/reheat"))         # --no-reheat
+    assert "skip seed 3: finished" in p.stdout and "ledger with the studies" in p.stdout
+    led = json.loads((root / "test_seeds" / "claims.json").read_text())
+    rows = {c["claim"]: c for c in led["claims"]}
+    assert rows[16]["study_dirs"] == [str(root / "sgd_controls_test_s3")]
+    assert rows[18]["study_dirs"] == [str(root / "beta_sweep_test_s3")]
+    assert 16 not in {x["claim"] for x in led["not_yet"]} and 18 not in {x["claim"] for x in led["not_yet"]}
+    summary = json.loads((root / "beta_sweep_test_s3" / "analysis" / "beta_sweep_summary.json").read_text())
+    if rows[18]["verdict"] not in ("not measured",):
+        xs = [r["pc1_minus_null"] for r in sorted(summary["table"], key=lambda r: -r["beta2"])
+              if r.get("pc1_minus_null") is not None]
+        assert rows[18]["effect"] == [pytest.approx(xs[0] - xs[-1])]
+    weights = {q: q.stat().st_mtime_ns for q in root.rglob("*.safetensors")}
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert weights and {q: q.stat().st_mtime_ns for q in root.rglob("*.safetensors")} == weights   # nothing retrained
+    assert "skip run A: already completed" in again.stdout
+
+
+def test_studies_dry_run_and_bad_arguments(tmp_path):
+    p = subprocess.run(["bash", str(STUDIES), "--preset", "cpu", "--seeds", "42,271", "--root", str(tmp_path / "r"),
+                        "--dry-run"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = [line.strip() for line in p.stdout.splitlines() if line.startswith("  ")]
+    assert sum("sgd_controls/run_study.py" in x and "--decay matched" not in x for x in lines) == 2
+    assert sum("--decay matched" in x for x in lines) == 1 and sum(" reheat " in x for x in lines) == 1
+    assert not (tmp_path / "r").exists()
+    for args, message in ((["--seeds", "1"], "missing --preset"), (["--preset", "huge", "--seeds", "1"], "unknown preset"),
+                          (["--preset", "test", "--seeds", "1,1"], "lists 1 twice")):
+        p = subprocess.run(["bash", str(STUDIES), *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert p.returncode == 2 and message in p.stderr and p.stderr.strip().splitlines()[-1].startswith("error:")

@@ -228,6 +228,27 @@ def test_weight_norms_decay_and_null_columns_against_dense(done):
     assert prot["C"]["paper_lambda_eff"] == pytest.approx(10 * prot["A"]["paper_lambda_eff"], rel=1e-12)
 
 
+def test_table9_markdown_shows_the_json_rows(done):
+    """STUDY/analysis/table9.md: one row per run with PC1 − null, Λ_eff, ‖θ_T‖/‖θ_0‖ and the decay flag, each the
+    JSON's number as printed."""
+    from training.studies.sgd_controls import RUNS, TABLE9_HEADER
+    text = (done["root"] / "analysis" / "table9.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert tuple(header) == TABLE9_HEADER
+    rows = {cells[0]: dict(zip(header, cells)) for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])}
+    assert len(rows) == len(done["result"]["table9"]) == 4
+    for r in done["result"]["table9"]:
+        got = rows[RUNS[r["run"]].label]
+        assert got["state"] == r["state"]
+        assert float(got["PC1 − null (pp)"]) == pytest.approx(100 * r["pc1_minus_null"], abs=0.051)
+        assert float(got["Λ_eff"]) == pytest.approx(r["lambda_eff"], rel=5e-3)
+        assert float(got["‖θ_T‖/‖θ_0‖"]) == pytest.approx(r["norm_ratio"], abs=5e-4)
+        assert got["decay-dominated"] == ("yes" if r["decay_dominated"] else "no")
+    assert f"Literal rule: {done['result']['verdict']['outcome']}" in text
+
+
 def test_update_alignment_and_table10_dense(done):
     res, root = done["result"], done["root"]
     names = trunk_names(preset("test"))

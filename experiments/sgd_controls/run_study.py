@@ -5,7 +5,7 @@ The runs are trained one after another in this process (or resumed where they st
 are skipped) into STUDY/A_adamw, STUDY/B_sgd, STUDY/C_sgd_momentum and STUDY/Cprime_sgdw_nesterov. A run
 that diverges is recorded as diverged and the study goes on. The analysis then writes
 STUDY/analysis/sgd_control_results.json (protocol, table9, table10, matched, pc1_rotation,
-update_alignment, residual_coupling, verdict) and five figures (training_curves, pca_summary,
+update_alignment, residual_coupling, verdict), STUDY/analysis/table9.md and five figures (training_curves, pca_summary,
 pc1_rotation, update_alignment, matched_loss .png). At --preset paper every setting is the paper's
 (Table 8: 4000 steps, ...); at quick/test the steps and rates are scaled (see
 experiments/sgd_controls/README.md and the JSON's "protocol").
@@ -19,6 +19,7 @@ import sys
 import time
 
 from figures.style import figure, save_figure
+from training.core import runio
 from training.core.cli import run_main
 from training.core.config import parse_override
 from training.core.regime import effective_integrated_wd
@@ -75,9 +76,10 @@ def main() -> int:
     result["timings_s"] = {"train_this_invocation": timings, "analysis": round(time.monotonic() - t0, 2)}
     out = root / "analysis"
     path = write_result(out, RESULT, result)
+    runio.atomic_write_text(out / "table9.md", sc.table9_markdown(result))
     plot_all(out, result)
     report(result)
-    print(f"wrote {path} and figures in {out}")
+    print(f"wrote {path}, {out / 'table9.md'} and figures in {out}")
     return 0
 
 

@@ -52,6 +52,7 @@ from training.geometry.stats import finite as _finite
 from training.geometry.trajectory import cached_gram, lagged_update_alignment, pca, window_pca
 from training.studies import common as studies
 from training.studies import parallel
+from training.studies.common import markdown_table  # noqa: F401 (the sweep's tables use it as bs.markdown_table)
 
 STUDY = "beta_sweep"
 BETA2S = (0.99, 0.95, 0.90, 0.80, 0.0)
@@ -507,12 +508,6 @@ def table_cells(row: dict) -> list[str]:
             _fmt(None if row.get("pc1_minus_null") is None else 100 * row["pc1_minus_null"], "+.1f") + dag,
             _fmt(row["k95"], "d") + dag, drift_s + dag, _fmt(row["mean_abs_update_cos"], ".3f"),
             _fmt(row["interference"], ".3f") + ("†" if row.get("interference_substituted") else "")]
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 CSV_COLUMNS = ("beta2", "state", "final_val_loss", "val_display", "best_p_ood", "pc1_pct", "pc1_raw_pct",

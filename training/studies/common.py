@@ -222,3 +222,10 @@ def reentry(metrics: Sequence[dict], threshold: float = REENTRY_THRESHOLD) -> di
     return {"p0": p0, "peak_p_ood": peak["p_ood"], "peak_step": peak["step"], "G": peak["p_ood"] - p0,
             "first_step_at_threshold": first, "threshold": threshold, "final_p_ood": rows[-1]["p_ood"],
             "final_step": rows[-1]["step"], "final_val_loss": rows[-1].get("val_loss")}
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub Markdown table from cells already formatted as text."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

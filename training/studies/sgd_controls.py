@@ -47,7 +47,7 @@ from training.geometry.trajectory import (
     shrink_reading,
     window_pca,
 )
-from training.studies.common import scale_step
+from training.studies.common import markdown_table, scale_step
 
 STUDY = "sgd_controls"
 
@@ -466,6 +466,46 @@ def verdict(rows: dict[str, dict]) -> dict:
             "note": ("In the paper PC1(SGD) = 100 % > PC1(AdamW) = 61.5 %: the literal rule calls this AMBIGUOUS, "
                      "although the paper reads it as optimizer-induced; the direction-agnostic reading is the one "
                      "that matches the paper's argument.")}
+
+
+# ---------------------------------------------------------------------------- Table 9 as Markdown
+TABLE9_HEADER = ("run", "state", "final val", "best p_ood", "PC1 %", "PC1 − null (pp)", "k95", "drift",
+                 "Λ_eff", "e^(−Λ_eff)", "‖θ_T‖/‖θ_0‖", "decay share", "decay-dominated")
+
+
+def _cell(v, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def table9_markdown(result: dict) -> str:
+    """Table 9 of the study as Markdown: the window geometry beside its random-walk null and what the weight decay
+    alone does to each run (written to STUDY/analysis/table9.md; figures/make_results.py includes it)."""
+    p = result["protocol"]
+    sh = p["shared"]
+    lo, hi = p["window"]
+    rows = []
+    for r in result["table9"]:
+        pct = (lambda v: None if v is None else 100 * v)
+        dom = {True: "yes", False: "no"}.get(r.get("decay_dominated"), "—")
+        rows.append([RUNS[r["run"]].label if r["run"] in RUNS else r["run"], r["state"],
+                     _cell(r.get("final_val_loss"), ".3f"), _cell(r.get("best_p_ood"), ".3f"), _cell(pct(r.get("pc1")), ".1f"),
+                     _cell(pct(r.get("pc1_minus_null")), "+.1f"), _cell(r.get("k95"), "d"), _cell(r.get("drift"), ".3g"),
+                     _cell(r.get("lambda_eff"), ".3g"), _cell(r.get("decay_only_norm_ratio"), ".3g"),
+                     _cell(r.get("norm_ratio"), ".3f"), _cell(r.get("decay_share"), ".2f"), dom])
+    v = result["verdict"]
+    text = [f"# SGD-family controls ({sh['preset']} preset, seed {sh['seed']}, {p['decay_protocol']})", "",
+            f"{sh['steps']} steps per run; window [{lo}, {hi}] (row-normalised PC1 of the drifts from its start, k95, "
+            "drift); PC1 − null: minus the same window of a random walk with the run's own step sizes; Λ_eff = the "
+            "run's integrated weight decay, e^(−Λ_eff) what the decay alone would leave of ‖θ_0‖; ‖θ_T‖/‖θ_0‖ and the "
+            "decay share (of the drift's squared length along −θ_0) measured on the trunk over the whole run; "
+            "decay-dominated: ‖θ_T‖/‖θ_0‖ < 0.1 or decay share ≥ 0.9.", "",
+            markdown_table(TABLE9_HEADER, rows),
+            f"Literal rule: {v['outcome']}; direction-agnostic reading: {v['direction_agnostic']}. "
+            f"{v['direction_agnostic_reading']}"]
+    why = [f"- {r['run']}: {r['geometry_reason']}" for r in result["table9"] if r.get("geometry_reason")]
+    if why:
+        text += ["", "Undefined numbers:", "", *why]
+    return "\n".join(text) + "\n"
 
 
 # ---------------------------------------------------------------------------- the whole analysis
