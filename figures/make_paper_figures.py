@@ -3,7 +3,8 @@
 Reads only files: RUN/config.json, RUN/metrics.jsonl, RUN/oscillation_manifest.json and RUN/analysis/*.json
 (trajectory_pca, update_alignment, residual_decomposition, rayleigh_quotients, switching_alignment,
 reheating), plus the study summaries STUDY/analysis/sgd_control_results.json (--sgd-dir) and
-STUDY/analysis/beta_sweep_summary.json (--beta-dir). Nothing is recomputed from checkpoints.
+STUDY/analysis/beta_sweep_summary.json (--beta-dir), and a claims ledger (--ledger, the claims.json of
+analysis/claims/claims.py). Nothing is recomputed from checkpoints.
 
 Writes into OUT (default RUN/figures):
   fig1_backbone, fig2_alignment, fig3_fisher, fig4_reheating   (.png and .pdf)
@@ -14,12 +15,15 @@ With --paper-dir DIR the LaTeX side (numbers.tex, numbers.json, tables/*.tex, fi
 written there (paper/generated for paper/paper.tex).
 
 A figure or table whose input is missing is skipped with one printed line (exit 0); --strict makes that
-an error. A missing, incomplete or corrupt run directory is a one-line error (exit 2).
+an error. A missing, incomplete or corrupt run directory, or a --ledger that is missing or not a claims
+ledger, is a one-line error (exit 2).
 
 Examples:
   python figures/make_paper_figures.py --run-dir runs/quick
   python figures/make_paper_figures.py --run-dir runs/quick --sgd-dir runs/sgd_controls_quick_s42 \\
       --beta-dir runs/beta_sweep_quick_s42 --paper-dir paper/generated
+  python figures/make_paper_figures.py --run-dir runs/quick --ledger runs/cpu_seeds/claims.json \\
+      --paper-dir paper/generated
 """
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p = CommandParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.strip()[len(first):].strip())
     add_input_args(p)
+    p.add_argument("--ledger", help="a claims ledger JSON (analysis/claims/claims.py; e.g. runs/cpu_seeds/claims.json) "
+                                    "for the verdicts table table_claims")
     p.add_argument("--out", help="output folder (default RUN/figures, or DIR/figures with --out-dir)")
     p.add_argument("--paper-dir", help="also write numbers.tex, tables/*.tex and figures/*.pdf here (e.g. paper/generated)")
     p.add_argument("--strict", action="store_true", help="a missing input is an error instead of a skipped figure/table")
@@ -63,7 +69,7 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
 def main() -> int:
     args = parser().parse_args()
     base = use_out_dir(args.run_dir, args.out_dir)
-    inp = load_inputs(args.run_dir, args.sgd_dir, args.beta_dir, args.allow_incomplete)
+    inp = load_inputs(args.run_dir, args.sgd_dir, args.beta_dir, args.allow_incomplete, ledger=args.ledger)
     out = Path(args.out) if args.out else (base or inp.run_dir) / "figures"
     res = generate(inp, out, Path(args.paper_dir) if args.paper_dir else None, args.strict)
     written = sum(1 for f in res.figures.values() if f["status"] == "written")

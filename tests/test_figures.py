@@ -24,7 +24,7 @@ from figures import make_paper_figures as mpf
 FIGS = ["fig1_backbone", "fig2_alignment", "fig3_fisher", "fig4_reheating"]
 TABLES = ["table2_pc1", "table3_update_alignment", "table4_sign_flip", "table5_block_bias", "table_gradient_alignment",
           "table6_rayleigh", "table9_sgd", "table10_matched", "table_beta2", "table_beta2_reheat", "table11_reheating",
-          "comparison"]
+          "table_claims", "comparison"]
 
 
 # ---------------------------------------------------------------------------- synthetic study summaries
@@ -57,21 +57,44 @@ def synthetic_reheating(run_dir: Path) -> dict:
 
 SGD = {"protocol": {"window": [2, 8]},
        "table9": [{"run": "A", "optimizer": "adamw", "state": "completed", "final_val_loss": 2.41, "best_p_ood": 0.31,
-                   "pc1": 0.6234, "pc1_raw": 0.8123, "k95": 7, "k99": 12, "drift": 21.37},
+                   "pc1": 0.6234, "pc1_raw": 0.8123, "k95": 7, "k99": 12, "drift": 21.37, "pc1_minus_null": 0.0143,
+                   "lambda_eff": 2.56, "decay_only_norm_ratio": 0.0773, "norm_ratio": 0.8125, "decay_share": 0.0412,
+                   "decay_dominated": False},
                   {"run": "B", "optimizer": "sgd", "state": "completed", "final_val_loss": 6.8, "best_p_ood": 0.0,
-                   "pc1": 0.9991, "pc1_raw": 0.9999, "k95": 1, "k99": 1, "drift": 3.2},
+                   "pc1": 0.9991, "pc1_raw": 0.9999, "k95": 1, "k99": 1, "drift": 3.2, "pc1_minus_null": -0.0276,
+                   "lambda_eff": 40.96, "decay_only_norm_ratio": 1.6e-18, "norm_ratio": 0.0317, "decay_share": 0.9954,
+                   "decay_dominated": True},
                   {"run": "C", "optimizer": "sgd_momentum", "state": "completed", "final_val_loss": 5.05,
-                   "best_p_ood": 0.01, "pc1": 0.9932, "pc1_raw": 0.9991, "k95": 1, "k99": 2, "drift": 9.1}],
+                   "best_p_ood": 0.01, "pc1": 0.9932, "pc1_raw": 0.9991, "k95": 1, "k99": 2, "drift": 9.1,
+                   "pc1_minus_null": None, "lambda_eff": None, "norm_ratio": None, "decay_share": None,
+                   "decay_dominated": None}],
        "table10": [{"run": "A", "optimizer": "adamw", "window": [0, 1, 2], "window_spec": "[0,1,2]", "kind": "matched",
                     "val_range": [4.1, 7.7], "pc1": 0.774, "k95": 2, "k99": 2, "drift": 10.2}],
        "matched": {"rows": []}, "verdict": {"outcome": "OPTIMIZER-INDUCED", "reading": "synthetic"}}
 BETA = {"table": [{"beta2": b, "state": st, "final_val_loss": v, "val_display": "diverged" if st == "diverged" else v,
-                   "best_p_ood": 0.5, "pc1": pc1, "k95": 6, "k99": 9, "drift": 100.0, "mean_abs_update_cos": 0.2,
-                   "interference": 0.01}
-                  for b, pc1, st, v in [(0.99, 0.681, "completed", 1.2), (0.95, 0.684, "completed", 1.25),
-                                        (0.8, 0.634, "completed", 1.4), (0.0, 0.516, "diverged", None)]],
+                   "best_p_ood": 0.5, "pc1": pc1, "pc1_minus_null": excess, "k95": 6, "k99": 9, "drift": 100.0,
+                   "mean_abs_update_cos": 0.2, "interference": 0.01}
+                  for b, pc1, excess, st, v in [(0.99, 0.681, 0.0521, "completed", 1.2),
+                                                (0.95, 0.684, 0.0338, "completed", 1.25),
+                                                (0.8, 0.634, -0.0107, "completed", 1.4),
+                                                (0.0, 0.516, None, "diverged", None)]],
         "reheat_table": [{"beta2": 0.95, "ckpt": 10, "best_lr": 1.8e-3, "best_lr_tied": False, "p0": 0.2,
                           "peak_p_ood": 0.4, "G": 0.2}]}
+
+
+# a claims ledger as analysis/claims/claims.py writes it (the fields the paper reads): one judged claim over three
+# seeds, one not measured, one decay-dominated, and the claims not judged yet
+LEDGER = {"runs": ["runs/s42", "runs/s271", "runs/s314"], "n_runs": 3, "regime_flags": ["Λ = 0.64 (paper 2.56)"],
+          "out_of_regime": True,
+          "claims": [{"claim": 1, "text": "PC1 60–80 %: one direction dominates the drift", "statistic": "trunk raw PC1",
+                      "observed": [0.851, 0.848, 0.852], "observed_mean": 0.8503, "observed_sd": 0.00208,
+                      "null": [0.891, 0.9, 0.903], "effect": [-0.04, -0.052, -0.051], "effect_mean": -0.0477,
+                      "margin": 0.05, "verdict": "not confirmed", "leaning": "not confirmed"},
+                     {"claim": 6, "text": "early |C(t)| 0.20–0.34: updates & the backbone", "statistic": "mean |C(t)|",
+                      "verdict": "not measured", "leaning": None, "why": "no trajectory_pca.json"},
+                     {"claim": 16, "text": "SGD trajectories are colinear", "statistic": "(PC1 − null) of SGD − AdamW",
+                      "verdict": "decay-dominated", "leaning": None}],
+          "not_yet": [{"claim": 3, "what": "x"}, {"claim": 17, "what": "y"}]}
 
 
 def write_json(path: Path, obj) -> None:
@@ -113,8 +136,10 @@ def full(tiny_run, tmp_path_factory):
     write_json(run / "analysis" / "reheating.json", synthetic_reheating(run))
     write_json(base / "sgd" / "analysis" / "sgd_control_results.json", SGD)
     write_json(base / "beta" / "analysis" / "beta_sweep_summary.json", BETA)
+    write_json(base / "claims.json", LEDGER)
     code, gen = run_inprocess("figures/make_paper_figures.py", "--run-dir", str(run), "--sgd-dir", str(base / "sgd"),
-                              "--beta-dir", str(base / "beta"), "--paper-dir", str(base / "generated"))
+                              "--beta-dir", str(base / "beta"), "--ledger", str(base / "claims.json"),
+                              "--paper-dir", str(base / "generated"))
     assert code == 0, gen
     code, out = run_inprocess("figures/make_report.py", "--run-dir", str(run), "--sgd-dir", str(base / "sgd"),
                               "--reuse-figures")
@@ -254,6 +279,86 @@ def test_switching_table_from_pairs(full):
     N = mpf.Numbers()
     mpf.numbers_switching(inp, N)
     assert N["switch_transverse_trunk"].value == pytest.approx(0.9375) and N["e_trunk"].text() == "40.0"
+
+
+def test_sgd_table_shows_the_decay_columns(full):
+    head, rows = md_rows(full["out"] / "tables" / "table9_sgd.md")
+    col = {h: i for i, h in enumerate(head)}
+    assert [r[0] for r in rows] == [r["run"] for r in SGD["table9"]]
+    dash = "—"
+    for r, row in zip(SGD["table9"], rows):
+        def cell(key, spec, scale=1.0):
+            return dash if r.get(key) is None else format(scale * r[key], spec)
+        assert row[col["PC1 − null (pp)"]] == cell("pc1_minus_null", "+.1f", 100.0)
+        assert row[col["Λ_eff"]] == cell("lambda_eff", ".2f")
+        assert row[col["‖θ_T‖/‖θ_0‖"]] == cell("norm_ratio", ".3f")
+        assert row[col["decay share"]] == cell("decay_share", ".2f")
+        assert row[col["decay-dominated"]] == {True: "yes", False: "no", None: dash}[r["decay_dominated"]]
+    assert [row[col["PC1 − null (pp)"]] for row in rows] == ["+1.4", "-2.8", dash]
+    assert [row[col["decay-dominated"]] for row in rows] == ["no", "yes", dash]
+    t = json.loads((full["run"] / "figures" / "numbers.json").read_text())["tables"]["table9_sgd"]
+    assert "‖θ_T‖/‖θ_0‖ < 0.1 or decay share ≥ 0.9" in t["caption"] and "claim 16" in t["caption"]
+    assert "random walk with the run's own step sizes over the same window" in t["caption"]
+    tex = (full["out"] / "tables" / "table9_sgd.tex").read_text()
+    assert r"\ensuremath{+1.4}" in tex and r"\ensuremath{-2.8}" in tex and " & yes \\" in tex and tex.isascii()
+
+
+def test_beta_table_has_pc1_minus_null(full):
+    head, rows = md_rows(full["out"] / "tables" / "table_beta2.md")
+    i = head.index("PC1 − null (pp)")
+    assert head[i - 1] == "PC1 (%)"
+    assert [r[i] for r in rows] == ["+5.2", "+3.4", "-1.1", "—"]
+    assert [r[i - 1] for r in rows] == [f"{100 * r['pc1']:.1f}" for r in BETA["table"]]
+
+
+def test_claims_table_from_the_ledger(full):
+    head, rows = md_rows(full["out"] / "tables" / "table_claims.md")
+    assert head == ["#", "claim", "statistic", "observed", "null", "effect", "margin", "verdict", "leaning"]
+    judged, missing, dominated = LEDGER["claims"]
+    assert rows[0] == ["1", judged["text"], judged["statistic"],
+                       f"{judged['observed_mean']:.3g} ± {judged['observed_sd']:.3g}",
+                       f"{np.mean(judged['null']):.3g}", f"{judged['effect_mean']:.3g}", f"{judged['margin']:.3g}",
+                       "not confirmed", "not confirmed"]
+    assert rows[0][3:7] == ["0.85 ± 0.00208", "0.898", "-0.0477", "0.05"]
+    assert rows[1] == ["6", missing["text"], missing["statistic"], "—", "—", "—", "—", "not measured", "—"]
+    assert rows[2][0] == "16" and rows[2][7] == "decay-dominated" and rows[2][3] == "—"
+    md = (full["out"] / "tables" / "table_claims.md").read_text()
+    assert "Over 3 runs" in md and "outside the paper's (Λ = 0.64 (paper 2.56))" in md
+    assert "*Not judged yet (their nulls are still to be built): claims 3, 17.*" in md
+    tex = (full["paper"] / "tables" / "table_claims.tex").read_text()
+    assert r"updates \& the backbone" in tex and r"0.85 $\pm$ 0.00208" in tex and r"\label{tab:table_claims}" in tex
+    assert r"claims 3, 17." in tex.split(r"\footnotesize")[1]
+    assert tex.isascii() and r"$\Lambda$ = 0.64" in tex                # every symbol escaped for LaTeX
+    assert r"\haveclaimstrue" in (full["paper"] / "numbers.tex").read_text()
+    assert full["numbers"]["flags"]["claims"] is True and full["numbers"]["inputs"]["ledger"] == "present"
+
+
+def test_without_ledger_no_claims_table(full, tmp_path, capsys):
+    bare = bare_copy(full, tmp_path / "bare")
+    paper = tmp_path / "gen"
+    (paper / "tables").mkdir(parents=True)
+    (paper / "tables" / "table_claims.tex").write_text("stale")
+    assert call(mpf, "--run-dir", str(bare), "--paper-dir", str(paper)) == 0
+    assert "table_claims" not in capsys.readouterr().out             # not asked for: skipped silently
+    assert not (bare / "figures" / "tables" / "table_claims.md").exists()
+    assert not (paper / "tables" / "table_claims.tex").exists()       # the stale one is removed
+    assert r"\haveclaimsfalse" in (paper / "numbers.tex").read_text()
+    assert call(mpf, "--run-dir", str(bare), "--paper-dir", str(paper), "--ledger", str(full["base"] / "claims.json")) == 0
+    assert (paper / "tables" / "table_claims.tex").read_text().count(r" \\") == 1 + len(LEDGER["claims"])
+    assert r"\haveclaimstrue" in (paper / "numbers.tex").read_text()
+
+
+def test_bad_ledger_is_a_one_line_error(full, tmp_path, capsys):
+    bare = bare_copy(full, tmp_path / "bare")
+    write_json(tmp_path / "other.json", {"table9": []})
+    (tmp_path / "corrupt.json").write_text('{"claims": [')
+    for path, message in [(tmp_path / "missing.json", "does not exist"), (tmp_path, "does not exist"),
+                          (tmp_path / "other.json", "is not a claims ledger"), (tmp_path / "corrupt.json", "corrupt")]:
+        capsys.readouterr()
+        assert call(mpf, "--run-dir", str(bare), "--ledger", str(path)) == 2, path
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (bare / "figures").exists()                             # nothing written
 
 
 # ---------------------------------------------------------------------------- the report
@@ -403,6 +508,7 @@ def test_formatting_rules():
     assert fmt(2.4e-6, "sci") == "2.4e-06" and fmt(2.4e-6, "sci", "tex") == r"\ensuremath{2.4\times10^{-6}}"
     assert fmt((0.2, 0.31), "num2") == "0.20–0.31" and fmt((0.2, 0.31), "num2", "tex") == "0.20--0.31"
     assert fmt(-0.0401, "signed") == "-0.040" and fmt(-0.0401, "signed", "tex") == r"\ensuremath{-0.040}"
+    assert fmt(0.0143, "pp") == "+1.4" and fmt(-0.0276, "pp", "tex") == r"\ensuremath{-2.8}" and fmt(None, "pp") == "—"
     assert fmt(25165824, "int", "tex") == "25{,}165{,}824" and fmt(3375.0, "x") == "3,375×"
     assert fmt("a_b & 5 %", "text", "tex") == r"a\_b \& 5 \%"
     assert mpf.macro_name("k95_trunk") == "KNineFiveTrunk" and mpf.macro_name("pc1_trunk_raw") == "PcOneTrunkRaw"

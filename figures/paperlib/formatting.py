@@ -20,7 +20,7 @@ _TEX_SUBS = {
     "⟩": r"$\rangle$", "′": "'", "²": r"$^2$", "…": r"\ldots{}", "<": r"$<$", ">": r"$>$", "±": r"$\pm$",
     "†": r"$^\dagger$", "⊥": r"$\perp$", "“": "``", "”": "''", "√": r"$\surd$", "·": r"$\cdot$", "−": "$-$",
     "|": r"$|$", "§": r"\S{}", "Σ": r"$\Sigma$", "Δ": r"$\Delta$", "ℓ": r"$\ell$", "★": r"$\star$", "∑": r"$\sum$",
-    "’": "'", "‘": "`",
+    "’": "'", "‘": "`", "Λ": r"$\Lambda$", "∞": r"$\infty$", "÷": r"$\div$", "⁻": r"$^{-}$", "⁵": r"$^{5}$",
 }
 
 
@@ -40,7 +40,8 @@ def _sci_parts(v: float, digits: int = 2) -> tuple[str, int]:
 def fmt(value: Any, kind: str, target: str = "md") -> str:
     """Every number shown anywhere is printed by this function.
 
-    kinds: pct (a fraction shown as a percentage, 1 decimal), num0..num4 (fixed decimals), signed (3
+    kinds: pct (a fraction shown as a percentage, 1 decimal), pp (a difference of fractions shown in signed
+    percentage points, 1 decimal: 0.014 -> +1.4), num0..num4 (fixed decimals), signed (3
     decimals with sign, scientific below 1e-3), int (thousands separators), step (plain integer), sci
     (2 significant digits), x (a ratio, "×"), lr (compact general format), text. A (low, high) pair is a
     range; None or a non-finite number is a dash.
@@ -60,6 +61,8 @@ def fmt(value: Any, kind: str, target: str = "md") -> str:
     math_mode = False
     if kind == "pct":
         s = f"{100 * v:.1f}"
+    elif kind == "pp":
+        s = f"{100 * v:+.1f}"
     elif kind.startswith("num"):
         s = f"{v:.{int(kind[3:])}f}"
     elif kind == "signed":

@@ -1,5 +1,5 @@
-"""The inputs of the paper figures: which files of a run directory (and of the SGD / β2 study directories)
-are read, the ``Inputs`` record that holds them parsed once, ``load_inputs`` that validates the run and reads
+"""The inputs of the paper figures: which files of a run directory (and of the SGD / β2 study directories, and
+the claims ledger given with --ledger) are read, the ``Inputs`` record that holds them parsed once, ``load_inputs`` that validates the run and reads
 what exists, and the exceptions that turn an absent input into a skipped figure or table. Also the few
 selections from those inputs that numbers, tables and figures share (the paper's phases scaled to the run,
 the best evaluation, the reheating runs). Nothing here formats or draws.
@@ -36,6 +36,9 @@ RUN_INPUTS = {
     "manifold_dim": ("analysis/manifold_dim.json", "python analysis/basin/manifold_dim.py --run-dir RUN"),
     "claims": ("analysis/claims.json", "python analysis/claims/claims.py --run-dir RUN"),
 }
+# the claims ledger (--ledger): a claims.json of analysis/claims/claims.py, one run's or a seed set's
+LEDGER_INPUT = ("ledger", "a claims ledger (python analysis/claims/claims.py --run-dir RUN ..., or the claims.json "
+                          "of scripts/run_seeds.sh)")
 STUDY_INPUTS = {
     "sgd": ("analysis/sgd_control_results.json", "the SGD-control study (experiments/sgd_controls/run_study.py)"),
     "beta": ("analysis/beta_sweep_summary.json", "the β2 sweep (experiments/beta_sweep/run_study.py)"),
@@ -64,6 +67,7 @@ class Inputs:
     checkpoints: list[int]
     data: dict[str, Any] = field(default_factory=dict)     # name -> parsed JSON (absent if missing)
     study_dirs: dict[str, Path] = field(default_factory=dict)
+    ledger_path: Path | None = None                          # --ledger (its JSON is data["ledger"])
 
     def has(self, name: str) -> bool:
         return name in self.data
@@ -76,6 +80,8 @@ class Inputs:
             if name not in self.study_dirs:
                 raise NotRequested(f"no --{name}-dir given ({how})")
             raise Missing(f"{self.study_dirs[name] / rel} (run {how})")
+        if name == LEDGER_INPUT[0]:
+            raise NotRequested(f"no --ledger given ({LEDGER_INPUT[1]})")
         rel, cmd = RUN_INPUTS[name]
         raise Missing(f"{self.run_dir / rel} (run: {cmd.replace('RUN', str(self.run_dir))})")
 
@@ -110,8 +116,9 @@ def use_out_dir(run_dir: str | Path, out_dir: str | Path | None) -> Path | None:
 
 
 def load_inputs(run_dir: str | Path, sgd_dir: str | None = None, beta_dir: str | None = None,
-                allow_incomplete: bool = False) -> Inputs:
-    """Validate the run directory and read every input that exists (each file parsed once)."""
+                allow_incomplete: bool = False, ledger: str | Path | None = None) -> Inputs:
+    """Validate the run directory and read every input that exists (each file parsed once); ``ledger`` is a
+    claims ledger JSON, which must exist and be one."""
     from training.core.runio import read_run_config
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -144,7 +151,21 @@ def load_inputs(run_dir: str | Path, sgd_dir: str | None = None, beta_dir: str |
         path = d / STUDY_INPUTS[name][0]
         if path.exists():
             inp.data[name] = runio.read_json(path, "study summary")
+    if ledger is not None:
+        inp.data[LEDGER_INPUT[0]] = read_ledger(Path(ledger))
+        inp.ledger_path = Path(ledger)
     return inp
+
+
+def read_ledger(path: Path) -> dict:
+    """A claims ledger (the JSON analysis/claims/claims.py writes), or a one-line error saying what is wrong."""
+    if not path.is_file():
+        raise UserError(f"--ledger {path} does not exist (or is not a file); write it with analysis/claims/claims.py")
+    led = runio.read_json(path, "claims ledger")
+    if not (isinstance(led, dict) and isinstance(led.get("claims"), list) and isinstance(led.get("n_runs"), int)):
+        raise UserError(f"--ledger {path} is not a claims ledger (no 'claims' list and 'n_runs'); write one with "
+                        "analysis/claims/claims.py")
+    return led
 
 
 # ---------------------------------------------------------------- selections shared by numbers, tables, figures

@@ -340,7 +340,7 @@ NUMBER_SECTIONS = [("run", numbers_run, None), ("backbone", numbers_backbone, "t
 # ---------------------------------------------------------------- numbers.tex
 FLAGS = {  # \ifhave<name> in numbers.tex: which parts of the paper have their inputs
     "backbone": "trajectory_pca", "alignment": "update_alignment", "gradient": "residual_decomposition",
-    "fisher": "rayleigh_quotients", "reheating": "reheating", "sgd": "sgd", "beta": "beta",
+    "fisher": "rayleigh_quotients", "reheating": "reheating", "sgd": "sgd", "beta": "beta", "claims": "ledger",
 }
 
 

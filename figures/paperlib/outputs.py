@@ -13,7 +13,7 @@ from training.core import runio
 from training.core.errors import UserError
 
 from figures.paperlib.formatting import macro_name
-from figures.paperlib.inputs import RUN_INPUTS, STUDY_INPUTS, Empty, Inputs, Missing, NotRequested
+from figures.paperlib.inputs import LEDGER_INPUT, RUN_INPUTS, STUDY_INPUTS, Empty, Inputs, Missing, NotRequested
 from figures.paperlib.numbers import NUMBER_SECTIONS, Numbers, flags, numbers_paper, numbers_tex
 from figures.paperlib.plots import FIGURES
 from figures.paperlib.prose import readings
@@ -111,8 +111,10 @@ def write_outputs(res: Result, paper_dir: Path | None) -> None:
     tex = numbers_tex(inp, N, fl)
     payload = {
         "run_dir": str(inp.run_dir), "generated_by": "figures/make_paper_figures.py",
-        "inputs": {name: ("present" if inp.has(name) else "missing") for name in list(RUN_INPUTS) + list(STUDY_INPUTS)},
+        "inputs": {name: ("present" if inp.has(name) else "missing")
+                   for name in list(RUN_INPUTS) + list(STUDY_INPUTS) + [LEDGER_INPUT[0]]},
         "study_dirs": {k: str(v) for k, v in inp.study_dirs.items()},
+        "ledger": None if inp.ledger_path is None else str(inp.ledger_path),
         "flags": fl,
         "numbers": {k: {"value": n.value, "text": n.text("md"), "tex": n.text("tex"), "macro": "\\" + macro_name(k),
                         "kind": n.kind, "source": n.source} for k, n in N.items()},

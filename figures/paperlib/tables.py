@@ -1,13 +1,16 @@
 """The paper's tables: ``Table`` (columns ``Col``, raw cell values, a ``Cell`` where one cell has its own
 kind) rendered as Markdown and LaTeX booktabs through ``formatting.fmt``, one builder per table of the
-paper (Table 2 to Table 11 and the switching, gradient-alignment and β2 tables, listed in ``TABLES``), and
-``comparison``, the key numbers of the run next to the published ones.
+paper (Table 2 to Table 11, the switching, gradient-alignment and β2 tables and the claims ledger, listed in
+``TABLES``), and ``comparison``, the key numbers of the run next to the published ones.
 """
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from training.geometry.trajectory import DECAY_DOMINATED_NORM_RATIO, DECAY_DOMINATED_SHARE
+from training.studies import claims as ledger_rules
 
 from figures import paper_values as PV
 from figures.paperlib.formatting import block_label, fmt, pv, tex_escape
@@ -240,32 +243,35 @@ def table9(inp: Inputs) -> Table:
     s = inp.need("sgd")
     cols = [Col("run", align="l"), Col("optimizer", align="l"), Col("state", align="l"), Col("final val", "num2"),
             Col("best p_ood", "num3", r"best $p_{ood}$"), Col("PC1 (%)", "pct"), Col("PC1 raw (%)", "pct"),
-            Col("PC1 − null (pp)", "pct", r"PC1 $-$ null (pp)"),
+            Col("PC1 − null (pp)", "pp", r"PC1 $-$ null (pp)"),
             Col("k95", "int", r"$k_{95}$"), Col("k99", "int", r"$k_{99}$"), Col("drift", "num1"),
             Col("Λ_eff", "num2", r"$\Lambda_{\mathrm{eff}}$"), Col("e^−Λ_eff", "sci", r"$e^{-\Lambda_{\mathrm{eff}}}$"),
-            Col("‖θ_T‖/‖θ_0‖", "num3", r"$\|\theta_T\|/\|\theta_0\|$"),
+            Col("‖θ_T‖/‖θ_0‖", "num3", r"$\|\theta_T\|/\|\theta_0\|$"), Col("decay share", "num2"),
             Col("decay-dominated", "text", align="l")]
 
     def yes_no(v):
         return None if v is None else ("yes" if v else "no")
     rows = [[r["run"], r.get("optimizer"), r.get("state"), r.get("final_val_loss"), r.get("best_p_ood"), r.get("pc1"),
              r.get("pc1_raw"), r.get("pc1_minus_null"), r.get("k95"), r.get("k99"), r.get("drift"), r.get("lambda_eff"),
-             r.get("decay_only_norm_ratio"), r.get("norm_ratio"),
+             r.get("decay_only_norm_ratio"), r.get("norm_ratio"), r.get("decay_share"),
              yes_no(r.get("decay_dominated"))] for r in s["table9"]]
     v = s.get("verdict") or {}
     prot = s.get("protocol") or {}
     win = prot.get("window") if isinstance(prot, dict) else None
     return Table("table9_sgd", "Table 9 analogue: SGD-family controls",
                  "Training outcome and the row-normalised window PCA (anchored at the window's first checkpoint"
-                 + (f", window {win}" if win else "") + "). Paper (arXiv 2602.23696, Table 9): "
+                 + (f", window {win}" if win else "") + "). Decay-dominated: ‖θ_T‖/‖θ_0‖ < "
+                 f"{fmt(DECAY_DOMINATED_NORM_RATIO, 'num1')} or decay share ≥ {fmt(DECAY_DOMINATED_SHARE, 'num1')} (the "
+                 "claims ledger's rule for claim 16); PC1 − null: the window's PC1 minus that of a random walk with the "
+                 "run's own step sizes over the same window, in percentage points. Paper (arXiv 2602.23696, Table 9): "
                  + "; ".join(f"{r['run']} {fmt(r['pc1'], 'num1')} %, k95 {fmt(r['k95'], 'int')}" for r in PV.TABLE9
                              if r["pc1"] is not None) + ".", cols, rows,
                  notes=[f"Pre-registered verdict: {v.get('outcome', 'n/a')}. {v.get('reading', '')}".strip(),
-                        "PC1 − null: the window's PC1 minus that of a random walk with the run's own step sizes. "
                         "Λ_eff: the integrated weight decay (÷ (1 − momentum) for L2 decay through momentum); "
-                        "e^−Λ_eff is the share of the start the decay alone would leave. Decay-dominated: ‖θ_T‖/‖θ_0‖ < 0.1 "
-                        "or at least 90 % of the drift's squared length along −θ_0 (the weight decay shrinking the "
-                        "start), which makes a trajectory nearly one line whatever the gradients do."])
+                        "e^−Λ_eff is the share of the start the decay alone would leave; ‖θ_T‖/‖θ_0‖ and the decay share "
+                        "(of the drift's squared length along −θ_0, the weight decay shrinking the start) are measured on "
+                        "the trunk over the whole run. A decay-dominated trajectory is nearly one line whatever the "
+                        "gradients do."])
 
 
 def table10(inp: Inputs) -> Table:
@@ -296,16 +302,18 @@ def table10(inp: Inputs) -> Table:
 def table_beta(inp: Inputs) -> Table:
     b = inp.need("beta")
     cols = [Col("β2", "num2", r"$\beta_2$"), Col("val loss", "num3"), Col("best p_ood", "num3", r"best $p_{ood}$"),
-            Col("PC1 (%)", "pct"), Col("k95", "int", r"$k_{95}$"), Col("drift", "num1"),
-            Col("|cos(u, v_b)|", "num3", r"$|\cos(u, v_b)|$"), Col("interference", "num3")]
+            Col("PC1 (%)", "pct"), Col("PC1 − null (pp)", "pp", r"PC1 $-$ null (pp)"), Col("k95", "int", r"$k_{95}$"),
+            Col("drift", "num1"), Col("|cos(u, v_b)|", "num3", r"$|\cos(u, v_b)|$"), Col("interference", "num3")]
     rows = []
     for r in b["table"]:
         val = r.get("val_display", r.get("final_val_loss"))
         rows.append([r["beta2"], val if isinstance(val, str) else r.get("final_val_loss"), r.get("best_p_ood"),
-                     r.get("pc1"), r.get("k95"), r.get("drift"), r.get("mean_abs_update_cos"), r.get("interference")])
+                     r.get("pc1"), r.get("pc1_minus_null"), r.get("k95"), r.get("drift"), r.get("mean_abs_update_cos"),
+                     r.get("interference")])
     return Table("table_beta2", "β2 sweep (the columns of the mini_gpt README's β2 table)",
-                 "Only β2 differs between the runs; geometry on the paper's window scaled to the preset; interference "
-                 "= cos(g_LM, g_probe). Paper (mini_gpt README, finding 3), β2: val loss, PC1 %: "
+                 "Only β2 differs between the runs; geometry on the paper's window scaled to the preset; PC1 − null: "
+                 "PC1 minus that of a random walk with the run's own step sizes over the same window, in percentage "
+                 "points; interference = cos(g_LM, g_probe). Paper (mini_gpt README, finding 3), β2: val loss, PC1 %: "
                  + "; ".join(f"{fmt(r['beta2'], 'num2')}: {r['val']}, {fmt(r['pc1'], 'num1')}" for r in PV.BETA2) + ".",
                  cols, rows)
 
@@ -349,11 +357,49 @@ def table11(inp: Inputs) -> Table:
                              for r in PV.TABLE11) + f"; G up to {pv('reheat_G')} (mini_gpt README, finding 5).", cols, rows)
 
 
+def table_claims(inp: Inputs) -> Table:
+    """The claims ledger (--ledger): one row per claim with its statistic beside its null and the verdict. The
+    numbers are printed by the ledger's own formatter, so they read as in its Markdown and in docs/results.md."""
+    led = inp.need("ledger")
+
+    def num(x: Any) -> Cell:              # the ledger's 3-significant-digit rule; an absent number is the dash
+        return Cell(None if x is None else ledger_rules._f(x), "text")
+
+    cols = [Col("#", "step"), Col("claim", align=r"p{0.22\linewidth}"), Col("statistic", align=r"p{0.22\linewidth}"),
+            Col("observed", "text"), Col("null", "text"), Col("effect", "text"), Col("margin", "text"),
+            Col("verdict", align=r"p{0.12\linewidth}"), Col("leaning", align=r"p{0.1\linewidth}")]
+    rows = []
+    for c in led["claims"]:
+        if c.get("observed_mean") is None:          # not measured, not observed at this scale, decay-dominated
+            rows.append([c["claim"], c["text"], c.get("statistic"), num(None), num(None), num(None), num(None),
+                         c["verdict"], c.get("leaning")])
+            continue
+        obs = ledger_rules._f(c["observed_mean"])
+        if c.get("observed_sd") is not None:
+            obs += f" ± {ledger_rules._f(c['observed_sd'])}"
+        rows.append([c["claim"], c["text"], c.get("statistic"), Cell(obs, "text"), num(mean(c["null"])),
+                     num(c.get("effect_mean")), num(c.get("margin")), c["verdict"], c.get("leaning")])
+    n = led["n_runs"]
+    regime = ("outside the paper's (" + "; ".join(led.get("regime_flags") or []) + "), so a verdict neither confirms "
+              "nor refutes the paper's number" if led.get("out_of_regime") else "the paper's (every knob within tolerance)")
+    over = (f"Over {n} runs (seeds): observed = mean ± sd of the per-run statistic, null and effect = their means "
+            f"(effect = the per-run distance from the null in the paper's direction)" if n > 1 else
+            "One run: every verdict is inconclusive (single seed), and leaning is the rule's reading of this one run")
+    not_yet = [x["claim"] for x in led.get("not_yet") or []]
+    return Table("table_claims", "Claims ledger: each claim against its null",
+                 f"{over}. Confirmed: the effect is positive in every run and its mean reaches the margin and twice the "
+                 f"seeds' sd; not confirmed: mean effect ≤ 0, or every run below half the margin; otherwise "
+                 f"inconclusive. Regime: {regime}.", cols, rows,
+                 notes=["Not judged yet (their nulls are still to be built): claims "
+                        + ", ".join(str(k) for k in not_yet) + "."] if not_yet else [])
+
+
 TABLES: list[tuple[str, Callable[[Inputs], Table]]] = [
     ("table2_pc1", table2), ("table3_update_alignment", table3), ("table4_sign_flip", table4),
     ("table5_block_bias", table5), ("table_gradient_alignment", table_grad), ("table6_rayleigh", table6),
     ("table_switching", table_switching), ("table9_sgd", table9), ("table10_matched", table10),
-    ("table_beta2", table_beta), ("table_beta2_reheat", table_beta_reheat), ("table11_reheating", table11)]
+    ("table_beta2", table_beta), ("table_beta2_reheat", table_beta_reheat), ("table11_reheating", table11),
+    ("table_claims", table_claims)]
 
 
 def comparison(inp: Inputs, N: Numbers) -> Table:
