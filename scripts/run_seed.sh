@@ -17,14 +17,7 @@
 # training/pilot.py; the default run directory name encodes them. --until STAGE stops after that stage.
 set -euo pipefail
 
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
-die() { echo "error: $*" >&2; exit 2; }
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY="$(command -v python3)"
-# Scripts import `training` from this checkout, also with an interpreter that has not installed it (make install)
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [ $# -ge 1 ] || { usage >&2; die "missing SEED (an integer)"; }
 case "$1" in -h|--help) usage; exit 0 ;; esac

@@ -13,14 +13,7 @@
 # are passed to run_seed.sh.
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "error: $*" >&2; exit 2; }
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY="$(command -v python3)"
-# Scripts import `training` from this checkout, also with an interpreter that has not installed it (make install)
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SEEDS="137,271,314"; PRESET=quick; FALLBACK=0; EXTRA=(); SCOUT_ROOT=runs; PIPE=()
 while [ $# -gt 0 ]; do

@@ -17,13 +17,7 @@
 # ../beta_sweep_<preset>_s<seed>) and from every --study STUDY_DIR given.
 set -euo pipefail
 
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
-die() { echo "error: $*" >&2; exit 2; }
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY="$(command -v python3)"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PRESET=""; SEEDS=""; OUT=""; JOBS=""; DEVICE=auto; DRY=0; EXTRA=(); CONTROLS=(); STUDIES=()
 while [ $# -gt 0 ]; do
@@ -42,14 +36,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$PRESET" ] || { usage >&2; die "missing --preset"; }
 [ -n "$SEEDS" ] || { usage >&2; die "missing --seeds (e.g. --seeds 42,271,314)"; }
-IFS=',' read -r -a SEED_LIST <<< "$SEEDS"
-[ ${#SEED_LIST[@]} -ge 1 ] || die "--seeds is empty"
-declare -A SEEN=()
-for s in "${SEED_LIST[@]}"; do
-  [[ "$s" =~ ^[0-9]+$ ]] || die "--seeds must be non-negative integers separated by commas (got '$SEEDS')"
-  [ -z "${SEEN[$s]:-}" ] || die "--seeds lists $s twice"
-  SEEN[$s]=1
-done
+parse_seeds "$SEEDS"
 if [ -n "$JOBS" ]; then
   [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive integer (got '$JOBS')"
 fi
@@ -81,7 +68,7 @@ T0=$SECONDS
 declare -A PIDS=()
 FAILED=()
 finished() {
-  [ -f "$OUT/s$1/.stages/17_report.done" ] && { [ ${#CONTROLS[@]} -eq 0 ] || [ -f "$OUT/s$1/.stages/14b_reheat_controls.done" ]; }
+  pipeline_finished "$OUT/s$1" && { [ ${#CONTROLS[@]} -eq 0 ] || [ -f "$OUT/s$1/.stages/14b_reheat_controls.done" ]; }
 }
 reap() {   # wait for one pipeline to end; record a failure
   local pid s rc

@@ -17,13 +17,7 @@
 # says what to run. --dry-run prints the plan and runs nothing.
 set -euo pipefail
 
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
-die() { echo "error: $*" >&2; exit 2; }
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY="$(command -v python3)"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PRESET=""; SEEDS=""; DIR=runs; DRY=0; MATCHED=1; REHEAT=1; EXTRA=()
 while [ $# -gt 0 ]; do
@@ -41,14 +35,7 @@ done
 [ -n "$PRESET" ] || { usage >&2; die "missing --preset"; }
 case "$PRESET" in quick|cpu|paper|test) ;; *) die "unknown preset '$PRESET' (choose from quick, cpu, paper, test)" ;; esac
 [ -n "$SEEDS" ] || { usage >&2; die "missing --seeds (e.g. --seeds 42,271,314)"; }
-IFS=',' read -r -a SEED_LIST <<< "$SEEDS"
-[ ${#SEED_LIST[@]} -ge 1 ] || die "--seeds is empty"
-declare -A SEEN=()
-for s in "${SEED_LIST[@]}"; do
-  [[ "$s" =~ ^[0-9]+$ ]] || die "--seeds must be non-negative integers separated by commas (got '$SEEDS')"
-  [ -z "${SEEN[$s]:-}" ] || die "--seeds lists $s twice"
-  SEEN[$s]=1
-done
+parse_seeds "$SEEDS"
 cd "$ROOT"
 
 # the plan: one line per stage, "label|command words"
@@ -88,7 +75,7 @@ echo "studies finished in $((SECONDS - T0)) s"
 
 SEEDS_DIR="$DIR/${PRESET}_seeds"
 for s in "${SEED_LIST[@]}"; do
-  if [ ! -f "$SEEDS_DIR/s$s/.stages/17_report.done" ]; then
+  if ! pipeline_finished "$SEEDS_DIR/s$s"; then
     echo "the seeds' ledger does not have these studies yet: $SEEDS_DIR/s$s is not a finished pipeline; run"
     echo "  scripts/run_seeds.sh --preset $PRESET --seeds $SEEDS --out-dir $SEEDS_DIR"
     echo "(it trains the seeds' pipelines, then writes the ledger with every study found in $DIR)"
