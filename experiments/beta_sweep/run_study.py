@@ -214,7 +214,7 @@ def markdown(result) -> str:
             f"{p['steps']} steps per run; window [{p['window'][0]}, {p['window'][1]}] (row-normalised PC1, k95, "
             f"drift); |cos(u, v_b)| = mean |cos(θ(t) − θ(t − {p['delta']}), v_b)|; interference = "
             f"cos(g_LM, g_probe) at steps {p['interference_steps']}.", "",
-            bs.markdown_table(bs.TABLE_HEADER, [bs.table_cells(r) for r in rows])]
+            studies.markdown_table(bs.TABLE_HEADER, [bs.table_cells(r) for r in rows])]
     notes = []
     for r in rows:
         if r.get("diverged_reason"):
@@ -231,9 +231,9 @@ def markdown(result) -> str:
         text += ["## β2-ablation reheating", "",
                  "Fresh AdamW with the run's β2, λ doubled, warmup then cosine; G = max p_ood(t) − p_ood(t0); "
                  "the best LR has the largest G (\"any\" when all tie).", "",
-                 bs.markdown_table(bs.REHEAT_HEADER, [bs.reheat_cells(e) for e in result["reheat_table"]]),
+                 studies.markdown_table(bs.REHEAT_HEADER, [bs.reheat_cells(e) for e in result["reheat_table"]]),
                  "All learning rates:", "",
-                 bs.markdown_table(("β2", "Ckpt", "LR", "p0", "Peak p_ood", "Peak step", "G", "Final p_ood"),
+                 studies.markdown_table(("β2", "Ckpt", "LR", "p0", "Peak p_ood", "Peak step", "G", "Final p_ood"),
                                    [[bs.beta2_label(e["beta2"]), str(e["ckpt"]), f"{r['lr']:g}",
                                      bs._fmt(r.get("p0"), ".3f"), bs._fmt(r.get("peak_p_ood"), ".3f"),
                                      bs._fmt(r.get("peak_step"), "d"),

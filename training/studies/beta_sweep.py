@@ -52,7 +52,6 @@ from training.geometry.stats import finite as _finite
 from training.geometry.trajectory import cached_gram, lagged_update_alignment, pca, window_pca
 from training.studies import common as studies
 from training.studies import parallel
-from training.studies.common import markdown_table  # noqa: F401 (the sweep's tables use it as bs.markdown_table)
 
 STUDY = "beta_sweep"
 BETA2S = (0.99, 0.95, 0.90, 0.80, 0.0)
