@@ -209,3 +209,33 @@ def test_checkpoint_cut_inside_its_data_is_reported(traj, tmp_path):
     with pytest.raises(UserError, match="corrupt or truncated") as e:
         compute_gram(CheckpointSet(bad))
     assert str(steps[5]) in str(e.value)
+
+
+def test_streamed_gram_carries_the_origin_row_exactly(traj, tmp_path):
+    # the anchor row kept raw in the product gives <θ(anchor), x(s)> and ‖θ(anchor)‖², and leaves G as before
+    run, steps, Theta = synthetic_trajectory(tmp_path / "run", T=21, seed=2)
+    ck = CheckpointSet(run)
+    for anchor in (steps[0], steps[13]):
+        a = steps.index(anchor)
+        g = compute_gram(ck, anchor=anchor, max_bytes=1 << 16)
+        X = Theta - Theta[a]
+        np.testing.assert_allclose(g.G, X @ X.T, rtol=1e-10, atol=1e-12 * np.abs(X @ X.T).max())
+        assert np.all(g.G[a] == 0) and np.all(g.G[:, a] == 0)
+        assert g.has_origin() and g.origin[a] == 0
+        np.testing.assert_allclose(g.origin, X @ Theta[a], rtol=1e-9, atol=1e-9 * np.abs(X @ Theta[a]).max())
+        assert g.origin_sq == pytest.approx(float(Theta[a] @ Theta[a]), rel=1e-10)
+    # re-anchored at another checkpoint: the drifts' inner products with θ(ref), and ‖θ(ref)‖²
+    g = compute_gram(ck)
+    ref, window = steps[5], steps[5:12]
+    A = g.drift_coeffs(window, ref)
+    o, sq = g.reanchored_origin(A, ref)
+    Xr = Theta[5:12] - Theta[5]
+    np.testing.assert_allclose(o, Xr @ Theta[5], rtol=1e-9, atol=1e-9 * np.abs(Xr @ Theta[5]).max())
+    assert sq == pytest.approx(float(Theta[5] @ Theta[5]), rel=1e-10)
+    # the restricted Gram keeps its origin entries; the cache stores and serves them
+    r = g.restrict(steps[:8])
+    np.testing.assert_array_equal(r.origin, g.origin[:8])
+    c1 = cached_gram(ck)
+    c2 = cached_gram(ck, compute=False)
+    np.testing.assert_array_equal(c1.origin, c2.origin)
+    assert c1.origin_sq == c2.origin_sq

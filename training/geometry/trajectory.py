@@ -404,20 +404,36 @@ def _float64_blocks(rows: np.ndarray, anchor_row: int | None = None, every: int 
         else:
             blk = out[:src.numel()].view(src.shape).copy_(src)
         if anchor_row is not None:
-            blk.sub_(blk[anchor_row].clone())
+            _anchor(blk, anchor_row)
         yield blk
+
+
+def _anchor(blk: torch.Tensor, anchor_row: int) -> None:
+    """Rows minus the anchor row, in place, except the anchor row itself, which keeps θ(anchor): the product then
+    also gives ⟨θ(anchor), x(s)⟩ and ‖θ(anchor)‖² (the origin row of :class:`Gram`) at no extra read. Every
+    other entry of the product is the same arithmetic as with a zero anchor row."""
+    a = blk[anchor_row].clone()
+    blk.sub_(a)
+    blk[anchor_row].copy_(a)
 
 
 # ---------------------------------------------------------------------------- the Gram matrix
 @dataclass
 class Gram:
-    """G[i, j] = ⟨θ(steps[i]) − θ(anchor), θ(steps[j]) − θ(anchor)⟩ over the trunk or one block."""
+    """G[i, j] = ⟨θ(steps[i]) − θ(anchor), θ(steps[j]) − θ(anchor)⟩ over the trunk or one block.
+
+    ``origin`` (when the Gram was streamed from checkpoints): o[i] = ⟨θ(anchor), θ(steps[i]) − θ(anchor)⟩ (0 at
+    the anchor) and ``origin_sq`` = ‖θ(anchor)‖²; with them ‖θ(t)‖ and the drift's share along −θ̂(anchor) (the
+    weight-decay diagnostics, :mod:`training.geometry.nulls`) are T-vector algebra too. None for a null's Gram.
+    """
 
     steps: list[int]
     anchor: int
     block: int | None
     dim: int
     G: np.ndarray
+    origin: np.ndarray | None = None
+    origin_sq: float | None = None
 
     def index(self, steps: Sequence[int]) -> list[int]:
         pos = {s: i for i, s in enumerate(self.steps)}
@@ -432,7 +448,9 @@ class Gram:
         if self.anchor not in steps:
             raise ValueError("a restricted Gram must keep its anchor step")
         idx = self.index(steps)
-        return Gram(steps, self.anchor, self.block, self.dim, self.G[np.ix_(idx, idx)].copy())
+        origin = None if self.origin is None else self.origin[idx].copy()
+        return Gram(steps, self.anchor, self.block, self.dim, self.G[np.ix_(idx, idx)].copy(), origin,
+                    self.origin_sq)
 
     def drift_coeffs(self, steps: Sequence[int], ref: int) -> np.ndarray:
         """A (len(steps) × T): row i selects x(steps[i]) − x(ref), the drift from ``ref``."""
@@ -447,6 +465,28 @@ class Gram:
 
     def norms(self, coeffs: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(np.einsum("it,tu,iu->i", coeffs, self.G, coeffs), 0.0))
+
+    def has_origin(self) -> bool:
+        return self.origin is not None and self.origin_sq is not None
+
+    def reanchored_origin(self, A: np.ndarray, ref: int) -> tuple[np.ndarray, float] | None:
+        """The origin row of the drifts ``A`` (coefficient rows, e.g. :meth:`drift_coeffs`) from ``ref``:
+        (⟨θ(ref), A_i⟩ per row, ‖θ(ref)‖²), with θ(ref) = θ(anchor) + x(ref); None without an origin."""
+        if not self.has_origin():
+            return None
+        e = np.zeros(len(self.steps))
+        e[self.index([ref])[0]] = 1.0
+        o = A @ self.origin + A @ self.G @ e
+        sq = self.origin_sq + 2.0 * float(self.origin @ e) + float(e @ self.G @ e)
+        return o, sq
+
+    def split_origin(self, ai: int) -> "Gram":
+        """Move the raw anchor row that the streamed product leaves at index ``ai`` into ``origin``."""
+        self.origin, self.origin_sq = self.G[ai].copy(), float(self.G[ai, ai])
+        self.origin[ai] = 0.0
+        self.G[ai, :] = 0.0
+        self.G[:, ai] = 0.0
+        return self
 
 
 def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block: int | None = None,
@@ -470,11 +510,8 @@ def compute_gram(ckpts: CheckpointSet, steps: Sequence[int] | None = None, block
         chunks = tqdm(chunks, total=len(ckpts.chunks(block, _elems(max_bytes, T))), desc="gram", unit="chunk",
                       disable=None)
     dev = resolve_device(device)
-    if dev.type != "cpu":
-        G[:] = _gram_on_device(chunks, T, ai, dev)
-        return Gram(steps, anchor, block, ckpts.dim(block), G)
-    G[:] = _gram_on_cpu(chunks, T, ai)
-    return Gram(steps, anchor, block, ckpts.dim(block), G)
+    G[:] = _gram_on_device(chunks, T, ai, dev) if dev.type != "cpu" else _gram_on_cpu(chunks, T, ai)
+    return Gram(steps, anchor, block, ckpts.dim(block), G).split_origin(ai)
 
 
 def _gram_on_cpu(chunks: Iterator[np.ndarray], T: int, anchor_row: int) -> np.ndarray:
@@ -530,15 +567,16 @@ def _gram_on_device(chunks: Iterator[np.ndarray], T: int, anchor_row: int, devic
         x = torch.from_numpy(rows).to(device)      # one host->device copy per chunk (float32)
         for a in range(0, x.shape[1], _GPU_COLS):
             blk = x[:, a:a + _GPU_COLS].double()
-            blk.sub_(blk[anchor_row].clone())
+            _anchor(blk, anchor_row)
             G.addmm_(blk, blk.T)
     return G.cpu().numpy()
 
 
-def read_gram_cache(path: Path, keys: Sequence[str]) -> tuple[np.ndarray, int] | None:
-    """(G, dim) over the files keyed ``keys`` (in that order; the first is the anchor) from the cache at
-    ``path``: the cached matrix itself, or its exact sub-matrix when the cache covers more files with the
-    same anchor. None when the cache is missing, unreadable or does not cover every key (then recompute)."""
+def read_gram_cache(path: Path, keys: Sequence[str]) -> tuple[np.ndarray, int, np.ndarray, float] | None:
+    """(G, dim, origin, origin_sq) over the files keyed ``keys`` (in that order; the first is the anchor) from the
+    cache at ``path``: the cached matrix itself, or its exact sub-matrix when the cache covers more files with the
+    same anchor. None when the cache is missing, unreadable, of a format without the origin row, or does not cover
+    every key (then recompute)."""
     if not Path(path).exists():
         return None
     try:
@@ -548,16 +586,23 @@ def read_gram_cache(path: Path, keys: Sequence[str]) -> tuple[np.ndarray, int] |
                 return None
             pos = {k: i for i, k in enumerate(have)}
             idx = [pos[k] for k in keys]
-            return z["G"][np.ix_(idx, idx)].copy(), int(z["dim"])
+            return z["G"][np.ix_(idx, idx)].copy(), int(z["dim"]), z["origin"][idx].copy(), float(z["origin_sq"])
     except (OSError, ValueError, KeyError):
         return None      # unreadable (or of an older format): recomputed and replaced
 
 
-def write_gram_cache(path: Path, keys: Sequence[str], G: np.ndarray, dim: int) -> None:
+def write_gram_cache(path: Path, keys: Sequence[str], gram: "Gram") -> None:
     """The Gram cache read by :func:`read_gram_cache` (written atomically; replaces what was there)."""
+    if not gram.has_origin():
+        raise ValueError("only a streamed Gram (with its origin row) is cached")
     buf = io.BytesIO()
-    np.savez(buf, keys=np.asarray(list(keys)), dim=dim, G=G)
+    np.savez(buf, keys=np.asarray(list(keys)), dim=gram.dim, G=gram.G, origin=gram.origin, origin_sq=gram.origin_sq)
     runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+def gram_from_cache(hit: tuple, steps: Sequence[int], block: int | None) -> "Gram":
+    G, dim, origin, origin_sq = hit
+    return Gram(list(steps), steps[0], block, dim, G, origin, origin_sq)
 
 
 def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool = False,
@@ -572,11 +617,11 @@ def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool =
     path = runio.analysis_dir(ckpts.run_dir) / "gram" / f"{name}.npz"
     hit = read_gram_cache(path, keys)
     if hit is not None:
-        return Gram(list(ckpts.steps), ckpts.steps[0], block, hit[1], hit[0])
+        return gram_from_cache(hit, ckpts.steps, block)
     if not compute:
         return None
     g = compute_gram(ckpts, block=block, max_bytes=max_bytes, progress=progress, device=device)
-    write_gram_cache(path, keys, g.G, g.dim)
+    write_gram_cache(path, keys, g)
     return g
 
 

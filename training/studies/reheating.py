@@ -36,8 +36,8 @@ from training.core.config import NOT_HASHED, Config
 from training.core.errors import UserError
 from training.core.runio import read_run_config
 from training.core.tasks import validate
-from training.geometry.trajectory import (CheckpointFiles, Gram, compute_gram, decomposition, pca, read_gram_cache,
-                                         write_gram_cache)
+from training.geometry.trajectory import (CheckpointFiles, compute_gram, decomposition, gram_from_cache, pca,
+                                         read_gram_cache, write_gram_cache)
 from training.studies import common as studies
 
 REHEAT_DIR = "reheat"
@@ -263,10 +263,10 @@ def union_gram(files, cfg: Config, cache: Path | None = None, progress: bool = F
     keys = [json.dumps(k) for k in ck.file_key()]
     hit = read_gram_cache(cache, keys) if cache is not None else None
     if hit is not None:
-        return Gram(list(range(len(keys))), 0, None, hit[1], hit[0])
+        return gram_from_cache(hit, list(range(len(keys))), None)
     g = compute_gram(ck, anchor=0, progress=progress)
     if cache is not None:
-        write_gram_cache(cache, keys, g.G, g.dim)
+        write_gram_cache(cache, keys, g)
     return g
 
 
