@@ -64,6 +64,24 @@ def effective_integrated_wd(cfg: Config) -> float:
     return lam
 
 
+def decay_factors(cfg: Config, steps) -> list[float]:
+    """c(t) = Π_{s=1..t} (1 − lr_s · wd_eff) at each of ``steps``: the factor by which weight decay alone has shrunk
+    the initialisation after t updates (wd_eff = wd, or wd / (1 − momentum) for L2-coupled heavy-ball SGD, the same
+    per-step rule as :func:`effective_integrated_wd`; −log c(T) ≈ Λ_eff for small steps). Every trunk matrix is
+    decayed (only LayerNorm parameters are exempt, and they are not in the trunk)."""
+    steps = [int(s) for s in steps]
+    if any(s < 0 for s in steps):
+        raise ValueError("steps must be non-negative")
+    wd = cfg.wd / (1.0 - cfg.momentum) if cfg.optimizer in COUPLED_MOMENTUM_DECAY else cfg.wd
+    want, out, logc, t = sorted(set(steps)), {}, 0.0, 0
+    for target in want:
+        while t < target:
+            t += 1
+            logc += math.log1p(-min(lr_at(cfg, t) * wd, 1.0 - 1e-300))
+        out[target] = math.exp(logc)
+    return [out[x] for x in steps]
+
+
 def wd_for(cfg: Config, target: float) -> float:
     """The weight decay that gives ``cfg``'s schedule the integrated weight decay ``target`` (Λ is linear in wd)."""
     return target / math.fsum(lr_at(cfg, t) for t in range(1, cfg.steps + 1))

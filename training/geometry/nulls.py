@@ -21,11 +21,13 @@ increments is :func:`training.geometry.trajectory.random_walk_null` (Wishart-sam
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
 from training.core.errors import UserError
+from training.core.regime import decay_factors
 from training.geometry.trajectory import (
     Gram,
     decomposition,
@@ -69,10 +71,97 @@ def random_walk_gram(steps: Sequence[int], norms: Sequence[float], dim: int, blo
 
 
 def anchored(gram: Gram, steps: Sequence[int], ref: int) -> Gram:
-    """The Gram of the drifts from ``ref`` over ``ref`` and ``steps`` (exact: a congruence of the run's Gram)."""
+    """The Gram of the drifts from ``ref`` over ``ref`` and ``steps`` (exact: a congruence of the run's Gram), with
+    the origin row re-anchored at θ(ref) where the run's Gram has one."""
     steps = [ref] + [s for s in steps if s != ref]
     A = gram.drift_coeffs(steps, ref)
-    return Gram(steps, ref, gram.block, gram.dim, A @ gram.G @ A.T)
+    origin = gram.reanchored_origin(A, ref)
+    return Gram(steps, ref, gram.block, gram.dim, A @ gram.G @ A.T, *(origin or (None, None)))
+
+
+# ---------------------------------------------------------------------------- the weight-decayed walk
+def weight_decayed_walk_gram(steps: Sequence[int], norms: Sequence[float], decay: Sequence[float], origin_sq: float,
+                             dim: int, block: int | None = None) -> tuple[Gram, dict]:
+    """The Gram (with its origin row) of the D → ∞ isotropic walk under weight decay through ``steps``.
+
+    The process: θ(s) = (1 − lr_s·wd) θ(s − 1) + u_s with isotropic increments u_s, started at θ(steps[0]) of
+    squared norm ``origin_sq``; ``decay[j]`` = c_j, the decay factor from steps[0] to steps[j] (c_0 = 1,
+    :func:`training.core.regime.decay_factors` relative to the anchor). Writing W(t) = Σ_{s≤t} u_s / c_s,
+
+        x(t_j) = θ(t_j) − θ(t_0) = −(1 − c_j) θ(t_0) + c_j W(t_j),
+
+    and in D ≫ T dimensions W has orthogonal increments, orthogonal to θ(t_0), so that
+    G_jk = (1 − c_j)(1 − c_k)‖θ(t_0)‖² + c_j c_k N_min(j,k) with N_j = E‖W(t_j)‖², and the origin row is
+    ⟨θ(t_0), x(t_j)⟩ = −(1 − c_j)‖θ(t_0)‖². The energy q_j = N_j − N_(j−1) of each checkpoint interval is chosen
+    so that the walk's increment norms are the run's ``norms`` (as for :func:`random_walk_gram`, which this is at
+    zero decay): ‖Δ_j‖² = (c_(j−1) − c_j)²(‖θ(t_0)‖² + N_(j−1)) + c_j² q_j. Where the decay alone already exceeds
+    the run's increment, q_j = 0 and that interval of the walk is longer than the run's (counted in the info).
+
+    Returns (gram, info) with info = {"clamped_intervals", "noise_energy" (N_j), "decay" (c_j)}.
+    """
+    steps = list(steps)
+    n, c = np.asarray(norms, dtype=np.float64), np.asarray(decay, dtype=np.float64)
+    if len(steps) != len(n) + 1 or len(c) != len(steps):
+        raise ValueError(f"{len(steps)} steps need {len(steps) - 1} increment norms and {len(steps)} decay factors")
+    if len(n) == 0 or not np.all(np.isfinite(n)) or np.any(n < 0):
+        raise UserError("the weight-decayed walk needs at least one finite, non-negative increment norm")
+    if not (np.all(c > 0) and np.all(c <= 1) and c[0] == 1.0 and np.all(np.diff(c) <= 0)):
+        raise ValueError("decay factors must start at 1 and not increase, in (0, 1]")
+    if not (np.isfinite(origin_sq) and origin_sq >= 0):
+        raise UserError(f"the weight-decayed walk needs a finite ‖θ‖² at its anchor (got {origin_sq})")
+    N = np.zeros(len(steps))
+    clamped = 0
+    for j in range(1, len(steps)):
+        drop = (c[j - 1] - c[j]) ** 2 * (origin_sq + N[j - 1])
+        q = (n[j - 1] ** 2 - drop) / c[j] ** 2
+        if q < 0:
+            clamped, q = clamped + 1, 0.0
+        N[j] = N[j - 1] + q
+    k = np.arange(len(steps))
+    G = np.outer(1 - c, 1 - c) * origin_sq + np.outer(c, c) * N[np.minimum.outer(k, k)]
+    gram = Gram(steps, steps[0], block, int(dim), G, -(1 - c) * origin_sq, float(origin_sq))
+    return gram, {"clamped_intervals": clamped, "noise_energy": N.tolist(), "decay": c.tolist()}
+
+
+def weight_decayed_null_of(gram: Gram, cfg) -> tuple[Gram, dict]:
+    """The weight-decayed walk of a run's Gram (anchored at its first step, with an origin row): the run's own
+    increment norms between consecutive steps, its own ‖θ(anchor)‖², decay factors from its config's schedule."""
+    if not gram.has_origin():
+        raise UserError("the weight-decayed walk needs ‖θ(anchor)‖², which only a Gram streamed from the checkpoints "
+                        "carries (not a sketch)")
+    c = np.asarray(decay_factors(cfg, gram.steps))
+    return weight_decayed_walk_gram(gram.steps, increment_norms(gram, gram.steps), c / c[0], gram.origin_sq,
+                                    gram.dim, gram.block)
+
+
+def decay_diagnostics(gram: Gram, v: np.ndarray, decay: Sequence[float] | None = None) -> dict:
+    """How much of the drift is the weight decay of the starting point, from the origin row of ``gram``.
+
+    With θ0 = θ(anchor) and x(t) its drifts: ‖θ(t)‖ = √(‖θ0‖² + 2⟨θ0, x⟩ + ‖x‖²); the *decay share* of ‖x(t)‖²
+    along −θ̂0, (⟨x, −θ̂0⟩₊)² / ‖x‖² (1 when the drift is pure shrinkage of θ0); cos(v_b, −θ̂0) for the backbone
+    ``v`` (coefficients over the Gram's steps, oriented so that a(T) > 0); and, given the decay factors c(t), the
+    pure-decay prediction ‖x(t)‖ = (1 − c(t))‖θ0‖ beside the observed ‖x(t)‖. ``decay_excess`` =
+    max(share(T) − 0.5, cos − 0.7): positive when the backbone is (mostly) the decay of the initialisation.
+    """
+    if not gram.has_origin():
+        raise UserError("decay diagnostics need the Gram's origin row (a Gram streamed from the checkpoints)")
+    o, sq = np.asarray(gram.origin), float(gram.origin_sq)
+    xx = np.maximum(np.diag(gram.G), 0.0)
+    theta = np.sqrt(np.maximum(sq + 2 * o + xx, 0.0))
+    r0 = math.sqrt(sq)
+    along = np.where(o < 0, o ** 2, 0.0) / np.where(xx > 0, xx * sq, np.inf)
+    vnorm = math.sqrt(max(float(v @ gram.G @ v), 0.0))
+    cos = float(-(v @ o) / (vnorm * r0)) if vnorm > 0 and r0 > 0 else None
+    share = float(along[-1])
+    out = {"steps": list(gram.steps), "theta_norm": theta.tolist(), "theta_norm_ratio_end": float(theta[-1] / r0)
+           if r0 > 0 else None, "decay_share": along.tolist(), "decay_share_end": share, "cos_backbone_decay": cos,
+           "decay_excess": max(share - 0.5, (cos if cos is not None else -np.inf) - 0.7)}
+    if decay is not None:
+        c = np.asarray(decay, dtype=np.float64)
+        pure = (1 - c) * r0
+        out["pure_decay_drift_norm"] = pure.tolist()
+        out["pure_decay_over_observed_end"] = float(pure[-1] / math.sqrt(xx[-1])) if xx[-1] > 0 else None
+    return out
 
 
 def null_of(gram: Gram, steps: Sequence[int] | None = None) -> Gram:
@@ -147,18 +236,63 @@ def profile(gram: Gram, total_steps: int, steps: Sequence[int] | None = None,
 
 
 def beside_null(gram: Gram, total_steps: int, steps: Sequence[int] | None = None, ref: int | None = None,
-                width: int = ROLLING_WIDTH) -> dict:
+                width: int = ROLLING_WIDTH, cfg=None) -> dict:
     """``{"observed": profile(run), "random_walk": profile(its D → ∞ random-walk null)}`` over the same steps,
-    drifts taken from ``ref`` (default the Gram's anchor), which must be the first of them in time."""
+    drifts taken from ``ref`` (default the Gram's anchor), which must be the first of them in time.
+
+    Given the run's config ``cfg`` and a Gram with its origin row, also ``"weight_decayed_walk"`` (the profile of
+    :func:`weight_decayed_null_of`, with its fit), ``"decay"`` (:func:`decay_diagnostics` of the run and of that
+    walk) and ``"sign_flip"`` (claim 4: the run's t* beside both walks'); otherwise ``"weight_decayed_walk"`` is
+    None and ``"weight_decayed_reason"`` says why.
+    """
     steps = sorted(gram.steps if steps is None else steps)
     ref = gram.anchor if ref is None else ref
     if ref != min([ref, *steps]):
         raise UserError(f"the random-walk null needs the drifts' reference step ({ref}) to be the first step")
     gram = anchored(gram, steps, ref)
     steps = gram.steps
-    return {"observed": profile(gram, total_steps, steps, width),
-            "random_walk": profile(null_of(gram, steps), total_steps, steps, width),
-            "null": "isotropic random walk with the run's increment norms, D → ∞ (closed form)"}
+    out = {"observed": profile(gram, total_steps, steps, width),
+           "random_walk": profile(null_of(gram, steps), total_steps, steps, width),
+           "null": "isotropic random walk with the run's increment norms, D → ∞ (closed form)",
+           "weight_decayed_walk": None, "weight_decayed_reason": None}
+    if cfg is None or not gram.has_origin():
+        out["weight_decayed_reason"] = ("no run config given" if cfg is None else
+                                        "the Gram has no origin row (a sketch): ‖θ(anchor)‖² is unknown")
+        return out
+    wd_gram, fit = weight_decayed_null_of(gram, cfg)
+    c = fit["decay"]
+    out["weight_decayed_walk"] = {**profile(wd_gram, total_steps, steps, width),
+                                  "fit": {"clamped_intervals": fit["clamped_intervals"], "decay_end": c[-1],
+                                          "noise_energy_end": fit["noise_energy"][-1],
+                                          "origin_sq": gram.origin_sq}}
+    v_obs = pca(gram, steps).coeffs[0]
+    v_wd = pca(wd_gram, steps).coeffs[0]
+    out["decay"] = {"observed": decay_diagnostics(gram, v_obs, c),
+                    "weight_decayed_walk": decay_diagnostics(wd_gram, v_wd, c)}
+    out["sign_flip"] = sign_flip_summary(out, steps)
+    return out
+
+
+SIGN_FLIP_RUN = 3           # t*: the first of at least 3 consecutive negative C(t) (docs/claims.md, claim 4)
+SIGN_FLIP_SEPARATION = 0.1  # a flip is structure only if |t* − t*_walk| ≥ 0.1 of the span
+
+
+def sign_flip_summary(side_by_side: dict, steps: Sequence[int]) -> dict:
+    """Claim 4's numbers from :func:`beside_null`'s profiles: t* of the run, of the random walk and of the
+    weight-decayed walk (None: no flip), and ``separation`` = |t* − t*_wd| / span with span = last − first step; a
+    walk without a flip counts as flipping at the last step, and a run without a flip has separation 0 (nothing to
+    set apart). ``a_increasing`` is the fraction of checkpoint intervals over which the run's a(t) grows."""
+    def t_star(prof):
+        return sign_flip_step(prof["C"]["steps"], prof["C"]["signed"], min_run=SIGN_FLIP_RUN)
+
+    span = float(steps[-1] - steps[0])
+    obs, rw, wd = (t_star(side_by_side[k]) for k in ("observed", "random_walk", "weight_decayed_walk"))
+    sep = 0.0 if obs is None or span <= 0 else abs(obs - (steps[-1] if wd is None else wd)) / span
+    a = np.asarray(side_by_side["observed"]["a"])
+    grows = float(np.mean(np.diff(a) > 0)) if len(a) > 1 else None
+    return {"t_star": obs, "t_star_random_walk": rw, "t_star_weight_decayed_walk": wd, "span": span,
+            "separation": sep, "min_run": SIGN_FLIP_RUN, "a_increasing": grows,
+            "t_star_fraction": None if obs is None or span <= 0 else (obs - steps[0]) / span}
 
 
 # ---------------------------------------------------------------------------- re-entry gain under noise

@@ -791,11 +791,14 @@ def lagged_update_alignment(gram: Gram, v_coeffs: np.ndarray, delta: int,
     return {"delta": delta, **out, "missing_steps": [t for t in wanted if t not in found]}
 
 
-def sign_flip_step(steps: Sequence[int], signed_cos: Sequence[float]) -> int | None:
-    """The first step after which the signed alignment stays negative (None if it never flips)."""
+def sign_flip_step(steps: Sequence[int], signed_cos: Sequence[float], min_run: int | None = None) -> int | None:
+    """The first step after which the signed alignment stays negative (None if it never flips); with ``min_run``,
+    the first step that starts ``min_run`` consecutive negative values instead (the claims ledger's t*, which one
+    negative last value cannot produce)."""
     c = np.asarray(signed_cos)
     for i in range(len(c)):
-        if c[i] < 0 and np.all(c[i:] < 0):
+        tail = c[i:] if min_run is None else c[i:i + min_run]
+        if c[i] < 0 and np.all(tail < 0) and (min_run is None or len(tail) == min_run):
             return int(steps[i])
     return None
 
