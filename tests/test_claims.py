@@ -7,6 +7,7 @@ import torch
 from conftest import run_inprocess
 from trajfix import make_run
 from training.core.config import preset
+from training.core.regime import decay_factors, wd_for
 from training.core.model import GPT, trunk_names
 from training.studies.claims import CLAIMS, dig, ledger, markdown, verdict
 
@@ -30,10 +31,15 @@ def test_dig():
     assert dig({"a": {}}, "a.b.c") is None and dig({"a": [1]}, "a.5") is None
 
 
-def synthetic_run(path, seed: int, planted: float):
+def synthetic_run(path, seed: int, planted: float, decayed: bool = False):
     """A run whose trunk walks with unit increments in random directions, plus ``planted`` × a fixed direction
-    per interval (0: a pure random walk, no structure)."""
-    cfg = preset("test").replace(steps=10 * T, ckpt_every=10, lambda_step=4 * T, seed=seed)
+    per interval (0: a pure random walk, no structure). Its config has no weight decay, as its trajectory; with
+    ``decayed`` the config's decay is the paper's Λ ≈ 2.56 and the trunk's start shrinks by the schedule's
+    factors c(t) (the walk added on top): a trajectory whose one strong direction is the decay."""
+    cfg = preset("test").replace(steps=10 * T, ckpt_every=10, lambda_step=4 * T, seed=seed, wd=0.0)
+    if decayed:
+        cfg = cfg.replace(wd=wd_for(cfg, 2.56))
+    c = decay_factors(cfg, [10 * i for i in range(T + 1)])
     torch.manual_seed(seed)
     base = GPT(cfg, 64).state_dict()
     names = trunk_names(cfg)
@@ -50,7 +56,7 @@ def synthetic_run(path, seed: int, planted: float):
             x = x + 0.05 * u / u.norm() + 0.05 * planted * direction
         sd = {k: v.clone() for k, v in base.items()}
         for n, piece in zip(names, torch.split(x, sizes)):
-            sd[n] = sd[n] + piece.reshape(sd[n].shape)
+            sd[n] = c[i] * sd[n] + piece.reshape(sd[n].shape)
         thetas.append(sd)
     make_run(path, thetas, [10 * i for i in range(T + 1)], cfg)
     (path / "status.json").write_text(json.dumps({"state": "completed", "step": 10 * T}))
@@ -63,6 +69,7 @@ def runs(tmp_path_factory):
     out = {}
     for kind, planted in (("planted", 0.6), ("walk", 0.0)):
         out[kind] = [synthetic_run(root / f"{kind}{s}", s, planted) for s in range(3)]
+    out["decayed"] = [synthetic_run(root / f"decayed{s}", s, 0.0, decayed=True) for s in range(3)]
     return out
 
 
@@ -98,6 +105,26 @@ def test_planted_drift_is_confirmed_and_a_random_walk_is_not(capsys, runs):
     data = json.loads((runs["planted"][0] / "analysis" / "trajectory_pca.json").read_text())
     assert c1["observed"][0] == dig(data, c1["source"]["observed"])
     assert planted["out_of_regime"] and any("Λ" in f for f in c1["regime_flags"])   # the test preset is not the paper's
+    # no weight decay in these runs: the decay of the initialisation is not the backbone
+    assert claim_row(planted, 3)["effect_mean"] > 0.1 and claim_row(walk, 3)["effect_mean"] > 0.1
+
+
+def test_a_decaying_walk_beats_the_random_walk_but_not_the_weight_decayed_walk(capsys, runs):
+    """Pure decay of the start plus isotropic noise: one strong direction (−θ̂0), which the plain random walk
+    cannot explain and the weight-decayed walk does; claim 3 says the backbone is the decay."""
+    led = ledger([analysed(capsys, r) for r in runs["decayed"]])
+    c1 = claim_row(led, 1)
+    data = [json.loads((r / "analysis" / "trajectory_pca.json").read_text()) for r in runs["decayed"]]
+    rw = [dig(d, "trunk.null_profile.random_walk.pc1") for d in data]
+    wd = [dig(d, "trunk.null_profile.weight_decayed_walk.pc1") for d in data]
+    assert all(o > r + 0.05 for o, r in zip(c1["observed"], rw))          # the random walk alone would confirm it
+    assert c1["null"] == pytest.approx(wd) and c1["verdict"] == "not confirmed", c1
+    assert max(abs(e) for e in c1["effect"]) < 0.025
+    c3 = claim_row(led, 3)
+    assert c3["verdict"] == "not confirmed" and all(e < 0 for e in c3["effect"]), c3
+    dec = [dig(d, "trunk.null_profile.decay.observed") for d in data]
+    assert all(x["decay_share_end"] > 0.5 and x["theta_norm_ratio_end"] < 0.5 for x in dec)
+    assert all(0.9 < x["pure_decay_over_observed_end"] < 1.1 for x in dec)
 
 
 def test_one_seed_is_inconclusive(capsys, runs):

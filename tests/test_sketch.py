@@ -122,8 +122,12 @@ def test_gram_accumulation_off_the_cpu_path_matches(traj):
     import torch
     run, ck, steps, Theta, exact, _ = traj
     T = len(ck.steps)
+    from training.geometry.trajectory import Gram
     G = _gram_on_device(prefetch(ck.read_rows(ck.steps, None, _elems(1 << 16, T))), T, 0, torch.device("cpu"))
-    np.testing.assert_allclose(G, exact.G, rtol=1e-12, atol=1e-12 * np.abs(exact.G).max())
+    g = Gram(list(ck.steps), ck.steps[0], None, exact.dim, G).split_origin(0)   # the raw anchor row: the origin
+    np.testing.assert_allclose(g.G, exact.G, rtol=1e-12, atol=1e-12 * np.abs(exact.G).max())
+    np.testing.assert_allclose(g.origin, exact.origin, rtol=1e-12, atol=1e-12 * np.abs(exact.origin).max())
+    assert g.origin_sq == pytest.approx(exact.origin_sq, rel=1e-12)
     if not torch.cuda.is_available():
         assert resolve_device("auto").type == "cpu"
         with pytest.raises(UserError, match="no CUDA device"):

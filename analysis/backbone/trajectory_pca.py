@@ -4,7 +4,12 @@ For the trunk and each block: the drift matrix X (rows θ(t) − θ(ref) for the
 its full explained-variance spectrum, singular values, k95/k99, raw and row-normalised; the backbone
 v_b (raw PC1, sign such that a(t_last) > 0) with the decomposition a(t), ‖r(t)‖, f_b(t); rolling-window
 PC1 stability (adjacent-window |cos| and |cos| with the global v_b); and the random-walk null (the same
-per-interval step sizes in random directions). Output: RUN/analysis/trajectory_pca.json and .png.
+per-interval step sizes in random directions). When the drifts start at the first selected checkpoint, the
+same statistics of two D → ∞ nulls under ``null_profile`` (training/geometry/nulls.py): the isotropic random
+walk and the weight-decayed walk (the run's increments, its ‖θ(ref)‖² and its schedule's decay), with the
+weight-decay diagnostics under ``null_profile.decay`` (‖θ(t)‖, the drift's share along −θ̂(ref), cos(v_b, −θ̂(ref)),
+the pure-decay prediction (1 − c(t))‖θ(ref)‖) and claim 4's sign-flip step beside both walks' under
+``null_profile.sign_flip``. Output: RUN/analysis/trajectory_pca.json and .png.
 
 With ``--sketch DIM`` the Gram matrices come from a seeded Gaussian (Johnson–Lindenstrauss) sketch of
 DIM dimensions instead (training/geometry/sketch.py): one pass over the checkpoints at a cost of DIM per
@@ -36,7 +41,7 @@ from training.geometry.trajectory import (
 )
 
 
-def analyse(gram, steps, ref, args, null_seed, total_steps):
+def analyse(gram, steps, ref, args, null_seed, cfg):
     raw = pca(gram, steps, ref, rownorm=False, k=1)
     out = {"raw": raw.summary(), "rownorm": pca(gram, steps, ref, rownorm=True, k=1).summary()}
     inc = increment_norms(gram, [ref] + [s for s in steps if s != ref])
@@ -46,7 +51,7 @@ def analyse(gram, steps, ref, args, null_seed, total_steps):
     if width >= 3:
         out["rolling_pc1"] = rolling_pc1(gram, width, steps, global_coeffs=raw.coeffs[0])
     if ref == min(steps):       # the same statistics from the D → ∞ random walk with these increments
-        out["null_profile"] = beside_null(gram, total_steps, steps, ref, width=max(2, width))
+        out["null_profile"] = beside_null(gram, cfg.steps, steps, ref, width=max(2, width), cfg=cfg)
     return out
 
 
@@ -109,7 +114,7 @@ def main() -> int:
         return rep
 
     trunk_gram = gram_of(None)
-    result["trunk"] = analyse(trunk_gram, steps, ref, args, args.seed, run.cfg.steps)
+    result["trunk"] = analyse(trunk_gram, steps, ref, args, args.seed, run.cfg)
     result["trunk"]["dim"] = trunk_gram.dim
     result["trunk"].update(sketch_report(trunk_gram, None))
     result["random_walk_null"] = result["trunk"]["random_walk_null"]
@@ -117,7 +122,7 @@ def main() -> int:
     if not args.no_blocks:
         for b in range(run.cfg.n_layer):
             g = gram_of(b)
-            entry = analyse(g, steps, ref, args, args.seed + 1 + b, run.cfg.steps)
+            entry = analyse(g, steps, ref, args, args.seed + 1 + b, run.cfg)
             result["blocks"].append({"block": b, "dim": g.dim, **entry, **sketch_report(g, b)})
     name = "trajectory_pca_sketch" if args.sketch else "trajectory_pca"
     path = write_result(run, name, result)
@@ -131,6 +136,14 @@ def main() -> int:
         print(f"beside the D → ∞ random walk: PC1 {100 * o['pc1']:.1f}% vs {100 * n['pc1']:.1f}%, "
               f"f_b(T) {o['backbone_fraction'][-1]:.3f} vs {n['backbone_fraction'][-1]:.3f}, "
               f"early |C| {_fmt(o['C']['abs_by_phase']['early'])} vs {_fmt(n['C']['abs_by_phase']['early'])}")
+        w = t["null_profile"]["weight_decayed_walk"]
+        if w is None:
+            print(f"no weight-decayed walk: {t['null_profile']['weight_decayed_reason']}")
+        else:
+            d = t["null_profile"]["decay"]["observed"]
+            print(f"beside the weight-decayed walk: PC1 {100 * o['pc1']:.1f}% vs {100 * w['pc1']:.1f}%, k95 {o['k95']} vs "
+                  f"{w['k95']}; ‖θ(T)‖/‖θ(0)‖ {_fmt(d['theta_norm_ratio_end'])}, decay share of ‖x(T)‖² "
+                  f"{_fmt(d['decay_share_end'])}, cos(v_b, −θ̂0) {_fmt(d['cos_backbone_decay'])}")
     if args.sketch:
         bd = t["bounds"]["raw"]
         rng = (f"exact PC1 in [{100 * bd['explained_variance_ratio_lo'][0]:.1f}, "

@@ -14,12 +14,15 @@ outside the paper's regime neither confirms nor refutes the paper's number. A cl
 is "not measured", with the command that measures it. Every number names its analysis file and JSON key.
 
 Implemented so far (numbers of the claim list the toolkit documents in docs/claims.md): 1 (PC1), 2 (k95),
-5 (rolling-window stability), 6 (early update alignment), 19 (reheating re-entry against its noise bias and
-its controls, experiments/reheating/controls.py); the first four's null is the isotropic random walk with the
-run's own increments (:mod:`training.geometry.nulls`), the larger of its D → ∞ closed form and the finite-D
-Wishart draw where both exist. The switching claims (12, 13, 14, 21) are "not observed at this scale" when no run
-has a switch pair above its noise threshold (the evidence is printed); otherwise they, and the weight-decayed
-walk, gradient, Fisher and reheating claims, are listed with the null they still need.
+5 (rolling-window stability), 6 (early update alignment), 3 (the backbone is not the decay of the
+initialisation), 4 (the sign flip of the update alignment beside the weight-decayed walk's own), 19 (reheating
+re-entry against its noise bias and its controls, experiments/reheating/controls.py). The nulls of 1, 2, 5 and 6
+are the isotropic random walk with the run's own increments and (1, 2, 6) the weight-decayed walk with the run's
+increments, ‖θ(0)‖ and schedule (:mod:`training.geometry.nulls`): the larger (smaller, for k95) of the D → ∞ closed
+forms and the finite-D Wishart draw where it exists. Claims 3 and 4 compare with a fixed threshold of their rule
+(``fixed_null``). The switching claims (12, 13, 14, 21) are "not observed at this scale" when no run has a switch
+pair above its noise threshold (the evidence is printed); otherwise they, and the gradient, Fisher and remaining
+reheating claims, are listed with the null they still need.
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ class Claim:
     command: str = ""                   # what writes the source
     missing_nulls: str = ""             # nulls claims.md asks for that are not computed yet
     note: str = ""
+    fixed_null: float | None = None     # a threshold of the verdict rule used as the null (null_keys then empty)
 
     def margin_for(self, nulls: Sequence[float]) -> float:
         return self.margin * abs(float(np.mean(nulls))) if self.relative else self.margin
@@ -75,13 +79,29 @@ class Claim:
 TRAJECTORY_PCA = "python analysis/backbone/trajectory_pca.py --run-dir RUN"
 CLAIMS = (
     Claim(1, "PC1 60–80 %: one direction dominates the drift", "trunk raw PC1", "trajectory_pca",
-          "trunk.raw.pc1", ("trunk.null_profile.random_walk.pc1", "trunk.random_walk_null.pc1"),
-          "random walk with the run's increments (D → ∞ and finite D)", +1, 0.05, command=TRAJECTORY_PCA,
-          missing_nulls="weight-decayed walk"),
+          "trunk.raw.pc1", ("trunk.null_profile.random_walk.pc1", "trunk.random_walk_null.pc1",
+                            "trunk.null_profile.weight_decayed_walk.pc1"),
+          "the larger of: the random walk with the run's increments (D → ∞ and finite D), the weight-decayed walk",
+          +1, 0.05, command=TRAJECTORY_PCA),
     Claim(2, "k95 is small", "trunk raw k95", "trajectory_pca", "trunk.raw.k95",
-          ("trunk.null_profile.random_walk.k95", "trunk.random_walk_null.k95"),
-          "random walk with the run's increments", -1, 2.0, command=TRAJECTORY_PCA,
-          missing_nulls="weight-decayed walk"),
+          ("trunk.null_profile.random_walk.k95", "trunk.random_walk_null.k95",
+           "trunk.null_profile.weight_decayed_walk.k95"),
+          "the smaller of: the random walk with the run's increments, the weight-decayed walk", -1, 2.0,
+          command=TRAJECTORY_PCA),
+    Claim(3, "the backbone is not the decay of the initialisation",
+          "max(decay share of ‖x(T)‖² − 0.5, cos(v_b, −θ̂0) − 0.7)", "trajectory_pca",
+          "trunk.null_profile.decay.observed.decay_excess", (),
+          "0: the rule's thresholds (share 0.5, cos 0.7) of the pure-decay reading", -1, 0.1, command=TRAJECTORY_PCA,
+          fixed_null=0.0,
+          note="the weight-decayed walk's own share and cos are in trunk.null_profile.decay.weight_decayed_walk; "
+               "‖θ(t)‖ and the pure-decay prediction (1 − c(t))‖θ0‖ beside them"),
+    Claim(4, "a(t) grows; the update alignment flips sign half-way",
+          "|t* − t*_wd| / span: t* the first of 3 consecutive C(t) < 0 (0 when the run never flips)", "trajectory_pca",
+          "trunk.null_profile.sign_flip.separation", (),
+          "0.1 of the span from the weight-decayed walk's own t* (its end when it never flips)", +1, 0.0,
+          command=TRAJECTORY_PCA, fixed_null=0.1,
+          note="the random walk's t* and the fraction of intervals over which a(t) grows are in "
+               "trunk.null_profile.sign_flip"),
     Claim(5, "the backbone barely rotates", "mean adjacent |cos| of rolling PC1, row-normalised drifts from "
           "each window's start", "trajectory_pca", "trunk.null_profile.observed.rolling.from_start_rownorm",
           ("trunk.null_profile.random_walk.rolling.from_start_rownorm",), "random walk, same windows", +1, 0.05,
@@ -90,8 +110,10 @@ CLAIMS = (
                "random walk gives ≈ 0.997 too (trunk.null_profile.*.rolling.from_init)"),
     Claim(6, "early |C(t)| 0.20–0.34: updates align with the backbone", "mean |C(t)| in the early phase",
           "trajectory_pca", "trunk.null_profile.observed.C.abs_by_phase.early",
-          ("trunk.null_profile.random_walk.C.abs_by_phase.early",), "random-walk profile w_1(t)", +1, 0.5,
-          relative=True, command=TRAJECTORY_PCA, missing_nulls="weight-decayed walk",
+          ("trunk.null_profile.random_walk.C.abs_by_phase.early",
+           "trunk.null_profile.weight_decayed_walk.C.abs_by_phase.early"),
+          "the larger of: the random-walk profile w_1(t), the weight-decayed walk's", +1, 0.5,
+          relative=True, command=TRAJECTORY_PCA,
           note="margin: the phase mean must reach 1.5 × the null"),
     Claim(19, "reheating re-enters a dormant probe basin (G up to 0.71)",
           "re-entry gain G = max p_ood − p0 of the λ-doubled reheating, in units of σ_eval", "reheat_controls",
@@ -102,8 +124,6 @@ CLAIMS = (
           note="margin 4 σ_eval (docs/claims.md); reheat_controls.json names the largest control"),
 )
 NOT_YET = {
-    3: "the backbone is not the decay of the initialisation (needs ⟨θ(t), θ(0)⟩: the pure-decay prediction)",
-    4: "a(t) grows; sign flip half-way (needs the weight-decayed walk's own t*)",
     7: "updates align through optimizer integration (needs the replay test)",
     8: "per-batch gradients at the noise floor (needs the signed-cosine t-statistic)",
     9: "block 0 drives the backbone (needs block-PC2 and random projections)",
@@ -288,14 +308,18 @@ class RunInputs:
 def judge(claim: Claim, runs: Sequence[RunInputs]) -> dict:
     row = {"claim": claim.number, "text": claim.claim, "statistic": claim.statistic,
            "source": {"file": f"analysis/{claim.source}.json", "observed": claim.observed_key,
-                      "null": list(claim.null_keys)},
+                      "null": list(claim.null_keys), "fixed_null": claim.fixed_null},
            "null_name": claim.null_name, "direction": "above the null" if claim.direction > 0 else "below the null",
            "missing_nulls": claim.missing_nulls or None, "note": claim.note or None}
-    observed, nulls = [], []
+    observed, nulls, absent = [], [], []
     for r in runs:
         data = r.data.get(claim.source)
         obs = dig(data, claim.observed_key) if data else None
-        cands = [v for v in (dig(data, k) for k in claim.null_keys) if isinstance(v, (int, float))] if data else []
+        found = {k: dig(data, k) for k in claim.null_keys} if data else {}
+        cands = [v for v in found.values() if isinstance(v, (int, float))]
+        absent += [f"{r.run_dir}: {k}" for k, v in found.items() if not isinstance(v, (int, float))]
+        if claim.fixed_null is not None:
+            cands = [claim.fixed_null]
         if not isinstance(obs, (int, float)) or not cands or not all(map(math.isfinite, [obs, *cands])):
             why = (f"{r.run_dir}: analysis/{claim.source}.json has no {claim.observed_key} or its null: the statistic "
                    "is not defined for this run (too few checkpoints for its window, or no update in its phase), or "
@@ -310,7 +334,7 @@ def judge(claim: Claim, runs: Sequence[RunInputs]) -> dict:
     return {**row, "observed": observed, "observed_mean": float(np.mean(observed)),
             "observed_sd": float(np.std(observed, ddof=1)) if len(observed) > 1 else None,
             "null": nulls, "effect": effects, "effect_mean": float(np.mean(effects)), "margin": m,
-            "verdict": v, "leaning": lean}
+            "verdict": v, "leaning": lean, "nulls_absent": absent or None}
 
 
 def analysis_batch(run_dir: Path) -> int | None:
@@ -384,8 +408,12 @@ def markdown(led: dict) -> str:
                    f"{c['leaning']} |")
     out += [""] + [f"- claim {c['claim']}: {c['note']}" for c in led["claims"] if c.get("note")]
     out += [f"- claim {c['claim']}: {c['why']}" for c in led["claims"] if c.get("why")]
+    out += [f"- claim {c['claim']}: judged without the null(s) {', '.join(c['nulls_absent'])} (not in the analysis "
+            "file: a sketch, or a file that predates them)" for c in led["claims"] if c.get("nulls_absent")]
     out += ["", "Sources: " + "; ".join(f"claim {c['claim']}: {c['source']['file']} `{c['source']['observed']}` vs "
-                                          + ", ".join(f"`{k}`" for k in c["source"]["null"]) for c in led["claims"]), "",
+                                          + (", ".join(f"`{k}`" for k in c["source"]["null"])
+                                             or f"the fixed null {c['source'].get('fixed_null')}")
+                                          for c in led["claims"]), "",
             "Not judged yet (their nulls are still to be built):", ""]
     out += [f"- {x['claim']}: {x['what']}" for x in led["not_yet"]]
     return "\n".join(out) + "\n"
