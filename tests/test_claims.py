@@ -269,3 +269,36 @@ def test_results_page_finds_the_cpu_study_tables_by_default(capsys, runs, tmp_pa
                          "## AdamW β2 sweep, seed 42"]                       # the quick study is not a cpu table
     assert "### study sgd_controls_cpu_s271" in text and "\n# study" not in text
     assert "beta_sweep_quick" not in text
+
+
+def test_claim_15_by_surrogates_of_first_differences(capsys, runs, tmp_path):
+    """p_ood that moves with ‖r(t)‖ interval by interval is confirmed; a smooth hump of p_ood with its own
+    fluctuations, beside the hump-shaped ‖r(t)‖ of a random walk, is not (the calibration of the surrogate test
+    itself is in tests/test_surrogates.py)."""
+    import shutil
+
+    import numpy as np
+    coupled, trend = [], []
+    for s, r in enumerate(runs["walk"]):
+        res = json.loads((analysed(capsys, r) / "analysis" / "trajectory_pca.json").read_text())
+        dec = res["trunk"]["decomposition"]
+        rn = np.asarray(dec["residual_norm"])
+        rng = np.random.default_rng(s)
+        for kind, p in (("coupled", 0.2 + 0.5 * rn / rn.max() + 0.002 * rng.standard_normal(len(rn))),
+                        ("trend", 0.2 + 0.5 * np.sin(np.linspace(0, np.pi, len(rn)))
+                         + 0.02 * np.cumsum(rng.standard_normal(len(rn))))):
+            d = tmp_path / f"{kind}{s}"
+            shutil.copytree(r, d)
+            (d / "analysis" / "trajectory_pca.json").unlink()
+            (d / "metrics.jsonl").write_text("".join(json.dumps({"step": st, "p_ood": float(v)}) + "\n"
+                                                     for st, v in zip(dec["steps"], p)))
+            (coupled if kind == "coupled" else trend).append(analysed(capsys, d))
+    row = claim_row(ledger(coupled), 15)
+    assert row["verdict"] == "confirmed" and all(p < 0.01 for p in row["observed"]), row
+    led = ledger(trend)
+    row = claim_row(led, 15)
+    assert row["verdict"] != "confirmed", row
+    assert all(e < 0 for e in row["effect"]) and row["verdict"] == "not confirmed", row
+    assert 15 not in {x["claim"] for x in led["not_yet"]}
+    # a run without a probe has no coupling: not measured, with the reason
+    assert claim_row(ledger(runs["walk"]), 15)["verdict"] == "not measured"

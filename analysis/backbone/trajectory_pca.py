@@ -9,7 +9,8 @@ same statistics of two D → ∞ nulls under ``null_profile`` (training/geometry
 walk and the weight-decayed walk (the run's increments, its ‖θ(ref)‖² and its schedule's decay), with the
 weight-decay diagnostics under ``null_profile.decay`` (‖θ(t)‖, the drift's share along −θ̂(ref), cos(v_b, −θ̂(ref)),
 the pure-decay prediction (1 − c(t))‖θ(ref)‖) and claim 4's sign-flip step beside both walks' under
-``null_profile.sign_flip``. Output: RUN/analysis/trajectory_pca.json and .png.
+``null_profile.sign_flip``; for a run with a probe, ``trunk.coupling_residual_p_ood``: corr(‖r(t)‖, p_ood(t)) on
+levels, first differences and detrended series with surrogate p-values (claim 15). Output: RUN/analysis/trajectory_pca.json and .png.
 
 With ``--sketch DIM`` the Gram matrices come from a seeded Gaussian (Johnson–Lindenstrauss) sketch of
 DIM dimensions instead (training/geometry/sketch.py): one pass over the checkpoints at a cost of DIM per
@@ -28,7 +29,9 @@ from training.core.cli import run_main
 from training.core.devices import resolve_device
 from training.core.errors import UserError
 from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.basin import p_ood_series
 from training.geometry.nulls import beside_null
+from training.geometry.surrogates import coupling
 from training.geometry.sketch import compute_sketch, measured_error, pca_bounds
 from training.geometry.trajectory import (
     cached_gram,
@@ -53,6 +56,16 @@ def analyse(gram, steps, ref, args, null_seed, cfg):
     if ref == min(steps):       # the same statistics from the D → ∞ random walk with these increments
         out["null_profile"] = beside_null(gram, cfg.steps, steps, ref, width=max(2, width), cfg=cfg)
     return out
+
+
+def residual_coupling(run, dec, seed):
+    """Claim 15: does ‖r(t)‖ move with p_ood(t)? The correlation on levels, first differences and detrended series
+    with phase- and shift-surrogate p-values (training/geometry/surrogates.py), over the checkpoints where the run
+    logged p_ood; None for a run without a probe."""
+    p_ood = p_ood_series(run.metrics())
+    if not p_ood:
+        return None
+    return coupling(dec["steps"], dec["residual_norm"], [p_ood.get(s) for s in dec["steps"]], seed=seed)
 
 
 def _fmt(x) -> str:
@@ -115,6 +128,7 @@ def main() -> int:
 
     trunk_gram = gram_of(None)
     result["trunk"] = analyse(trunk_gram, steps, ref, args, args.seed, run.cfg)
+    result["trunk"]["coupling_residual_p_ood"] = residual_coupling(run, result["trunk"]["decomposition"], args.seed)
     result["trunk"]["dim"] = trunk_gram.dim
     result["trunk"].update(sketch_report(trunk_gram, None))
     result["random_walk_null"] = result["trunk"]["random_walk_null"]
@@ -144,6 +158,9 @@ def main() -> int:
             print(f"beside the weight-decayed walk: PC1 {100 * o['pc1']:.1f}% vs {100 * w['pc1']:.1f}%, k95 {o['k95']} vs "
                   f"{w['k95']}; ‖θ(T)‖/‖θ(0)‖ {_fmt(d['theta_norm_ratio_end'])}, decay share of ‖x(T)‖² "
                   f"{_fmt(d['decay_share_end'])}, cos(v_b, −θ̂0) {_fmt(d['cos_backbone_decay'])}")
+    cp = t["coupling_residual_p_ood"]
+    if cp is not None:
+        print(f"‖r(t)‖ vs p_ood: {cp['note']}")
     if args.sketch:
         bd = t["bounds"]["raw"]
         rng = (f"exact PC1 in [{100 * bd['explained_variance_ratio_lo'][0]:.1f}, "

@@ -15,11 +15,12 @@ is "not measured", with the command that measures it. Every number names its ana
 
 Implemented so far (numbers of the claim list the toolkit documents in docs/claims.md): 1 (PC1), 2 (k95),
 5 (rolling-window stability), 6 (early update alignment), 3 (the backbone is not the decay of the
-initialisation), 4 (the sign flip of the update alignment beside the weight-decayed walk's own), 19 (reheating
+initialisation), 4 (the sign flip of the update alignment beside the weight-decayed walk's own), 15 (‖r(t)‖ moving with p_ood,
+by a surrogate test of first differences), 19 (reheating
 re-entry against its noise bias and its controls, experiments/reheating/controls.py). The nulls of 1, 2, 5 and 6
 are the isotropic random walk with the run's own increments and (1, 2, 6) the weight-decayed walk with the run's
 increments, ‖θ(0)‖ and schedule (:mod:`training.geometry.nulls`): the larger (smaller, for k95) of the D → ∞ closed
-forms and the finite-D Wishart draw where it exists. Claims 3 and 4 compare with a fixed threshold of their rule
+forms and the finite-D Wishart draw where it exists. Claims 3, 4 and 15 compare with a fixed threshold of their rule
 (``fixed_null``). The switching claims (12, 13, 14, 21) are "not observed at this scale" when no run has a switch
 pair above its noise threshold (the evidence is printed); otherwise they, and the gradient, Fisher and remaining
 reheating claims, are listed with the null they still need.
@@ -115,6 +116,12 @@ CLAIMS = (
           "the larger of: the random-walk profile w_1(t), the weight-decayed walk's", +1, 0.5,
           relative=True, command=TRAJECTORY_PCA,
           note="margin: the phase mean must reach 1.5 × the null"),
+    Claim(15, "‖r(t)‖ moves with p_ood (corr −0.91)",
+          "phase-surrogate p-value of corr(Δ‖r‖, Δp_ood), first differences over the checkpoints", "trajectory_pca",
+          "trunk.coupling_residual_p_ood.verdict_input", (), "p = 0.05 (surrogates of p_ood, 1000 draws)", -1, 0.0,
+          command=TRAJECTORY_PCA, fixed_null=0.05,
+          note="levels and detrended series, with both surrogate families, are in trunk.coupling_residual_p_ood; "
+               "a correlation of the levels alone is the shared trend of two smooth series"),
     Claim(19, "reheating re-enters a dormant probe basin (G up to 0.71)",
           "re-entry gain G = max p_ood − p0 of the λ-doubled reheating, in units of σ_eval", "reheat_controls",
           "claim19.G_over_sigma", ("claim19.null_over_sigma",),
@@ -132,7 +139,6 @@ NOT_YET = {
     12: "switching directions are transverse (needs the random-walk profile at each pair)",
     13: "PC2–PC6 capture switching (same)",
     14: "the switching manifold is ≥ 10-dimensional (B7's own verdict; not yet read here)",
-    15: "‖r(t)‖ moves with p_ood (needs surrogate tests)",
     16: "SGD trajectories are colinear (judged from SGD-control study directories: claims.py --study DIR)",
     17: "at matched loss AdamW is multi-dimensional (needs the matched-window null)",
     18: "lower β2 lowers backbone dominance (judged from β2-sweep study directories: claims.py --study DIR)",
