@@ -8,8 +8,8 @@ import pytest
 from training.core.config import preset
 from training.core.optim import lr_at
 from training.core.regime import decay_factors, effective_integrated_wd
-from training.geometry.nulls import (beside_null, decay_diagnostics, random_walk_gram, weight_decayed_walk_gram,
-                                     weight_decayed_null_of)
+from training.geometry.nulls import (beside_null, decay_diagnostics, decayed_walk_weights, fitted_decayed_walk_gram,
+                                     random_walk_gram, weight_decayed_walk_gram)
 from training.geometry.trajectory import Gram, increment_norms, pca, sign_flip_step
 
 
@@ -48,6 +48,30 @@ def test_closed_form_matches_the_explicit_process():
     np.testing.assert_allclose(increment_norms(walk, walk.steps), increment_norms(g, g.steps), rtol=1e-10)
     # and its PCA is that of the process
     assert pca(walk).explained_variance_ratio[0] == pytest.approx(pca(g).explained_variance_ratio[0], abs=0.02)
+
+
+def test_one_parameter_fit_recovers_the_noise_scale():
+    D, rho = 20_000, 10.0
+    Theta, c = simulate(D=D, lam=1.5, rho=rho)
+    eta = 0.01 * np.minimum(1.0, np.arange(1, 121) / 20) * np.linspace(1.0, 0.3, 120)   # simulate()'s schedule
+    cs = np.cumprod(1 - 1.5 * eta)
+    S = np.concatenate([[0.0], np.cumsum(eta ** 2 / cs ** 2)])[::15]
+    g = observed_gram(Theta)
+    walk, fit = fitted_decayed_walk_gram(g.steps, np.sqrt(np.diag(g.G)), c, S, g.origin_sq, g.dim)
+    assert fit["rho_sq"] == pytest.approx(D * rho ** 2, rel=0.03)
+    scale = np.sqrt(np.outer(np.diag(g.G), np.diag(g.G)))[1:, 1:]
+    assert np.max(np.abs(walk.G - g.G)[1:, 1:] / scale) < 0.03
+
+
+def test_schedule_weights_of_a_config():
+    cfg = dataclasses.replace(preset("test"), wd=0.5, steps=60, warmup=10)
+    steps = [10, 20, 45, 60]
+    c, S = decayed_walk_weights(cfg, steps)
+    lr = np.array([lr_at(cfg, s) for s in range(1, 61)])
+    cum = np.cumprod(1 - lr * cfg.wd)                   # c after update s (index s - 1)
+    np.testing.assert_allclose(c, cum[np.array(steps) - 1] / cum[9], rtol=1e-12)
+    want = [sum(lr[s - 1] ** 2 / (cum[s - 1] / cum[9]) ** 2 for s in range(11, t + 1)) for t in steps]
+    np.testing.assert_allclose(S, want, rtol=1e-12)
 
 
 def test_is_the_random_walk_without_decay():
@@ -113,6 +137,7 @@ def test_beside_null_reports_the_decayed_walk_and_claim_4():
     assert out["weight_decayed_walk"] is None and "origin" in out["weight_decayed_reason"]
     out = beside_null(g, 120, cfg=cfg)            # zero decay: the decayed walk is the random walk
     assert out["weight_decayed_walk"]["pc1"] == pytest.approx(out["random_walk"]["pc1"], rel=1e-9)
+    assert out["weight_decayed_walk_fitted"]["fit"]["rho_sq"] > 0 and 0 < out["weight_decayed_walk_fitted"]["pc1"] <= 1
     sf = out["sign_flip"]
     assert set(sf) >= {"t_star", "t_star_random_walk", "t_star_weight_decayed_walk", "separation"}
     assert 0 <= sf["separation"] <= 1

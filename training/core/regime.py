@@ -64,22 +64,32 @@ def effective_integrated_wd(cfg: Config) -> float:
     return lam
 
 
+def decay_rate(cfg: Config) -> float:
+    """wd_eff: the weight decay per unit learning rate that shrinks θ each update, θ ← (1 − lr·wd_eff)·θ."""
+    return cfg.wd / (1.0 - cfg.momentum) if cfg.optimizer in COUPLED_MOMENTUM_DECAY else cfg.wd
+
+
+def decay_path(cfg: Config, t_end: int) -> tuple[list[float], list[float]]:
+    """(lr_s for s = 0..t_end with lr_0 = 0, c(s) for s = 0..t_end): the schedule and the factor
+    c(s) = Π_{u=1..s} (1 − lr_u · wd_eff) by which weight decay alone has shrunk θ(0) after s updates."""
+    rate, lrs, cs, logc = decay_rate(cfg), [0.0], [1.0], 0.0
+    for t in range(1, int(t_end) + 1):
+        lr = lr_at(cfg, t)
+        logc += math.log1p(-min(lr * rate, 1.0 - 1e-300))
+        lrs.append(lr)
+        cs.append(math.exp(logc))
+    return lrs, cs
+
+
 def decay_factors(cfg: Config, steps) -> list[float]:
-    """c(t) = Π_{s=1..t} (1 − lr_s · wd_eff) at each of ``steps``: the factor by which weight decay alone has shrunk
-    the initialisation after t updates (wd_eff = wd, or wd / (1 − momentum) for L2-coupled heavy-ball SGD, the same
-    per-step rule as :func:`effective_integrated_wd`; −log c(T) ≈ Λ_eff for small steps). Every trunk matrix is
-    decayed (only LayerNorm parameters are exempt, and they are not in the trunk)."""
+    """c(t) at each of ``steps`` (:func:`decay_path`; wd_eff = wd, or wd / (1 − momentum) for L2-coupled heavy-ball
+    SGD, the per-step rule of :func:`effective_integrated_wd`; −log c(T) ≈ Λ_eff for small steps). Every trunk
+    matrix is decayed (only LayerNorm parameters are exempt, and they are not in the trunk)."""
     steps = [int(s) for s in steps]
     if any(s < 0 for s in steps):
         raise ValueError("steps must be non-negative")
-    wd = cfg.wd / (1.0 - cfg.momentum) if cfg.optimizer in COUPLED_MOMENTUM_DECAY else cfg.wd
-    want, out, logc, t = sorted(set(steps)), {}, 0.0, 0
-    for target in want:
-        while t < target:
-            t += 1
-            logc += math.log1p(-min(lr_at(cfg, t) * wd, 1.0 - 1e-300))
-        out[target] = math.exp(logc)
-    return [out[x] for x in steps]
+    _, cs = decay_path(cfg, max(steps, default=0))
+    return [cs[s] for s in steps]
 
 
 def wd_for(cfg: Config, target: float) -> float:

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from training.core.errors import UserError
-from training.core.regime import decay_factors
+from training.core.regime import decay_path
 from training.geometry.trajectory import (
     Gram,
     decomposition,
@@ -117,10 +117,44 @@ def weight_decayed_walk_gram(steps: Sequence[int], norms: Sequence[float], decay
         if q < 0:
             clamped, q = clamped + 1, 0.0
         N[j] = N[j - 1] + q
+    gram = _decayed_gram(steps, c, N, origin_sq, dim, block)
+    return gram, {"clamped_intervals": clamped, "noise_energy": N.tolist(), "decay": c.tolist()}
+
+
+def _decayed_gram(steps, c: np.ndarray, N: np.ndarray, origin_sq: float, dim: int, block: int | None) -> Gram:
+    """G_jk = (1 − c_j)(1 − c_k)‖θ0‖² + c_j c_k N_min(j,k) and its origin row −(1 − c_j)‖θ0‖²."""
     k = np.arange(len(steps))
     G = np.outer(1 - c, 1 - c) * origin_sq + np.outer(c, c) * N[np.minimum.outer(k, k)]
-    gram = Gram(steps, steps[0], block, int(dim), G, -(1 - c) * origin_sq, float(origin_sq))
-    return gram, {"clamped_intervals": clamped, "noise_energy": N.tolist(), "decay": c.tolist()}
+    return Gram(list(steps), steps[0], block, int(dim), G, -(1 - c) * origin_sq, float(origin_sq))
+
+
+def fitted_decayed_walk_gram(steps: Sequence[int], drift_norms: Sequence[float], decay: Sequence[float],
+                             weights: Sequence[float], origin_sq: float, dim: int,
+                             block: int | None = None) -> tuple[Gram, dict]:
+    """The weight-decayed walk with one noise scale: u_s of per-update energy ρ²·lr_s², so that
+    N_j = ρ² S_j with ``weights`` S_j = Σ_{s ≤ t_j} lr_s² / c_s² (:func:`decayed_walk_weights`), and ρ² ≥ 0 the
+    least-squares fit of the walk's ‖x(t_j)‖² = (1 − c_j)²‖θ0‖² + ρ² c_j² S_j to the run's ``drift_norms``².
+    The one-parameter form of :func:`weight_decayed_walk_gram`: it keeps the schedule's shape of the step sizes
+    instead of the run's own. Returns (gram, {"rho_sq", "decay", "noise_energy"})."""
+    c, S = np.asarray(decay, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    x2 = np.asarray(drift_norms, dtype=np.float64) ** 2
+    if not (len(c) == len(S) == len(x2) == len(steps)) or len(steps) < 2:
+        raise ValueError("steps, drift norms, decay factors and weights must have one entry per step (at least 2)")
+    a, b = (1 - c) ** 2 * origin_sq, c ** 2 * S
+    rho_sq = max(float(b @ (x2 - a) / (b @ b)), 0.0) if b @ b > 0 else 0.0
+    N = rho_sq * S
+    return _decayed_gram(steps, c, N, origin_sq, dim, block), {"rho_sq": rho_sq, "decay": c.tolist(),
+                                                                "noise_energy": N.tolist()}
+
+
+def decayed_walk_weights(cfg, steps: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(c_j, S_j) from ``cfg``'s schedule over increasing ``steps``, relative to steps[0]: c_j = c(t_j)/c(t_0) and
+    S_j = Σ_{s ∈ (t_0, t_j]} lr_s² / (c(s)/c(t_0))² (:func:`training.core.regime.decay_path`)."""
+    steps = [int(s) for s in steps]
+    lrs, cs = (np.asarray(a) for a in decay_path(cfg, steps[-1]))
+    rel = cs / cs[steps[0]]
+    acc = np.concatenate([[0.0], np.cumsum(lrs[1:] ** 2 / rel[1:] ** 2)])
+    return rel[steps], acc[steps] - acc[steps[0]]
 
 
 def weight_decayed_null_of(gram: Gram, cfg) -> tuple[Gram, dict]:
@@ -129,8 +163,18 @@ def weight_decayed_null_of(gram: Gram, cfg) -> tuple[Gram, dict]:
     if not gram.has_origin():
         raise UserError("the weight-decayed walk needs ‖θ(anchor)‖², which only a Gram streamed from the checkpoints "
                         "carries (not a sketch)")
-    c = np.asarray(decay_factors(cfg, gram.steps))
-    return weight_decayed_walk_gram(gram.steps, increment_norms(gram, gram.steps), c / c[0], gram.origin_sq,
+    c, _ = decayed_walk_weights(cfg, gram.steps)
+    return weight_decayed_walk_gram(gram.steps, increment_norms(gram, gram.steps), c, gram.origin_sq,
+                                    gram.dim, gram.block)
+
+
+def fitted_decayed_null_of(gram: Gram, cfg) -> tuple[Gram, dict]:
+    """The one-parameter weight-decayed walk of a run's Gram (anchored at its first step, with an origin row)."""
+    if not gram.has_origin():
+        raise UserError("the weight-decayed walk needs ‖θ(anchor)‖², which only a Gram streamed from the checkpoints "
+                        "carries (not a sketch)")
+    c, S = decayed_walk_weights(cfg, gram.steps)
+    return fitted_decayed_walk_gram(gram.steps, np.sqrt(np.maximum(np.diag(gram.G), 0.0)), c, S, gram.origin_sq,
                                     gram.dim, gram.block)
 
 
@@ -241,7 +285,8 @@ def beside_null(gram: Gram, total_steps: int, steps: Sequence[int] | None = None
     drifts taken from ``ref`` (default the Gram's anchor), which must be the first of them in time.
 
     Given the run's config ``cfg`` and a Gram with its origin row, also ``"weight_decayed_walk"`` (the profile of
-    :func:`weight_decayed_null_of`, with its fit), ``"decay"`` (:func:`decay_diagnostics` of the run and of that
+    :func:`weight_decayed_null_of`: the run's own increments) and ``"weight_decayed_walk_fitted"`` (of
+    :func:`fitted_decayed_null_of`: one noise scale fitted to ‖x(t)‖²), each with its fit, ``"decay"`` (:func:`decay_diagnostics` of the run and of that
     walk) and ``"sign_flip"`` (claim 4: the run's t* beside both walks'); otherwise ``"weight_decayed_walk"`` is
     None and ``"weight_decayed_reason"`` says why.
     """
@@ -265,10 +310,14 @@ def beside_null(gram: Gram, total_steps: int, steps: Sequence[int] | None = None
                                   "fit": {"clamped_intervals": fit["clamped_intervals"], "decay_end": c[-1],
                                           "noise_energy_end": fit["noise_energy"][-1],
                                           "origin_sq": gram.origin_sq}}
-    v_obs = pca(gram, steps).coeffs[0]
-    v_wd = pca(wd_gram, steps).coeffs[0]
-    out["decay"] = {"observed": decay_diagnostics(gram, v_obs, c),
-                    "weight_decayed_walk": decay_diagnostics(wd_gram, v_wd, c)}
+    fit_gram, fit1 = fitted_decayed_null_of(gram, cfg)
+    out["weight_decayed_walk_fitted"] = {**profile(fit_gram, total_steps, steps, width),
+                                         "fit": {"rho_sq": fit1["rho_sq"], "decay_end": c[-1],
+                                                 "noise_energy_end": fit1["noise_energy"][-1],
+                                                 "origin_sq": gram.origin_sq}}
+    out["decay"] = {name: decay_diagnostics(g, pca(g, steps).coeffs[0], c)
+                    for name, g in (("observed", gram), ("weight_decayed_walk", wd_gram),
+                                    ("weight_decayed_walk_fitted", fit_gram))}
     out["sign_flip"] = sign_flip_summary(out, steps)
     return out
 
@@ -281,16 +330,18 @@ def sign_flip_summary(side_by_side: dict, steps: Sequence[int]) -> dict:
     """Claim 4's numbers from :func:`beside_null`'s profiles: t* of the run, of the random walk and of the
     weight-decayed walk (None: no flip), and ``separation`` = |t* − t*_wd| / span with span = last − first step; a
     walk without a flip counts as flipping at the last step, and a run without a flip has separation 0 (nothing to
-    set apart). ``a_increasing`` is the fraction of checkpoint intervals over which the run's a(t) grows."""
+    set apart); the one-parameter walk's t* is reported beside. ``a_increasing`` is the fraction of checkpoint intervals over which the run's a(t) grows."""
     def t_star(prof):
         return sign_flip_step(prof["C"]["steps"], prof["C"]["signed"], min_run=SIGN_FLIP_RUN)
 
     span = float(steps[-1] - steps[0])
-    obs, rw, wd = (t_star(side_by_side[k]) for k in ("observed", "random_walk", "weight_decayed_walk"))
+    obs, rw, wd, fit = (t_star(side_by_side[k]) for k in ("observed", "random_walk", "weight_decayed_walk",
+                                                           "weight_decayed_walk_fitted"))
     sep = 0.0 if obs is None or span <= 0 else abs(obs - (steps[-1] if wd is None else wd)) / span
     a = np.asarray(side_by_side["observed"]["a"])
     grows = float(np.mean(np.diff(a) > 0)) if len(a) > 1 else None
-    return {"t_star": obs, "t_star_random_walk": rw, "t_star_weight_decayed_walk": wd, "span": span,
+    return {"t_star": obs, "t_star_random_walk": rw, "t_star_weight_decayed_walk": wd,
+            "t_star_weight_decayed_walk_fitted": fit, "span": span,
             "separation": sep, "min_run": SIGN_FLIP_RUN, "a_increasing": grows,
             "t_star_fraction": None if obs is None or span <= 0 else (obs - steps[0]) / span}
 
