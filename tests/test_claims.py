@@ -172,6 +172,14 @@ def test_switching_claims_are_not_observed_without_switch_pairs(capsys, runs, tm
     led = ledger(dirs)
     assert {12, 13, 14, 21} <= {x["claim"] for x in led["not_yet"]}
     assert all(c["verdict"] != "not observed at this scale" for c in led["claims"])
+    # with a noise calibration only pairs above the noise level count: two detected pairs, none above it
+    (dirs[1] / "oscillation_manifest.json").write_text(json.dumps(
+        {"pairs": [{"peak_step": 10}, {"peak_step": 20}], "prominence": 0.02, "noise_multiplier": 4.0,
+         "n_pairs_above_noise": 0}))
+    led = ledger(dirs)
+    row = claim_row(led, 12)
+    assert row["verdict"] == "not observed at this scale"
+    assert "0 of 2 pairs above the noise level (h = 4.00σ)" in row["why"]
 
 
 def _study(root, name, claim, rows):

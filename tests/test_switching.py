@@ -234,6 +234,11 @@ def test_scripts_end_to_end(run_copy, capsys):
     assert "skipped 1 eval step" in out
     m = json.loads((run / "oscillation_manifest.json").read_text())
     assert set(m) >= {"pairs", "peaks", "troughs", "prominence", "settings"}
+    # the tiny run's p_ood is 0 or 1 at the measured checkpoints, so its bootstrap std is 0: no usable noise
+    # estimate, and the manifest says that the fixed default was used without a noise calibration
+    assert noise["mean_std"] == 0
+    assert "not calibrated" in m["threshold_rule"] and m["prominence"] == 0.03
+    assert m["noise_multiplier"] is None and m["n_pairs_above_noise"] is None
     assert m["peaks"] == [5, 15] and m["troughs"] == [10]
     assert [(q["peak_step"], q["trough_step"]) for q in m["pairs"]] == [(5, 10), (15, 10)]
     assert set(m["pairs"][0]) >= {"peak_step", "trough_step", "peak_p_ood", "trough_p_ood", "amplitude"}

@@ -5,7 +5,8 @@ every example's correctness (greedy codeword right at all its probe positions, a
 p_ood). n_boot resamples of the examples with replacement give p_ood values whose standard deviation
 (ddof 1) is the bootstrap std; the binomial standard error sqrt(p(1 − p)/n) is reported beside it.
 The resampling generator of a checkpoint is seeded with (--seed, step). mean_std, the mean over the
-checkpoints, sets detect_oscillations.py's default prominence. Note that the std depends on p: it is
+checkpoints, is the σ of detect_oscillations.py's default prominence h = k*·σ (k* calibrated to the series
+length so that white noise of std σ gives at most 0.2 false peaks per series). Note that the std depends on p: it is
 0 at p = 0 or 1 and largest at p = 1/2, so choose --steps where p_ood is representative.
 
 Output: RUN/analysis/eval_noise.json and .png.

@@ -6,6 +6,14 @@ Four pieces, each defined once here (arXiv 2602.23696 §7; in skydancerosel/mini
 * **Oscillations.** Peaks and troughs of the OOD probe accuracy series p_ood(t), found with
   ``scipy.signal.find_peaks`` on p and on −p with a prominence threshold h, and the *switch pairs*
   (peak, adjacent trough) built from them (:func:`detect_oscillations`).
+* **Noise calibration of h.** A threshold that is a fixed multiple of the evaluation noise σ is not a
+  fixed false-alarm rate: on a structureless series the number of noise peaks that clear h = k·σ
+  grows at least in proportion to the series length (white noise, k = 2: about 2.9 peaks in 30
+  points, 5.2 in 50). :func:`expected_false_peaks` measures that number by simulation and
+  :func:`calibrated_multiplier` picks the smallest k that keeps it at or below a target
+  (:data:`FALSE_PEAK_TARGET` per series); with a noise estimate σ the default threshold is
+  h = calibrated_multiplier(len(series))·σ (:func:`resolve_threshold`), and the old fixed
+  :data:`DEFAULT_PROMINENCE` is left only for series without one.
 * **Switching directions** v_sw = (θ_peak − θ_trough)/‖θ_peak − θ_trough‖ (trunk or one block). Both
   checkpoints are in the span of the trajectory, so v_sw is a coefficient vector over ``gram.steps``
   (:func:`switch_coeffs`), and its alignment with the backbone, its capture by the trajectory PCs and
@@ -21,6 +29,7 @@ Four pieces, each defined once here (arXiv 2602.23696 §7; in skydancerosel/mini
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -33,8 +42,10 @@ from training.core.errors import UserError
 from training.core.losses import IGNORE
 from training.geometry.trajectory import PCA, Gram
 
-DEFAULT_PROMINENCE = 0.03   # mini_gpt's fixed threshold (analysis/switching/detect_oscillations.py), used when no noise estimate exists
-NOISE_MULTIPLIER = 2.0      # h = NOISE_MULTIPLIER × (mean bootstrap std of p_ood) when one does
+DEFAULT_PROMINENCE = 0.03   # mini_gpt's fixed threshold: ONLY when p_ood has no noise estimate (uncalibrated)
+FALSE_PEAK_TARGET = 0.2     # with a noise estimate σ: at most this many white-noise peaks per series are expected at h
+MULTIPLIER_GRID = tuple(2.0 + 0.25 * i for i in range(25))   # candidate k of h = k·σ: 2, 2.25, …, 8
+NULL_SIMULATIONS = 4000     # white-noise series per length in expected_false_peaks (MC error ≈ sqrt(E/4000))
 MANIFEST = "oscillation_manifest.json"
 PAIRING_RULE = ("each peak is paired with the nearest trough after it and before the next peak ('fall') and with "
                 "the nearest trough before it and after the previous peak ('rise'); v_sw points from the trough "
@@ -50,8 +61,123 @@ class SwitchPair:
     trough_p_ood: float
     amplitude: float        # peak_p_ood − trough_p_ood (> 0)
     kind: str               # "fall": the trough follows the peak; "rise": it precedes it
+    # amplitude < the noise-level amplitude k*·σ of the series (see Threshold); None without a noise estimate
+    at_noise_level: bool | None = None
 
 
+# ---------------------------------------------------------------------------- noise calibration
+@lru_cache(maxsize=64)
+def _null_prominences(n_points: int, n_sim: int, seed: int) -> np.ndarray:
+    """Sorted prominences of every local maximum in ``n_sim`` series of ``n_points`` i.i.d. N(0, 1) values.
+
+    The prominence of a local maximum depends on the series only, not on the threshold, so
+    find_peaks at threshold k keeps exactly the maxima listed here with prominence ≥ k: one
+    simulation per (length, n_sim, seed) answers every k, and the counts are exactly non-increasing
+    in k (the same noise is reused).
+    """
+    from scipy.signal import find_peaks
+    if n_points < 3:                       # end points are never peaks: nothing to find
+        out = np.zeros(0)
+    else:
+        x = np.random.default_rng(seed).standard_normal((n_sim, n_points))
+        out = np.sort(np.concatenate([find_peaks(row, prominence=0.0)[1]["prominences"] for row in x]))
+    out.setflags(write=False)
+    return out
+
+
+def expected_false_peaks(n_points: int, multiplier: float, n_sim: int = NULL_SIMULATIONS, seed: int = 0) -> float:
+    """Expected number of peaks that ``scipy.signal.find_peaks(x, prominence=multiplier)`` reports on a
+    series x of ``n_points`` i.i.d. standard normal values: the false-alarm count, per series, of a
+    threshold h = multiplier·σ applied to pure evaluation noise of standard deviation σ.
+
+    Estimated by Monte Carlo over ``n_sim`` series drawn from ``numpy.random.default_rng(seed)``, so it
+    is deterministic for given arguments (standard error ≈ sqrt(value/n_sim)); the simulation for a
+    length is cached. Troughs (peaks of −x) have the same expectation by symmetry. At a fixed
+    multiplier the count grows at least in proportion to ``n_points`` (every stretch of the series
+    has its own chances to throw up a bump, and longer series also reach deeper bases, e.g. k = 3:
+    0.95 peaks in 30 points, 1.96 in 50, 9.4 in 200), which is why a fixed σ-multiple is not a
+    fixed error rate.
+    """
+    n_points, n_sim = int(n_points), int(n_sim)
+    if n_points < 0 or n_sim < 1:
+        raise UserError(f"expected_false_peaks needs n_points >= 0 and n_sim >= 1 (got {n_points}, {n_sim})")
+    if not multiplier > 0:
+        raise UserError(f"the noise multiplier must be > 0 (got {multiplier})")
+    prom = _null_prominences(n_points, n_sim, int(seed))
+    return float(len(prom) - np.searchsorted(prom, float(multiplier), side="left")) / n_sim
+
+
+def calibrated_multiplier(n_points: int, target: float = FALSE_PEAK_TARGET, grid: Sequence[float] = MULTIPLIER_GRID,
+                          n_sim: int = NULL_SIMULATIONS, seed: int = 0) -> float:
+    """The smallest k of ``grid`` (default 2, 2.25, …, 8) with ``expected_false_peaks(n_points, k) <= target``.
+
+    Used as h = k·σ, it holds the expected number of noise peaks in a structureless series of this
+    length at ``target`` or below, whatever the length: k rises with the length instead of staying at
+    a fixed 2 or 3 (white noise, target 0.2: k = 3.5 for 20 points, 4 for 30, 4.5 for 50, 5 for 100).
+    If no grid value meets the target the largest one is returned.
+    """
+    if not target > 0:
+        raise UserError(f"the false-peak target must be > 0 (got {target})")
+    ks = sorted(float(k) for k in grid)
+    if not ks or ks[0] <= 0:
+        raise UserError("the multiplier grid must be non-empty and positive")
+    for k in ks:
+        if expected_false_peaks(n_points, k, n_sim, seed) <= target:
+            return k
+    return ks[-1]
+
+
+@dataclass
+class Threshold:
+    """The prominence threshold h of one series and how it relates to the evaluation noise σ.
+
+    rule: "explicit prominence", "explicit multiplier", "calibrated" (h = k*·σ) or "fixed default (no
+    noise estimate)". With σ known, ``noise_multiplier`` = h/σ, ``expected_false_peaks`` the expected
+    white-noise peaks per series of this length at h, and ``noise_level_amplitude`` = k*·σ with k* =
+    calibrated_multiplier(n_points, target), the smallest swing that pure noise of this σ and length
+    clears no more than ``target`` times per series: a pair whose amplitude is below it is
+    ``at_noise_level``. Without σ these are None.
+    """
+
+    prominence: float
+    rule: str
+    n_points: int | None
+    noise_std: float | None = None
+    noise_multiplier: float | None = None
+    calibrated_multiplier: float | None = None
+    false_peak_target: float | None = None
+    expected_false_peaks: float | None = None
+    noise_level_amplitude: float | None = None
+
+
+def resolve_threshold(n_points: int, noise_std: float | None = None, prominence: float | None = None,
+                      multiplier: float | None = None, target: float = FALSE_PEAK_TARGET) -> Threshold:
+    """The threshold h for a series of ``n_points``: an explicit ``prominence`` wins; else, with a noise
+    estimate ``noise_std`` > 0, h = ``multiplier``·σ when a multiplier is given and
+    calibrated_multiplier(n_points, target)·σ when not; else the uncalibrated :data:`DEFAULT_PROMINENCE`."""
+    if prominence is not None and not prominence > 0:
+        raise UserError(f"the prominence threshold must be > 0 (got {prominence})")
+    if multiplier is not None and not multiplier > 0:
+        raise UserError(f"the noise multiplier must be > 0 (got {multiplier})")
+    sigma = float(noise_std) if noise_std is not None and noise_std > 0 else None
+    if sigma is None:
+        if prominence is not None:
+            return Threshold(float(prominence), "explicit prominence", n_points)
+        if multiplier is not None:
+            raise UserError("a noise multiplier needs a noise estimate of p_ood (> 0); give a prominence instead")
+        return Threshold(DEFAULT_PROMINENCE, "fixed default (no noise estimate; not calibrated)", n_points)
+    k_star = calibrated_multiplier(n_points, target)
+    if prominence is not None:
+        h, rule = float(prominence), "explicit prominence"
+    elif multiplier is not None:
+        h, rule = float(multiplier) * sigma, "explicit multiplier"
+    else:
+        h, rule = k_star * sigma, "calibrated"
+    return Threshold(h, rule, n_points, sigma, h / sigma, k_star, float(target),
+                     expected_false_peaks(n_points, h / sigma), k_star * sigma)
+
+
+# ---------------------------------------------------------------------------- oscillations
 @dataclass
 class Oscillations:
     peaks: list[int]                 # steps of the peaks, increasing
@@ -60,18 +186,32 @@ class Oscillations:
     trough_prominences: list[float]
     pairs: list[SwitchPair]
     prominence: float                # the threshold h used
+    threshold: Threshold | None = None
+
+    @property
+    def n_pairs_above_noise(self) -> int | None:
+        """Pairs whose amplitude reaches the noise-level amplitude; None without a noise estimate."""
+        if self.threshold is None or self.threshold.noise_level_amplitude is None:
+            return None
+        return sum(1 for q in self.pairs if not q.at_noise_level)
 
 
-def detect_oscillations(steps: Sequence[int], p_ood: Sequence[float],
-                        prominence: float = DEFAULT_PROMINENCE) -> Oscillations:
+def detect_oscillations(steps: Sequence[int], p_ood: Sequence[float], prominence: float | None = None, *,
+                        noise_std: float | None = None, noise_multiplier: float | None = None,
+                        target: float = FALSE_PEAK_TARGET) -> Oscillations:
     """Peaks, troughs and switch pairs of the series p_ood(steps).
 
     A peak is a local maximum of p whose topographic prominence (``scipy.signal.find_peaks``: its
     height above the higher of the two lowest points separating it from higher ground on either side,
-    or from the ends of the series) is at least ``prominence``; a trough is the same for −p. End
-    points are never peaks or troughs; a plateau counts once (its middle sample). Pairs follow
-    :data:`PAIRING_RULE`: a peak gives at most one 'fall' and one 'rise' pair, a trough between two
-    peaks belongs to two pairs, and a monotone or flat series gives none.
+    or from the ends of the series) is at least h; a trough is the same for −p. End points are never
+    peaks or troughs; a plateau counts once (its middle sample). Pairs follow :data:`PAIRING_RULE`: a
+    peak gives at most one 'fall' and one 'rise' pair, a trough between two peaks belongs to two
+    pairs, and a monotone or flat series gives none.
+
+    h is chosen by :func:`resolve_threshold`: ``prominence`` if given; else, when the evaluation noise
+    σ = ``noise_std`` is known, ``noise_multiplier``·σ or by default calibrated_multiplier(len(p))·σ
+    (at most ``target`` white-noise peaks per series); else the fixed, uncalibrated 0.03. With σ known
+    every pair's ``at_noise_level`` says whether its amplitude is below the noise-level amplitude.
     """
     from scipy.signal import find_peaks
     s = np.asarray(steps, dtype=np.int64)
@@ -82,8 +222,9 @@ def detect_oscillations(steps: Sequence[int], p_ood: Sequence[float],
         raise UserError("the steps of the p_ood series must be strictly increasing")
     if not np.all(np.isfinite(p)):
         raise UserError("the p_ood series has non-finite values")
-    if not prominence > 0:
-        raise UserError(f"the prominence threshold must be > 0 (got {prominence})")
+    thr = resolve_threshold(len(p), noise_std, prominence, noise_multiplier, target)
+    prominence = thr.prominence
+    floor = thr.noise_level_amplitude
     pk, pk_props = find_peaks(p, prominence=prominence)
     tr, tr_props = find_peaks(-p, prominence=prominence)
     pairs: list[SwitchPair] = []
@@ -94,17 +235,33 @@ def detect_oscillations(steps: Sequence[int], p_ood: Sequence[float],
         after = tr[(tr > i) & (tr < next_peak)]
         for kind, chosen in (("fall", after[:1]), ("rise", before[-1:])):
             for t in chosen:
-                pairs.append(SwitchPair(int(s[i]), int(s[t]), float(p[i]), float(p[t]), float(p[i] - p[t]), kind))
+                amp = float(p[i] - p[t])
+                pairs.append(SwitchPair(int(s[i]), int(s[t]), float(p[i]), float(p[t]), amp, kind,
+                                        None if floor is None else bool(amp < floor)))
     pairs.sort(key=lambda q: (q.peak_step, q.trough_step))
     return Oscillations([int(s[i]) for i in pk], [int(s[i]) for i in tr],
-                        pk_props["prominences"].tolist(), tr_props["prominences"].tolist(), pairs, float(prominence))
+                        pk_props["prominences"].tolist(), tr_props["prominences"].tolist(), pairs, float(prominence),
+                        thr)
 
 
 def manifest_dict(osc: Oscillations, settings: dict) -> dict:
-    """The JSON form of RUN/oscillation_manifest.json."""
+    """The JSON form of RUN/oscillation_manifest.json.
+
+    Besides the pairs, extrema and the threshold ``prominence`` h, it records the noise calibration
+    (None where no noise estimate exists): ``noise_std`` σ, ``noise_multiplier`` h/σ,
+    ``expected_false_peaks`` (white-noise peaks per series expected at h for this series length),
+    ``calibrated_multiplier`` k* and ``false_peak_target``, ``noise_level_amplitude`` k*·σ, per pair
+    ``at_noise_level`` (amplitude < k*·σ) and ``n_pairs_above_noise`` (pairs with amplitude ≥ k*·σ),
+    the count to use for "is there any oscillation above noise".
+    """
+    t = osc.threshold or Threshold(osc.prominence, "unrecorded", None)
     return {"pairs": [asdict(q) for q in osc.pairs], "peaks": osc.peaks, "troughs": osc.troughs,
             "peak_prominences": osc.peak_prominences, "trough_prominences": osc.trough_prominences,
-            "prominence": osc.prominence, "settings": settings}
+            "prominence": osc.prominence, "threshold_rule": t.rule, "n_points": t.n_points,
+            "noise_std": t.noise_std, "noise_multiplier": t.noise_multiplier,
+            "calibrated_multiplier": t.calibrated_multiplier, "false_peak_target": t.false_peak_target,
+            "expected_false_peaks": t.expected_false_peaks, "noise_level_amplitude": t.noise_level_amplitude,
+            "n_pairs_above_noise": osc.n_pairs_above_noise, "settings": settings}
 
 
 def read_manifest(run_dir: Path, checkpoint_steps: Sequence[int]) -> tuple[list[SwitchPair], dict]:
@@ -116,7 +273,8 @@ def read_manifest(run_dir: Path, checkpoint_steps: Sequence[int]) -> tuple[list[
     m = runio.read_json(path, "oscillation manifest")
     try:
         pairs = [SwitchPair(int(q["peak_step"]), int(q["trough_step"]), float(q["peak_p_ood"]),
-                            float(q["trough_p_ood"]), float(q["amplitude"]), str(q.get("kind", "")))
+                            float(q["trough_p_ood"]), float(q["amplitude"]), str(q.get("kind", "")),
+                            None if q.get("at_noise_level") is None else bool(q["at_noise_level"]))
                  for q in m["pairs"]]
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path} is not an oscillation manifest; run detect_oscillations.py again") from None
@@ -210,11 +368,6 @@ def bootstrap_std(correct: np.ndarray, n_boot: int, rng: np.random.Generator) ->
         raise UserError(f"--n-boot must be >= 2 (got {n_boot})")
     idx = rng.integers(0, len(correct), size=(n_boot, len(correct)))
     return float(correct[idx].mean(axis=1).std(ddof=1))
-
-
-def noise_prominence(mean_std: float, multiplier: float = NOISE_MULTIPLIER) -> float | None:
-    """h = multiplier × the mean bootstrap std of p_ood; None when the estimate is degenerate (0)."""
-    return multiplier * mean_std if mean_std > 0 else None
 
 
 # ---------------------------------------------------------------------------- logit lens

@@ -163,16 +163,24 @@ def switching_evidence(runs: Sequence["RunInputs"]) -> dict | None:
             return None
         m = runio.read_json(path, "oscillation manifest")
         p = [float(x["p_ood"]) for x in runio.read_metrics(r.run_dir) if x.get("p_ood") is not None]
-        rows.append({"run_dir": str(r.run_dir), "pairs": len(m.get("pairs") or []), "prominence": m.get("prominence"),
+        n_all = len(m.get("pairs") or [])
+        above = m.get("n_pairs_above_noise")          # None: the manifest had no noise estimate of p_ood
+        rows.append({"run_dir": str(r.run_dir), "pairs_detected": n_all,
+                     "pairs": n_all if above is None else int(above), "noise_calibrated": above is not None,
+                     "prominence": m.get("prominence"), "noise_multiplier": m.get("noise_multiplier"),
                      "p_ood_min": min(p) if p else None, "p_ood_max": max(p) if p else None})
     return {"runs": rows, "any_pairs": any(x["pairs"] for x in rows)}
 
 
 def not_observed_row(number: int, evidence: dict) -> dict:
-    per_run = "; ".join(f"{Path(x['run_dir']).name}: 0 pairs at prominence {_f(x['prominence'])} "
-                        f"(p_ood {_f(x['p_ood_min'], '.2f')}–{_f(x['p_ood_max'], '.2f')})" for x in evidence["runs"])
+    def one(x: dict) -> str:
+        where = (f"0 of {x.get('pairs_detected', 0)} pairs above the noise level (h = {_f(x.get('noise_multiplier'), '.2f')}σ)"
+                 if x.get("noise_calibrated") else f"0 pairs at prominence {_f(x['prominence'])} (no noise estimate)")
+        return f"{Path(x['run_dir']).name}: {where}, p_ood {_f(x['p_ood_min'], '.2f')}–{_f(x['p_ood_max'], '.2f')}"
+    per_run = "; ".join(one(x) for x in evidence["runs"])
     return {"claim": number, "text": NOT_YET[number].split(" (")[0], "statistic": "switch pairs of p_ood (oscillation_manifest.json)",
-            "source": {"file": "oscillation_manifest.json", "observed": "pairs", "null": ["prominence"]},
+            "source": {"file": "oscillation_manifest.json", "observed": "n_pairs_above_noise",
+                                                                        "null": ["noise_level_amplitude", "prominence"]},
             "verdict": NOT_OBSERVED, "leaning": None,
             "why": f"no run has a switch pair above its evaluation-noise threshold ({per_run}); the switching "
                    "geometry is undefined here, not refuted"}
