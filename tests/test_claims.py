@@ -310,3 +310,36 @@ def test_claim_15_by_surrogates_of_first_differences(capsys, runs, tmp_path):
     assert 15 not in {x["claim"] for x in led["not_yet"]}
     # a run without a probe has no coupling: not measured, with the reason
     assert claim_row(ledger(runs["walk"]), 15)["verdict"] == "not measured"
+
+
+def test_claim_8_from_the_gradient_floor_summary(capsys, runs, tmp_path):
+    """Isotropic per-batch gradients are at the noise floor in every seed (confirmed); gradients that share a
+    component along v_b are not, although each |cos| is at the floor (the t-statistic sees the common sign)."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from training.geometry.gradients import alignment_stats, floor_summary
+    D, M = 5000, 32
+    v = np.zeros(D)
+    v[0] = 1.0
+    dirs = {"iso": [], "shared": []}
+    for s, r in enumerate(runs["walk"]):
+        rng = np.random.default_rng(100 + s)
+        for kind, shift in (("iso", 0.0), ("shared", 0.6)):
+            stats = []
+            for _ in range(3):                                    # three checkpoints
+                G = rng.standard_normal((M, D))
+                G[:, 0] += shift
+                stats.append(alignment_stats(torch.from_numpy(G), v))
+            d = tmp_path / f"{kind}{s}"
+            shutil.copytree(r, d)
+            (d / "analysis").mkdir(exist_ok=True)
+            (d / "analysis" / "residual_decomposition.json").write_text(
+                json.dumps({"claim8": {"part": "total", **floor_summary(stats)}}))
+            dirs[kind].append(d)
+    iso, shared = claim_row(ledger(dirs["iso"]), 8), claim_row(ledger(dirs["shared"]), 8)
+    assert iso["verdict"] == "confirmed" and all(e > 0 for e in iso["effect"]), iso
+    assert shared["verdict"] == "not confirmed" and all(e < 0 for e in shared["effect"]), shared
+    assert claim_row(ledger(runs["walk"]), 8)["verdict"] == "not measured"

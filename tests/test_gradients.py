@@ -22,8 +22,8 @@ from training.core.errors import UserError
 from training.geometry.fisher import (anisotropy_ratio, fisher_spectrum, orthogonal_random_directions, overlap, rayleigh,
                              rayleigh_jvp, top_eigenvectors)
 from training.geometry.gradients import (alignment, alignment_stats, analysis_batches, block_projections, block_slices,
-                                choose_steps, cumulative_bias, flat_grad, minibatch_gradients, noise_floor,
-                                part_loss, project, signed_block_bias, spread_steps)
+                                choose_steps, cumulative_bias, flat_grad, floor_summary, minibatch_gradients,
+                                noise_floor, part_loss, project, signed_block_bias, spread_steps, t_statistic)
 from training.core.losses import composite_loss
 from training.core.model import GPT, trunk_names, trunk_size
 from training.core.optim import lambda_at
@@ -179,6 +179,39 @@ def test_alignment_noise_floor_and_block_projections():
     np.testing.assert_allclose(cumulative_bias(b), [b[:k + 1].sum(0) for k in range(4)])
 
 
+def test_t_statistic_and_the_noise_floor_verdict():
+    """t against scipy's one-sample t-test; isotropic gradients sit at the floor, and a component shared by every
+    mini-batch shows in t while each |cos| is still at the floor (Monte Carlo, D = 20 000, M = 64)."""
+    from scipy.stats import ttest_1samp
+    rng = np.random.default_rng(3)
+    c = rng.normal(0.2, 1.0, size=17)
+    assert t_statistic(c) == pytest.approx(ttest_1samp(c, 0.0).statistic, rel=1e-12)
+    assert t_statistic([0.5]) is None and t_statistic([0.1, 0.1, 0.1]) is None
+    D, M = 20_000, 64
+    v = np.zeros(D)
+    v[0] = 1.0
+    iso = torch.from_numpy(rng.normal(size=(M, D)))
+    shared = iso.clone()
+    shared[:, 0] += 0.5                  # c₁ ≈ 0.5/√D ≈ 0.0035 per gradient: ≈ 0.4 × the floor 0.0056
+    stats = {name: alignment_stats(G, v) for name, G in (("iso", iso), ("shared", shared))}
+    for s_ in stats.values():
+        assert s_["n"] == M and s_["sqrt_n_mean"] == pytest.approx(math.sqrt(M) * s_["mean_cos"])
+        assert s_["t_stat"] == pytest.approx(ttest_1samp(alignment(torch.as_tensor(iso if s_ is stats["iso"] else shared), v),
+                                                         0.0).statistic, rel=1e-10)
+    assert abs(stats["iso"]["t_stat"]) < 3 and stats["iso"]["abs_cos_over_floor"] < 1.5
+    assert stats["shared"]["t_stat"] > 3 and stats["shared"]["abs_cos_over_floor"] < 1.5
+    iso_v, shared_v = floor_summary([stats["iso"]] * 2), floor_summary([stats["iso"], stats["shared"]])
+    assert iso_v["at_noise_floor"] is True and iso_v["excess"] < 0 and iso_v["n_checkpoints"] == 2
+    assert shared_v["at_noise_floor"] is False and shared_v["abs_t_max"] == pytest.approx(stats["shared"]["t_stat"])
+    assert shared_v["excess"] == pytest.approx(max(shared_v["abs_cos_over_floor_max"] - 3, shared_v["abs_t_max"] - 3))
+    # over many isotropic draws |t| ≥ 3 is rare (Student t, 63 dof: P ≈ 0.004): the verdict is not noise-triggered
+    hits = sum(abs(alignment_stats(torch.from_numpy(rng.normal(size=(M, 2000))), v[:2000])["t_stat"]) >= 3
+               for _ in range(200))
+    assert hits <= 5
+    none = floor_summary([{"abs_cos_over_floor": 1.0, "t_stat": None, "n": 1}])
+    assert none["at_noise_floor"] is None and none["excess"] is None and none["abs_t_max"] is None
+
+
 def test_checkpoint_choice():
     steps = list(range(0, 101, 10))
     assert spread_steps(steps, 4) == [10, 40, 70, 100]
@@ -302,6 +335,13 @@ def test_scripts_end_to_end(tiny_run):
             assert all(finite(r[part]["trunk"][k]) for k in ("mean_cos", "mean_abs_cos", "abs_cos_over_floor"))
             assert len(r[part]["blocks"]) == 2 and len(r[part]["b"]) == 2 and all(map(finite, r[part]["b"]))
     np.testing.assert_allclose(rd["cumulative_B"]["total"][-1], np.sum([r["total"]["b"] for r in rd["checkpoints"]], 0))
+    for part in ("total", "probe"):      # the claim-8 summary is the max over the checkpoints' own statistics
+        v = rd["noise_floor_verdict"][part]
+        ratios = [r[part]["trunk"]["abs_cos_over_floor"] for r in rd["checkpoints"]]
+        ts = [abs(r[part]["trunk"]["t_stat"]) for r in rd["checkpoints"]]
+        assert v["abs_cos_over_floor_max"] == pytest.approx(max(ratios)) and v["abs_t_max"] == pytest.approx(max(ts))
+        assert v["at_noise_floor"] == (max(ratios) < 3 and max(ts) < 3) and v["batches_per_checkpoint"] == 3
+    assert rd["claim8"] == {"part": "total", **rd["noise_floor_verdict"]["total"]}
     assert (tiny_run / "analysis" / "residual_decomposition.png").stat().st_size > 0
 
 

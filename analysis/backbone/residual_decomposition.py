@@ -9,11 +9,17 @@ the probe part (probe batches with every sequence carrying a probe), over M seed
 g_i of the trunk:
 
 - cos_i = cos(g_i, v) for the trunk backbone and, restricted to block ℓ, for v_ℓ: mean and std of the
-  signed cosine, mean |cos|, and mean |cos| divided by the noise floor sqrt(2/(πD)) of that dimension;
+  signed cosine, mean |cos|, and mean |cos| divided by the noise floor sqrt(2/(πD)) of that dimension,
+  and the one-sample t = mean/(s/√M) of the signed cosines (s with ddof 1): a sign the mini-batches share
+  is structure even where each |cos| sits at the floor;
 - b_ℓ(t) = (1/M)·Σ_i ⟨g_i restricted to block ℓ, v_ℓ⟩, the mean signed projection (paper eq. 24), and
   its cumulative sum over the analysed checkpoints B_ℓ(t_k) = Σ_{j≤k} b_ℓ(t_j) (eq. 25): raw gradient
   projections, unweighted by the learning rate. Since v_ℓ points along the net drift, b_ℓ < 0 means
   the gradient at t pushes block ℓ forward along its backbone (descent moves along −g).
+
+Claim 8 ("per-batch gradients are at the noise floor", docs/claims.md): ``noise_floor_verdict`` holds, per
+loss part, the max over checkpoints of mean|cos(g, v_b)|/floor and of |t| for the trunk, with
+at_noise_floor = both below 3 and excess = max(ratio − 3, |t| − 3); ``claim8`` is the total loss's.
 
 Writes RUN/analysis/residual_decomposition.json and residual_decomposition.png.
 
@@ -38,6 +44,7 @@ from training.geometry.gradients import (
     PARTS,
     alignment_stats,
     block_slices,
+    floor_summary,
     choose_steps,
     cumulative_bias,
     minibatch_gradients,
@@ -100,6 +107,8 @@ def main() -> int:
         records.append(rec)
         del model
     cumulative = {part: cumulative_bias([r[part]["b"] for r in records]).tolist() for part in parts}
+    verdicts = {part: floor_summary([r[part]["trunk"] for r in records]) for part in parts}
+    main_part = "total" if "total" in parts else parts[0]
     result = {"settings": {"n_batches": args.n_batches, "batch_size": args.batch_size, "parts": parts,
                            "seed": args.seed, "steps": steps},
               "backbone": info,
@@ -108,11 +117,22 @@ def main() -> int:
                                  "of raw gradients, so b_l < 0 means descent moves block l forward along its backbone",
               "checkpoints": records,
               "cumulative_B": {"steps": steps, **cumulative},
+              "noise_floor_verdict": verdicts,
+              "claim8": {"part": main_part, **verdicts[main_part]},
               "elapsed_s": round(time.monotonic() - t0, 2)}
     path = write_result(run, "residual_decomposition", result)
     plot(run, result)
+    c8 = result["claim8"]
+    print(f"trunk gradients ({main_part} loss) vs v_b: max mean|cos|/floor {_g(c8['abs_cos_over_floor_max'])}, "
+          f"max |t| {_g(c8['abs_t_max'])} over {c8['n_checkpoints']} checkpoints x {c8['batches_per_checkpoint']} "
+          f"batches: {'at' if c8['at_noise_floor'] else 'not at' if c8['at_noise_floor'] is False else 'undecided, near'}"
+          " the noise floor (limits 3, 3)")
     print(f"wrote {path}")
     return 0
+
+
+def _g(x) -> str:
+    return "—" if x is None else f"{x:.3g}"
 
 
 def plot(run: Run, result: dict) -> None:

@@ -14,6 +14,11 @@ Formulas (g_i = gradient of mini-batch i, v a direction, D its dimension):
 
 - alignment        cos_i = ⟨g_i, v⟩ / (‖g_i‖ ‖v‖)
 - noise floor      E|cos(a, b)| ≈ sqrt(2 / (π D)) for a uniformly random unit direction in R^D
+- t-statistic      t = mean_i cos_i / (s / √M), s the sample std (ddof = 1) of the M signed cosines: a sign
+                   shared across mini-batches shows as |t| large even when every |cos_i| is at the floor
+                   (a common component c₁ along v gives √M·mean ≈ √M·c₁, so t ≈ √M·c₁ / s)
+- floor verdict    at the noise floor iff max over checkpoints of mean|cos|/floor < 3 and of |t| < 3
+                   (:func:`floor_summary`)
 - block projection P_iℓ = ⟨g_i[ℓ], v̂_ℓ⟩, the gradient restricted to block ℓ projected on block ℓ's
                    unit backbone; b_ℓ(t) = (1/M) Σ_i P_iℓ (eq. 24 of the paper, mean over mini-batches)
 - cumulative bias  B_ℓ(t_k) = Σ_{j ≤ k} b_ℓ(t_j) over the analysed checkpoints t_1 < … < t_k (eq. 25):
@@ -193,15 +198,82 @@ def noise_floor(dim: int) -> float:
     return math.sqrt(2.0 / (math.pi * dim))
 
 
-def alignment_stats(G: torch.Tensor, v: np.ndarray | torch.Tensor) -> dict[str, float]:
-    """Summary of cos(g_i, v) over the M rows: mean and std of the signed cosine, mean |cos|, the noise
-    floor of this dimension, mean |cos| / floor, and the mean gradient norm."""
+def t_statistic(c: np.ndarray) -> float | None:
+    """One-sample t-statistic of the values ``c`` against 0: mean / (s / √M), s the sample std (ddof = 1).
+
+    None (not NaN) when M < 2 or the values have no spread (s = 0, e.g. all equal), so the result is JSON-safe.
+    """
+    c = np.asarray(c, dtype=np.float64)
+    m = c.size
+    if m < 2:
+        return None
+    sd = float(c.std(ddof=1))
+    if not math.isfinite(sd) or sd <= 0.0 or np.all(c == c[0]):     # equal values: rounding makes sd ≈ 1e-17
+        return None
+    t = float(c.mean()) / (sd / math.sqrt(m))
+    return t if math.isfinite(t) else None
+
+
+def alignment_stats(G: torch.Tensor, v: np.ndarray | torch.Tensor) -> dict[str, float | int | None]:
+    """Summary of c_i = cos(g_i, v) over the M rows of G.
+
+    Keys:
+
+    - ``mean_cos``, ``std_cos``: mean and *population* std (ddof = 0) of the signed cosine;
+      ``std_cos_ddof1`` is the sample std (ddof = 1; None when M < 2);
+    - ``mean_abs_cos``: mean |c_i|; ``noise_floor``: sqrt(2/(πD)); ``abs_cos_over_floor``: their ratio;
+    - ``n``: M, the number of mini-batches;
+    - ``t_stat``: one-sample t of the signed cosines against 0, mean_cos / (std_cos_ddof1 / √M) -- a sign
+      shared across mini-batches is structure even when every |c_i| sits at the floor (None when M < 2
+      or std_cos_ddof1 = 0);
+    - ``sqrt_n_mean``: √M · mean_cos, the coherent-drift statistic: a common component c₁ along v in every
+      gradient makes it ≈ √M·c₁, which t divides by the spread of the cosines;
+    - ``grad_norm``: mean ‖g_i‖.
+    """
     norms = row_norms(G)
     c = alignment(G, v, norms)
     floor = noise_floor(G.shape[1])
-    return {"mean_cos": float(c.mean()), "std_cos": float(c.std()), "mean_abs_cos": float(np.abs(c).mean()),
+    m = int(c.size)
+    return {"mean_cos": float(c.mean()), "std_cos": float(c.std()),
+            "std_cos_ddof1": float(c.std(ddof=1)) if m >= 2 else None,
+            "mean_abs_cos": float(np.abs(c).mean()),
             "noise_floor": floor, "abs_cos_over_floor": float(np.abs(c).mean() / floor),
+            "n": m, "t_stat": t_statistic(c), "sqrt_n_mean": float(math.sqrt(m) * c.mean()),
             "grad_norm": float(norms.mean())}
+
+
+FLOOR_RATIO_LIMIT = 3.0              # mean|cos| / floor at or above this: not at the noise floor
+T_LIMIT = 3.0                        # |t| of the signed cosines at or above this: not at the noise floor
+
+
+def floor_summary(stats: Sequence[dict], ratio_limit: float = FLOOR_RATIO_LIMIT,
+                  t_limit: float = T_LIMIT) -> dict:
+    """Noise-floor verdict over several checkpoints, from their :func:`alignment_stats` dicts (one per checkpoint).
+
+    - ``abs_cos_over_floor_max`` / ``_median``: max and median over checkpoints of mean|cos| / floor;
+    - ``abs_t_max``: max over checkpoints of |t_stat| (checkpoints whose t is None are skipped; None if all are);
+    - ``n_checkpoints``; ``batches_per_checkpoint``: M (a list if the checkpoints differ);
+    - ``at_noise_floor``: abs_cos_over_floor_max < ratio_limit and abs_t_max < t_limit;
+    - ``excess``: max(abs_cos_over_floor_max − ratio_limit, abs_t_max − t_limit); ≤ 0 ⇔ at the floor up to
+      the boundary (exactly at a limit counts as *not* at the floor, as in the rule).
+
+    ``at_noise_floor`` and ``excess`` are None when a statistic is missing (no checkpoints, or no t because
+    M < 2 or the cosines have no spread), so a verdict never rests on the |cos| ratio alone.
+    """
+    ratios = [float(s["abs_cos_over_floor"]) for s in stats]
+    ts = [abs(float(s["t_stat"])) for s in stats if s.get("t_stat") is not None]
+    ns = sorted({int(s["n"]) for s in stats})
+    r_max = max(ratios) if ratios else None
+    t_max = max(ts) if ts else None
+    ok = r_max is not None and t_max is not None
+    return {"n_checkpoints": len(ratios),
+            "batches_per_checkpoint": (ns[0] if len(ns) == 1 else ns) if ns else None,
+            "abs_cos_over_floor_max": r_max,
+            "abs_cos_over_floor_median": float(np.median(ratios)) if ratios else None,
+            "abs_t_max": t_max,
+            "ratio_limit": float(ratio_limit), "t_limit": float(t_limit),
+            "at_noise_floor": bool(r_max < ratio_limit and t_max < t_limit) if ok else None,
+            "excess": float(max(r_max - ratio_limit, t_max - t_limit)) if ok else None}
 
 
 # ---------------------------------------------------------------------------- per-block projections
