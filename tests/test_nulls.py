@@ -187,3 +187,38 @@ def test_expected_max_normal_closed_forms_and_monte_carlo():
     from training.core.errors import UserError
     with pytest.raises(UserError):
         reentry_noise_bias(0.01, 0)
+
+
+def test_increment_coherence_against_dense_cosines_and_closed_forms():
+    """ρ(ℓ) from the Gram equals the mean of explicitly computed increment cosines; the random-walk null has
+    ρ = 0 exactly (D → ∞) and ≈ 0 at finite D; a persistent drift μ·e plus isotropic noise of variance σ² per
+    coordinate gives ρ ≈ μ² / (μ² + σ²D) at every lag (large D)."""
+    from training.geometry.trajectory import increment_coherence
+    rng = np.random.default_rng(5)
+    D, T = 3000, 12
+    steps = list(range(0, 10 * (T + 1), 10))
+    mu, sigma = 1.0, 1.0 / np.sqrt(D)                    # signal and noise energies equal: ρ ≈ 1/2
+    U = sigma * rng.standard_normal((T, D))
+    U[:, 0] += mu
+    X = np.vstack([np.zeros(D), np.cumsum(U, axis=0)])
+    g = Gram(steps, 0, None, D, X @ X.T)
+    got = increment_coherence(g, max_lag=4)
+    cos = (U @ U.T) / np.outer(np.linalg.norm(U, axis=1), np.linalg.norm(U, axis=1))
+    dense = [np.mean(np.diagonal(cos, offset=lag)) for lag in range(1, 5)]
+    assert got["lags"] == [1, 2, 3, 4] and got["n_increments"] == T
+    np.testing.assert_allclose(got["rho"], dense, rtol=1e-9)
+    assert got["rho"] == pytest.approx([0.5] * 4, abs=0.05)
+    # a subset of the steps: increments between the chosen checkpoints
+    sub = increment_coherence(g, steps[::2], max_lag=2)
+    V = np.diff(X[::2], axis=0)
+    cv = (V @ V.T) / np.outer(np.linalg.norm(V, axis=1), np.linalg.norm(V, axis=1))
+    np.testing.assert_allclose(sub["rho"], [np.mean(np.diagonal(cv, offset=lag)) for lag in (1, 2)], rtol=1e-9)
+    # the closed-form walk is exactly incoherent; a finite-D walk is within a few 1/√D
+    walk = random_walk_gram(steps, rng.uniform(0.5, 2.0, T), dim=10 ** 9)
+    assert np.max(np.abs(increment_coherence(walk)["rho"])) < 1e-12
+    Xw = explicit_walk(rng.uniform(0.5, 2.0, T), D, rng)
+    finite = increment_coherence(Gram(steps, 0, None, D, Xw @ Xw.T))
+    assert np.max(np.abs(finite["rho"])) < 4 / np.sqrt(D)
+    assert profile(walk, steps[-1])["coherence"]["rho"] == increment_coherence(walk)["rho"]
+    short = increment_coherence(Gram([0, 10], 0, None, D, np.zeros((2, 2))))
+    assert short["lags"] == [] and short["rho_mean"] is None

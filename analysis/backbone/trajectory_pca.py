@@ -158,6 +158,11 @@ def main() -> int:
             print(f"beside the weight-decayed walk: PC1 {100 * o['pc1']:.1f}% vs {100 * w['pc1']:.1f}%, k95 {o['k95']} vs "
                   f"{w['k95']}; ‖θ(T)‖/‖θ(0)‖ {_fmt(d['theta_norm_ratio_end'])}, decay share of ‖x(T)‖² "
                   f"{_fmt(d['decay_share_end'])}, cos(v_b, −θ̂0) {_fmt(d['cos_backbone_decay'])}")
+        co = o["coherence"]
+        if co["lags"]:
+            beside = (f", weight-decayed walk {_fmt(w['coherence']['rho'][0])}" if w is not None else "")
+            print(f"increment coherence ρ(1) = mean cos(u_i, u_i+1) {_fmt(co['rho'][0])} (random walk 0"
+                  f"{beside}); ρ(1…{co['lags'][-1]}) mean {_fmt(co['rho_mean'])}")
     cp = t["coupling_residual_p_ood"]
     if cp is not None:
         print(f"‖r(t)‖ vs p_ood: {cp['note']}")

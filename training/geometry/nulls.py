@@ -31,6 +31,7 @@ from training.core.regime import decay_path
 from training.geometry.trajectory import (
     Gram,
     decomposition,
+    increment_coherence,
     increment_norms,
     pca,
     rolling_pc1,
@@ -249,7 +250,8 @@ def profile(gram: Gram, total_steps: int, steps: Sequence[int] | None = None,
     """The backbone statistics that claims are judged on, from one Gram (a run's, or a null's):
 
     raw and row-normalised PC1 / k95; the raw backbone's decomposition a(t), ‖r(t)‖, f_b(t); the update
-    alignment C(t) (signed, |C| by phase of ``total_steps``, max |C|, rms) and its sign-flip step; and the
+    alignment C(t) (signed, |C| by phase of ``total_steps``, max |C|, rms) and its sign-flip step; the
+    increment coherence ρ(ℓ) (:func:`~training.geometry.trajectory.increment_coherence`); and the
     mean adjacent |cos| of rolling PC1 for both window constructions (drifts from the initialisation, and
     row-normalised drifts from the window start). Windows are left out (None) when fewer than
     ``width`` + 1 checkpoints exist.
@@ -269,6 +271,7 @@ def profile(gram: Gram, total_steps: int, steps: Sequence[int] | None = None,
                  "abs_max": float(np.abs(c).max()) if len(c) else None,
                  "rms": float(np.sqrt(np.mean(c ** 2))) if len(c) else None,
                  "sign_flip_step": sign_flip_step(C["steps"], c.tolist())},
+           "coherence": increment_coherence(gram, steps),
            "rolling": None}
     if len(steps) >= width + 1:
         start = rolling_pc1(gram, width, steps, rownorm=True)

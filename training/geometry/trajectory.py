@@ -791,6 +791,39 @@ def lagged_update_alignment(gram: Gram, v_coeffs: np.ndarray, delta: int,
     return {"delta": delta, **out, "missing_steps": [t for t in wanted if t not in found]}
 
 
+INCOHERENCE_MAX_LAG = 5
+
+
+def increment_coherence(gram: Gram, steps: Sequence[int] | None = None, max_lag: int = INCOHERENCE_MAX_LAG) -> dict:
+    """ρ(ℓ) = mean_i cos(u_i, u_{i+ℓ}) of the increments u_i = θ(t_{i+1}) − θ(t_i) between consecutive ``steps``,
+    for ℓ = 1 … min(max_lag, n − 1), n the number of increments; ℓ counts analysed intervals, not optimizer steps.
+
+    A walk of independent isotropic increments has ρ(ℓ) = 0 (in D → ∞; ± 1/√D at finite D); increments that keep
+    a common direction (a persistent drift, or weight decay pulling every step along −θ(0)) give ρ > 0, and
+    steps that undo each other ρ < 0. Increments of zero norm are left out of the means; a lag with none left
+    is None. Also ``n_increments`` and ``rho_mean``, the mean over the lags.
+    """
+    steps = list(gram.steps if steps is None else steps)
+    n = len(steps) - 1
+    lags = list(range(1, min(int(max_lag), n - 1) + 1)) if n >= 2 else []
+    if not lags:
+        return {"lags": [], "rho": [], "rho_mean": None, "n_increments": max(n, 0)}
+    A = np.zeros((n, len(gram.steps)))
+    A[np.arange(n), gram.index(steps[1:])] += 1.0
+    A[np.arange(n), gram.index(steps[:-1])] -= 1.0
+    Q = gram.inner(A, A)
+    norm = np.sqrt(np.maximum(np.diag(Q), 0.0))
+    ok = norm > 0
+    cos = np.divide(Q, np.outer(norm, norm), out=np.full_like(Q, np.nan), where=np.outer(ok, ok))
+    rho = []
+    for lag in lags:
+        d = np.diagonal(cos, offset=lag)
+        d = d[np.isfinite(d)]
+        rho.append(float(d.mean()) if d.size else None)
+    finite = [r for r in rho if r is not None]
+    return {"lags": lags, "rho": rho, "rho_mean": float(np.mean(finite)) if finite else None, "n_increments": n}
+
+
 def sign_flip_step(steps: Sequence[int], signed_cos: Sequence[float], min_run: int | None = None) -> int | None:
     """The first step after which the signed alignment stays negative (None if it never flips); with ``min_run``,
     the first step that starts ``min_run`` consecutive negative values instead (the claims ledger's t*, which one
