@@ -512,3 +512,34 @@ def test_formatting_rules():
     assert fmt(25165824, "int", "tex") == "25{,}165{,}824" and fmt(3375.0, "x") == "3,375×"
     assert fmt("a_b & 5 %", "text", "tex") == r"a\_b \& 5 \%"
     assert mpf.macro_name("k95_trunk") == "KNineFiveTrunk" and mpf.macro_name("pc1_trunk_raw") == "PcOneTrunkRaw"
+
+
+def test_nulls_are_drawn_and_tabulated_beside_the_statistics(full):
+    """Figures 1 and 2 carry the random walk's and the weight-decayed walk's a(t), ‖r(t)‖ and C(t) (from
+    trajectory_pca's null profile), and Tables 2, 3, 4 and the gradient table have their null columns."""
+    t = full["json"]["trajectory_pca"]
+    figs = full["numbers"]["figures"]
+    prof = t["trunk"]["null_profile"]
+    panel = figs["fig1_backbone"]["data"]["panels"][0]
+    assert set(panel["nulls"]) == {"random walk", "weight-decayed walk"}
+    assert panel["nulls"]["random walk"]["a"] == prof["random_walk"]["a"]
+    assert panel["nulls"]["weight-decayed walk"]["residual_norm"] == prof["weight_decayed_walk"]["residual_norm"]
+    nC = figs["fig2_alignment"]["data"]["null_C"]
+    assert nC["random walk"]["signed"] == prof["random_walk"]["C"]["signed"]
+    head, rows = md_rows(full["out"] / "tables" / "table2_pc1.md")
+    col = {h: i for i, h in enumerate(head)}
+    assert rows[0][col["wd-walk PC1 (%)"]] == f"{100 * prof['weight_decayed_walk']['pc1']:.1f}"
+    assert int(rows[0][col["wd-walk k95"]]) == prof["weight_decayed_walk"]["k95"]
+    head, rows = md_rows(full["out"] / "tables" / "table3_update_alignment.md")
+    col = {h: i for i, h in enumerate(head)}
+    late = [abs(c) for s, c in zip(prof["random_walk"]["C"]["steps"], prof["random_walk"]["C"]["signed"]) if s > 12]
+    assert rows[2][col["trunk null |C| (random walk)"]] == f"{np.mean(late):.3f}"
+    head, rows = md_rows(full["out"] / "tables" / "table4_sign_flip.md")
+    col = {h: i for i, h in enumerate(head)}
+    flip = prof["sign_flip"]
+    for key, name in (("t_star", "t*₃"), ("t_star_random_walk", "t*₃ random walk"),
+                      ("t_star_weight_decayed_walk", "t*₃ wd walk")):
+        assert rows[0][col[name]] == ("none" if flip[key] is None else str(flip[key]))
+    head, rows = md_rows(full["out"] / "tables" / "table_gradient_alignment.md")
+    r = full["json"]["residual_decomposition"]
+    assert float(rows[0][head.index("t")]) == pytest.approx(r["checkpoints"][0]["total"]["trunk"]["t_stat"], abs=5e-3)

@@ -24,6 +24,15 @@ def _twin_p_ood(ax, inp: Inputs, data: dict):
     return ax2
 
 
+NULL_STYLES = (("random_walk", "random walk", (0, (4, 2))), ("weight_decayed_walk", "weight-decayed walk", ":"))
+
+
+def _null_curves(entry: dict) -> list[tuple[str, dict, object]]:
+    """The null profiles of one trajectory_pca unit (trunk or a block) that exist: (label, profile, line style)."""
+    prof = entry.get("null_profile") or {}
+    return [(label, prof[key], ls) for key, label, ls in NULL_STYLES if prof.get(key)]
+
+
 def fig1(inp: Inputs):
     """Backbone decomposition: a(t), ‖r(t)‖ with p_ood on a twin axis, trunk and block 0."""
     from figures import style
@@ -36,6 +45,12 @@ def fig1(inp: Inputs):
         d = e["decomposition"]
         a_.plot(d["steps"], d["a"], color=style.COLORS["backbone"], label=r"$a(t)$")
         a_.plot(d["steps"], d["residual_norm"], color=style.COLORS["residual"], label=r"$\|r(t)\|$")
+        nulls = _null_curves(e)
+        for nname, prof, ls in nulls:     # the same decomposition of the structureless walks with the run's steps
+            a_.plot(prof["steps"], prof["a"], color=style.COLORS["backbone"], ls=ls, lw=0.8, alpha=0.8,
+                    label=f"$a(t)$, {nname}")
+            a_.plot(prof["steps"], prof["residual_norm"], color=style.COLORS["residual"], ls=ls, lw=0.8, alpha=0.8,
+                    label=f"$\\|r(t)\\|$, {nname}")
         style.mark_step(a_, inp.lambda_switch, r"$\lambda$ switch")
         a_.set(xlabel="step", ylabel="parameter distance",
                title=f"{name}: PC1 {fmt(e['raw']['pc1'], 'pct')} %, $f_b$ = {fmt(d['backbone_fraction'][-1], 'pct')} %")
@@ -45,17 +60,21 @@ def fig1(inp: Inputs):
         a_.legend(h1 + h2, l1 + l2, loc="upper left")
         style.panel_label(a_, "(" + "ab"[j] + ")")
         data["panels"].append({"unit": name, "steps": d["steps"], "a": d["a"], "residual_norm": d["residual_norm"],
-                               "backbone_fraction": d["backbone_fraction"], "pc1": e["raw"]["pc1"]})
+                               "backbone_fraction": d["backbone_fraction"], "pc1": e["raw"]["pc1"],
+                               "nulls": {nname: {"steps": prof["steps"], "a": prof["a"],
+                                                 "residual_norm": prof["residual_norm"]} for nname, prof, _ in nulls}})
     data["p_ood"] = dict(zip(("steps", "p_ood"), inp.series("p_ood")))
     fig.suptitle("Backbone–residual decomposition $\\theta(t) = \\theta(0) + a(t)\\,v_b + r(t)$", fontsize=9)
     return fig, data
 
 
 def fig2(inp: Inputs):
-    """Update alignment |C(t)| vs gradient alignment |cos(g, v_b)| with the noise floor (log), and signed C(t)."""
+    """Update alignment |C(t)| beside its random-walk and weight-decayed-walk profiles (trajectory_pca's null
+    profile), gradient alignment |cos(g, v_b)|, the random-direction floor sqrt(2/(πD)) (log), and signed C(t)."""
     from figures import style
     u = inp.need("update_alignment")
     r = inp.data.get("residual_decomposition")
+    tp = inp.data.get("trajectory_pca")
     fig, ax = style.figure(1, 2, height=3.1)
     a0, a1 = ax[0, 0], ax[0, 1]
     units = [("trunk", u["trunk"], style.COLORS["trunk"])]
@@ -67,9 +86,21 @@ def fig2(inp: Inputs):
         a1.plot(e["steps"], e["signed_cos"], color=col, ls="--", label=f"$C(t)$, {name}")
         if e.get("sign_flip_step") is not None:
             a1.plot([e["sign_flip_step"]], [0], marker="v", color=col, ms=6, ls="none", label=f"$t^*$ {name}")
-        a0.axhline(e["noise_floor"], color=col, ls=":", lw=0.9, label=f"floor $\\sqrt{{2/\\pi D}}$, {name}")
+        a0.axhline(e["noise_floor"], color=col, ls="-.", lw=0.7,
+                   label=f"random-direction floor $\\sqrt{{2/\\pi D}}$ (not a null), {name}")
         data["update"].append({"unit": name, "steps": e["steps"], "abs_cos": e["abs_cos"], "signed_cos": e["signed_cos"],
                                "noise_floor": e["noise_floor"], "sign_flip_step": e.get("sign_flip_step")})
+    data["null_C"] = {}
+    trunk_entry = (tp or {}).get("trunk") or {}
+    for nname, prof, ls in _null_curves(trunk_entry):      # the trunk's null |C(t)| over the same checkpoints
+        C = prof["C"]
+        a0.plot(C["steps"], [abs(c) for c in C["signed"]], color=style.COLORS["floor"], ls=ls, lw=1.0,
+                label=f"$|C(t)|$ of the {nname}, trunk")
+        a1.plot(C["steps"], C["signed"], color=style.COLORS["floor"], ls=ls, lw=0.8, label=f"$C(t)$, {nname}")
+        data["null_C"][nname] = {"steps": C["steps"], "signed": C["signed"]}
+    if not data["null_C"]:
+        print(f"  note: fig2 without the null C(t) profiles: {_missing_text(inp, 'trajectory_pca')}"
+              if tp is None else "  note: fig2 without the null C(t) profiles: trajectory_pca.json has no null_profile")
     if r is not None:
         gsteps = [c["step"] for c in r["checkpoints"]]
         series = [("trunk", [c["total"]["trunk"] for c in r["checkpoints"]], style.COLORS["trunk"], "o")]

@@ -88,20 +88,28 @@ def table2(inp: Inputs) -> Table:
     t = inp.need("trajectory_pca")
     cols = [Col("unit", align="l"), Col("D", "int"), Col("PC1 raw (%)", "pct"), Col("PC1 row-norm. (%)", "pct"),
             Col("null PC1 (%)", "pct"), Col("k95", "int", r"$k_{95}$"), Col("k99", "int", r"$k_{99}$"),
-            Col("null k95", "num1", r"null $k_{95}$"), Col("f_b final (%)", "pct", r"$f_b$ final (\%)"),
+            Col("null k95", "num1", r"null $k_{95}$"), Col("wd-walk PC1 (%)", "pct"),
+            Col("wd-walk k95", "int", r"wd-walk $k_{95}$"), Col("f_b final (%)", "pct", r"$f_b$ final (\%)"),
+            Col("null f_b final (%)", "pct", r"null $f_b$ final (\%)"),
             Col("rolling |cos| with v_b", "num3", r"rolling $|\cos(v_b^{(w)}, v_b)|$")]
     rows = []
     for label, e in [("trunk", t["trunk"])] + [(block_label(b["block"]), b) for b in t.get("blocks", [])]:
         roll = e.get("rolling_pc1")
+        prof = e.get("null_profile") or {}
+        rw, wd = prof.get("random_walk") or {}, prof.get("weight_decayed_walk") or {}
         rows.append([label, e.get("dim"), e["raw"]["pc1"], e["rownorm"]["pc1"], e["random_walk_null"]["pc1"],
-                     e["raw"]["k95"], e["raw"]["k99"], e["random_walk_null"].get("k95"),
-                     e["decomposition"]["backbone_fraction"][-1], mean(roll["global_abs_cos"]) if roll else None])
+                     e["raw"]["k95"], e["raw"]["k99"], e["random_walk_null"].get("k95"), wd.get("pc1"), wd.get("k95"),
+                     e["decomposition"]["backbone_fraction"][-1],
+                     rw["backbone_fraction"][-1] if rw.get("backbone_fraction") else None,
+                     mean(roll["global_abs_cos"]) if roll else None])
     n = len(t["trunk"]["raw"]["explained_variance_ratio"])
     ref = t["trunk"]["raw"].get("reference_step", 0)
     return Table("table2_pc1", "Table 2 analogue: backbone dominance per block",
                  f"Uncentered PCA of the drifts θ(t) − θ({ref}) over {n} checkpoints; PC1 = σ1²/Σσj² over the full "
                  "spectrum, raw and row-normalised; the random-walk null has the run's own step sizes in random "
-                 "directions (mean over its samples); f_b = a²/‖x‖² at the last checkpoint; rolling: mean |cos| of "
+                 "directions (mean over its samples); wd-walk: the weight-decayed walk with the run's increments, "
+                 "‖θ(0)‖ and schedule (D → ∞, docs/claims.md); f_b = a²/‖x‖² at the last checkpoint, null f_b that of "
+                 "the random walk; rolling: mean |cos| of "
                  f"windowed PC1s with the global v_b. Paper ({PV.VALUES['block_pc1_range'].source}): "
                  f"{pv('block_pc1_range')} % per block.", cols, rows)
 
@@ -111,7 +119,12 @@ def table3(inp: Inputs) -> Table:
     tr, blocks = u["trunk"], u.get("blocks", [])
     cols = [Col("phase", align="l"), Col("steps", align="l"), Col("updates", "int"), Col("trunk mean |C|", "num3", r"trunk $|C|$"),
             Col("block 0 mean |C|", "num3", r"block 0 $|C|$"), Col("block 0 peak |C|", "num3", r"block 0 peak $|C|$"),
-            Col("blocks ≥ 1 (median of means)", "num3", r"blocks $\ge 1$ (median)")]
+            Col("blocks ≥ 1 (median of means)", "num3", r"blocks $\ge 1$ (median)"),
+            Col("trunk null |C| (random walk)", "num3", r"trunk null $|C|$ (RW)"),
+            Col("trunk null |C| (wd walk)", "num3", r"trunk null $|C|$ (wd)")]
+    tp = inp.data.get("trajectory_pca") or {}
+    prof = (tp.get("trunk") or {}).get("null_profile") or {}
+    null_C = [(prof.get(k) or {}).get("C") for k in ("random_walk", "weight_decayed_walk")]
     sel = [(name, rng, test) for name, rng, test in phases(inp.cfg.steps)]
     lam = inp.lambda_switch
     if lam is not None:
@@ -122,14 +135,17 @@ def table3(inp: Inputs) -> Table:
         b0 = phase_values(blocks[0]["steps"], blocks[0]["abs_cos"], test) if blocks else []
         others = [mean(phase_values(b["steps"], b["abs_cos"], test)) for b in blocks[1:]]
         others = [x for x in others if x is not None]
+        nulls = [mean(phase_values(C["steps"], [abs(c) for c in C["signed"]], test)) if C else None for C in null_C]
         rows.append([name, rng, len(tv), mean(tv), mean(b0), max(b0) if b0 else None,
-                     statistics.median(others) if others else None])
+                     statistics.median(others) if others else None, *nulls])
     return Table("table3_update_alignment", "Table 3 analogue: update alignment |C(t)| by phase",
                  f"C(t) = cos(θ(t) − θ(t−Δ), v_b) with Δ the checkpoint spacing; phases are the paper's (boundaries "
                  f"{pv('early_end')} and {pv('mid_end')} of {pv('steps')} steps) as fractions of this run's "
                  f"{inp.cfg.steps} steps"
                  + (f", plus the split at the λ switch (step {lam})" if lam is not None else "")
-                 + f". Noise floor sqrt(2/(πD)) = {fmt(tr['noise_floor'], 'sci')} (trunk). Paper (arXiv 2602.23696, Table 3, "
+                 + ". Null |C|: the same phase means for the random walk and the weight-decayed walk with the run's "
+                   "increments (trajectory_pca.json null_profile; the ledger's claim 6 compares with the larger)"
+                 + f". Random-direction floor sqrt(2/(πD)) = {fmt(tr['noise_floor'], 'sci')} (trunk; not a null). Paper (arXiv 2602.23696, Table 3, "
                    "block 0): " + ", ".join(f"{fmt(r['block0'], 'num3')} {r['phase']}" for r in PV.TABLE3) + ".",
                  cols, rows)
 
@@ -139,17 +155,30 @@ def table4(inp: Inputs) -> Table:
     ph = phases(inp.cfg.steps)
     T = inp.cfg.steps
     cols = [Col("unit", align="l"), Col("t*", "text", r"$t^*$"), Col("t*/T", "num2", r"$t^*/T$"),
-            Col("early C", "signed", "early $C$"), Col("late C", "signed", "late $C$"), Col("mean C", "signed", "mean $C$")]
+            Col("early C", "signed", "early $C$"), Col("late C", "signed", "late $C$"), Col("mean C", "signed", "mean $C$"),
+            Col("t*₃", "text", r"$t^*_3$"), Col("t*₃ random walk", "text", r"$t^*_3$ RW"),
+            Col("t*₃ wd walk", "text", r"$t^*_3$ wd")]
+    tp = inp.data.get("trajectory_pca") or {}
+    tp_units = [tp.get("trunk") or {}] + list(tp.get("blocks") or [])
+
+    def step_cell(x):
+        return Cell(x, "step") if x is not None else "none"
+
     rows = []
-    for label, e in [("trunk", u["trunk"])] + [(block_label(b["block"]), b) for b in u.get("blocks", [])]:
+    for i, (label, e) in enumerate([("trunk", u["trunk"])] + [(block_label(b["block"]), b) for b in u.get("blocks", [])]):
         t_star = e.get("sign_flip_step")
-        rows.append([label, Cell(t_star, "step") if t_star is not None else "none", t_star / T if t_star is not None else None,
+        flip = ((tp_units[i] if i < len(tp_units) else {}).get("null_profile") or {}).get("sign_flip")
+        three = ([step_cell(flip.get(k)) for k in ("t_star", "t_star_random_walk", "t_star_weight_decayed_walk")]
+                 if flip else [None, None, None])
+        rows.append([label, step_cell(t_star), t_star / T if t_star is not None else None,
                      mean(phase_values(e["steps"], e["signed_cos"], ph[0][2])),
-                     mean(phase_values(e["steps"], e["signed_cos"], ph[2][2])), e.get("mean_signed_cos")])
+                     mean(phase_values(e["steps"], e["signed_cos"], ph[2][2])), e.get("mean_signed_cos"), *three])
     return Table("table4_sign_flip", "Table 4 analogue: sign of the update alignment",
                  f"Signed C(t) with v_b oriented along the net drift (a(t_last) > 0); t* is the first step after which "
                  f"C(t) stays negative (T = {T}); early/late = the phases of Table 3. The paper's v_b orientation is "
-                 "arbitrary, so its signs may be the mirror image of ours. Paper (arXiv 2602.23696, Table 4, block 0): "
+                 "arbitrary, so its signs may be the mirror image of ours. t*₃: the first of 3 consecutive C(t) < 0 "
+                 "(the ledger's rule, claim 4) for the run and for its random walk and weight-decayed walk (none: no "
+                 "flip). Paper (arXiv 2602.23696, Table 4, block 0): "
                  + "; ".join(f"seed {r['seed']}: t* ≈ {fmt(r['t_star'], 'int')}, early {fmt(r['early'], 'num2')}, late "
                              f"{fmt(r['late'], 'num2')}" for r in PV.TABLE4) + f" (of {pv('steps')} steps).",
                  cols, rows)
@@ -173,16 +202,17 @@ def table_grad(inp: Inputs) -> Table:
     r = inp.need("residual_decomposition")
     cols = [Col("step", "step"), Col("λ", "num1", r"$\lambda$"), Col("trunk mean |cos(g, v_b)|", "num4", r"trunk $|\cos(g, v_b)|$"),
             Col("std", "num4"), Col("noise floor", "sci"), Col("ratio", "x"),
-            Col("block 0 mean |cos|", "num4", r"block 0 $|\cos|$"), Col("block 0 ratio", "x")]
+            Col("t", "signed", r"$t$"), Col("block 0 mean |cos|", "num4", r"block 0 $|\cos|$"), Col("block 0 ratio", "x")]
     rows = []
     for c in r["checkpoints"]:
         t = c["total"]["trunk"]
         b0 = c["total"]["blocks"][0] if c["total"].get("blocks") else {}
         rows.append([c["step"], c.get("lambda"), t["mean_abs_cos"], t.get("std_cos"), t["noise_floor"],
-                     t["abs_cos_over_floor"], b0.get("mean_abs_cos"), b0.get("abs_cos_over_floor")])
+                     t["abs_cos_over_floor"], t.get("t_stat"), b0.get("mean_abs_cos"), b0.get("abs_cos_over_floor")])
     return Table("table_gradient_alignment", "Gradient alignment with the backbone",
                  f"Mean over M = {r['settings']['n_batches']} seeded mini-batch gradients of |cos(g_i, v_b)| (total "
-                 "loss), its std, the random-direction floor sqrt(2/(πD)) and their ratio. Paper (arXiv 2602.23696 §4.1): "
+                 "loss), its std, the random-direction floor sqrt(2/(πD)) and their ratio, and t = mean/(s/√M) of the "
+                 "signed cosines (a sign the mini-batches share; claim 8 needs ratio and |t| below 3). Paper (arXiv 2602.23696 §4.1): "
                  f"{pv('grad_abs_cos')} against a floor of {pv('noise_floor')} (one block).", cols, rows)
 
 
