@@ -7,7 +7,7 @@
 # Stages (each is skipped when RUN/.stages/<stage>.done exists; the flag is written only when the stage
 # succeeds; the first failure stops the pipeline with a non-zero exit that names the stage):
 #   01_env_snapshot  02_training  03_eval_noise  04_oscillations  05_trajectory_pca  06_update_alignment
-#   07_residual_decomposition  08_switching_alignment  09_fisher_analysis  10_rayleigh_quotients
+#   07_residual_decomposition  07b_integration_test  08_switching_alignment  09_fisher_analysis  10_rayleigh_quotients
 #   11_basin_tests  12_basin_depth  13_manifold_dim  14_reheating  [14b_reheat_controls]  15_reheat_geometry
 #   15b_claims  16_figures  17_report
 # --controls adds stage 14b: the reheating controls of claim 19 (experiments/reheating/controls.py: λ unchanged and a
@@ -26,7 +26,7 @@ SEED="$1"; shift
 
 PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""; CONTROLS=0
 ALL_STAGES=" 01_env_snapshot 02_training 03_eval_noise 04_oscillations 05_trajectory_pca 06_update_alignment
- 07_residual_decomposition 08_switching_alignment 09_fisher_analysis 10_rayleigh_quotients 11_basin_tests
+ 07_residual_decomposition 07b_integration_test 08_switching_alignment 09_fisher_analysis 10_rayleigh_quotients 11_basin_tests
  12_basin_depth 13_manifold_dim 14_reheating 14b_reheat_controls 15_reheat_geometry 15b_claims 16_figures 17_report "
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -125,6 +125,7 @@ step 04_oscillations a switching/detect_oscillations
 step 05_trajectory_pca a backbone/trajectory_pca
 step 06_update_alignment a backbone/update_alignment
 step 07_residual_decomposition a backbone/residual_decomposition "${GRAD[@]}"
+step 07b_integration_test a backbone/integration_test --device "$DEVICE"
 step 08_switching_alignment a switching/switching_alignment
 step 09_fisher_analysis a fisher/fisher_analysis "${GRAD[@]}"
 step 10_rayleigh_quotients a fisher/rayleigh_quotients "${RAYLEIGH[@]}"

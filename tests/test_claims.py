@@ -312,6 +312,29 @@ def test_claim_15_by_surrogates_of_first_differences(capsys, runs, tmp_path):
     assert claim_row(ledger(runs["walk"]), 15)["verdict"] == "not measured"
 
 
+def test_claim_7_from_the_replay_summary(runs, tmp_path):
+    """Updates twice as aligned as the gradients they integrate at ≥ 3 checkpoints in every seed: confirmed;
+    ratios at the averaging level (≈ 1): not confirmed; a run with only two replayable checkpoints: not measured."""
+    import shutil
+
+    from training.geometry.replay import claim7_summary
+    dirs = {"integrating": [], "averaging": [], "short": []}
+    for s, r in enumerate(runs["walk"]):
+        for kind, ratios in (("integrating", [4.0, 2.6 + 0.1 * s, 3.1, 0.9]), ("averaging", [1.2, 0.9, 1.05 + 0.02 * s]),
+                             ("short", [5.0, 4.0])):
+            d = tmp_path / f"{kind}{s}"
+            shutil.copytree(r, d)
+            (d / "analysis").mkdir(exist_ok=True)
+            summary = claim7_summary([{"held_out": {"ratio_gradient": x}} for x in ratios])
+            (d / "analysis" / "integration_test.json").write_text(json.dumps({"claim7": summary}))
+            dirs[kind].append(d)
+    good = claim_row(ledger(dirs["integrating"]), 7)
+    assert good["verdict"] == "confirmed" and good["observed"] == pytest.approx([2.6, 2.7, 2.8]), good
+    assert claim_row(ledger(dirs["averaging"]), 7)["verdict"] == "not confirmed"
+    assert claim_row(ledger(dirs["short"]), 7)["verdict"] == "not measured"
+    assert claim_row(ledger(runs["walk"]), 7)["verdict"] == "not measured"
+
+
 def test_claim_8_from_the_gradient_floor_summary(capsys, runs, tmp_path):
     """Isotropic per-batch gradients are at the noise floor in every seed (confirmed); gradients that share a
     component along v_b are not, although each |cos| is at the floor (the t-statistic sees the common sign)."""

@@ -16,7 +16,7 @@ from conftest import ROOT
 SCRIPT = ROOT / "scripts" / "run_seed.sh"
 AUTO = ROOT / "scripts" / "run_seed_auto.sh"
 STAGES = ["01_env_snapshot", "02_training", "03_eval_noise", "04_oscillations", "05_trajectory_pca",
-          "06_update_alignment", "07_residual_decomposition", "08_switching_alignment", "09_fisher_analysis",
+          "06_update_alignment", "07_residual_decomposition", "07b_integration_test", "08_switching_alignment", "09_fisher_analysis",
           "10_rayleigh_quotients", "11_basin_tests", "12_basin_depth", "13_manifold_dim", "14_reheating",
           "15_reheat_geometry", "15b_claims", "16_figures", "17_report"]
 

@@ -42,7 +42,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Fields that do not change what is computed (where it runs, where it is written); they are left
 # out of the config hash so that a run can be resumed on another device or from a moved directory.
 NOT_HASHED = ("out_dir", "device", "compile", "cache_dir", "progress", "ckpt_contents", "ckpt_dtype", "ckpt_shards",
-              "async_checkpoints")
+              "async_checkpoints", "optimizer_state_every")
 CKPT_CONTENTS = ("full", "trunk")
 CKPT_DTYPES = ("fp32", "bf16")
 
@@ -154,6 +154,9 @@ class RunSettings:
     init_from: str = ""              # start from these weights with a fresh optimizer (reheating)
     init_optimizer: str = ""         # with init_from: also load the optimizer moments from this state file
     keep_optimizer_states: bool = False   # also write state/optimizer_step_XXXXXX.pt at every checkpoint
+    # ... or only at the checkpoints whose step is a positive multiple of this (0: none); the replay test of claim 7
+    # (analysis/backbone/integration_test.py) starts from them and from step 0, which needs no saved state
+    optimizer_state_every: int = 0
     # checkpoint storage for long sweeps (runio.save_checkpoint); the resume state then keeps full fp32 weights
     ckpt_contents: str = "full"      # full | trunk (the trunk matrices only: trajectory analyses, not model ones)
     ckpt_dtype: str = "fp32"         # fp32 | bf16 (half the bytes; drift analyses refuse it: below bf16 resolution)
@@ -300,6 +303,8 @@ class Config(RunSettings, EvaluationSettings, LossSettings, AttentionBiasSetting
         for w in self.ckpt_dense:
             need(len(w) == 3 and 0 <= w[0] <= w[1] and w[2] > 0,
                  f"ckpt_dense window {tuple(w)} must be (from, to, every) with from <= to and every > 0")
+        need(self.optimizer_state_every >= 0,
+             f"optimizer_state_every must be >= 0 (0: keep no optimizer states; got {self.optimizer_state_every})")
         return self
 
 
@@ -421,7 +426,8 @@ def parse_override(item: str) -> tuple[str, Any]:
 # ---------------------------------------------------------------------------- presets
 def _paper() -> Config:
     # The dataclass defaults are the paper's values (arXiv 2602.23696 Table 1, mini_gpt scripts/run_seed.sh).
-    return Config(preset="paper")
+    # Optimizer states at four checkpoints (and step 0) for the replay test of claim 7: 4 × 2 moments of 25M floats.
+    return Config(preset="paper", optimizer_state_every=2000)
 
 
 def _quick() -> Config:
@@ -439,7 +445,7 @@ def _quick() -> Config:
         n_probe_eval=1200, probe_eval_crop=True,
         lr=3e-3, wd=2.775, warmup=50, steps=600, batch_size=24, grad_accum=1,
         lambda_probe=1.0, lambda_probe2=2.0, lambda_step=240,
-        eval_every=20, ckpt_every=20, n_val_seqs=192, eval_batch_size=32,
+        eval_every=20, ckpt_every=20, n_val_seqs=192, eval_batch_size=32, optimizer_state_every=120,
     )
 
 
@@ -449,7 +455,7 @@ def _cpu() -> Config:
     # whole pipeline plus the ledger in well under an hour on 2 cores (scripts/run_seeds.sh, make demo-seeds).
     return _quick().replace(
         preset="cpu", d_model=96, d_ff=384, steps=1200, warmup=100, wd=1.388, lambda_step=480,
-        eval_every=30, ckpt_every=30)
+        eval_every=30, ckpt_every=30, optimizer_state_every=240)
 
 
 def _test() -> Config:
@@ -499,6 +505,12 @@ def checkpoint_steps(cfg: Config) -> list[int]:
         steps.update(s for s in range(lo, min(hi, cfg.steps) + 1, every))
     steps.add(cfg.steps)
     return sorted(steps)
+
+
+def keeps_optimizer_state(cfg: Config, step: int) -> bool:
+    """Whether checkpoint ``step`` also writes the optimizer moments (state/optimizer_step_XXXXXX.pt)."""
+    every = cfg.optimizer_state_every
+    return cfg.keep_optimizer_states or (every > 0 and step > 0 and step % every == 0)
 
 
 def eval_steps(cfg: Config) -> list[int]:

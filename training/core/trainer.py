@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from training.core import runio
-from training.core.config import Config, checkpoint_steps, eval_steps
+from training.core.config import Config, checkpoint_steps, eval_steps, keeps_optimizer_state
 from training.core.devices import resolve_device  # noqa: F401 (the trainer's device; importable from here too)
 from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
 from training.core.errors import UserError
@@ -362,7 +362,7 @@ class Trainer:
         def write() -> None:     # checkpoint first, then the resume state that points at it
             runio.write_checkpoint(run_dir, step, tensors, chash, cfg.ckpt_contents, cfg.ckpt_dtype, cfg.ckpt_shards)
             runio.save_state(run_dir, st)
-            if cfg.keep_optimizer_states:
+            if keeps_optimizer_state(cfg, step):
                 runio.atomic_write(runio.optimizer_state_path(run_dir, step), lambda tmp: torch.save(
                     {"step": step, "config_hash": chash, "optimizer": st["optimizer"]}, tmp))
         self.writer.submit(write)

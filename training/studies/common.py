@@ -198,7 +198,7 @@ def reheat_config(orig: Config, checkpoint: Path, lr: float, steps: int, warmup:
     return orig.replace(init_from=str(checkpoint), init_optimizer=init_optimizer, lr=lr, steps=steps,
                         warmup=min(warmup, steps), lambda_probe=lam, lambda_probe2=None, lambda_step=0,
                         eval_every=eval_every, ckpt_every=eval_every, ckpt_dense=(), early_stop=False,
-                        data_seed=None, keep_optimizer_states=False, out_dir="",
+                        data_seed=None, keep_optimizer_states=False, optimizer_state_every=0, out_dir="",
                         beta2=orig.beta2 if beta2 is None else beta2)
 
 

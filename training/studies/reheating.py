@@ -45,6 +45,7 @@ REHEAT_DIR = "reheat"
 # Fields the reheating protocol sets itself (changed through the command's own flags, not --set).
 PROTOCOL_FIELDS = ("lr", "steps", "warmup", "lambda_probe", "lambda_probe2", "lambda_step", "eval_every",
                    "ckpt_every", "ckpt_dense", "init_from", "init_optimizer", "out_dir", "keep_optimizer_states",
+                   "optimizer_state_every",
                    "early_stop")
 
 # The paper's numbers (seed 42 unless stated), for side-by-side tables; measured at the `paper` preset.
