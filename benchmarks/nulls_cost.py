@@ -13,13 +13,14 @@ process, the median of ``--repeats`` interleaved repetitions of each piece:
 - the surrogate test of ‖r(t)‖ against p_ood (claim 15; 1000 surrogates of each family);
 - the oscillation threshold's calibration for this series length (4000 white-noise series, cold cache);
 
-and divides their sum by the analysis stages' wall-clock time in RUN/pipeline.log (every ``[done]`` stage but
-the environment snapshot and training). The two times come from the same machine but not the same process;
+and divides their sum by the analysis stages' wall-clock time in RUN/pipeline.log or the ``--log`` files (every
+``[done]`` stage but the environment snapshot and training; the reheating stage's training of its runs counts). The two times come from the same machine but not the same process;
 on a shared machine take the ratio as indicative to a few tens of per cent.
 
 Example::
 
-    python benchmarks/nulls_cost.py --run-dir runs/quick
+    python benchmarks/nulls_cost.py --run-dir runs/cpu_seeds/s42
+    make demo | tee demo.log && python benchmarks/nulls_cost.py --run-dir runs/quick --log demo.log
 """
 import argparse
 import json
@@ -43,13 +44,16 @@ from training.geometry.trajectory import cached_gram, decomposition, increment_n
 NOT_ANALYSIS = ("01_env_snapshot", "02_training")
 
 
-def stage_times(log: Path) -> dict[str, float]:
-    """Seconds of each finished stage of a per-seed pipeline log (its ``[done] NAME (N s)`` lines)."""
-    if not log.exists():
-        raise UserError(f"{log} not found: run the per-seed pipeline (scripts/run_seed.sh) on this run first")
+def stage_times(logs: list[Path]) -> dict[str, float]:
+    """Seconds of each finished stage in per-seed pipeline logs (their ``[done] NAME (N s)`` lines; a stage
+    finished in several logs, e.g. a resumed pipeline, counts once, the last time)."""
     out = {}
-    for m in re.finditer(r"^\[done\] (\S+) \((\d+) s\)", log.read_text(errors="replace"), re.M):
-        out[m.group(1)] = float(m.group(2))
+    for log in logs:
+        if not log.exists():
+            raise UserError(f"{log} not found: run the per-seed pipeline (scripts/run_seeds.sh writes RUN/pipeline.log; "
+                            "for scripts/run_seed.sh save its output and pass it with --log)")
+        for m in re.finditer(r"^\[done\] (\S+) \((\d+) s\)", log.read_text(errors="replace"), re.M):
+            out[m.group(1)] = float(m.group(2))
     return out
 
 
@@ -58,6 +62,8 @@ def main() -> int:
     p.add_argument("--run-dir", required=True, help="an analysed run directory (per-seed pipeline finished)")
     p.add_argument("--repeats", type=int, default=3, help="repetitions of each piece (default 3; the median is kept)")
     p.add_argument("--null-samples", type=int, default=20, help="Wishart draws per Gram (default 20, as trajectory_pca)")
+    p.add_argument("--log", action="append", help="pipeline output with the stage times (default RUN/pipeline.log; "
+                   "repeat for a pipeline that was resumed)")
     p.add_argument("--out", help="also write the figures as JSON here")
     args = p.parse_args()
     if args.repeats < 1 or args.null_samples < 1:
@@ -97,7 +103,7 @@ def main() -> int:
             fn()
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    stages = stage_times(run.dir / "pipeline.log")
+    stages = stage_times([Path(x) for x in args.log] if args.log else [run.dir / "pipeline.log"])
     analysis = sum(v for k, v in stages.items() if k not in NOT_ANALYSIS)
     total = sum(med.values())
     result = {"run_dir": str(run.dir), "checkpoints": len(steps), "grams": len(grams), "seconds": med,
@@ -106,7 +112,7 @@ def main() -> int:
     for name, s in med.items():
         print(f"{name:26s} {s:8.3f} s")
     print(f"nulls together {total:.2f} s over {len(steps)} checkpoints and {len(grams)} Grams; the pipeline's analysis "
-          f"stages {analysis:.0f} s (RUN/pipeline.log): {100 * total / analysis:.1f} %" if analysis else
+          f"stages {analysis:.0f} s (pipeline log): {100 * total / analysis:.1f} %" if analysis else
           f"nulls together {total:.2f} s; no analysis stages in the pipeline log")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

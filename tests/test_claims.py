@@ -326,13 +326,53 @@ def test_claim_7_from_the_replay_summary(runs, tmp_path):
             shutil.copytree(r, d)
             (d / "analysis").mkdir(exist_ok=True)
             summary = claim7_summary([{"held_out": {"ratio_gradient": x}} for x in ratios])
+            if summary["third_largest_ratio"] is None:
+                summary["why_not"] = "2 replayable checkpoint(s); train the run with --set optimizer_state_every=120"
             (d / "analysis" / "integration_test.json").write_text(json.dumps({"claim7": summary}))
             dirs[kind].append(d)
     good = claim_row(ledger(dirs["integrating"]), 7)
     assert good["verdict"] == "confirmed" and good["observed"] == pytest.approx([2.6, 2.7, 2.8]), good
     assert claim_row(ledger(dirs["averaging"]), 7)["verdict"] == "not confirmed"
-    assert claim_row(ledger(dirs["short"]), 7)["verdict"] == "not measured"
+    short = claim_row(ledger(dirs["short"]), 7)
+    assert short["verdict"] == "not measured" and "optimizer_state_every" in short["why"], short
     assert claim_row(ledger(runs["walk"]), 7)["verdict"] == "not measured"
+
+
+def test_claim_9_from_the_block_dominance_summary(runs, tmp_path):
+    """The ledger reads claim9.excess: positive in every seed is confirmed, negative (the PC2 or random ratio as
+    large as the backbone's) not confirmed."""
+    import shutil
+    rows = {}
+    for kind, excess in (("localised", (4.0, 5.0, 6.0)), ("everywhere", (-20.0, -3.0, -8.0))):
+        dirs = []
+        for s, r in enumerate(runs["walk"]):
+            d = tmp_path / f"{kind}{s}"
+            shutil.copytree(r, d)
+            (d / "analysis").mkdir(exist_ok=True)
+            (d / "analysis" / "residual_decomposition.json").write_text(json.dumps({"claim9": {"excess": excess[s]}}))
+            dirs.append(d)
+        rows[kind] = claim_row(ledger(dirs), 9)
+    assert rows["localised"]["verdict"] == "confirmed" and rows["localised"]["observed"] == [4.0, 5.0, 6.0]
+    assert rows["everywhere"]["verdict"] == "not confirmed"
+    assert claim_row(ledger(runs["walk"]), 9)["verdict"] == "not measured"
+
+
+def test_claim_20_from_the_reheating_summary(runs, tmp_path):
+    """Reheating displacements with a tenth of the run's own share along v_b in every seed: confirmed; with as
+    much as the run's own motion: not confirmed; no reheating analysis: not measured."""
+    import shutil
+    dirs = {"transverse": [], "along": []}
+    for s, r in enumerate(runs["walk"]):
+        for kind, ratio in (("transverse", 0.1 + 0.02 * s), ("along", 0.9 + 0.05 * s)):
+            d = tmp_path / f"{kind}{s}"
+            shutil.copytree(r, d)
+            (d / "analysis").mkdir(exist_ok=True)
+            (d / "analysis" / "reheating.json").write_text(json.dumps({"claim20": {"largest_ratio": ratio}}))
+            dirs[kind].append(d)
+    ok = claim_row(ledger(dirs["transverse"]), 20)
+    assert ok["verdict"] == "confirmed" and ok["null"] == [0.5] * 3, ok
+    assert claim_row(ledger(dirs["along"]), 20)["verdict"] == "not confirmed"
+    assert claim_row(ledger(runs["walk"]), 20)["verdict"] == "not measured"
 
 
 def test_claim_8_from_the_gradient_floor_summary(capsys, runs, tmp_path):

@@ -342,7 +342,48 @@ def test_scripts_end_to_end(tiny_run):
         assert v["abs_cos_over_floor_max"] == pytest.approx(max(ratios)) and v["abs_t_max"] == pytest.approx(max(ts))
         assert v["at_noise_floor"] == (max(ratios) < 3 and max(ts) < 3) and v["batches_per_checkpoint"] == 3
     assert rd["claim8"] == {"part": "total", **rd["noise_floor_verdict"]["total"]}
+    c9 = rd["claim9"]          # claim 9 over the checkpoints before the λ switch (step 10 at `test`)
+    early = [r for r in rd["checkpoints"] if r["step"] < 10]
+    assert early and c9["steps"] == [r["step"] for r in early]
+    for r, d in zip(early, c9["dominance"]["backbone"]):
+        blocks = r["total"]["blocks"]
+        assert d == pytest.approx(abs(blocks[0]["mean_cos"]) / abs(blocks[1]["mean_cos"]))
+        assert len(r["total"]["blocks_random"]) == 2 and len(r["total"]["blocks_pc2"]) == 2
+    assert c9["null"] >= 3.0 and c9["excess"] == pytest.approx(
+        min(c9["median_backbone"] - c9["null"], c9["median_block0_abs_t"] - 3.0))
     assert (tiny_run / "analysis" / "residual_decomposition.png").stat().st_size > 0
+
+
+def test_block_dominance_tells_a_backbone_bias_from_a_block_with_coherent_gradients():
+    """Block 0's gradients carrying a component along its backbone only: D ≫ 3, the PC2 and random ratios ≈ 1,
+    confirmed. Block 0's gradients sharing a mean that projects equally on its backbone, PC2 and a random
+    direction: D is as large but so are the nulls, so the excess is ≤ 0."""
+    from training.geometry.gradients import dominance_summary
+    rng = np.random.default_rng(5)
+    L, dim, M = 4, 3000, 32
+    Q = [np.linalg.qr(rng.standard_normal((dim, 3)))[0].T for _ in range(L)]     # v, pc2, random per block
+
+    def checkpoints(shared):
+        out = []
+        for k in range(3):
+            stats = {"backbone": [], "pc2": [], "random": []}
+            for b in range(L):
+                G = rng.standard_normal((M, dim))
+                if b == 0:
+                    G += shared * np.sqrt(dim)
+                for kind, v in zip(stats, Q[b]):
+                    stats[kind].append(alignment_stats(torch.from_numpy(G), v))
+            out.append({"step": 10 * k, **stats})
+        return out
+
+    planted = dominance_summary(checkpoints(0.3 * Q[0][0]))
+    assert planted["median_backbone"] > 10 and planted["median_pc2"] < 3 and planted["median_random"] < 3
+    assert planted["null"] == 3.0 and planted["holds"] is True and planted["median_block0_abs_t"] > 10
+    coherent = dominance_summary(checkpoints(0.3 * Q[0].sum(axis=0) / np.sqrt(3)))
+    assert coherent["median_backbone"] > 3 and coherent["holds"] is False and coherent["excess"] < 0.5 * coherent["null"]
+    one_block = dominance_summary([{"step": 0, "backbone": planted_stats, "pc2": [], "random": []}
+                                   for planted_stats in [[alignment_stats(torch.ones(2, 5), np.ones(5))]]])
+    assert one_block["excess"] is None and one_block["holds"] is None
 
 
 def test_scripts_without_switch_manifest_and_bad_run_dirs(tiny_run, tmp_path, capsys):

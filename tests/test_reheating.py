@@ -238,6 +238,52 @@ def test_geometry_against_dense_numpy(reheated):
         assert moved[-1] > 0
     assert isinstance(out["reading"], str) and "of 3 runs" in out["reading"]
     assert (run / "analysis" / "reheating.png").stat().st_size > 10_000
+    # claim 20's null: the original's own 4-step displacements (nearest checkpoints: 5 apart), each against the
+    # backbone refitted without it, densely
+    c20 = out["claim20"]
+    orig = c20["original"][0]
+    assert orig["length_steps"] == 4 and [(g["start"], g["end"]) for g in orig["segments"]] == [
+        (0, 5), (5, 10), (10, 15), (15, 20)]
+    for g in orig["segments"]:
+        i, j = steps.index(g["start"]), steps.index(g["end"])
+        d = X[j] - X[i]
+        Xh = X - np.array([k >= j for k in range(len(steps))], float)[:, None] * d[None, :]
+        vh = np.linalg.svd(Xh[1:], full_matrices=False)[2][0]
+        assert g["held_out"] == pytest.approx((d @ vh) ** 2 / (d @ d), rel=1e-6, abs=1e-12)
+        assert g["full"] == pytest.approx((d @ v) ** 2 / (d @ d), rel=1e-6, abs=1e-12)
+    med = float(np.median([g["held_out"] for g in orig["segments"]]))
+    for r, e in zip(c20["runs"], out["runs"]):
+        assert r["ratio"] == pytest.approx(e["backbone_fraction_of_move"] / med, rel=1e-9)
+    assert c20["largest_ratio"] == max(r["ratio"] for r in c20["runs"])
+
+
+def test_claim20_tells_a_transverse_reheating_from_one_along_the_backbone():
+    """A synthetic original run drifting along e_0 with noise, and two 'reheating' runs from its last point: one
+    moving in fresh transverse directions (claim 20 holds: ratio far below 0.5), one continuing along e_0 (it does
+    not: its share is as large as the run's own)."""
+    from training.geometry.trajectory import Gram
+    from training.studies.reheating import backbone, claim20, run_geometry
+    rng = np.random.default_rng(0)
+    D, T, R = 400, 21, 5
+    X = np.zeros((T, D))
+    for t in range(1, T):
+        X[t] = X[t - 1] + 1.0 * np.eye(D)[0] + 0.3 * rng.standard_normal(D) / np.sqrt(D) * 3
+    along = X[-1] + np.outer(np.arange(R), np.eye(D)[0]) + 0.05 * rng.standard_normal((R, D))
+    along[0] = X[-1]
+    transverse = X[-1] + np.cumsum(np.vstack([np.zeros(D), rng.standard_normal((R - 1, D))]), axis=0) * 0.2
+    Y = np.vstack([X, along, transverse])
+    gram = Gram(list(range(len(Y))), 0, None, D, Y @ Y.T)
+    orig_pos = list(range(T))
+    steps = [10 * t for t in range(T)]
+    v, _ = backbone(gram, orig_pos)
+    entries = []
+    for name, pos in (("along", list(range(T, T + R))), ("transverse", list(range(T + R, T + 2 * R)))):
+        entries.append({"name": name, "n_steps": 10 * (R - 1), **run_geometry(gram, v, pos, T - 1)})
+    c = claim20(entries, gram, orig_pos, steps)
+    ratio = {r["name"]: r["ratio"] for r in c["runs"]}
+    assert ratio["transverse"] < 0.1 < 0.5 < ratio["along"], c
+    assert c["largest_ratio"] == ratio["along"] and c["holds"] is False
+    assert c["original"][0]["median_held_out"] > 0.5                  # the run's own motion lies along e_0
 
 
 def test_original_unmodified_and_rerun_is_a_noop(reheated):

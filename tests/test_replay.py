@@ -13,9 +13,8 @@ from training.core.model import trunk_names
 from training.core.optim import lr_at
 from training.core.trainer import autocast_context
 from training.geometry.analysis_io import open_run
-from training.geometry.replay import (Replay, claim7_summary, held_out_coeffs, optimizer_state_at, replay,
-                                      replay_starts, trunk_vector)
-from training.geometry.trajectory import Gram, pca
+from training.geometry.replay import Replay, claim7_summary, optimizer_state_at, replay, replay_starts, trunk_vector
+from training.geometry.trajectory import Gram, held_out_backbone, pca
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,7 @@ def test_held_out_backbone_equals_the_dense_pca_of_the_modified_drifts():
     X[0] = 0.0                                                   # drifts from the anchor
     gram = Gram(steps, 0, None, D, X @ X.T)
     for start, end in ((0, 10), (30, 40), (70, 80)):
-        c = held_out_coeffs(gram, start, end)
+        c = held_out_backbone(gram, start, end)
         v = X.T @ c
         d = X[steps.index(end)] - X[steps.index(start)]
         Xh = X - np.array([s >= end for s in steps], float)[:, None] * d[None, :]

@@ -32,14 +32,14 @@ import torch
 
 from figures.style import figure, save_figure
 from training.core.cli import run_main
+from training.core.cli import show as _f
 from training.core.devices import resolve_device
 from training.core.errors import UserError
 from training.core.model import trunk_names
 from training.core.trainer import autocast_context
 from training.geometry.analysis_io import analysis_parser, open_run, parse_step_list, write_result
-from training.geometry.replay import (claim7_summary, held_out_coeffs, optimizer_state_at, replay, replay_starts,
-                                      trunk_vector)
-from training.geometry.trajectory import cached_gram, pca
+from training.geometry.replay import claim7_summary, optimizer_state_at, replay, replay_starts, trunk_vector
+from training.geometry.trajectory import cached_gram, held_out_backbone, pca
 
 
 def build_parser():
@@ -90,7 +90,7 @@ def main() -> int:
         rec = rep.summary()
         rec["full"] = rep.report(v_full)
         if end in gram.steps:
-            rec["held_out"] = rep.report(unit(held_out_coeffs(gram, start, end)))
+            rec["held_out"] = rep.report(unit(held_out_backbone(gram, start, end)))
             after = trunk_vector(run.model(end, device=device), names)
             rec["replay_error"] = float((rep.theta_end - after).norm() / (after - rep.theta_start).norm())
         else:        # no checkpoint at t + Δ: neither the held-out backbone nor the check against the run exists
@@ -99,11 +99,11 @@ def main() -> int:
         rec["seconds"] = round(time.monotonic() - t1, 2)
         records.append(rec)
         h = rec["held_out"] if "cos_update" in rec["held_out"] else rec["full"]
-        err = "-" if rec["replay_error"] is None else f"{rec['replay_error']:.1e}"
-        sgd = f", SGD {h['cos_sgd']:+.3f}" if h.get("cos_sgd") is not None else ""
-        print(f"from step {start}: cos(U, v_b) {h['cos_update']:+.3f}, cos(-G, v_b) {h['cos_gradient']:+.3f}{sgd}; "
-              f"ratio {h['ratio_gradient']:.2f} (full backbone {rec['full']['ratio_gradient']:.2f}; single-batch ratio "
-              f"{h['single_batch_ratio']:.1f} vs sqrt(delta*accum) {rec['sqrt_delta_accum']:.1f}); replay error {err}")
+        sgd = f", SGD {_f(h.get('cos_sgd'), '+.3f')}" if "cos_sgd" in h else ""
+        print(f"from step {start}: cos(U, v_b) {_f(h['cos_update'], '+.3f')}, cos(-G, v_b) {_f(h['cos_gradient'], '+.3f')}"
+              f"{sgd}; ratio {_f(h['ratio_gradient'], '.2f')} (full backbone {_f(rec['full']['ratio_gradient'], '.2f')}; "
+              f"single-batch ratio {_f(h['single_batch_ratio'], '.1f')} vs sqrt(delta*accum) "
+              f"{rec['sqrt_delta_accum']:.1f}); replay error {_f(rec['replay_error'], '.1e')}")
     summary = claim7_summary([r for r in records if "cos_update" in r["held_out"]])
     if len(records) < summary["need"]:
         every = max(cfg.ckpt_every, cfg.steps // 5 // cfg.ckpt_every * cfg.ckpt_every)
@@ -137,9 +137,8 @@ def main() -> int:
                      ylabel="|cos Σu| / |cos Σg|", title="integration vs accumulation")
         ax[0, 1].legend(fontsize=6)
         save_figure(fig, run, "integration_test")
-    third = summary["third_largest_ratio"]
     print(f"claim 7: ratio >= {summary['limit']:g} at {summary['n_at_or_above_limit']} of {summary['n_checkpoints']} "
-          f"checkpoints (3rd largest {'-' if third is None else f'{third:.2f}'}); wrote {path} in {result['seconds']} s")
+          f"checkpoints (3rd largest {_f(summary['third_largest_ratio'], '.2f')}); wrote {path} in {result['seconds']} s")
     return 0
 
 

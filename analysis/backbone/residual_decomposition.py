@@ -21,6 +21,12 @@ Claim 8 ("per-batch gradients are at the noise floor", docs/claims.md): ``noise_
 loss part, the max over checkpoints of mean|cos(g, v_b)|/floor and of |t| for the trunk, with
 at_noise_floor = both below 3 and excess = max(ratio − 3, |t| − 3); ``claim8`` is the total loss's.
 
+Claim 9 ("block 0 drives the backbone, 3–10×"): the paper compares raw projections b_ℓ, which grow with a
+block's gradient norm whatever the direction. ``claim9`` compares the per-block signed cosines instead: block
+0's |mean cos(g_0, v_0)| over the median of the other blocks', per checkpoint before the λ switch, beside the
+same ratio for each block's PC2 and for a random unit vector per block (``blocks_pc2``, ``blocks_random`` in
+every record), with block 0's |t| (:func:`training.geometry.gradients.dominance_summary`).
+
 Writes RUN/analysis/residual_decomposition.json and residual_decomposition.png.
 
 Examples::
@@ -46,6 +52,7 @@ from training.geometry.gradients import (
     block_slices,
     floor_summary,
     choose_steps,
+    dominance_summary,
     cumulative_bias,
     minibatch_gradients,
     noise_floor,
@@ -61,22 +68,26 @@ def build_parser():
     return p
 
 
-def backbones(run: Run, progress: bool) -> tuple[np.ndarray, list[np.ndarray], dict]:
-    """Trunk v_b, per-block v_ℓ (unit D-vectors in canonical order) and their explained fractions."""
+def backbones(run: Run, progress: bool, seed: int) -> tuple[np.ndarray, list[np.ndarray], dict, dict]:
+    """Trunk v_b, per-block v_ℓ (unit D-vectors in canonical order), their explained fractions, and the
+    comparison directions of claim 9 per block: its PC2 (None where the drifts have rank 1) and a random unit
+    vector (seeded by ``seed`` and the block)."""
     ckpts = run.checkpoints()
     info = {"anchor_step": ckpts.steps[0], "n_checkpoints": len(ckpts.steps)}
     g = cached_gram(ckpts, progress=progress)
     p = pca(g, k=1)
     v_trunk = ckpts.materialise(g, p.coeffs[0])
     info.update(trunk_dim=g.dim, trunk_pc1=float(p.explained_variance_ratio[0]), block_dim=[], block_pc1=[])
-    v_blocks = []
+    v_blocks, others = [], {"pc2": [], "random": []}
     for b in range(run.cfg.n_layer):
         gb = cached_gram(ckpts, block=b, progress=progress)
-        pb = pca(gb, k=1)
+        pb = pca(gb, k=2)
         v_blocks.append(ckpts.materialise(gb, pb.coeffs[0]))
+        others["pc2"].append(ckpts.materialise(gb, pb.coeffs[1]) if len(pb.coeffs) > 1 else None)
+        others["random"].append(np.random.default_rng([seed, 9, b]).standard_normal(gb.dim))
         info["block_dim"].append(gb.dim)
         info["block_pc1"].append(float(pb.explained_variance_ratio[0]))
-    return v_trunk, v_blocks, info
+    return v_trunk, v_blocks, info, others
 
 
 def main() -> int:
@@ -89,7 +100,7 @@ def main() -> int:
     run = open_run(args.run_dir, args.out_dir)
     steps = choose_steps(run.steps, args.steps, args.n_checkpoints)
     device = resolve_device(args.device)
-    v_trunk, v_blocks, info = backbones(run, not args.no_progress)
+    v_trunk, v_blocks, info, others = backbones(run, not args.no_progress, args.seed)
     slices = block_slices(run.cfg)
     task = run.task()
     from tqdm import tqdm
@@ -103,12 +114,21 @@ def main() -> int:
             rec[part] = {"trunk": alignment_stats(G, v_trunk),
                          "blocks": [alignment_stats(G[:, sl], v) for sl, v in zip(slices, v_blocks)],
                          "b": signed_block_bias(G, v_blocks, run.cfg).tolist()}
+            for kind, dirs in others.items():       # claim 9's comparison directions, same gradients
+                rec[part][f"blocks_{kind}"] = ([alignment_stats(G[:, sl], v) for sl, v in zip(slices, dirs)]
+                                               if all(v is not None for v in dirs) else None)
             del G
         records.append(rec)
         del model
     cumulative = {part: cumulative_bias([r[part]["b"] for r in records]).tolist() for part in parts}
     verdicts = {part: floor_summary([r[part]["trunk"] for r in records]) for part in parts}
     main_part = "total" if "total" in parts else parts[0]
+    early = [r for r in records if r["step"] < run.cfg.lambda_step] or records
+    claim9 = {"part": main_part, "phase": "before the λ switch (the paper's Table 5)" if early is not records else
+              "all analysed checkpoints (none before the λ switch)",
+              **dominance_summary([{"step": r["step"], "backbone": r[main_part]["blocks"],
+                                    "pc2": r[main_part]["blocks_pc2"] or [], "random": r[main_part]["blocks_random"]}
+                                   for r in early])}
     result = {"settings": {"n_batches": args.n_batches, "batch_size": args.batch_size, "parts": parts,
                            "seed": args.seed, "steps": steps},
               "backbone": info,
@@ -119,6 +139,7 @@ def main() -> int:
               "cumulative_B": {"steps": steps, **cumulative},
               "noise_floor_verdict": verdicts,
               "claim8": {"part": main_part, **verdicts[main_part]},
+              "claim9": claim9,
               "elapsed_s": round(time.monotonic() - t0, 2)}
     path = write_result(run, "residual_decomposition", result)
     plot(run, result)
@@ -127,6 +148,9 @@ def main() -> int:
           f"max |t| {_g(c8['abs_t_max'])} over {c8['n_checkpoints']} checkpoints x {c8['batches_per_checkpoint']} "
           f"batches: {'at' if c8['at_noise_floor'] else 'not at' if c8['at_noise_floor'] is False else 'undecided, near'}"
           " the noise floor (limits 3, 3)")
+    print(f"block 0 / median of the other blocks' |signed cos| with their backbones ({claim9['phase']}): "
+          f"{_g(claim9['median_backbone'])} (with their PC2 {_g(claim9['median_pc2'])}, random directions "
+          f"{_g(claim9['median_random'])}); block 0's median |t| {_g(claim9['median_block0_abs_t'])}")
     print(f"wrote {path}")
     return 0
 

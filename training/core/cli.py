@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import sys
 from typing import Callable
 
@@ -34,6 +35,13 @@ def os_error_line(e: OSError) -> str:
     cause = e.strerror or str(e)
     hint = _HINTS.get(e.errno)
     return f"{where + ': ' if where else ''}{cause}" + (f" ({hint})" if hint else "")
+
+
+def show(x, spec: str = ".3g", missing: str = "—") -> str:
+    """A number for a printed line or table: ``format(x, spec)``, or ``missing`` for None and non-finite floats."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return missing
+    return format(x, spec)
 
 
 def run_main(main: Callable[[], int]) -> int:

@@ -154,9 +154,6 @@ class RunSettings:
     init_from: str = ""              # start from these weights with a fresh optimizer (reheating)
     init_optimizer: str = ""         # with init_from: also load the optimizer moments from this state file
     keep_optimizer_states: bool = False   # also write state/optimizer_step_XXXXXX.pt at every checkpoint
-    # ... or only at the checkpoints whose step is a positive multiple of this (0: none); the replay test of claim 7
-    # (analysis/backbone/integration_test.py) starts from them and from step 0, which needs no saved state
-    optimizer_state_every: int = 0
     # checkpoint storage for long sweeps (runio.save_checkpoint); the resume state then keeps full fp32 weights
     ckpt_contents: str = "full"      # full | trunk (the trunk matrices only: trajectory analyses, not model ones)
     ckpt_dtype: str = "fp32"         # fp32 | bf16 (half the bytes; drift analyses refuse it: below bf16 resolution)
@@ -170,6 +167,10 @@ class RunSettings:
     progress: bool = True
     out_dir: str = ""
     preset: str = ""
+    # with keep_optimizer_states off: keep the optimizer state only at checkpoints whose step is a positive multiple
+    # of this (0: none); the replay test of claim 7 (analysis/backbone/integration_test.py) starts from them and
+    # from step 0, which needs no saved state. Last of the fields: config.json keeps the published order before it
+    optimizer_state_every: int = 0
 
 
 @dataclass

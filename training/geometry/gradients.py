@@ -276,6 +276,49 @@ def floor_summary(stats: Sequence[dict], ratio_limit: float = FLOOR_RATIO_LIMIT,
             "excess": float(max(r_max - ratio_limit, t_max - t_limit)) if ok else None}
 
 
+# ---------------------------------------------------------------------------- claim 9: block localisation
+DOMINANCE_LIMIT = 3.0                # block 0's |signed cos| at least 3 × the other blocks' median (claims.md)
+
+
+def block_dominance(block_stats: Sequence[dict]) -> float | None:
+    """|mean signed cos of block 0| / median over blocks ℓ ≥ 1 of |mean signed cos of block ℓ|, from one
+    checkpoint's per-block :func:`alignment_stats`; None with one block or when the others' median is 0."""
+    if len(block_stats) < 2:
+        return None
+    others = float(np.median([abs(s["mean_cos"]) for s in block_stats[1:]]))
+    return abs(block_stats[0]["mean_cos"]) / others if others > 0 else None
+
+
+def dominance_summary(checkpoints: Sequence[dict], limit: float = DOMINANCE_LIMIT, t_limit: float = T_LIMIT) -> dict:
+    """Claim 9's reading over checkpoints. Each item has per-block :func:`alignment_stats` lists under
+    ``backbone`` (v_ℓ, the block's PC1), ``pc2`` (the block's PC2) and ``random`` (a random unit vector of the
+    block), and its ``step``.
+
+    - ``dominance``: per checkpoint, :func:`block_dominance` for each of the three directions; ``median_*`` their
+      medians over checkpoints;
+    - ``block0_abs_t``: per checkpoint |t| of block 0's signed cosines with v_0; ``median_block0_abs_t``;
+    - ``null``: max(limit, median PC2 dominance, median random dominance): a block whose gradients are merely
+      larger or more coherent in every direction dominates the PC2 and random projections as much;
+    - ``excess`` = min(median dominance − null, median |t₀| − t_limit): > 0 iff block 0 dominates its backbone
+      projection by at least 3×, more than it dominates the nulls, with a sign its mini-batches share.
+    """
+    dom = {k: [block_dominance(c[k]) for c in checkpoints] for k in ("backbone", "pc2", "random")}
+    t0 = [abs(c["backbone"][0]["t_stat"]) if c["backbone"] and c["backbone"][0].get("t_stat") is not None else None
+          for c in checkpoints]
+
+    def med(xs):
+        xs = [x for x in xs if x is not None]
+        return float(np.median(xs)) if xs else None
+
+    m = {k: med(v) for k, v in dom.items()}
+    mt = med(t0)
+    null = max([limit] + [x for x in (m["pc2"], m["random"]) if x is not None])
+    ok = m["backbone"] is not None and mt is not None
+    return {"steps": [c["step"] for c in checkpoints], "dominance": dom, "block0_abs_t": t0,
+            **{f"median_{k}": v for k, v in m.items()}, "median_block0_abs_t": mt, "limit": limit, "t_limit": t_limit,
+            "null": null, "excess": float(min(m["backbone"] - null, mt - t_limit)) if ok else None,
+            "holds": bool(m["backbone"] - null > 0 and mt - t_limit > 0) if ok else None}
+
 # ---------------------------------------------------------------------------- per-block projections
 def block_slices(cfg: Config) -> list[slice]:
     """Column range of each block inside a trunk vector (the trunk is block-major in canonical order)."""

@@ -30,7 +30,6 @@ checkpoint (state/resume.pt). :func:`replay_starts` lists them.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,6 @@ from training.core.config import Config
 from training.core.model import GPT, trunk_names
 from training.core.optim import OptimizerSpec, build_optimizer, lambda_at, lr_at, optimizer_step, set_lr
 from training.core.trainer import forward_backward
-from training.geometry.trajectory import Gram, pca
 
 RATIO_LIMIT = 2.0        # claims.md: updates at least twice as aligned as the gradients they integrate
 MIN_CHECKPOINTS = 3      # ... at this many checkpoints
@@ -222,22 +220,6 @@ def _sgd_control(model: GPT, cfg: Config, task, start: int, step_norms: Sequence
         set_lr(sgd, step_norms[k] / gn)
         sgd.step()
     return trunk_vector(model, names) - theta0
-
-
-def held_out_coeffs(gram: Gram, start: int, end: int) -> np.ndarray:
-    """Span coefficients of the backbone fitted without the interval [start, end]: PC1 of the drifts
-    x'(t) = x(t) − 1[t ≥ end]·(x(end) − x(start)), the trajectory with that interval's displacement removed.
-
-    The full backbone contains the replayed updates themselves (U = x(end) − x(start) is one of its increments),
-    which favours cos(U, v_b) over cos(G, v_b) by construction; the held-out one does not. With X the drift rows
-    and A = I − m (e_end − e_start)ᵀ, X' = A·X, so the Gram is A·G·Aᵀ and v' = X'ᵀc' = Xᵀ(Aᵀc')."""
-    i, j = gram.index([start, end])
-    A = np.eye(len(gram.steps))
-    m = np.array([s >= end for s in gram.steps], dtype=float)
-    A[:, j] -= m
-    A[:, i] += m
-    held = dataclasses.replace(gram, G=A @ gram.G @ A.T, origin=None, origin_sq=None)
-    return A.T @ pca(held, k=1).coeffs[0]
 
 
 def claim7_summary(records: Sequence[dict], limit: float = RATIO_LIMIT, need: int = MIN_CHECKPOINTS,

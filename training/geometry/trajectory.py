@@ -25,7 +25,7 @@ import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -691,6 +691,23 @@ def pca(gram: Gram, steps: Sequence[int] | None = None, ref: int | None = None, 
 
 
 # ---------------------------------------------------------------------------- backbone quantities
+def held_out_backbone(gram: Gram, start: int, end: int) -> np.ndarray:
+    """Span coefficients of the backbone fitted without the interval [start, end]: PC1 of the drifts
+    x'(t) = x(t) − 1[t ≥ end]·(x(end) − x(start)), the trajectory with that interval's displacement removed.
+
+    A backbone fitted on every checkpoint contains that interval's displacement x(end) − x(start) itself,
+    which favours cos(U, v_b) over cos(G, v_b) by construction (claim 7's replay), and the same holds for the
+    run's own displacements used as a reference (claim 20); the held-out one does not. With X the drift rows
+    and A = I − m (e_end − e_start)ᵀ, X' = A·X, so the Gram is A·G·Aᵀ and v' = X'ᵀc' = Xᵀ(Aᵀc')."""
+    i, j = gram.index([start, end])
+    A = np.eye(len(gram.steps))
+    m = np.array([s >= end for s in gram.steps], dtype=float)
+    A[:, j] -= m
+    A[:, i] += m
+    held = replace(gram, G=A @ gram.G @ A.T, origin=None, origin_sq=None)
+    return A.T @ pca(held, k=1).coeffs[0]
+
+
 def decomposition(gram: Gram, v_coeffs: np.ndarray, steps: Sequence[int] | None = None,
                   ref: int | None = None) -> dict[str, list[float]]:
     """a(t) = ⟨x(t) − x(ref), v⟩, ‖r(t)‖, ‖x(t) − x(ref)‖ and f_b(t) = a²/‖x‖² for a unit span vector v."""

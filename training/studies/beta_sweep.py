@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from training.core import runio
+from training.core.cli import show as _fmt
 from training.core.config import NOT_HASHED, Config, parse_override
 from training.core.errors import UserError
 from training.core.runio import read_run_config
@@ -485,10 +486,6 @@ def p_ood_curves(runs: Sequence[tuple[float, Path]]) -> list[dict]:
         curves.append({"beta2": b, "steps": [m["step"] for m in ms], "p_ood": [m.get("p_ood") for m in ms],
                        "val_loss": [m.get("val_loss") for m in ms]})
     return curves
-
-
-def _fmt(v, spec: str, missing: str = "—") -> str:
-    return missing if v is None else format(v, spec)
 
 
 TABLE_HEADER = ("β2", "Val loss", "Best p_ood", "PC1 (%)", "PC1 − null (pp)", "k95", "Drift", r"\|cos(u, v_b)\|", "Interference")

@@ -17,12 +17,13 @@ Implemented so far (numbers of the claim list the toolkit documents in docs/clai
 5 (rolling-window stability), 6 (early update alignment), 3 (the backbone is not the decay of the
 initialisation), 4 (the sign flip of the update alignment beside the weight-decayed walk's own), 7 (the replay
 test: updates against the gradients they integrate over the same steps and batches), 8 (per-batch
-gradients at the noise floor: |cos| ratio and t-statistic), 15 (‖r(t)‖ moving with p_ood, by a surrogate test of
-first differences), 19 (reheating
-re-entry against its noise bias and its controls, experiments/reheating/controls.py). The nulls of 1, 2, 5 and 6
+gradients at the noise floor: |cos| ratio and t-statistic), 9 (block 0's share of the gradient alignment against
+the same ratio on block PC2 and random directions), 15 (‖r(t)‖ moving with p_ood, by a surrogate test of
+first differences), 19 (reheating re-entry against its noise bias and its controls, experiments/reheating/controls.py),
+20 (the reheating displacement's share along v_b against the run's own same-length displacements). The nulls of 1, 2, 5 and 6
 are the isotropic random walk with the run's own increments and (1, 2, 6) the weight-decayed walk with the run's
 increments, ‖θ(0)‖ and schedule (:mod:`training.geometry.nulls`): the larger (smaller, for k95) of the D → ∞ closed
-forms and the finite-D Wishart draw where it exists. Claims 3, 4, 7, 8 and 15 compare with a fixed threshold of their rule
+forms and the finite-D Wishart draw where it exists. Claims 3, 4, 7, 8, 9, 15 and 20 compare with a fixed threshold of their rule
 (``fixed_null``). The switching claims (12, 13, 14, 21) are "not observed at this scale" when no run has a switch
 pair above its noise threshold (the evidence is printed); otherwise they, and the gradient, Fisher and remaining
 reheating claims, are listed with the null they still need.
@@ -38,6 +39,7 @@ import numpy as np
 
 from training.core import regime as rg
 from training.core import runio
+from training.core.cli import show as _f
 from training.core.errors import UserError
 
 
@@ -74,6 +76,7 @@ class Claim:
     missing_nulls: str = ""             # nulls claims.md asks for that are not computed yet
     note: str = ""
     fixed_null: float | None = None     # a threshold of the verdict rule used as the null (null_keys then empty)
+    why_key: str = ""                   # where the source says why the statistic is undefined for a run, if it does
 
     def margin_for(self, nulls: Sequence[float]) -> float:
         return self.margin * abs(float(np.mean(nulls))) if self.relative else self.margin
@@ -123,6 +126,7 @@ CLAIMS = (
           "batches and optimizer state, v_b fitted without the replayed interval", "integration_test",
           "claim7.third_largest_ratio", (), "2: the rule's ratio (≥ 2 at ≥ 3 checkpoints); averaging alone gives ≈ 1",
           +1, 0.0, command="python analysis/backbone/integration_test.py --run-dir RUN", fixed_null=2.0,
+          why_key="claim7.why_not",
           note="needs optimizer states at ≥ 2 checkpoints besides step 0 (optimizer_state_every, set in the quick, "
                "cpu and paper presets); the matched-step-norm SGD control, the AdamW decay part and the full-backbone "
                "ratios are in integration_test.json"),
@@ -133,12 +137,26 @@ CLAIMS = (
           command="python analysis/backbone/residual_decomposition.py --run-dir RUN", fixed_null=0.0,
           note="a common sign across mini-batches is structure even with every |cos| at the floor; the ratio and t "
                "per checkpoint and per loss part are in residual_decomposition.json (noise_floor_verdict)"),
+    Claim(9, "block 0 drives the backbone (3–10×)",
+          "min(D − null, |t₀| − 3): D the median over checkpoints before the λ switch of |signed cos(g_0, v_0)| / "
+          "median over the other blocks of theirs, t₀ block 0's one-sample t", "residual_decomposition",
+          "claim9.excess", (), "0: D must beat max(3, the same ratio on each block's PC2, on random unit vectors)",
+          +1, 0.0, command="python analysis/backbone/residual_decomposition.py --run-dir RUN", fixed_null=0.0,
+          note="the paper's raw projections b_ℓ grow with a block's gradient norm in every direction; the PC2 and "
+               "random-direction ratios (claim9.median_pc2, claim9.median_random) show how much of D that explains"),
     Claim(15, "‖r(t)‖ moves with p_ood (corr −0.91)",
           "phase-surrogate p-value of corr(Δ‖r‖, Δp_ood), first differences over the checkpoints", "trajectory_pca",
           "trunk.coupling_residual_p_ood.verdict_input", (), "p = 0.05 (surrogates of p_ood, 1000 draws)", -1, 0.0,
           command=TRAJECTORY_PCA, fixed_null=0.05,
           note="levels and detrended series, with both surrogate families, are in trunk.coupling_residual_p_ood; "
                "a correlation of the levels alone is the shared trend of two smooth series"),
+    Claim(20, "reheating moves ‖r‖ and leaves a(t) largely unchanged",
+          "largest over the reheating runs of the share of ‖θ(end) − θ(start)‖² along v_b, over the median share of "
+          "the original run's own displacements over as many steps (v_b refitted without each)", "reheating",
+          "claim20.largest_ratio", (), "0.5: the rule's factor 2 below the run's same-length displacements", -1, 0.0,
+          command="python analysis/reheating/reheat_geometry.py --run-dir RUN", fixed_null=0.5,
+          note="the 1/D share of a random direction and the shares against the full backbone are in "
+               "reheating.json (claim20)"),
     Claim(19, "reheating re-enters a dormant probe basin (G up to 0.71)",
           "re-entry gain G = max p_ood − p0 of the λ-doubled reheating, in units of σ_eval", "reheat_controls",
           "claim19.G_over_sigma", ("claim19.null_over_sigma",),
@@ -148,8 +166,6 @@ CLAIMS = (
           note="margin 4 σ_eval (docs/claims.md); reheat_controls.json names the largest control"),
 )
 NOT_YET = {
-    7: "updates align through optimizer integration (needs the replay test)",
-    9: "block 0 drives the backbone (needs block-PC2 and random projections)",
     10: "the backbone stiffens (needs energy-matched and radial Fisher directions)",
     11: "backbone orthogonal to the top Fisher eigenvector (needs the PC2 and in-span overlaps)",
     12: "switching directions are transverse (needs the random-walk profile at each pair)",
@@ -158,7 +174,6 @@ NOT_YET = {
     16: "SGD trajectories are colinear (judged from SGD-control study directories: claims.py --study DIR)",
     17: "at matched loss AdamW is multi-dimensional (needs the matched-window null)",
     18: "lower β2 lowers backbone dominance (judged from β2-sweep study directories: claims.py --study DIR)",
-    20: "reheating moves ‖r‖ and leaves a(t) (needs same-length displacements)",
     21: "peaks sit in deeper basins (needs SEM across σ values)",
 }
 
@@ -351,7 +366,9 @@ def judge(claim: Claim, runs: Sequence[RunInputs]) -> dict:
         if claim.fixed_null is not None:
             cands = [claim.fixed_null]
         if not isinstance(obs, (int, float)) or not cands or not all(map(math.isfinite, [obs, *cands])):
-            why = (f"{r.run_dir}: analysis/{claim.source}.json has no {claim.observed_key} or its null: the statistic "
+            said = dig(data, claim.why_key) if data and claim.why_key else None
+            why = (f"{r.run_dir}: {said}" if isinstance(said, str) else
+                   f"{r.run_dir}: analysis/{claim.source}.json has no {claim.observed_key} or its null: the statistic "
                    "is not defined for this run (too few checkpoints for its window, or no update in its phase), or "
                    f"the file predates it; rerun {claim.command.replace('RUN', str(r.run_dir))}" if data else
                    f"{r.run_dir}: no analysis/{claim.source}.json; run {claim.command.replace('RUN', str(r.run_dir))}")
@@ -407,10 +424,6 @@ def ledger(run_dirs: Sequence[str | Path], study_dirs: Sequence[str | Path] = ()
             "study_dirs": [str(d) for d in study_dirs],
             "regime": regimes, "regime_flags": flags, "out_of_regime": bool(flags), "claims": rows,
             "switching_evidence": evidence, "not_yet": [{"claim": k, "what": v} for k, v in sorted(not_yet.items())]}
-
-
-def _f(x: float | None, spec: str = ".3g") -> str:
-    return "—" if x is None else format(x, spec)
 
 
 def _cell(text: str) -> str:

@@ -36,8 +36,8 @@ from training.core.config import NOT_HASHED, Config
 from training.core.errors import UserError
 from training.core.runio import read_run_config
 from training.core.tasks import validate
-from training.geometry.trajectory import (CheckpointFiles, compute_gram, decomposition, gram_from_cache, pca,
-                                         read_gram_cache, write_gram_cache)
+from training.geometry.trajectory import (CheckpointFiles, compute_gram, decomposition, gram_from_cache,
+                                         held_out_backbone, pca, read_gram_cache, write_gram_cache)
 from training.studies import common as studies
 
 REHEAT_DIR = "reheat"
@@ -308,6 +308,61 @@ def run_geometry(gram, v: np.ndarray, positions: Sequence[int], start_position: 
     }
 
 
+CLAIM20_LIMIT = 0.5       # claims.md: the reheating displacement's share along v_b at most half the run's own
+
+
+def _share(G: np.ndarray, d: np.ndarray, c: np.ndarray) -> float:
+    """cos²(X'd, X'c) from the Gram: the fraction of ‖Xᵀd‖² along the unit direction Xᵀc/‖Xᵀc‖."""
+    dd, cc, dc = float(d @ G @ d), float(c @ G @ c), float(d @ G @ c)
+    return dc * dc / (dd * cc) if dd > 0 and cc > 0 else 0.0
+
+
+def same_length_shares(gram, orig_positions: Sequence[int], orig_steps: Sequence[int], length: int) -> dict:
+    """The original run's own displacements θ_o(s') − θ_o(s) over about ``length`` steps (s' the checkpoint nearest
+    s + length), each with its share along the backbone fitted without it (:func:`held_out_backbone`) and, for
+    reference, along the full one (which contains the displacement itself). The null of claim 20: a reheating
+    displacement that 'leaves a(t)' must have a much smaller share than the run's ordinary motion over as many
+    steps."""
+    og = gram.restrict(list(orig_positions))
+    G = og.G
+    T = len(orig_steps)
+    full = pca(og, k=1).coeffs[0]
+    rows = []
+    for i, s in enumerate(orig_steps[:-1]):
+        j = min(range(i + 1, T), key=lambda k: abs(orig_steps[k] - s - length))
+        if not 0.5 * length <= orig_steps[j] - s <= 1.5 * length:      # too close to the end for this length
+            continue
+        d = np.zeros(T)
+        d[j], d[i] = 1.0, -1.0
+        held = held_out_backbone(og, og.steps[i], og.steps[j])
+        rows.append({"start": s, "end": orig_steps[j], "held_out": _share(G, d, held), "full": _share(G, d, full),
+                     "norm": math.sqrt(max(float(d @ G @ d), 0.0))})
+    shares = [r["held_out"] for r in rows]
+    return {"length_steps": length, "segments": rows,
+            "median_held_out": float(np.median(shares)) if shares else None,
+            "median_full": float(np.median([r["full"] for r in rows])) if rows else None}
+
+
+def claim20(entries: Sequence[dict], gram, orig_positions: Sequence[int], orig_steps: Sequence[int]) -> dict:
+    """Claim 20's reading: per reheating run, its displacement's share along v_b (``backbone_fraction_of_move``)
+    over the median share of the original run's same-length displacements; ``largest_ratio`` over the runs is
+    the ledger's statistic (every reheating run must leave a(t): ≤ CLAIM20_LIMIT)."""
+    by_length = {}
+    per_run = []
+    for e in entries:
+        L = int(e["n_steps"])
+        if L not in by_length:
+            by_length[L] = same_length_shares(gram, orig_positions, orig_steps, L)
+        ref = by_length[L]["median_held_out"]
+        per_run.append({"name": e["name"], "share": e["backbone_fraction_of_move"], "length_steps": L,
+                        "null_median": ref, "ratio": e["backbone_fraction_of_move"] / ref if ref else None})
+    ratios = [r["ratio"] for r in per_run if r["ratio"] is not None]
+    return {"runs": per_run, "original": list(by_length.values()), "limit": CLAIM20_LIMIT,
+            "largest_ratio": max(ratios) if ratios else None,
+            "holds": None if not ratios else max(ratios) <= CLAIM20_LIMIT,
+            "random_direction": 1.0 / gram.dim}
+
+
 def metric_series(run_dir: Path) -> dict:
     rows = [m for m in runio.read_metrics(run_dir)
             if m.get("p_ood") is not None and math.isfinite(m["p_ood"])]
@@ -341,7 +396,7 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.2f}%"
 
 
-def reading(runs: Sequence[dict], dim: int) -> str:
+def reading(runs: Sequence[dict], dim: int, c20: dict | None = None) -> str:
     """A plain statement of the numbers behind the claim 'reheating perturbs ‖r‖ but leaves a(t) largely
     unchanged': per run the changes of a and ‖r‖ (absolute, in parameter-norm units, and relative to their
     start values) and the share of the displacement along v_b; then how often each comparison goes which
@@ -365,7 +420,15 @@ def reading(runs: Sequence[dict], dim: int) -> str:
     summary = (f"|Δa| < |Δ‖r‖| in {absolute} of {n} runs (largest excursions: {excursion} of {n}); relative to their "
                f"start values, |Δa/a(0)| < |Δ‖r‖/‖r(0)‖| in {rel} of {len(both)}. On average {100 * share:.2f}% of "
                f"the squared reheating displacement lies along v_b, against 1/D = {1 / dim:.2g} for a random "
-               f"direction (D = {dim}).")
+               f"direction (D = {dim})")
+    if c20 is not None and c20["original"] and c20["original"][0]["median_held_out"] is not None:
+        o = c20["original"][0]
+        summary += (f" and a median {100 * o['median_held_out']:.1f}% for the original run's own displacements over "
+                    f"{o['length_steps']} steps (backbone fitted without each; {100 * o['median_full']:.1f}% with it). "
+                    f"Largest ratio of the two over the reheating runs: {c20['largest_ratio']:.3g} (claim 20 asks for "
+                    f"≤ {c20['limit']:g}).")
+    else:
+        summary += "."
     return "; ".join(parts) + ". " + summary
 
 
@@ -408,13 +471,14 @@ def geometry(orig_dir: Path, orig_cfg: Config, runs: Sequence[ReheatRun], cache:
                         "steps": ms["steps"], "p_ood": ms["p_ood"], "val_loss": ms["val_loss"],
                         "reentry": studies.reentry(ms["rows"]), "start_check": start_check,
                         "ckpt_steps": r.steps, **geo})
+    c20 = claim20(entries, gram, orig_pos, orig_steps)
     return {"original": original,
             "backbone": {"definition": "raw PC1 (uncentered, full spectrum) of the original run's drifts "
                                        "θ_o(t) − θ_o(0) over all its checkpoints, trunk, sign with a(t_last) > 0; "
                                        "a(t) = ⟨θ(t) − θ_o(0), v_b⟩, ‖r(t)‖ = ‖θ(t) − θ_o(0) − a(t) v_b‖",
                          "pc1": pc1, "n_checkpoints": len(orig_steps), "dim": gram.dim},
             "runs": entries, "table": [table_row(e) for e in entries],
-            "reading": reading(entries, gram.dim),
+            "claim20": c20, "reading": reading(entries, gram.dim, c20),
             "paper": {"table11": PAPER_TABLE11, "reentry": PAPER_REENTRY}}
 
 

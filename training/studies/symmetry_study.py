@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from training.core import runio
+from training.core.cli import show
 from training.core.config import Config, preset
 from training.core.errors import UserError
 from training.core.model import GPT
@@ -359,10 +360,6 @@ def analyse(root: Path, cfgs: dict[str, Config], progress: bool = False, log: Ca
                          for name, cfg in cfgs.items()}}
 
 
-def _f(v, spec=".3f"):
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
 def report_markdown(result: dict, size: str, wall_s: float | None = None, note: str = "") -> str:
     rows = result["table"]
     lines = [f"# Symmetry-breaking study ({size} size)", "",
@@ -409,3 +406,7 @@ def report_markdown(result: dict, size: str, wall_s: float | None = None, note: 
               "hyperparameters are not tuned per arm; that repository's bQ runs also changed the MLP (PReLU), "
               "which this toolkit does not have. The numbers say what happens at this scale, no more.", ""]
     return "\n".join(lines)
+
+
+def _f(v, spec=".3f"):
+    return show(v, spec, "–")
