@@ -357,6 +357,28 @@ def test_claim_9_from_the_block_dominance_summary(runs, tmp_path):
     assert claim_row(ledger(runs["walk"]), 9)["verdict"] == "not measured"
 
 
+@pytest.mark.parametrize("number, key, good, bad", [
+    (10, ("claim10", "excess"), (0.5, 0.7, 0.9), (-0.6, -0.4, -0.5)),
+    (11, ("claim11", "median_ratio"), (0.8, 1.0, 1.2), (9.0, 12.0, 20.0)),
+])
+def test_claims_10_and_11_from_the_fisher_summaries(runs, tmp_path, number, key, good, bad):
+    """Claim 10 reads claim10.excess (> 0: α ≥ 3 against the energy-matched null and grows 5×), claim 11
+    claim11.median_ratio (≤ 3: the top eigenvector overlaps v_b no more than PC2 and in-span directions)."""
+    import shutil
+    rows = {}
+    for kind, values in (("good", good), ("bad", bad)):
+        dirs = []
+        for s, r in enumerate(runs["walk"]):
+            d = tmp_path / f"{kind}{s}"
+            shutil.copytree(r, d)
+            (d / "analysis").mkdir(exist_ok=True)
+            (d / "analysis" / "rayleigh_quotients.json").write_text(json.dumps({key[0]: {key[1]: values[s]}}))
+            dirs.append(d)
+        rows[kind] = claim_row(ledger(dirs), number)
+    assert rows["good"]["verdict"] == "confirmed", rows["good"]
+    assert rows["bad"]["verdict"] == "not confirmed", rows["bad"]
+
+
 def test_claim_20_from_the_reheating_summary(runs, tmp_path):
     """Reheating displacements with a tenth of the run's own share along v_b in every seed: confirmed; with as
     much as the run's own motion: not confirmed; no reheating analysis: not measured."""

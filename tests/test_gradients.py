@@ -317,9 +317,15 @@ def test_scripts_end_to_end(tiny_run):
         assert (rq["M"], rq["K"], rq["seed"], rq["method"]) == (3, 4, 1, method)
         assert rq["directions"]["switch_pair"] == {"peak_step": 10, "trough_step": 15}
         for r in rq["checkpoints"]:
-            for key in ("q_backbone", "q_switch", "q_pc2", "q_random_mean", "anisotropy"):
+            for key in ("q_backbone", "q_switch", "q_pc2", "q_random_mean", "anisotropy", "q_energy_matched_mean",
+                        "q_span_random_mean", "q_radial", "anisotropy_energy_matched", "anisotropy_span"):
                 assert finite(r[key]) and r[key] > 0, key
+            assert r["q_pcs"][:2] == pytest.approx([r["q_backbone"], r["q_pc2"]])
+            if method == "grad":
+                assert 0 < r["q_backbone_over_trace"] <= 1 and 0 <= r["q_centred_backbone"] <= r["q_backbone"] * (1 + 1e-9)
+                assert finite(r["overlap_top_eigvec_pc2"]) and finite(r["overlap_top_eigvec_span_random_mean"])
             assert finite(r["overlap_top_eigvec_backbone"]) if method == "grad" else r["overlap_top_eigvec_backbone"] is None
+        assert "excess" in rq["claim10"] and "median_ratio" in rq["claim11"]
         if method == "grad":
             grad_q = [rq["checkpoints"][-1][k] for k in ("q_backbone", "q_switch", "q_pc2", "q_random_mean")]
     jvp_q = [rq["checkpoints"][-1][k] for k in ("q_backbone", "q_switch", "q_pc2", "q_random_mean")]
@@ -418,3 +424,60 @@ def test_script_help(name, capsys):
     assert run_script(name, "--help") == 0
     out = capsys.readouterr().out
     assert "--run-dir" in out and "--seed" in out and "--n-batches" in out
+
+
+def test_fisher_comparison_directions_against_their_definitions():
+    """Energy-matched directions have v_b's energy on every tensor exactly; in-span directions lie in the span,
+    have unit norm and are not concentrated on PC1 (raw-row weights would be); the centred quotient equals the
+    variance of the projections computed with numpy."""
+    from training.geometry.fisher import centred_rayleigh, energy_matched_directions, span_random_coeffs
+    from training.geometry.trajectory import Gram, pca
+    rng = np.random.default_rng(2)
+    sizes = [300, 100, 600, 50]
+    v = np.concatenate([rng.standard_normal(n) * s for n, s in zip(sizes, (5.0, 0.1, 1.0, 3.0))])
+    W = energy_matched_directions(v, sizes, 6, seed=4).numpy()
+    vh = v / np.linalg.norm(v)
+    edges = np.cumsum([0] + sizes)
+    for a, b in zip(edges[:-1], edges[1:]):
+        np.testing.assert_allclose(np.linalg.norm(W[a:b], axis=0), np.linalg.norm(vh[a:b]), rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(W, axis=0), 1.0, rtol=1e-12)
+    assert np.all(np.abs(W.T @ vh) < 0.3)                                  # random within each tensor
+    np.testing.assert_array_equal(W, energy_matched_directions(v, sizes, 6, seed=4).numpy())
+
+    T, D = 12, 400                                                  # a drift dominated by one direction
+    X = np.cumsum(np.outer(np.ones(T), np.eye(D)[0]) * 3 + 0.2 * rng.standard_normal((T, D)), axis=0)
+    X[0] = 0
+    gram = Gram(list(range(T)), 0, None, D, X @ X.T)
+    full = pca(gram, k=T)
+    S = X.T @ span_random_coeffs(full.coeffs, 200, seed=1)
+    np.testing.assert_allclose(np.linalg.norm(S, axis=0), 1.0, rtol=1e-9)
+    Q = np.linalg.qr(X[1:].T)[0]
+    np.testing.assert_allclose(Q @ (Q.T @ S), S, atol=1e-9)                 # in the span
+    pc1 = X.T @ full.coeffs[0]
+    assert np.mean(np.abs(pc1 @ S)) < 0.5                                  # not concentrated on PC1
+    raw = X.T @ rng.standard_normal((T, 200))
+    assert np.mean(np.abs(pc1 @ raw) / np.linalg.norm(raw, axis=0)) > 0.9   # raw-row weights would be
+
+    G = torch.from_numpy(rng.standard_normal((7, 50)) + 0.5)
+    V = rng.standard_normal((50, 3))
+    P = G.numpy() @ (V / np.linalg.norm(V, axis=0))
+    np.testing.assert_allclose(centred_rayleigh(G, V), P.var(axis=0), rtol=1e-10)
+
+
+def test_claim10_and_claim11_summaries():
+    from training.geometry.fisher import claim10_summary, claim11_summary
+    grows = [{"step": s, "anisotropy_energy_matched": a} for s, a in ((10, 1.0), (20, 8.0), (30, 4.0))]
+    c = claim10_summary(grows)
+    assert (c["alpha_max"], c["alpha_max_step"], c["growth"]) == (8.0, 20, 8.0)
+    assert c["excess"] == pytest.approx(min(8 / 3, 8 / 5) - 1) and c["holds"] is True
+    flat = claim10_summary([{"step": s, "anisotropy_energy_matched": a} for s, a in ((10, 6.0), (20, 8.0))])
+    assert flat["holds"] is False and flat["excess"] == pytest.approx(8 / 6 / 5 - 1)
+    assert claim10_summary([{"step": 1, "anisotropy_energy_matched": None}])["excess"] is None
+    recs = [{"overlap_top_eigvec_backbone": 0.01, "overlap_top_eigvec_pc2": 0.02,
+             "overlap_top_eigvec_span_random_mean": 0.005},
+            {"overlap_top_eigvec_backbone": 0.2, "overlap_top_eigvec_pc2": 0.01,
+             "overlap_top_eigvec_span_random_mean": 0.02}]
+    c11 = claim11_summary(recs)
+    assert c11["ratios"] == pytest.approx([0.5, 10.0]) and c11["median_ratio"] == pytest.approx(5.25)
+    assert c11["holds"] is False
+    assert claim11_summary([{"overlap_top_eigvec_backbone": None}])["median_ratio"] is None

@@ -183,6 +183,14 @@ def trunk_parameters(model: GPT, block: int | None = None) -> list[tuple[str, nn
     return [(n, params[n]) for n in trunk_names(model.cfg, block)]
 
 
+def trunk_tensor_sizes(cfg: Config, block: int | None = None) -> list[int]:
+    """Number of entries of each trunk matrix, in the order of :func:`trunk_names`."""
+    d, f = cfg.d_model, cfg.d_ff
+    size = {"attn.qkv.weight": 3 * d * d, "attn.out_proj.weight": d * d, "mlp.w_up.weight": d * f,
+            "mlp.w_down.weight": f * d}
+    return [size[n.split(".", 2)[2]] for n in trunk_names(cfg, block)]
+
+
 def trunk_size(cfg: Config, block: int | None = None) -> int:
     d, f = cfg.d_model, cfg.d_ff
     per_block = 3 * d * d + d * d + (0 if cfg.attn_only else 2 * d * f)

@@ -12,6 +12,10 @@ With G (M × D) the stacked mini-batch gradients of :func:`training.geometry.gra
 - anisotropy            α = q(v_b) / ((1/K) Σ_k q(w_k)), w_1..w_K orthonormal, each ⊥ v_b, drawn from a
                         seeded Gaussian and orthonormalised against v_b and each other (QR = Gram–Schmidt)
 - overlap               |⟨u_1, v̂_b⟩|
+- comparison directions (claims 10, 11 of docs/claims.md): random directions with v_b's energy in every trunk
+                        tensor (:func:`energy_matched_directions`), uniform in the trajectory's span
+                        (:func:`span_random_coeffs`), the radial θ̂(t), PC2–PC5; q / trace F̂ and the centred q
+                        (:func:`centred_rayleigh`); the verdict inputs :func:`claim10_summary`, :func:`claim11_summary`
 
 The forward-mode path :func:`rayleigh_jvp` computes the same q(v) without any gradient matrix: for each
 analysis batch the directional derivative dL_i(θ + εv̂)/dε at ε = 0 equals ⟨g_i, v̂⟩, obtained with
@@ -134,6 +138,46 @@ def orthogonal_random_directions(v: np.ndarray | torch.Tensor, K: int, seed: int
     return Q[:, 1:]
 
 
+def energy_matched_directions(v: np.ndarray | torch.Tensor, sizes: list[int], K: int, seed: int) -> torch.Tensor:
+    """W (D × K, float64, CPU): K random unit directions with v's energy in every tensor.
+
+    ``sizes`` are the lengths of the consecutive tensors that make up a trunk vector (e.g.
+    :func:`training.core.model.trunk_tensor_sizes`). On tensor τ, w|τ = ‖v̂|τ‖ · z_τ / ‖z_τ‖ with z Gaussian
+    (seeded), so ‖w|τ‖ = ‖v̂|τ‖ for every τ and ‖w‖ = 1. A random direction orthogonal to v_b spreads its
+    energy over the tensors in proportion to their sizes; v_b need not, and a tensor with larger gradients makes
+    q larger along any direction that lives there. This null keeps that placement and randomises the rest.
+    """
+    v = as_direction(v, torch.empty(0)).reshape(-1)
+    v = v / torch.linalg.vector_norm(v)
+    if sum(sizes) != v.shape[0]:
+        raise ValueError(f"tensor sizes add up to {sum(sizes)}, the direction has {v.shape[0]} entries")
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(v.shape[0], K, generator=g, dtype=torch.float64)
+    a = 0
+    for n in sizes:
+        block = W[a:a + n]
+        block *= torch.linalg.vector_norm(v[a:a + n]) / torch.linalg.vector_norm(block, dim=0).clamp(min=1e-300)
+        a += n
+    return W / torch.linalg.vector_norm(W, dim=0)
+
+
+def span_random_coeffs(principal_coeffs: np.ndarray, K: int, seed: int) -> np.ndarray:
+    """Span coefficients (T × K) of K directions uniform on the unit sphere of the trajectory's span: Gaussian
+    weights on its orthonormal principal directions (``principal_coeffs``, k × T, from a full-rank
+    :func:`training.geometry.trajectory.pca`). Weights on the raw drift rows would not do: the rows are nearly
+    parallel, so such directions would sit close to PC1."""
+    z = np.random.default_rng([seed, 11]).standard_normal((principal_coeffs.shape[0], K))
+    z /= np.linalg.norm(z, axis=0)
+    return principal_coeffs.T @ z
+
+
+def centred_rayleigh(G: torch.Tensor, V: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The variance-only quotient (1/M) Σ_i (⟨g_i, v̂⟩ − mean_i ⟨g_i, v̂⟩)² for each column of V: q(v) minus the
+    squared mean projection, the curvature the mini-batches' spread shows without the mean gradient's share."""
+    P = project(G, unit_columns(V, G))
+    return (P - P.mean(dim=0)).square().mean(dim=0).cpu().numpy()
+
+
 def anisotropy_ratio(q_backbone: float, q_random: np.ndarray) -> float:
     """α = q(v_b) / mean_k q(w_k)."""
     return float(q_backbone / np.mean(q_random))
@@ -195,3 +239,43 @@ def rayleigh_jvp(model: GPT, task: LMProbeTask, cfg: Config, step: int, V: np.nd
     finally:
         model.set_attention(backend)
     return (sums / n_batches).numpy()
+
+
+# ---------------------------------------------------------------------------- claims 10 and 11
+ALPHA_LIMIT = 3.0        # α against the energy-matched null at its peak (claims.md, claim 10)
+ALPHA_GROWTH_LIMIT = 5.0  # α_max / α_first
+OVERLAP_RATIO_LIMIT = 3.0  # |⟨u_1, v_b⟩| at most 3 × the larger comparison overlap: "orthogonal" (claim 11)
+
+
+def claim10_summary(records: list[dict], key: str = "anisotropy_energy_matched") -> dict:
+    """Claim 10 ("the backbone stiffens; α spikes at the λ switch") from the checkpoints' α against the
+    energy-matched null: α_max, α at the first analysed checkpoint, their ratio, and excess =
+    min(α_max / 3, (α_max / α_first) / 5) − 1, > 0 iff both of the rule's conditions hold."""
+    alpha = [r.get(key) for r in records]
+    good = [(r["step"], a) for r, a in zip(records, alpha) if a is not None and np.isfinite(a)]
+    if not good:
+        return {"alpha": alpha, "excess": None, "holds": None}
+    a_max_step, a_max = max(good, key=lambda x: x[1])
+    first = good[0][1]
+    growth = a_max / first if first > 0 else None
+    excess = None if growth is None else float(min(a_max / ALPHA_LIMIT, growth / ALPHA_GROWTH_LIMIT) - 1.0)
+    return {"alpha": alpha, "alpha_max": float(a_max), "alpha_max_step": a_max_step, "alpha_first": float(first),
+            "growth": growth, "limit": ALPHA_LIMIT, "growth_limit": ALPHA_GROWTH_LIMIT, "excess": excess,
+            "holds": None if excess is None else excess > 0}
+
+
+def claim11_summary(records: list[dict]) -> dict:
+    """Claim 11 ("the backbone is orthogonal to the top Fisher eigenvector"): per checkpoint |⟨u_1, v_b⟩| over the
+    larger of |⟨u_1, v_PC2⟩| and the mean overlap with directions random in the trajectory's span; the median of
+    that ratio must be ≤ 3 for "orthogonal" (a tiny overlap is no evidence when u_1 overlaps every trajectory
+    direction as little). Null (None) where the top eigenvector was not computed (forward-mode quotients)."""
+    ratios = []
+    for r in records:
+        ob, o2, osp = (r.get(k) for k in ("overlap_top_eigvec_backbone", "overlap_top_eigvec_pc2",
+                                          "overlap_top_eigvec_span_random_mean"))
+        ref = max([x for x in (o2, osp) if x is not None], default=None)
+        ratios.append(ob / ref if ob is not None and ref else None)
+    good = [x for x in ratios if x is not None]
+    med = float(np.median(good)) if good else None
+    return {"ratios": ratios, "median_ratio": med, "limit": OVERLAP_RATIO_LIMIT,
+            "holds": None if med is None else med <= OVERLAP_RATIO_LIMIT}

@@ -18,12 +18,14 @@ Implemented so far (numbers of the claim list the toolkit documents in docs/clai
 initialisation), 4 (the sign flip of the update alignment beside the weight-decayed walk's own), 7 (the replay
 test: updates against the gradients they integrate over the same steps and batches), 8 (per-batch
 gradients at the noise floor: |cos| ratio and t-statistic), 9 (block 0's share of the gradient alignment against
-the same ratio on block PC2 and random directions), 15 (‖r(t)‖ moving with p_ood, by a surrogate test of
+the same ratio on block PC2 and random directions), 10 (the Fisher anisotropy against energy-matched random
+directions, and its growth), 11 (the top Fisher eigenvector's overlap with v_b against PC2 and in-span random
+directions), 15 (‖r(t)‖ moving with p_ood, by a surrogate test of
 first differences), 19 (reheating re-entry against its noise bias and its controls, experiments/reheating/controls.py),
 20 (the reheating displacement's share along v_b against the run's own same-length displacements). The nulls of 1, 2, 5 and 6
 are the isotropic random walk with the run's own increments and (1, 2, 6) the weight-decayed walk with the run's
 increments, ‖θ(0)‖ and schedule (:mod:`training.geometry.nulls`): the larger (smaller, for k95) of the D → ∞ closed
-forms and the finite-D Wishart draw where it exists. Claims 3, 4, 7, 8, 9, 15 and 20 compare with a fixed threshold of their rule
+forms and the finite-D Wishart draw where it exists. Claims 3, 4, 7–11, 15 and 20 compare with a fixed threshold of their rule
 (``fixed_null``). The switching claims (12, 13, 14, 21) are "not observed at this scale" when no run has a switch
 pair above its noise threshold (the evidence is printed); otherwise they, and the gradient, Fisher and remaining
 reheating claims, are listed with the null they still need.
@@ -144,6 +146,20 @@ CLAIMS = (
           +1, 0.0, command="python analysis/backbone/residual_decomposition.py --run-dir RUN", fixed_null=0.0,
           note="the paper's raw projections b_ℓ grow with a block's gradient norm in every direction; the PC2 and "
                "random-direction ratios (claim9.median_pc2, claim9.median_random) show how much of D that explains"),
+    Claim(10, "the backbone stiffens (q × 10³); α spikes at the λ switch",
+          "min(α_max / 3, (α_max / α_first) / 5) − 1, α = q(v_b) / mean q(w) over random directions with v_b's energy "
+          "in every trunk tensor", "rayleigh_quotients", "claim10.excess", (),
+          "0: the rule's limits (α_max ≥ 3 against the energy-matched null, growth ≥ 5×)", +1, 0.0,
+          command="python analysis/fisher/rayleigh_quotients.py --run-dir RUN", fixed_null=0.0,
+          missing_nulls="vᵀHv by Hessian-vector products",
+          note="α against random directions ⊥ v_b (the paper's), in-span random directions and θ̂(t), q / trace F̂ and "
+               "the centred q are in rayleigh_quotients.json; \"q grows\" alone is no check"),
+    Claim(11, "the backbone is orthogonal to the top Fisher eigenvector",
+          "median over checkpoints of |⟨u_1, v_b⟩| / max(|⟨u_1, v_PC2⟩|, mean |⟨u_1, w⟩| over in-span random w)",
+          "rayleigh_quotients", "claim11.median_ratio", (), "3: \"orthogonal\" only within 3 × the comparison overlap",
+          -1, 0.0, command="python analysis/fisher/rayleigh_quotients.py --run-dir RUN", fixed_null=3.0,
+          note="the floor sqrt(2/(πD)) and the overlap with random directions ⊥ v_b are beside it; forward-mode "
+               "quotients (--method jvp) give no eigenvector"),
     Claim(15, "‖r(t)‖ moves with p_ood (corr −0.91)",
           "phase-surrogate p-value of corr(Δ‖r‖, Δp_ood), first differences over the checkpoints", "trajectory_pca",
           "trunk.coupling_residual_p_ood.verdict_input", (), "p = 0.05 (surrogates of p_ood, 1000 draws)", -1, 0.0,
@@ -166,8 +182,6 @@ CLAIMS = (
           note="margin 4 σ_eval (docs/claims.md); reheat_controls.json names the largest control"),
 )
 NOT_YET = {
-    10: "the backbone stiffens (needs energy-matched and radial Fisher directions)",
-    11: "backbone orthogonal to the top Fisher eigenvector (needs the PC2 and in-span overlaps)",
     12: "switching directions are transverse (needs the random-walk profile at each pair)",
     13: "PC2–PC6 capture switching (same)",
     14: "the switching manifold is ≥ 10-dimensional (B7's own verdict; not yet read here)",
