@@ -481,3 +481,34 @@ def test_claim10_and_claim11_summaries():
     assert c11["ratios"] == pytest.approx([0.5, 10.0]) and c11["median_ratio"] == pytest.approx(5.25)
     assert c11["holds"] is False
     assert claim11_summary([{"overlap_top_eigvec_backbone": None}])["median_ratio"] is None
+
+
+def test_hessian_quadratic_against_finite_differences_of_the_gradient(tiny_run):
+    """v̂ᵀHv̂ by forward-over-reverse equals ⟨∇L(θ + εv̂) − ∇L(θ − εv̂), v̂⟩ / 2ε of the same batches (a float64
+    model; the loss itself is evaluated in float32, so ε is 1e-2, where the difference quotient's O(ε²) error
+    is below its rounding error)."""
+    from training.core.model import trunk_parameters
+    from training.geometry.fisher import hessian_quadratic
+    from training.geometry.gradients import minibatch_gradients
+    run = open_run(tiny_run)
+    cfg, task = run.cfg, run.task()
+    model = run.model(20).double()
+    D = sum(p.numel() for _, p in trunk_parameters(model))
+    V = np.random.default_rng(0).standard_normal((D, 2))
+    h = hessian_quadratic(model, task, cfg, 20, V, 3, 0, 4, chunk=2)
+    eps = 1e-2
+    for k in range(2):
+        v = torch.from_numpy(V[:, k] / np.linalg.norm(V[:, k]))
+
+        def shift(sign):
+            pos = 0
+            with torch.no_grad():
+                for _, p in trunk_parameters(model):
+                    p += sign * eps * v[pos:pos + p.numel()].reshape(p.shape)
+                    pos += p.numel()
+        shift(+1)
+        Gp = minibatch_gradients(model, task, cfg, 20, 3, 0, 4)
+        shift(-2)
+        Gm = minibatch_gradients(model, task, cfg, 20, 3, 0, 4)
+        shift(+1)
+        assert h[k] == pytest.approx(float(((Gp - Gm) @ v).mean()) / (2 * eps), rel=1e-5)

@@ -11,7 +11,9 @@ and 11 (docs/claims.md) beside them: K random directions with v_b's energy in ev
 whatever it is), K directions uniform in the trajectory's span (``anisotropy_span``), the radial direction
 θ̂(t) of each checkpoint (``anisotropy_radial``), PC2–PC5 (``q_pcs``); with --method grad also q(v_b) /
 trace F̂, the centred (variance-only) quotients, and the top eigenvector's overlap with PC2, with the in-span
-and with the orthogonal random directions beside the floor sqrt(2/(πD)). ``claim10`` and ``claim11`` are the
+and with the orthogonal random directions beside the floor sqrt(2/(πD)). --hessian K adds the curvature itself,
+v̂ᵀHv̂ by Hessian-vector products (forward over reverse, math attention), along v_b, PC2 and K of the
+energy-matched directions (``hessian`` in each record). ``claim10`` and ``claim11`` are the
 ledger's inputs (training/geometry/fisher.py).
 
 Per checkpoint, with M seeded mini-batch gradients g_i of the training loss (λ of the run's schedule):
@@ -40,6 +42,7 @@ from training.core import runio
 from training.core.cli import run_main, show
 from training.core.model import trunk_names, trunk_tensor_sizes
 from training.core.devices import resolve_device
+from training.core.errors import UserError
 from training.core.optim import lambda_at
 from training.geometry.analysis_io import Run, add_gradient_sampling_args, analysis_parser, open_run, write_result
 from training.geometry.fisher import (
@@ -52,6 +55,7 @@ from training.geometry.fisher import (
     orthogonal_random_directions,
     overlap,
     rayleigh,
+    hessian_quadratic,
     rayleigh_jvp,
     span_random_coeffs,
     top_eigenvectors,
@@ -69,6 +73,9 @@ def build_parser():
     p.add_argument("--method", default="grad", choices=("grad", "jvp"),
                    help="grad: gradient matrix (default); jvp: forward-mode directional derivatives")
     p.add_argument("--jvp-chunk", type=int, default=16, help="directions per forward-mode pass (default 16)")
+    p.add_argument("--hessian", type=int, default=0, metavar="K",
+                   help="also v̂ᵀHv̂ by Hessian-vector products along v_b, PC2 and the first K energy-matched directions "
+                        "(default 0: off; each direction costs about three backward passes per batch)")
     return p
 
 
@@ -122,6 +129,8 @@ def main() -> int:
     V, info = directions(run, ckpts, gram, args.n_random, args.seed)
     idx = info.pop("index")
     K = args.n_random
+    if not 0 <= args.hessian <= K:
+        raise UserError(f"--hessian must be between 0 and --n-random = {K} (got {args.hessian})")
     W = orthogonal_random_directions(V[:, 0], K, args.seed)
     W_em = energy_matched_directions(V[:, 0], trunk_tensor_sizes(run.cfg), K, args.seed + 1)
     fixed = torch.cat([torch.from_numpy(V), W, W_em], dim=1).to(device)   # [pcs, (v_sw), span.., perp.., em..]
@@ -162,6 +171,14 @@ def main() -> int:
                                      "overlap_top_eigvec_span_random_mean", "overlap_top_eigvec_random_mean",
                                      "lambda_1", "trace", "q_backbone_over_trace", "q_centred_backbone",
                                      "q_centred_random_mean", "q_centred_energy_matched_mean", "anisotropy_centred")}
+        if args.hessian:
+            sel = [0] + ([1] if len(pcs) > 1 else []) + i_em[:args.hessian]
+            h = hessian_quadratic(model, task, run.cfg, step, allv[:, sel], args.n_batches, args.seed, args.batch_size,
+                                  args.part, chunk=args.jvp_chunk, progress=not args.no_progress)
+            h_em = h[len(sel) - min(args.hessian, K):]
+            rec["hessian"] = {"h_backbone": float(h[0]), "h_pc2": float(h[1]) if len(pcs) > 1 else None,
+                              "h_energy_matched": h_em.tolist(),
+                              "ratio_energy_matched": float(h[0] / h_em.mean()) if h_em.mean() > 0 else None}
         q_rand = q[i_perp]
         rec.update({"q_backbone": float(q[0]), "q_switch": None if i_sw is None else float(q[i_sw]),
                     "q_pc2": float(q[1]) if len(pcs) > 1 else None, "q_pcs": [float(q[i]) for i in pcs],

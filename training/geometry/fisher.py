@@ -241,6 +241,57 @@ def rayleigh_jvp(model: GPT, task: LMProbeTask, cfg: Config, step: int, V: np.nd
     return (sums / n_batches).numpy()
 
 
+
+def hessian_quadratic(model: GPT, task: LMProbeTask, cfg: Config, step: int, V: np.ndarray | torch.Tensor,
+                      n_batches: int, seed: int, batch_size: int | None = None, part: str = "total",
+                      chunk: int = 4, progress: bool = False) -> np.ndarray:
+    """v̂ᵀ H v̂ for each column of V: the curvature of the mini-batch loss itself along v, averaged over the
+    batches of ``minibatch_gradients`` (same loss, λ and seeded batches as q(v)).
+
+    The empirical Fisher q(v) measures how much the per-batch gradients spread along v, a proxy for curvature
+    that can disagree with it; this is the second derivative, H_i v̂ by forward-over-reverse differentiation
+    (``torch.func.jvp`` of ``torch.func.grad``) with ``chunk`` directions per pass, the model in explicit math
+    attention (fused attention kernels have no second derivative), restored afterwards.
+    """
+    from torch.func import functional_call, grad, jvp, vmap
+    params = {n: p.detach() for n, p in trunk_parameters(model)}
+    first = next(iter(params.values()))
+    U = unit_columns(V, first)
+    shapes = [(n, p.shape, p.numel()) for n, p in params.items()]
+    if U.shape[0] != sum(s[2] for s in shapes):
+        raise ValueError(f"directions have {U.shape[0]} coordinates, the trunk {sum(s[2] for s in shapes)}")
+    lam = lambda_at(cfg, step)
+    backend = model.blocks[0].attn.backend
+    model.set_attention("math").eval()
+    sums = torch.zeros(U.shape[1], dtype=torch.float64)
+    batches = analysis_batches(task, n_batches, seed, batch_size, part)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc=f"hvp {part} @{step}", unit="batch", leave=False, disable=None)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=DeprecationWarning)
+            for b in batches:
+                b = b.to(first.device)
+
+                def loss(trunk: dict[str, torch.Tensor]) -> torch.Tensor:
+                    return part_loss(functional_call(model, trunk, (b.x,)), b, lam, part)
+
+                def curvature(tangent: dict[str, torch.Tensor]) -> torch.Tensor:
+                    hv = jvp(grad(loss), (params,), (tangent,))[1]
+                    return sum((hv[n] * tangent[n]).sum() for n in tangent)
+
+                for a in range(0, U.shape[1], chunk):
+                    cols = U[:, a:a + chunk].T.to(first.dtype)
+                    tangents, pos = {}, 0
+                    for n, shape, numel in shapes:
+                        tangents[n] = cols[:, pos:pos + numel].reshape(cols.shape[0], *shape)
+                        pos += numel
+                    sums[a:a + chunk] += vmap(curvature)(tangents).detach().to(torch.float64).cpu()
+    finally:
+        model.set_attention(backend)
+    return (sums / n_batches).numpy()
+
 # ---------------------------------------------------------------------------- claims 10 and 11
 ALPHA_LIMIT = 3.0        # α against the energy-matched null at its peak (claims.md, claim 10)
 ALPHA_GROWTH_LIMIT = 5.0  # α_max / α_first

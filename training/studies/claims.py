@@ -151,9 +151,8 @@ CLAIMS = (
           "in every trunk tensor", "rayleigh_quotients", "claim10.excess", (),
           "0: the rule's limits (α_max ≥ 3 against the energy-matched null, growth ≥ 5×)", +1, 0.0,
           command="python analysis/fisher/rayleigh_quotients.py --run-dir RUN", fixed_null=0.0,
-          missing_nulls="vᵀHv by Hessian-vector products",
           note="α against random directions ⊥ v_b (the paper's), in-span random directions and θ̂(t), q / trace F̂ and "
-               "the centred q are in rayleigh_quotients.json; \"q grows\" alone is no check"),
+               "the centred q are in rayleigh_quotients.json, v̂ᵀHv̂ too with --hessian K; \"q grows\" alone is no check"),
     Claim(11, "the backbone is orthogonal to the top Fisher eigenvector",
           "median over checkpoints of |⟨u_1, v_b⟩| / max(|⟨u_1, v_PC2⟩|, mean |⟨u_1, w⟩| over in-span random w)",
           "rayleigh_quotients", "claim11.median_ratio", (), "3: \"orthogonal\" only within 3 × the comparison overlap",
