@@ -48,10 +48,21 @@ RATIO_LIMIT = 2.0        # claims.md: updates at least twice as aligned as the g
 MIN_CHECKPOINTS = 3      # ... at this many checkpoints
 
 
-def optimizer_state_at(run_dir: Path, step: int, cfg: Config) -> tuple[Path | None, int, str] | None:
+def resume_step(run_dir: Path) -> int | None:
+    """The step of the run's resume state (state/resume.pt), None without one (or an unreadable one)."""
+    path = Path(run_dir) / runio.STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True).get("step", -1))
+    except Exception:
+        return None
+
+
+def optimizer_state_at(run_dir: Path, step: int, cfg: Config, resume: int | None = -1) -> tuple[Path | None, int, str] | None:
     """Where the optimizer moments at checkpoint ``step`` are: (file, the step and config hash it must carry),
     file None for a fresh optimizer (the exact state at step 0 of a run that loaded no moments); None when the
-    run kept no state for that step."""
+    run kept no state for that step. ``resume``: the resume state's step if already known (-1: read it)."""
     if step == 0:
         if not cfg.init_optimizer:
             return None, 0, cfg.hash()
@@ -60,14 +71,8 @@ def optimizer_state_at(run_dir: Path, step: int, cfg: Config) -> tuple[Path | No
     kept = runio.optimizer_state_path(run_dir, step)
     if kept.exists():
         return kept, step, cfg.hash()
-    resume = Path(run_dir) / runio.STATE_FILE
-    if resume.exists():
-        try:
-            saved = torch.load(resume, map_location="cpu", weights_only=True)
-        except Exception:
-            return None
-        if int(saved.get("step", -1)) == step:
-            return resume, step, cfg.hash()
+    if (resume_step(run_dir) if resume == -1 else resume) == step:
+        return Path(run_dir) / runio.STATE_FILE, step, cfg.hash()
     return None
 
 
@@ -76,10 +81,11 @@ def replay_starts(run_dir: Path, cfg: Config, checkpoints: Sequence[int], delta:
 
     A start needs the optimizer state at its step and t + Δ within the run's schedule."""
     ok, lacking = [], []
+    resume = resume_step(run_dir)
     for s in checkpoints:
         if s + delta > cfg.steps:
             continue
-        (ok if optimizer_state_at(run_dir, s, cfg) is not None else lacking).append(s)
+        (ok if optimizer_state_at(run_dir, s, cfg, resume) is not None else lacking).append(s)
     return ok, lacking
 
 
