@@ -151,7 +151,8 @@ def test_the_command(capsys, runs, tmp_path):
 
 def test_switching_claims_are_not_observed_without_switch_pairs(capsys, runs, tmp_path):
     """No run with a switch pair: claims 12, 13, 14, 21 say "not observed at this scale" with each run's evidence;
-    one pair in one run: they stay on the list of claims still to be judged."""
+    one pair in one run: 14 and 21 stay on the list of claims still to be judged, 12 and 13 are judged from the
+    same-lag nulls of switching_alignment.json (not measured where a run has no pair above the noise level)."""
     import shutil
     dirs = []
     for i, r in enumerate(runs["walk"]):
@@ -170,8 +171,16 @@ def test_switching_claims_are_not_observed_without_switch_pairs(capsys, runs, tm
     assert "not observed at this scale" in markdown(led)
     (dirs[1] / "oscillation_manifest.json").write_text(json.dumps({"pairs": [{"peak_step": 10}], "prominence": 0.03}))
     led = ledger(dirs)
-    assert {12, 13, 14, 21} <= {x["claim"] for x in led["not_yet"]}
+    assert {14, 21} <= {x["claim"] for x in led["not_yet"]}
     assert all(c["verdict"] != "not observed at this scale" for c in led["claims"])
+    assert claim_row(led, 12)["verdict"] == "not measured"
+    for i, d in enumerate(dirs):          # transverse pairs in every seed: below the same-lag null's 5th percentile
+        (d / "analysis" / "switching_alignment.json").write_text(json.dumps({"trunk": {"nulls": {
+            "claim12": {"median_abs_cos_percentile": 0.01 * i}, "claim13": {"median_capture_percentile": 0.5}}}}))
+    led = ledger(dirs)
+    assert claim_row(led, 12)["verdict"] == "confirmed" and claim_row(led, 13)["verdict"] == "not confirmed"
+    for d in dirs:
+        (d / "analysis" / "switching_alignment.json").unlink()
     # with a noise calibration only pairs above the noise level count: two detected pairs, none above it
     (dirs[1] / "oscillation_manifest.json").write_text(json.dumps(
         {"pairs": [{"peak_step": 10}, {"peak_step": 20}], "prominence": 0.02, "noise_multiplier": 4.0,

@@ -258,6 +258,9 @@ def test_scripts_end_to_end(run_copy, capsys):
     assert [c["step"] for c in lens["checkpoints"]] == [5, 10, 15]
     assert all(len(c["accuracy"]) == 3 for c in lens["checkpoints"])
     assert (run / "analysis" / "switching_alignment.png").exists()
+    nl = a["trunk"]["nulls"]                # no noise estimate here: every pair is used
+    assert nl["n_pairs"] == 2 and [p["lag"] for p in nl["pairs"]] == [1, 1]
+    assert all(0 <= p["abs_cos_percentile"] <= 1 and p["n_null"] == 3 for p in nl["pairs"])
 
     # a run without oscillations: an empty manifest, and the alignment says so
     rising = "".join(json.dumps({"step": s, "p_ood": s / 20}) + "\n" for s in (0, 5, 10, 15, 20))
@@ -291,3 +294,39 @@ def test_incomplete_and_corrupt_runs_are_one_line_errors(tiny_run, tmp_path, cap
     ck.write_bytes(ck.read_bytes()[:100])
     code, _, err = run_inprocess(capsys, NOISE, "--run-dir", str(run))
     assert code == 2 and "corrupt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_same_lag_null_ranks_a_transverse_excursion_and_a_random_walk():
+    """A drift along e_0 with a short excursion into a fresh direction between two checkpoints: the pair's
+    |cos(v_sw, v_b)| is below every same-lag displacement (percentile 0). On an isotropic random walk the
+    percentile ranks of its pairs spread over (0, 1). The random-walk statistics at the pair's position come
+    from the null Gram passed in."""
+    from training.geometry.nulls import null_of
+    from training.geometry.switching import same_lag_null, switching_nulls
+    from training.geometry.trajectory import Gram
+    rng = np.random.default_rng(7)
+    T, D = 25, 600
+    steps = list(range(0, 10 * T, 10))
+    inc = np.outer(np.ones(T), np.eye(D)[0]) + 0.05 * rng.standard_normal((T, D))
+    inc[12] += 3.0 * np.eye(D)[5]            # out along e_5 at checkpoint 12 ...
+    inc[13] -= 3.0 * np.eye(D)[5]            # ... and back at 13
+    X = np.cumsum(inc, axis=0)
+    X -= X[0]
+    gram = Gram(steps, 0, None, D, X @ X.T)
+    traj = pca(gram, k=6)
+    pair = SwitchPair(120, 110, 0.6, 0.2, 0.4, "rise", False)
+    r = same_lag_null(gram, pair, traj)
+    assert r["lag"] == 1 and r["n_null"] == T - 2 and r["abs_cos_percentile"] == 0.0
+    rw = null_of(gram)
+    out = switching_nulls(gram, rw, [pair, SwitchPair(200, 190, 0.5, 0.1, 0.4, "fall", True)], traj, pca(rw, k=6))
+    assert out["n_pairs"] == 1 and out["n_pairs_at_noise_level"] == 1
+    assert out["claim12"]["median_abs_cos_percentile"] == 0.0 and out["claim12"]["why_not"] is None
+    assert 0 <= out["pairs"][0]["random_walk_abs_cos"] <= 1
+    walk = np.cumsum(rng.standard_normal((T, D)), axis=0)
+    walk -= walk[0]
+    wg = Gram(steps, 0, None, D, walk @ walk.T)
+    ranks = [same_lag_null(wg, SwitchPair(steps[a + 2], steps[a], 0.5, 0.1, 0.4, "fall"), pca(wg, k=6))["abs_cos_percentile"]
+             for a in range(1, T - 2, 3)]
+    assert 0.1 < float(np.median(ranks)) < 0.9 and max(ranks) - min(ranks) > 0.3
+    none = switching_nulls(gram, rw, [], traj, pca(rw, k=6))
+    assert none["claim12"]["median_abs_cos_percentile"] is None and none["claim12"]["why_not"] == "no switch pairs"

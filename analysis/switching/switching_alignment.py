@@ -8,6 +8,10 @@ in each block separately:
   E_2:k = Σ_{j=2..k} ⟨v_sw, v_j⟩² (capture of ‖v_sw‖² by PCs 2..k), k = 2..--k-max;
   E⊥_2:k, the same for the unit transverse part (v_sw − c v_b)/‖·‖ (the paper's E_2:6 at k = 6);
   |cos| between the switching directions of different events.
+Over the trunk, beside them (``trunk.nulls``, claims 12 and 13 of docs/claims.md), for every pair above the
+noise level: the same statistics for every displacement of the trajectory over the same number of
+checkpoints (the same-lag null; the pair's percentile rank in it) and for the D → ∞ random walk with the
+run's increments at the pair's position.
 At each pair's peak and trough checkpoint, the logit lens (final LayerNorm + tied head applied to the
 residual stream after the embedding and after every block) reads out the codeword on the OOD probe
 set: exact-match accuracy and mean codeword probability per layer.
@@ -26,7 +30,8 @@ from training.core.cli import run_main
 from training.core.devices import resolve_device
 from training.core.errors import UserError
 from training.geometry.analysis_io import analysis_parser, open_run, write_result
-from training.geometry.switching import probe_readout, read_manifest, switching_geometry
+from training.geometry.nulls import null_of
+from training.geometry.switching import probe_readout, read_manifest, switching_geometry, switching_nulls
 from training.geometry.trajectory import cached_gram, pca, select_steps
 
 
@@ -67,7 +72,12 @@ def main() -> int:
     def scope(block):
         gram = cached_gram(ckpts, block, progress=progress)
         traj = pca(gram, steps, steps[0], rownorm=args.rownorm, k=args.k_max)
-        return switching_geometry(gram, pairs, traj, args.k_max)
+        out = switching_geometry(gram, pairs, traj, args.k_max)
+        if block is None and steps[0] == gram.anchor:       # claims 12 and 13: the same-lag and random-walk nulls
+            rw = null_of(gram)
+            out["nulls"] = switching_nulls(gram, rw, pairs, traj, pca(rw, steps, steps[0], rownorm=args.rownorm,
+                                                                      k=args.k_max), args.k_max)
+        return out
 
     trunk = scope(None)
     blocks = [{"block": b, **scope(b)} for b in range(run.cfg.n_layer)]
@@ -126,6 +136,13 @@ def main() -> int:
                   f"{sm['mean_capture']:.3f}, transverse E⊥_2:{args.k_max} {sm['mean_capture_transverse']:.3f}"
                   + (f", mean |cos| between events {sm['mean_abs_cos_between_events']:.3f}"
                      if sm["mean_abs_cos_between_events"] is not None else ""))
+    nl = trunk.get("nulls")
+    if nl and nl["n_pairs"]:
+        print(f"against displacements of the same lag (trunk, {nl['n_pairs']} pair(s) above the noise level): median "
+              f"percentile of |cos(v_sw, v_b)| {nl['claim12']['median_abs_cos_percentile']:.2f} (claim 12 asks <= 0.05), "
+              f"of E⊥_2:{args.k_max} {nl['claim13']['median_capture_percentile']:.2f} (claim 13 asks >= 0.95); the random "
+              f"walk at the pairs' positions: |cos| {nl['claim12']['median_random_walk_abs_cos']:.3f}, "
+              f"E⊥ {nl['claim13']['median_random_walk_capture']:.3f}")
     for c in (lens or {}).get("checkpoints", []):
         print(f"lens step {c['step']} ({c['role']}): accuracy per layer "
               + " ".join(f"{a:.3f}" for a in c["accuracy"]))

@@ -357,6 +357,62 @@ def _mean(x) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
+SWITCH_PERCENTILES = (0.05, 0.95)     # claims 12 and 13: below the same-lag null's 5th / above its 95th percentile
+
+
+def same_lag_null(gram: Gram, pair: SwitchPair, traj: PCA, k_max: int = 6) -> dict:
+    """The switching statistics of a pair beside those of every displacement of the trajectory over the same
+    number of checkpoints (the same-lag null): |cos(x(s') − x(s), v_b)| and E⊥_2:k_max for all index pairs
+    (s, s') with s' − s = the pair's lag, the pair itself left out, and the pair's percentile rank in each
+    (the fraction of null displacements with a smaller value). A switch pair is "transverse" (claim 12) only
+    if it is less aligned with v_b than ordinary displacements of that length, and "captured by PCs 2..6"
+    (claim 13) only if more than they are."""
+    steps = gram.steps
+    i, j = sorted(steps.index(s) for s in (pair.peak_step, pair.trough_step))
+    lag = j - i
+    fake = [SwitchPair(steps[a + lag], steps[a], 0.0, 0.0, 0.0, "null") for a in range(len(steps) - lag)
+            if (a, a + lag) != (i, j) and steps[a] != steps[a + lag]]
+    own = switching_geometry(gram, [pair], traj, k_max)["pairs"][0]
+    key = f"pc2_to_pc{k_max}"
+    if not fake:
+        return {"lag": lag, "n_null": 0, "abs_cos_percentile": None, "capture_percentile": None}
+    null = switching_geometry(gram, fake, traj, k_max)["pairs"]
+    cos_null = np.array([q["abs_cos_backbone"] for q in null])
+    cap_null = np.array([q["capture_transverse"][key] for q in null])
+    return {"lag": lag, "n_null": len(fake), "abs_cos": own["abs_cos_backbone"],
+            "capture": own["capture_transverse"][key],
+            "null_abs_cos_quantiles": np.quantile(cos_null, SWITCH_PERCENTILES).tolist(),
+            "null_capture_quantiles": np.quantile(cap_null, SWITCH_PERCENTILES).tolist(),
+            "abs_cos_percentile": float(np.mean(cos_null < own["abs_cos_backbone"])),
+            "capture_percentile": float(np.mean(cap_null < own["capture_transverse"][key]))}
+
+
+def switching_nulls(gram: Gram, random_walk: Gram, pairs: Sequence[SwitchPair], traj: PCA, traj_rw: PCA,
+                    k_max: int = 6) -> dict:
+    """Claims 12 and 13 for the pairs above the noise level (all pairs where the manifest has no noise estimate):
+    per pair the same-lag null of :func:`same_lag_null` and the same statistics of the D → ∞ random walk with the
+    run's increments at the pair's position (``random_walk``, its PCA ``traj_rw``); the medians over pairs of the
+    percentile ranks are the ledger's inputs (claim 12: ≤ 0.05, claim 13: ≥ 0.95)."""
+    used = [q for q in pairs if not q.at_noise_level]
+    rows = []
+    key = f"pc2_to_pc{k_max}"
+    for q in used:
+        rw = switching_geometry(random_walk, [q], traj_rw, k_max)["pairs"][0]
+        rows.append({"peak_step": q.peak_step, "trough_step": q.trough_step, **same_lag_null(gram, q, traj, k_max),
+                     "random_walk_abs_cos": rw["abs_cos_backbone"], "random_walk_capture": rw["capture_transverse"][key]})
+
+    def med(k):
+        xs = [r[k] for r in rows if r.get(k) is not None]
+        return float(np.median(xs)) if xs else None
+    why = None if rows else (f"no switch pair above the noise level ({len(pairs)} at it)" if pairs else "no switch pairs")
+    return {"pairs": rows, "n_pairs": len(rows), "n_pairs_at_noise_level": len(pairs) - len(used),
+            "percentiles": list(SWITCH_PERCENTILES),
+            "claim12": {"median_abs_cos_percentile": med("abs_cos_percentile"), "median_abs_cos": med("abs_cos"),
+                        "median_random_walk_abs_cos": med("random_walk_abs_cos"), "why_not": why},
+            "claim13": {"median_capture_percentile": med("capture_percentile"), "median_capture": med("capture"),
+                        "median_random_walk_capture": med("random_walk_capture"), "why_not": why}}
+
+
 # ---------------------------------------------------------------------------- evaluation noise
 def bootstrap_std(correct: np.ndarray, n_boot: int, rng: np.random.Generator) -> float:
     """Standard deviation (ddof = 1) of mean(correct[idx]) over ``n_boot`` resamples idx of the n
