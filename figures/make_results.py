@@ -50,7 +50,7 @@ def _f(x) -> str:
 
 
 def _claims(numbers) -> str:
-    numbers = sorted(numbers)
+    numbers = sorted(numbers, key=lambda k: claims.claim_order({"claim": k}))
     return ("claim " if len(numbers) == 1 else "claims ") + ", ".join(map(str, numbers))
 
 
@@ -89,7 +89,7 @@ def section(label: str, path: Path, led: dict) -> list[str]:
         if g in groups:
             out.append(f"- {g}: {_claims(groups[g])}")
     if led.get("not_yet"):
-        out.append(f"- not judged yet (their nulls are not built): {_claims([x['claim'] for x in led['not_yet']])}")
+        out.append(f"- not judged here (their studies were not given): {_claims([x['claim'] for x in led['not_yet']])}")
     table = claims.markdown(led).split("\n")
     start = next(i for i, line in enumerate(table) if line.startswith("| # |"))
     end = next(i for i in range(start, len(table)) if not table[i].startswith("|"))

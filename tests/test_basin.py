@@ -13,9 +13,9 @@ import torch
 from conftest import ROOT, run_inprocess, run_script
 from training.core import runio
 from training.geometry.analysis_io import open_run
-from training.geometry.basin import (RELAX_TAG, disjoint_pairs, drift_table, isotropic_cos_gram, parse_pairs, percentile_of,
-                            perturb_trunk, perturbation_seed, probe_eval, relax, relax_batch, relax_defaults,
-                            sigma_half, spectrum_stats)
+from training.geometry.basin import (RELAX_TAG, depth_summary, disjoint_pairs, drift_table, isotropic_cos_gram, parse_pairs,
+                            percentile_of, perturb_trunk, perturbation_seed, probe_eval, relax, relax_batch, relax_defaults,
+                            peak_trough_depth, sigma_half, spectrum_stats)
 from training.core.config import preset
 from training.core.errors import UserError
 from training.core.model import trunk_names
@@ -78,6 +78,50 @@ def test_sigma_half_on_hand_made_numbers():
     assert sigma_half([0.1, 0, 0.3], [0.7, 1.0, 0.2]) == pytest.approx(0.1 + 0.2 * 0.2 / 0.5)  # any grid order
     with pytest.raises(UserError, match="contain 0"):
         sigma_half([0.01, 0.1], [0.5, 0.2])
+
+
+def test_peak_trough_depth_against_a_direct_computation():
+    """Claim 21's z_σ: the trials' retained fraction p/D_0 pooled per role, Welch's standard error, checked against
+    a computation written out with numpy; a checkpoint that is both peak and trough, or has no basin at σ = 0, is
+    left out; one trial per checkpoint and one checkpoint per role cannot give a standard error."""
+    rng = np.random.default_rng(3)
+    sigmas = [0.0, 0.01, 0.03, 0.1]
+
+    def ckpt(step, role, d0, keep, n=4):
+        trials = {0.0: [{"p_ood": d0 + 0.01 * rng.standard_normal(), "nll_ood": 1.0, "lm_ood": 4.0, "regime": "probe"}
+                        for _ in range(n)]}
+        for s in sigmas[1:]:
+            trials[s] = [{"p_ood": d0 * keep(s) + 0.02 * rng.standard_normal(), "nll_ood": 1.0, "lm_ood": 4.0,
+                          "regime": "probe"} for _ in range(n)]
+        per = depth_summary(sigmas, trials)
+        return {"step": step, "role": role, "per_sigma": per,
+                "sigma_half": sigma_half(sigmas, [d["mean_p_ood"] for d in per])}
+    cks = [ckpt(10, "peak", 0.9, lambda s: 1 - s), ckpt(30, "peak", 0.8, lambda s: 1 - 2 * s),
+           ckpt(20, "trough", 0.5, lambda s: 1 - 8 * s), ckpt(40, "trough", 0.6, lambda s: 1 - 6 * s),
+           ckpt(50, "peak/trough", 0.7, lambda s: 1.0), ckpt(60, "trough", 0.01, lambda s: 1.0),
+           ckpt(70, "late", 0.9, lambda s: 1.0)]
+    out = peak_trough_depth(cks)
+    assert out["n_checkpoints"] == {"peak": 2, "trough": 2} and out["dropped"][0]["step"] == 60
+    zs = []
+    for row, s in zip(out["per_sigma"], sigmas[1:]):
+        ret = {}
+        for role, steps in (("peak", (10, 30)), ("trough", (20, 40))):
+            vals = []
+            for c in cks:
+                if c["step"] in steps:
+                    d0 = np.mean([d["p_ood_trials"] for d in c["per_sigma"] if d["sigma"] == 0.0][0])
+                    vals += [p / d0 for d in c["per_sigma"] if d["sigma"] == s for p in d["p_ood_trials"]]
+            ret[role] = np.array(vals)
+        se = np.sqrt(ret["peak"].var(ddof=1) / 8 + ret["trough"].var(ddof=1) / 8)
+        z = (ret["peak"].mean() - ret["trough"].mean()) / se
+        assert row["z"] == pytest.approx(z, rel=1e-10)
+        zs.append(z)
+    assert out["second_z"] == pytest.approx(sorted(zs)[-2]) and out["second_z"] > 2        # deeper peaks planted
+    assert out["n_sigma_separated"] == sum(z >= 2 for z in zs)
+    one = peak_trough_depth([ckpt(10, "peak", 0.9, lambda s: 1.0, n=1), ckpt(20, "trough", 0.5, lambda s: 1.0, n=1)])
+    assert one["second_z"] is None and "σ value(s)" in one["why_not"]
+    none = peak_trough_depth([c for c in cks if "trough" not in c["role"] or c["step"] == 60])
+    assert none["second_z"] is None and "0 trough" in none["why_not"]
 
 
 def test_percentile_spectrum_and_disjoint_pairs():
@@ -302,6 +346,7 @@ def test_basin_depth_runs_resumes_and_checks_settings(run, capsys):
     top = max(PAIRS, key=lambda q: first["pairs"][PAIRS.index(q)]["amplitude"])
     assert {c["step"] for c in first["checkpoints"]} == set(top) | {20}
     assert first["settings"]["relax"]["steps"] == 1 and first["drift_table"]["peaks"] == [10, 20]
+    assert first["claim21"] == peak_trough_depth(first["checkpoints"])      # the ledger's claim-21 input
     for c in first["checkpoints"]:
         d = c["per_sigma"]
         assert [x["sigma"] for x in d] == [0.0, 0.3] and all(x["n_trials"] == 1 for x in d)

@@ -324,7 +324,7 @@ def test_claims_table_from_the_ledger(full):
     assert rows[2][0] == "16" and rows[2][7] == "decay-dominated" and rows[2][3] == "—"
     md = (full["out"] / "tables" / "table_claims.md").read_text()
     assert "Over 3 runs" in md and "outside the paper's (Λ = 0.64 (paper 2.56))" in md
-    assert "*Not judged yet (their nulls are still to be built): claims 3, 17.*" in md
+    assert "*Not judged here (their studies were not given): claims 3, 17.*" in md
     tex = (full["paper"] / "tables" / "table_claims.tex").read_text()
     assert r"updates \& the backbone" in tex and r"0.85 $\pm$ 0.00208" in tex and r"\label{tab:table_claims}" in tex
     assert r"claims 3, 17." in tex.split(r"\footnotesize")[1]

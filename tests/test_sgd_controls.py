@@ -417,3 +417,39 @@ def test_the_ledger_reads_claim_16_from_the_study(done):
     else:
         assert row["verdict"] == "inconclusive (single seed)"
         assert row["effect"] == [t9["B"]["pc1_minus_null"] - t9["A"]["pc1_minus_null"]]
+
+
+def test_claim17_windows_and_the_ledgers_row(done):
+    """Claim 17's matched windows: consecutive checkpoints, at least 7 where the run has them and brackets the
+    target (else its last ones, flagged), PC1 − null against a dense random walk with the window's increments; the
+    ledger's row is (PC1 − null)_C − (PC1 − null)_A, inconclusive when a window has fewer than 6 drifts."""
+    from training.studies import sgd_controls as sc
+    from training.studies.claims import ledger
+    res, root = done["result"], done["root"]
+    block = res["matched"]["claim17"]
+    assert block["target"] == res["matched"]["target"] and block["min_drifts"] == sc.CLAIM17_DRIFTS == 6
+    names = trunk_names(preset("test"))
+    for row in block["rows"]:
+        run = root / DIRS[row["run"]]
+        ckpts = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("*.safetensors"))
+        w = row["window"]
+        assert w == ckpts[ckpts.index(w[0]):ckpts.index(w[0]) + len(w)] and row["n_drifts"] == len(w) - 1
+        assert len(w) >= 7 or row["never_reached"] or len(w) == len(ckpts)
+        if row["pc1_minus_null"] is None:
+            continue
+        n = [np.linalg.norm(trunk(run, t1, names) - trunk(run, t0, names)) for t0, t1 in zip(w, w[1:])]
+        X = np.cumsum(np.diag(n), axis=0)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        s2 = np.linalg.svd(X, compute_uv=False) ** 2
+        assert row["null_pc1"] == pytest.approx(s2[0] / s2.sum(), rel=1e-9)
+    c17 = next(c for c in ledger([], [root])["claims"] if c["claim"] == 17)
+    rows = {r["run"]: r for r in block["rows"]}
+    if rows["C"]["window_decay_dominated"]:
+        assert c17["verdict"] == "decay-dominated"
+    elif rows["A"]["pc1_minus_null"] is None or rows["C"]["pc1_minus_null"] is None:
+        assert c17["verdict"] == "not measured"
+    else:
+        assert c17["effect"] == pytest.approx([rows["C"]["pc1_minus_null"] - rows["A"]["pc1_minus_null"]])
+        assert c17["verdict"] == "inconclusive (single seed)"
+        short = min(rows["A"]["n_drifts"], rows["C"]["n_drifts"]) < 6
+        assert ("forced by the row count" in (c17["why"] or "")) == short

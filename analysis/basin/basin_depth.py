@@ -58,6 +58,7 @@ from training.geometry.basin import (
     drift_table,
     p_ood_series,
     pair_steps,
+    peak_trough_depth,
     perturb_trunk,
     perturbation_seed,
     relax,
@@ -180,6 +181,7 @@ def main() -> int:
               "checkpoints": checkpoints}
     if "note" in info:
         result["note"] = info["note"]
+    result["claim21"] = peak_trough_depth(checkpoints)
     if pairs:
         peaks, troughs = pair_steps(pairs)
         gram = cached_gram(run.checkpoints(), None, progress=not args.no_progress)

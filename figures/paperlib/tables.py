@@ -395,19 +395,19 @@ def table_claims(inp: Inputs) -> Table:
     def num(x: Any) -> Cell:              # the ledger's 3-significant-digit rule; an absent number is the dash
         return Cell(None if x is None else ledger_rules._f(x), "text")
 
-    cols = [Col("#", "step"), Col("claim", align=r"p{0.22\linewidth}"), Col("statistic", align=r"p{0.22\linewidth}"),
+    cols = [Col("#", "text"), Col("claim", align=r"p{0.22\linewidth}"), Col("statistic", align=r"p{0.22\linewidth}"),
             Col("observed", "text"), Col("null", "text"), Col("effect", "text"), Col("margin", "text"),
             Col("verdict", align=r"p{0.12\linewidth}"), Col("leaning", align=r"p{0.1\linewidth}")]
     rows = []
     for c in led["claims"]:
         if c.get("observed_mean") is None:          # not measured, not observed at this scale, decay-dominated
-            rows.append([c["claim"], c["text"], c.get("statistic"), num(None), num(None), num(None), num(None),
+            rows.append([str(c["claim"]), c["text"], c.get("statistic"), num(None), num(None), num(None), num(None),
                          c["verdict"], c.get("leaning")])
             continue
         obs = ledger_rules._f(c["observed_mean"])
         if c.get("observed_sd") is not None:
             obs += f" ± {ledger_rules._f(c['observed_sd'])}"
-        rows.append([c["claim"], c["text"], c.get("statistic"), Cell(obs, "text"), num(mean(c["null"])),
+        rows.append([str(c["claim"]), c["text"], c.get("statistic"), Cell(obs, "text"), num(mean(c["null"])),
                      num(c.get("effect_mean")), num(c.get("margin")), c["verdict"], c.get("leaning")])
     n = led["n_runs"]
     regime = ("outside the paper's (" + "; ".join(led.get("regime_flags") or []) + "), so a verdict neither confirms "
@@ -420,7 +420,7 @@ def table_claims(inp: Inputs) -> Table:
                  f"{over}. Confirmed: the effect is positive in every run and its mean reaches the margin and twice the "
                  f"seeds' sd; not confirmed: mean effect ≤ 0, or every run below half the margin; otherwise "
                  f"inconclusive. Regime: {regime}.", cols, rows,
-                 notes=["Not judged yet (their nulls are still to be built): claims "
+                 notes=["Not judged here (their studies were not given): claims "
                         + ", ".join(str(k) for k in not_yet) + "."] if not_yet else [])
 
 

@@ -219,6 +219,74 @@ def depth_summary(sigmas: Sequence[float], trials: dict[float, list[dict]]) -> l
     return out
 
 
+CLAIM21_MIN_D0 = 0.05     # below this unperturbed D_0 a checkpoint has no probe basin to keep: no retained fraction
+
+
+def _roles(role: str) -> set[str]:
+    return set(role.split("/"))
+
+
+def peak_trough_depth(checkpoints: Sequence[dict], min_d0: float = CLAIM21_MIN_D0) -> dict:
+    """Claim 21 (peaks sit in deeper basins than troughs) from basin-depth checkpoints (``{"step", "role",
+    "per_sigma": depth_summary(...)}``).
+
+    The σ = 0 relaxation is each checkpoint's baseline: a trial's retained fraction at σ is its p_ood after
+    perturbation and relaxation over the checkpoint's D_0, so a checkpoint that merely starts higher is not
+    deeper. Per σ > 0 the trials of the peak checkpoints and of the trough checkpoints are pooled (a checkpoint
+    holding both roles is left out), and z_σ = (mean R_peaks − mean R_troughs) / sqrt(s²_p/n_p + s²_t/n_t).
+    ``second_z`` (the second largest z_σ) ≥ 2 says the peaks keep more of their basin by ≥ 2 SEM at ≥ 2 σ values.
+    The raw D_σ differences and σ½ per role are beside it. Trials of one checkpoint share its weights, so the
+    SEM is optimistic when few checkpoints carry many trials (``n_checkpoints`` says how many)."""
+    groups: dict[str, list[dict]] = {"peak": [], "trough": []}
+    dropped = []
+    for c in checkpoints:
+        r = _roles(c.get("role", ""))
+        if ("peak" in r) == ("trough" in r):
+            continue
+        base = next((d for d in c["per_sigma"] if d["sigma"] == 0.0), None)
+        d0 = base["mean_p_ood"] if base else None
+        if d0 is None or d0 < min_d0:
+            dropped.append({"step": c["step"], "D0": d0})
+            continue
+        groups["peak" if "peak" in r else "trough"].append({**c, "D0": d0})
+    out = {"min_D0": min_d0, "dropped": dropped,
+           "n_checkpoints": {k: len(v) for k, v in groups.items()},
+           "sigma_half": {k: [c.get("sigma_half") for c in v] for k, v in groups.items()},
+           "per_sigma": [], "second_z": None, "n_sigma_separated": None, "why_not": None}
+    if not groups["peak"] or not groups["trough"]:
+        out["why_not"] = (f"{len(groups['peak'])} peak and {len(groups['trough'])} trough checkpoint(s) with an "
+                          f"unperturbed D_0 ≥ {min_d0} (a checkpoint holding both roles is left out)")
+        return out
+    sigmas = sorted({d["sigma"] for c in checkpoints for d in c["per_sigma"] if d["sigma"] > 0})
+    zs = []
+    for sg in sigmas:
+        row = {"sigma": sg}
+        for k, cs in groups.items():
+            ret = [p / c["D0"] for c in cs for d in c["per_sigma"] if d["sigma"] == sg for p in d["p_ood_trials"]]
+            raw = [p for c in cs for d in c["per_sigma"] if d["sigma"] == sg for p in d["p_ood_trials"]]
+            row[k] = {"n": len(ret), "retained_mean": float(np.mean(ret)) if ret else None,
+                      "retained_var": float(np.var(ret, ddof=1)) if len(ret) > 1 else None,
+                      "D_mean": float(np.mean(raw)) if raw else None}
+        p, t = row["peak"], row["trough"]
+        if p["retained_var"] is None or t["retained_var"] is None:
+            row["z"], row["why"] = None, "fewer than 2 trials in a role"
+        else:
+            sem = math.sqrt(p["retained_var"] / p["n"] + t["retained_var"] / t["n"])
+            diff = p["retained_mean"] - t["retained_mean"]
+            row["difference"], row["sem"] = diff, sem
+            row["z"] = diff / sem if sem > 0 else (math.inf if diff > 0 else -math.inf if diff < 0 else 0.0)
+            zs.append(row["z"])
+        out["per_sigma"].append(row)
+    if len(zs) < 2:
+        out["why_not"] = (f"{len(zs)} σ value(s) > 0 with ≥ 2 trials in both roles; the rule needs 2 "
+                          "(run basin_depth.py with --n-trials ≥ 2 or more pairs)")
+        return out
+    z = sorted(zs, reverse=True)
+    out["second_z"] = float(z[1])
+    out["n_sigma_separated"] = int(sum(x >= 2 for x in zs))
+    return out
+
+
 # ---------------------------------------------------------------------------- switch pairs
 def pair_steps(pairs: Sequence[SwitchPair]) -> tuple[list[int], list[int]]:
     """The distinct peak steps and trough steps of ``pairs``, increasing."""

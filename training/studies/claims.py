@@ -13,23 +13,25 @@ and beside the verdict the regime flags of the runs (:mod:`training.core.regime`
 outside the paper's regime neither confirms nor refutes the paper's number. A claim whose input is missing
 is "not measured", with the command that measures it. Every number names its analysis file and JSON key.
 
-Implemented so far (numbers of the claim list the toolkit documents in docs/claims.md): 1 (PC1), 2 (k95),
-3 (the backbone is not the decay of the initialisation), 4 (the sign flip of the update alignment beside the
-weight-decayed walk's own), 5 (rolling-window stability), 6 (early update alignment), 7 (the replay test:
-updates against the gradients they integrate over the same steps and batches), 8 (per-batch gradients at the
-noise floor: |cos| ratio and t-statistic), 9 (block 0's share of the gradient alignment against the same ratio
-on block PC2 and random directions), 10 (the Fisher anisotropy against energy-matched random directions, and
-its growth), 11 (the top Fisher eigenvector's overlap with v_b against PC2 and in-span random directions), 12
-and 13 (switching directions against the trajectory's same-lag displacements), 15 (‖r(t)‖ moving with p_ood,
-by a surrogate test of first differences), 19 (reheating re-entry against its noise bias and its controls,
+Judged from each run's analyses (numbers of the claim list the toolkit documents in docs/claims.md): 1 (PC1),
+2 (k95), 3 (the backbone is not the decay of the initialisation), 4 (the sign flip of the update alignment
+beside the weight-decayed walk's own), 5 (rolling-window stability), 6 (early update alignment), 7 (the replay
+test: updates against the gradients they integrate over the same steps and batches), 8 (per-batch gradients at
+the noise floor: |cos| ratio and t-statistic), 9 (block 0's share of the gradient alignment against the same
+ratio on block PC2 and random directions), 10 (the Fisher anisotropy against energy-matched random directions,
+and its growth), 11 (the top Fisher eigenvector's overlap with v_b against PC2 and in-span random directions),
+12 and 13 (switching directions against the trajectory's same-lag displacements), 14 (B7: the switching
+directions' participation ratio among same-lag displacements), 15 (‖r(t)‖ moving with p_ood, by a surrogate
+test of first differences), 19 (reheating re-entry against its noise bias and its controls,
 experiments/reheating/controls.py), 20 (the reheating displacement's share along v_b against the run's own
-same-length displacements); 16 and 18 from study directories. The nulls of 1, 2, 5 and 6 are the isotropic
-random walk with the run's own increments and (1, 2, 6) the weight-decayed walk with the run's increments,
-‖θ(0)‖ and schedule (:mod:`training.geometry.nulls`): the larger (smaller, for k95) of the D → ∞ closed forms
-and the finite-D Wishart draw where it exists. Claims 3, 4, 7–13, 15 and 20 compare with a fixed threshold of
-their rule (``fixed_null``). The switching claims (12, 13, 14, 21) are "not observed at this scale" when no
-run has a switch pair above its noise threshold (the evidence is printed); 14, 17 and 21 are listed with what
-they still need.
+same-length displacements), 21 (B6: the retained basin depth of peaks against troughs, each against its own
+σ = 0 relaxation). From study directories: 16 and 17 (the SGD-control study), 18 (the β2 sweep), and the other
+codes' headline claims M1, M2 (modular addition) and S1 (symmetry breaking). The nulls of 1, 2, 5 and 6 are the
+isotropic random walk with the run's own increments and (1, 2, 6) the weight-decayed walk with the run's
+increments, ‖θ(0)‖ and schedule (:mod:`training.geometry.nulls`): the larger (smaller, for k95) of the D → ∞
+closed forms and the finite-D Wishart draw where it exists. Claims 3, 4, 7–15, 20 and 21 compare with a fixed
+threshold of their rule (``fixed_null``). The switching claims (12, 13, 14, 21) are "not observed at this scale"
+when no run has a switch pair above its noise threshold (the evidence is printed).
 """
 from __future__ import annotations
 
@@ -174,12 +176,27 @@ CLAIMS = (
           command="python analysis/switching/switching_alignment.py --run-dir RUN", fixed_null=0.95,
           why_key="trunk.nulls.claim13.why_not",
           note="the random walk's E⊥_2:6 at each pair's position is beside it (trunk.nulls.pairs)"),
+    Claim(14, "the switching manifold is ≥ 10-dimensional",
+          "percentile of the switching directions' participation ratio among the same run's displacements over the "
+          "same lags at non-switching times (B7, trunk)", "manifold_dim",
+          "manifold.trajectory_null.participation_ratio.observed_percentile", (),
+          "95: above the trajectory null's 95th percentile (B7's own verdict)", +1, 0.0,
+          command="python analysis/basin/manifold_dim.py --run-dir RUN", fixed_null=95.0, why_key="note",
+          note="the reference's Gram–Schmidt count equals the number of pairs by construction; the isotropic and "
+               "time-shifted nulls are in manifold_dim.json (manifold.isotropic_null, manifold.shifted_null)"),
     Claim(15, "‖r(t)‖ moves with p_ood (corr −0.91)",
           "phase-surrogate p-value of corr(Δ‖r‖, Δp_ood), first differences over the checkpoints", "trajectory_pca",
           "trunk.coupling_residual_p_ood.verdict_input", (), "p = 0.05 (surrogates of p_ood, 1000 draws)", -1, 0.0,
           command=TRAJECTORY_PCA, fixed_null=0.05,
           note="levels and detrended series, with both surrogate families, are in trunk.coupling_residual_p_ood; "
                "a correlation of the levels alone is the shared trend of two smooth series"),
+    Claim(21, "probe peaks sit in deeper basins than troughs (B6)",
+          "second largest over σ > 0 of z_σ: the peaks' retained fraction D_σ/D_0 minus the troughs', in SEMs of the "
+          "pooled trials", "basin_depth", "claim21.second_z", (),
+          "2: ≥ 2 SEM at ≥ 2 σ values, against each checkpoint's σ = 0 relaxation", +1, 0.0,
+          command="python analysis/basin/basin_depth.py --run-dir RUN", fixed_null=2.0, why_key="claim21.why_not",
+          note="raw D_σ per role, σ½ per checkpoint and the checkpoints left out (D_0 below 0.05) are in "
+               "basin_depth.json (claim21)"),
     Claim(20, "reheating moves ‖r‖ and leaves a(t) largely unchanged",
           "largest over the reheating runs of the share of ‖θ(end) − θ(start)‖² along v_b, over the median share of "
           "the original run's own displacements over as many steps (v_b refitted without each)", "reheating",
@@ -196,11 +213,10 @@ CLAIMS = (
           note="margin 4 σ_eval (docs/claims.md); reheat_controls.json names the largest control"),
 )
 NOT_YET = {
-    14: "the switching manifold is ≥ 10-dimensional (B7's own verdict; not yet read here)",
     16: "SGD trajectories are colinear (judged from SGD-control study directories: claims.py --study DIR)",
-    17: "at matched loss AdamW is multi-dimensional (needs the matched-window null)",
+    17: "at matched loss AdamW is multi-dimensional, SGD colinear (judged from SGD-control study directories: "
+        "claims.py --study DIR)",
     18: "lower β2 lowers backbone dominance (judged from β2-sweep study directories: claims.py --study DIR)",
-    21: "peaks sit in deeper basins (needs SEM across σ values)",
 }
 
 
@@ -245,99 +261,227 @@ def not_observed_row(number: int, evidence: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- claims read from study directories
-# Claims 16 and 18 compare runs of a study (one study directory per seed), not analyses of one run: the SGD-control
-# study (experiments/sgd_controls/run_study.py: analysis/sgd_control_results.json, Table 9) and the β2 sweep
-# (experiments/beta_sweep/run_study.py: analysis/beta_sweep_summary.json).
+# Claims 16–18 compare runs of a study (one study directory per seed), not analyses of one run: the SGD-control
+# study (experiments/sgd_controls/run_study.py: analysis/sgd_control_results.json, Tables 9 and 10) and the β2
+# sweep (experiments/beta_sweep/run_study.py: analysis/beta_sweep_summary.json). The modular-addition study
+# (experiments/modadd/run_study.py) and the symmetry-breaking study (experiments/symmetry/run_study.py) answer the
+# headline claims of their own codes (skydancerosel/bubble-modadd, evasilverstein/symmetry-breaking-files),
+# numbered M1, M2 and S1 here. Each reader turns one study's result into per-run inputs: observed, null, or the
+# reason there is no number; ``undecidable`` makes the verdict inconclusive whatever the numbers (the rule says
+# so), ``caveat`` keeps a confirmation from standing.
 DECAY_DOMINATED = "decay-dominated"
 STUDY_MARGIN = 0.05            # (PC1 − null) differences of 5 percentage points, as claim 1's margin
-STUDY_SOURCES = {16: ("analysis/sgd_control_results.json", "python experiments/sgd_controls/run_study.py --preset P "
-                                                            "--seed S"),
-                 18: ("analysis/beta_sweep_summary.json", "python experiments/beta_sweep/run_study.py all --preset P "
-                                                          "--seed S")}
 
 
-def study_kind(study_dir: Path) -> int:
-    """Which claim a study directory answers (16: SGD controls, 18: β2 sweep), from the result file it holds."""
-    found = [k for k, (rel, _) in STUDY_SOURCES.items() if (Path(study_dir) / rel).exists()]
-    if not found:
-        raise UserError(f"{study_dir} holds neither {STUDY_SOURCES[16][0]} nor {STUDY_SOURCES[18][0]}: run the study "
-                        "(and its analysis) first")
-    return found[0]
+def _row(run: str, observed: float | None, null: float = 0.0, why: str | None = None, **extra) -> dict:
+    return {"run": run, "observed": observed, "null": null, "why": why, **extra}
 
 
-def claim16_inputs(result: dict) -> dict:
+def claim16_inputs(result: dict) -> list[dict]:
     """Plain SGD (run B) against AdamW (run A) in Table 9: decay-dominated, or (PC1 − null)_B − (PC1 − null)_A."""
     rows = {r["run"]: r for r in result.get("table9", [])}
     a, b = rows.get("A"), rows.get("B")
     if a is None or b is None:
-        return {"effect": None, "why": "Table 9 lacks run A (AdamW) or run B (SGD)"}
+        return [_row("B − A", None, why="Table 9 lacks run A (AdamW) or run B (SGD)")]
     out = {"decay_dominated": b.get("decay_dominated"), "norm_ratio": b.get("norm_ratio"),
            "decay_share": b.get("decay_share"), "lambda_eff": b.get("lambda_eff"),
            "pc1_minus_null_A": a.get("pc1_minus_null"), "pc1_minus_null_B": b.get("pc1_minus_null")}
     if b.get("decay_dominated"):
-        return {**out, "effect": None, "why": DECAY_DOMINATED}
+        return [_row("B − A", None, why=DECAY_DOMINATED, **out)]
     if out["pc1_minus_null_A"] is None or out["pc1_minus_null_B"] is None:
-        return {**out, "effect": None, "why": "PC1 − null is undefined for run A or B (too few window checkpoints: "
-                                              f"{a.get('geometry_reason') or b.get('geometry_reason')})"}
-    return {**out, "effect": out["pc1_minus_null_B"] - out["pc1_minus_null_A"], "why": None}
+        return [_row("B − A", None, why="PC1 − null is undefined for run A or B (too few window checkpoints: "
+                                        f"{a.get('geometry_reason') or b.get('geometry_reason')})", **out)]
+    return [_row("B − A", out["pc1_minus_null_B"] - out["pc1_minus_null_A"], **out)]
 
 
-def claim18_inputs(summary: dict) -> dict:
+def claim17_inputs(result: dict) -> list[dict]:
+    """SGD with momentum (run C) against AdamW (run A) in windows matched to C's final validation loss
+    (sgd_controls.claim17_windows): (PC1 − null)_C − (PC1 − null)_A; decay-dominated when C's window is."""
+    block = (result.get("matched") or {}).get("claim17")
+    if not block:
+        return [_row("C − A", None, why="the study's analysis predates claim 17's matched windows; rerun it with "
+                                        "--analyse-only")]
+    rows = {r["run"]: r for r in block["rows"]}
+    a, c = rows.get("A"), rows.get("C")
+    if a is None or c is None:
+        return [_row("C − A", None, why="the matched windows lack run A (AdamW) or run C (SGD + momentum)")]
+    out = {"n_drifts_A": a["n_drifts"], "n_drifts_C": c["n_drifts"], "window_A": a["window"], "window_C": c["window"],
+           "never_reached_A": a["never_reached"], "decay_share_C": c.get("window_decay_share"),
+           "norm_ratio_C": c.get("norm_ratio"), "pc1_minus_null_A": a.get("pc1_minus_null"),
+           "pc1_minus_null_C": c.get("pc1_minus_null")}
+    if c.get("window_decay_dominated"):
+        return [_row("C − A", None, why=DECAY_DOMINATED, **out)]
+    if out["pc1_minus_null_A"] is None or out["pc1_minus_null_C"] is None:
+        return [_row("C − A", None, why=f"no window PCA: {a.get('reason') or c.get('reason')}", **out)]
+    short = min(a["n_drifts"], c["n_drifts"]) < block["min_drifts"]
+    return [_row("C − A", out["pc1_minus_null_C"] - out["pc1_minus_null_A"], **out,
+                 undecidable=(f"a matched window has {min(a['n_drifts'], c['n_drifts'])} drifts (< "
+                              f"{block['min_drifts']}): PC1 and k95 are forced by the row count") if short else None)]
+
+
+def claim18_inputs(summary: dict) -> list[dict]:
     """(PC1 − null) per β2: its fall from the highest to the lowest β2 and whether it falls at every step."""
     rows = sorted((r for r in summary.get("table", []) if r.get("pc1_minus_null") is not None),
                   key=lambda r: -r["beta2"])
     if len(rows) < 2:
-        return {"effect": None, "why": f"(PC1 − null) for {len(rows)} β2 value(s); the trend needs at least two"}
+        return [_row("sweep", None, why=f"(PC1 − null) for {len(rows)} β2 value(s); the trend needs at least two")]
     x = [float(r["pc1_minus_null"]) for r in rows]
-    return {"beta2": [r["beta2"] for r in rows], "pc1_minus_null": x, "effect": x[0] - x[-1],
-            "monotone": all(b <= a for a, b in zip(x, x[1:])), "why": None}
+    monotone = all(b <= a for a, b in zip(x, x[1:]))
+    return [_row("sweep", x[0] - x[-1], beta2=[r["beta2"] for r in rows], pc1_minus_null=x, monotone=monotone,
+                 caveat=None if monotone else "(PC1 − null) does not fall at every β2 step")]
+
+
+MODADD_R90_LOW = 3.5          # the bubble-modadd README's "≈ 2–3-dimensional", as the study's own rule reads it
+
+
+def _learned(result: dict, role: str) -> str | None:
+    return None if (result.get("headline") or {}).get("learned", {}).get(role) else \
+        f"run {role} did not learn the task (accuracy < chance + the study's margin)"
+
+
+def modadd_collapse_inputs(result: dict) -> list[dict]:
+    """M1: the attention blocks' median r90 (components for 90 % of the centred trajectory variance) of each
+    seed's attention-only run against the median r90 of the random walk with the same blocks' increments."""
+    out = []
+    for role in ("attn", "attn_seed2"):
+        att = (((result.get("runs") or {}).get(role) or {}).get("spectra") or {}).get("summary", {}).get("attention")
+        if not att:
+            continue
+        r90, null = att.get("r90_median"), att.get("null_r90_median")
+        why = "no r90" if r90 is None else "no random-walk r90 (the study ran with null_samples 0)" if null is None \
+            else None
+        out.append(_row(role, r90 if why is None else None, null if null is not None else 0.0, why=why,
+                        undecidable=_learned(result, role),
+                        caveat=f"r90 {r90:.2g} > {MODADD_R90_LOW}: below the null but not ≈ 2–3-dimensional"
+                        if r90 is not None and r90 > MODADD_R90_LOW else None))
+    return out or [_row("attn", None, why="no attention-only run with spectra in the study")]
+
+
+def modadd_commutator_inputs(result: dict) -> list[dict]:
+    """M2: the larger of the early and late median ρ_exec / ρ_rand (the SGD commutator's energy fraction in the
+    execution subspace over that of a random subspace of the same dimension); 1 is no concentration either way."""
+    cs = ((((result.get("runs") or {}).get("attn") or {}).get("commutators")) or {}).get("summary")
+    if not cs:
+        return [_row("attn", None, 1.0, why="no commutator analysis of the attention-only run")]
+    ratio = max(cs["ratio_exec_early"], cs["ratio_exec_late"])
+    return [_row("attn", ratio, 1.0, ratio_early=cs["ratio_exec_early"], ratio_late=cs["ratio_exec_late"],
+                 undecidable=_learned(result, "attn"))]
+
+
+def symmetry_bq_inputs(result: dict) -> list[dict]:
+    """S1: the final validation loss of ECD with the disordered query bias bQ minus that of the symmetric model."""
+    d = (result.get("deltas") or {}).get("ecd")
+    if not d or d.get("final") is None:
+        return [_row("ecd", None, why=f"no ECD bq − sym comparison ({(d or {}).get('reason', 'runs missing')})")]
+    return [_row("ecd", d["final"], 0.0, best=d.get("best"))]
+
+
+@dataclass(frozen=True)
+class StudyClaim:
+    number: int | str
+    text: str
+    statistic: str
+    source: str                                   # the study's result file, relative to the study directory
+    observed: str                                 # where in it the statistic comes from
+    null_name: str
+    read: Any                                     # result dict -> list of per-run inputs (:func:`_row`)
+    direction: int = +1
+    margin: float = STUDY_MARGIN
+    note: str = ""
+
+
+SGD_RESULT, BETA_RESULT = "analysis/sgd_control_results.json", "analysis/beta_sweep_summary.json"
+MODADD_RESULT, SYMMETRY_RESULT = "analysis/modadd_study.json", "analysis/symmetry_results.json"
+STUDY_COMMANDS = {SGD_RESULT: "python experiments/sgd_controls/run_study.py --preset P --seed S",
+                  BETA_RESULT: "python experiments/beta_sweep/run_study.py all --preset P --seed S",
+                  MODADD_RESULT: "python experiments/modadd/run_study.py --preset P --seed S",
+                  SYMMETRY_RESULT: "python experiments/symmetry/run_study.py --size cpu --seed S"}
+WINDOW_NULL = "window random walk with each run's increments"
+STUDY_CLAIMS = (
+    StudyClaim(16, "SGD trajectories are colinear", "(PC1 − null) of plain SGD (run B) − that of AdamW (run A), "
+               "analysis window", SGD_RESULT, "table9 B vs A", WINDOW_NULL, claim16_inputs),
+    StudyClaim(17, "at matched loss AdamW is multi-dimensional, SGD colinear",
+               "(PC1 − null) of SGD + momentum (run C) − that of AdamW (run A), each in its window of ≥ 6 drifts "
+               "bracketing C's final validation loss", SGD_RESULT, "matched.claim17.rows C vs A", WINDOW_NULL,
+               claim17_inputs, note="the paper's Table 10 windows have 2–4 drifts, where PC1 and k95 follow from the "
+                                    "row count; the windows and each run's decay share are in matched.claim17"),
+    StudyClaim(18, "lower β2 lowers backbone dominance", "fall of (PC1 − null) from the highest to the lowest β2",
+               BETA_RESULT, "table per β2", WINDOW_NULL, claim18_inputs),
+    StudyClaim("M1", "modular addition: attention weights collapse onto a 2–3-dimensional subspace",
+               "median r90 of the attention blocks' centred trajectory, per seed's attention-only run", MODADD_RESULT,
+               "runs.<attn|attn_seed2>.spectra.summary.attention.r90_median",
+               "the random walk with the same blocks' increments (null_r90_median)", modadd_collapse_inputs,
+               direction=-1, margin=1.0, note="margin: one component below the null; a run that did not learn the "
+                                              "task cannot decide it"),
+    StudyClaim("M2", "modular addition: SGD commutators are negligible inside the execution subspace",
+               "larger of the early and late median ρ_exec / ρ_rand", MODADD_RESULT,
+               "runs.attn.commutators.summary.ratio_exec_early/late",
+               "1: a random subspace of the execution subspace's dimension", modadd_commutator_inputs,
+               direction=-1, margin=0.5, note="margin: at most half a random subspace's share (the seed's own "
+                                              "numbers give 9.7× early, 2.1× late)"),
+    StudyClaim("S1", "symmetry breaking: the disordered query bias bQ helps ECD",
+               "final validation loss, ECD with bQ − ECD symmetric", SYMMETRY_RESULT, "deltas.ecd.final",
+               "0: no effect; the seeds' spread through the verdict rule", symmetry_bq_inputs, direction=-1,
+               margin=0.01, note="the symmetry-breaking-files README reports −0.086 with bQ alone; margin 0.01 as "
+                                 "the study's own no-clear-effect band"),
+)
+
+
+def study_sources(study_dir: Path) -> list[str]:
+    """The result files of the studies this directory holds."""
+    found = [rel for rel in STUDY_COMMANDS if (Path(study_dir) / rel).exists()]
+    if not found:
+        raise UserError(f"{study_dir} holds no study result ({', '.join(STUDY_COMMANDS)}): run the study (and its "
+                        "analysis) first")
+    return found
+
+
+def study_row(sc: StudyClaim, items: Sequence[tuple[Path, dict]]) -> dict:
+    """One ledger row of a study claim from its study directories (one per seed)."""
+    per = [(d, x) for d, res in items for x in sc.read(res)]
+    row = {"claim": sc.number, "text": sc.text, "statistic": sc.statistic,
+           "source": {"file": sc.source, "observed": sc.observed, "null": [sc.null_name]},
+           "null_name": sc.null_name, "study_dirs": [str(d) for d, _ in items], "inputs": [x for _, x in per],
+           "direction": "above the null" if sc.direction > 0 else "below the null", "missing_nulls": None,
+           "note": sc.note or None}
+    dominated = [(d, x) for d, x in per if x["why"] == DECAY_DOMINATED]
+    missing = [f"{d}: {x['why']}" for d, x in per if x["observed"] is None and x["why"] != DECAY_DOMINATED]
+    if dominated:
+        d, x = dominated[0]
+        share = x.get("decay_share", x.get("decay_share_C"))
+        ratio = x.get("norm_ratio", x.get("norm_ratio_C"))
+        return {**row, "verdict": DECAY_DOMINATED, "leaning": None,
+                "why": f"the SGD run's drift is the decay of its initialisation in {len(dominated)} of {len(per)} "
+                       f"studies (e.g. ‖θ(end)‖/‖θ(0)‖ {_f(ratio)}, decay share {_f(share)}"
+                       + (f" at Λ_eff {_f(x['lambda_eff'])}" if x.get("lambda_eff") is not None else "")
+                       + "): its colinearity says nothing about the optimizer; compare at matched Λ_eff "
+                         "(--decay matched)"}
+    if missing:
+        return {**row, "verdict": "not measured", "leaning": None, "why": "; ".join(missing)}
+    observed = [float(x["observed"]) for _, x in per]
+    nulls = [float(x["null"]) for _, x in per]
+    effects = [sc.direction * (o - n) for o, n in zip(observed, nulls)]
+    v, lean = verdict(effects, sc.margin)
+    why = [f"{d}: {x['undecidable']}" for d, x in per if x.get("undecidable")]
+    caveats = [f"{d}: {x['caveat']}" for d, x in per if x.get("caveat")]
+    if why or (caveats and lean == "confirmed"):
+        lean = "inconclusive"
+        v = "inconclusive (single seed)" if len(per) == 1 else "inconclusive"
+    return {**row, "observed": observed, "observed_mean": float(np.mean(observed)),
+            "observed_sd": float(np.std(observed, ddof=1)) if len(observed) > 1 else None,
+            "null": nulls, "effect": effects, "effect_mean": float(np.mean(effects)), "margin": sc.margin,
+            "verdict": v, "leaning": lean, "why": "; ".join(why + caveats) or None}
 
 
 def study_rows(study_dirs: Sequence[str | Path]) -> list[dict]:
-    """Ledger rows of claims 16 and 18 from the study directories given (one per seed); none for a claim without
-    a study directory."""
-    by_claim: dict[int, list[tuple[Path, dict]]] = {}
+    """Ledger rows of the study claims answered by the study directories given (one per seed and study); none for
+    a claim whose study is not among them."""
+    by_source: dict[str, list[tuple[Path, dict]]] = {}
     for d in study_dirs:
         d = Path(d)
-        k = study_kind(d)
-        by_claim.setdefault(k, []).append((d, runio.read_json(d / STUDY_SOURCES[k][0], "study result")))
-    rows = []
-    for k, items in sorted(by_claim.items()):
-        inputs = [claim16_inputs(r) if k == 16 else claim18_inputs(r) for _, r in items]
-        text = NOT_YET[k].split(" (")[0]
-        row = {"claim": k, "text": text, "source": {"file": STUDY_SOURCES[k][0],
-                                                    "observed": "table9 B vs A" if k == 16 else "table per β2",
-                                                    "null": ["pc1_null"]},
-               "statistic": ("(PC1 − null) of plain SGD (run B) − that of AdamW (run A), analysis window" if k == 16 else
-                             "fall of (PC1 − null) from the highest to the lowest β2"),
-               "null_name": "window random walk with each run's increments", "study_dirs": [str(d) for d, _ in items],
-               "inputs": inputs, "direction": "above the null", "missing_nulls": None, "note": None}
-        dominated = [str(d) for (d, _), x in zip(items, inputs) if x.get("why") == DECAY_DOMINATED]
-        missing = [f"{d}: {x['why']}" for (d, _), x in zip(items, inputs) if x["effect"] is None and x["why"] != DECAY_DOMINATED]
-        if dominated:
-            x = next(x for x in inputs if x.get("why") == DECAY_DOMINATED)
-            rows.append({**row, "verdict": DECAY_DOMINATED, "leaning": None,
-                         "why": f"plain SGD's drift is the decay of its initialisation in {len(dominated)} of "
-                                f"{len(items)} studies (e.g. ‖θ(end)‖/‖θ(0)‖ {_f(x['norm_ratio'])}, decay share "
-                                f"{_f(x['decay_share'])} at Λ_eff {_f(x['lambda_eff'])}): its colinearity says nothing "
-                                "about the optimizer; compare at matched Λ_eff (--decay matched)"})
-            continue
-        if missing:
-            rows.append({**row, "verdict": "not measured", "leaning": None, "why": "; ".join(missing)})
-            continue
-        effects = [float(x["effect"]) for x in inputs]
-        v, lean = verdict(effects, STUDY_MARGIN)
-        why = None
-        if k == 18 and not all(x["monotone"] for x in inputs):
-            bad = [str(d) for (d, _), x in zip(items, inputs) if not x["monotone"]]
-            why = f"(PC1 − null) does not fall at every β2 step in {', '.join(bad)}"
-            if v == "confirmed":
-                v = lean = "inconclusive"
-        rows.append({**row, "observed": effects, "observed_mean": float(np.mean(effects)),
-                     "observed_sd": float(np.std(effects, ddof=1)) if len(effects) > 1 else None,
-                     "null": [0.0] * len(effects), "effect": effects, "effect_mean": float(np.mean(effects)),
-                     "margin": STUDY_MARGIN, "verdict": v, "leaning": lean, "why": why})
-    return rows
+        for rel in study_sources(d):
+            by_source.setdefault(rel, []).append((d, runio.read_json(d / rel, "study result")))
+    return [study_row(sc, by_source[sc.source]) for sc in STUDY_CLAIMS if sc.source in by_source]
 
 
 def verdict(effects: Sequence[float], margin: float) -> tuple[str, str]:
@@ -424,30 +568,37 @@ def analysis_batch(run_dir: Path) -> int | None:
     return None
 
 
+def claim_order(row: dict) -> tuple:
+    """The paper's claims by number, then the other studies' (M1, M2, S1) by name."""
+    k = row["claim"]
+    return (0, k, "") if isinstance(k, int) else (1, 0, str(k))
+
+
 def ledger(run_dirs: Sequence[str | Path], study_dirs: Sequence[str | Path] = ()) -> dict:
-    """The ledger of one configuration's runs (seeds): regime per run, one row per claim; claims 16 and 18 from
-    ``study_dirs`` (SGD-control and β2-sweep study directories, one per seed) where given."""
+    """The ledger of one configuration's runs (seeds): regime per run, one row per claim; the study claims (16–18,
+    M1, M2, S1) from ``study_dirs`` (one per seed and study) where given. Either list may be empty, not both. The
+    regime flags concern the paper's setting: the modular-addition and symmetry rows carry none."""
     runs = [RunInputs.read(d) for d in run_dirs]
-    if not runs:
-        raise UserError("the claims ledger needs at least one --run-dir")
+    if not runs and not study_dirs:
+        raise UserError("the claims ledger needs at least one --run-dir or --study")
     paper = rg.paper_regime()
     regimes = []
     for r in runs:
         knobs = rg.regime(r.config, analysis_batch=analysis_batch(r.run_dir))
         regimes.append({"run_dir": str(r.run_dir), "seed": r.config.seed, **knobs, "flags": rg.flags(knobs, paper)})
     flags = sorted({f for reg in regimes for f in reg["flags"]})
-    rows = [{**judge(c, runs), "regime_flags": flags} for c in CLAIMS]
-    evidence = switching_evidence(runs)
-    not_yet = dict(NOT_YET)
+    rows = [{**judge(c, runs), "regime_flags": flags} for c in CLAIMS] if runs else []
+    evidence = switching_evidence(runs) if runs else None
+    not_yet = dict(NOT_YET) if runs else {}
     if evidence is not None and not evidence["any_pairs"]:
         rows = [r for r in rows if r["claim"] not in SWITCHING]      # judged claims among them: nothing to judge
         for k in SWITCHING:
             rows.append({**not_observed_row(k, evidence), "regime_flags": flags})
             not_yet.pop(k, None)
     for row in study_rows(study_dirs):
-        rows.append({**row, "regime_flags": flags})
-        not_yet.pop(row["claim"])
-    rows.sort(key=lambda c: c["claim"])
+        rows.append({**row, "regime_flags": flags if isinstance(row["claim"], int) else []})
+        not_yet.pop(row["claim"], None)
+    rows.sort(key=claim_order)
     return {"runs": [str(r.run_dir) for r in runs], "n_runs": len(runs), "paper_regime": paper,
             "study_dirs": [str(d) for d in study_dirs],
             "regime": regimes, "regime_flags": flags, "out_of_regime": bool(flags), "claims": rows,
@@ -460,12 +611,16 @@ def _cell(text: str) -> str:
 
 def markdown(led: dict) -> str:
     n = led["n_runs"]
-    out = ["# Claims ledger", "",
-           f"{n} run(s): " + ", ".join(f"`{d}`" for d in led["runs"]) + ".",
-           ("Single seed: every verdict is inconclusive; `leaning` is the rule's reading of this one run." if n == 1
-            else f"Verdicts over {n} seeds (mean ± sd)."), ""]
-    out += ["Regime: " + ("outside the paper's: " + "; ".join(led["regime_flags"])
-                          if led["out_of_regime"] else "the paper's (every knob within tolerance)"), ""]
+    out = ["# Claims ledger", ""]
+    if n:
+        out += [f"{n} run(s): " + ", ".join(f"`{d}`" for d in led["runs"]) + ".",
+                ("Single seed: every verdict is inconclusive; `leaning` is the rule's reading of this one run." if n == 1
+                 else f"Verdicts over {n} seeds (mean ± sd)."), ""]
+        out += ["Regime: " + ("outside the paper's: " + "; ".join(led["regime_flags"])
+                              if led["out_of_regime"] else "the paper's (every knob within tolerance)"), ""]
+    if led.get("study_dirs"):
+        out += ["Studies: " + ", ".join(f"`{d}`" for d in led["study_dirs"]) + " (a claim judged from one study "
+                "directory is a single seed).", ""]
     out += ["| # | claim | statistic | observed | null | effect | margin | verdict | leaning |",
             "|---|---|---|---|---|---|---|---|---|"]
     for c in led["claims"]:
@@ -485,6 +640,8 @@ def markdown(led: dict) -> str:
                                           + (", ".join(f"`{k}`" for k in c["source"]["null"])
                                              or f"the fixed null {c['source'].get('fixed_null')}")
                                           for c in led["claims"]), "",
-            "Not judged yet (their nulls are still to be built):", ""]
-    out += [f"- {x['claim']}: {x['what']}" for x in led["not_yet"]]
+            ]
+    if led["not_yet"]:
+        out += ["Not judged here (their studies were not given):", ""]
+        out += [f"- {x['claim']}: {x['what']}" for x in led["not_yet"]]
     return "\n".join(out) + "\n"

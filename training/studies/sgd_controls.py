@@ -335,6 +335,32 @@ def matched_window(steps: Sequence[int], metrics: Sequence[dict], target: float,
             "never_reached": True}
 
 
+CLAIM17_DRIFTS = 6    # docs/claims.md claim 17: with fewer drifts PC1 and k95 are forced by the row count
+
+
+def claim17_windows(runs: dict[str, dict], cfgs: dict[str, Config], target: float,
+                    drifts: int = CLAIM17_DRIFTS) -> dict:
+    """Claim 17's inputs: per run the shortest window of ≥ ``drifts`` + 1 checkpoints whose val loss brackets
+    ``target`` (:func:`matched_window`), its row-normalised PC1 beside the window random walk's
+    (:func:`training.geometry.nulls.window_pc1_null`), and what the weight decay does over it
+    (:func:`decay_columns`: ‖θ(end)‖/‖θ(0)‖ of the run, the window's decay share and the decay-dominated flag)."""
+    rows = []
+    for key, r in runs.items():
+        m = matched_window(r["steps"], r["metrics"], target, min_len=drifts + 1)
+        win = m["window"]
+        if r["gram"] is None or len(win) < 2:
+            null = {"reason": f"{len(win)} checkpoint(s) in the window"}
+        else:
+            null = window_pc1_null(r["gram"], win)
+        dec = decay_columns(cfgs[key], r["ckpts"], r["steps"], win)
+        rows.append({"run": key, "optimizer": cfgs[key].optimizer, **m, "n_drifts": max(0, len(win) - 1),
+                     **{k: null.get(k) for k in ("pc1", "pc1_raw", "null_pc1", "pc1_minus_null")},
+                     "reason": null.get("reason"), "norm_ratio": dec["norm_ratio"],
+                     "window_decay_share": dec["window_decay_share"],
+                     "window_decay_dominated": dec["window_decay_dominated"]})
+    return {"target": target, "min_drifts": drifts, "rows": rows}
+
+
 def pc1_rotation(gram, steps: Sequence[int], vb: np.ndarray | None, drifts: int = ROTATION_DRIFTS) -> dict:
     """PC1 stability inside the window: sliding sub-windows of ``drifts`` row-normalised drifts (each
     anchored at its own first checkpoint, :func:`training.geometry.trajectory.rolling_pc1`), |cos| between the PC1s of
@@ -600,6 +626,7 @@ def analyse(study_dir: Path, base: Config, keys: Sequence[str], progress: bool =
             matched["rows"].append({"run": key, "optimizer": cfgs[key].optimizer, "kind": "auto-matched", **m,
                                     **{k: geo[k] for k in ("pc1", "pc1_raw", "k95", "k99", "drift", "n_drifts",
                                                            "reason")}})
+        matched["claim17"] = claim17_windows(runs, cfgs, target)
 
     return {"study": STUDY, "study_dir": str(study_dir), "runs_analysed": list(runs),
             "protocol": protocol(base, cfgs, decay), "table9": table9, "table10": table10, "matched": matched,
