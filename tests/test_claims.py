@@ -508,9 +508,11 @@ def test_claim_17_from_matched_windows(tmp_path):
     assert row["verdict"] == "not measured" and "--analyse-only" in row["why"]
 
 
-def _modadd(r90s, null, learned=True, ratios=(0.3, 0.4)):
+def _modadd(r90s, null, learned=True, ratios=(0.3, 0.4), seed=None):
     runs = {role: {"spectra": {"summary": {"attention": {"r90_median": r, "null_r90_median": null}}}}
             for role, r in zip(("attn", "attn_seed2"), r90s)}
+    if seed is not None:
+        runs["attn"]["config"], runs["attn_seed2"]["config"] = {"seed": seed}, {"seed": seed + 1}
     runs["attn"]["commutators"] = {"summary": {"ratio_exec_early": ratios[0], "ratio_exec_late": ratios[1]}}
     return {"runs": runs, "headline": {"learned": {"attn": learned, "attn_seed2": learned}}}
 
@@ -535,6 +537,9 @@ def test_modadd_and_symmetry_claims_join_the_ledger(capsys, tmp_path):
     unlearned = [_result(tmp_path, f"u{s}", MODADD_RESULT, _modadd((2.0, 2.0), 6.0, learned=False)) for s in range(2)]
     row = claim_row(ledger([], unlearned), "M1")
     assert row["verdict"] == "inconclusive" and "did not learn" in row["why"]
+    overlapping = [_result(tmp_path, f"o{s}", MODADD_RESULT, _modadd((2.0, 2.5), 6.0, seed=s)) for s in range(2)]
+    row = claim_row(ledger([], overlapping), "M1")         # study seeds 0 and 1 share the run of seed 1
+    assert [x["run"] for x in row["inputs"]] == ["attn (seed 0)", "attn_seed2 (seed 1)", "attn_seed2 (seed 2)"]
     helps = [_result(tmp_path, f"s{s}", SYMMETRY_RESULT, {"deltas": {"ecd": {"final": -0.08 - 0.01 * s,
                                                                               "best": -0.05}}}) for s in range(3)]
     noise = [_result(tmp_path, f"n{s}", SYMMETRY_RESULT, {"deltas": {"ecd": {"final": f}}})

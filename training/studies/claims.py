@@ -344,14 +344,17 @@ def modadd_collapse_inputs(result: dict) -> list[dict]:
     seed's attention-only run against the median r90 of the random walk with the same blocks' increments."""
     out = []
     for role in ("attn", "attn_seed2"):
-        att = (((result.get("runs") or {}).get(role) or {}).get("spectra") or {}).get("summary", {}).get("attention")
+        run = (result.get("runs") or {}).get(role) or {}
+        att = (run.get("spectra") or {}).get("summary", {}).get("attention")
         if not att:
             continue
+        seed = (run.get("config") or {}).get("seed")
         r90, null = att.get("r90_median"), att.get("null_r90_median")
         why = "no r90" if r90 is None else "no random-walk r90 (the study ran with null_samples 0)" if null is None \
             else None
-        out.append(_row(role, r90 if why is None else None, null if null is not None else 0.0, why=why,
-                        undecidable=_learned(result, role),
+        out.append(_row(role if seed is None else f"{role} (seed {seed})", r90 if why is None else None,
+                        null if null is not None else 0.0, why=why, undecidable=_learned(result, role),
+                        identity=None if seed is None else ("attn", seed, result.get("preset")),
                         caveat=f"r90 {r90:.2g} > {MODADD_R90_LOW}: below the null but not ≈ 2–3-dimensional"
                         if r90 is not None and r90 > MODADD_R90_LOW else None))
     return out or [_row("attn", None, why="no attention-only run with spectra in the study")]
@@ -438,7 +441,15 @@ def study_sources(study_dir: Path) -> list[str]:
 
 def study_row(sc: StudyClaim, items: Sequence[tuple[Path, dict]]) -> dict:
     """One ledger row of a study claim from its study directories (one per seed)."""
-    per = [(d, x) for d, res in items for x in sc.read(res)]
+    per, seen = [], set()
+    for d, res in items:
+        for x in sc.read(res):
+            ident = x.get("identity")
+            if ident is not None:            # one run counted once (study seed s holds seeds s and s + 1)
+                if tuple(ident) in seen:
+                    continue
+                seen.add(tuple(ident))
+            per.append((d, x))
     row = {"claim": sc.number, "text": sc.text, "statistic": sc.statistic,
            "source": {"file": sc.source, "observed": sc.observed, "null": [sc.null_name]},
            "null_name": sc.null_name, "study_dirs": [str(d) for d, _ in items], "inputs": [x for _, x in per],
