@@ -222,10 +222,6 @@ def depth_summary(sigmas: Sequence[float], trials: dict[float, list[dict]]) -> l
 CLAIM21_MIN_D0 = 0.05     # below this unperturbed D_0 a checkpoint has no probe basin to keep: no retained fraction
 
 
-def _roles(role: str) -> set[str]:
-    return set(role.split("/"))
-
-
 def peak_trough_depth(checkpoints: Sequence[dict], min_d0: float = CLAIM21_MIN_D0) -> dict:
     """Claim 21 (peaks sit in deeper basins than troughs) from basin-depth checkpoints (``{"step", "role",
     "per_sigma": depth_summary(...)}``).
@@ -240,7 +236,7 @@ def peak_trough_depth(checkpoints: Sequence[dict], min_d0: float = CLAIM21_MIN_D
     groups: dict[str, list[dict]] = {"peak": [], "trough": []}
     dropped = []
     for c in checkpoints:
-        r = _roles(c.get("role", ""))
+        r = set(c.get("role", "").split("/"))
         if ("peak" in r) == ("trough" in r):
             continue
         base = next((d for d in c["per_sigma"] if d["sigma"] == 0.0), None)
@@ -262,11 +258,12 @@ def peak_trough_depth(checkpoints: Sequence[dict], min_d0: float = CLAIM21_MIN_D
     for sg in sigmas:
         row = {"sigma": sg}
         for k, cs in groups.items():
-            ret = [p / c["D0"] for c in cs for d in c["per_sigma"] if d["sigma"] == sg for p in d["p_ood_trials"]]
-            raw = [p for c in cs for d in c["per_sigma"] if d["sigma"] == sg for p in d["p_ood_trials"]]
-            row[k] = {"n": len(ret), "retained_mean": float(np.mean(ret)) if ret else None,
-                      "retained_var": float(np.var(ret, ddof=1)) if len(ret) > 1 else None,
-                      "D_mean": float(np.mean(raw)) if raw else None}
+            pairs = np.array([(p, c["D0"]) for c in cs for d in c["per_sigma"] if d["sigma"] == sg
+                              for p in d["p_ood_trials"]]).reshape(-1, 2)      # (trial p_ood, its D_0)
+            raw, ret = pairs[:, 0], pairs[:, 0] / pairs[:, 1]
+            row[k] = {"n": len(ret), "retained_mean": float(ret.mean()) if len(ret) else None,
+                      "retained_var": float(ret.var(ddof=1)) if len(ret) > 1 else None,
+                      "D_mean": float(raw.mean()) if len(raw) else None}
         p, t = row["peak"], row["trough"]
         if p["retained_var"] is None or t["retained_var"] is None:
             row["z"], row["why"] = None, "fewer than 2 trials in a role"

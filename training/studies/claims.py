@@ -46,6 +46,8 @@ from training.core import regime as rg
 from training.core import runio
 from training.core.cli import show as _f
 from training.core.errors import UserError
+from training.studies.modadd_study import R90_LOW
+from training.studies.symmetry_study import EFFECT as SYMMETRY_EFFECT
 
 
 def dig(obj: Any, key: str) -> Any:
@@ -297,7 +299,7 @@ def claim16_inputs(result: dict) -> list[dict]:
 def claim17_inputs(result: dict) -> list[dict]:
     """SGD with momentum (run C) against AdamW (run A) in windows matched to C's final validation loss
     (sgd_controls.claim17_windows): (PC1 − null)_C − (PC1 − null)_A; decay-dominated when C's window is."""
-    block = (result.get("matched") or {}).get("claim17")
+    block = dig(result, "matched.claim17")
     if not block:
         return [_row("C − A", None, why="the study's analysis predates claim 17's matched windows; rerun it with "
                                         "--analyse-only")]
@@ -306,8 +308,8 @@ def claim17_inputs(result: dict) -> list[dict]:
     if a is None or c is None:
         return [_row("C − A", None, why="the matched windows lack run A (AdamW) or run C (SGD + momentum)")]
     out = {"n_drifts_A": a["n_drifts"], "n_drifts_C": c["n_drifts"], "window_A": a["window"], "window_C": c["window"],
-           "never_reached_A": a["never_reached"], "decay_share_C": c.get("window_decay_share"),
-           "norm_ratio_C": c.get("norm_ratio"), "pc1_minus_null_A": a.get("pc1_minus_null"),
+           "never_reached_A": a["never_reached"], "decay_share": c.get("window_decay_share"),
+           "norm_ratio": c.get("norm_ratio"), "pc1_minus_null_A": a.get("pc1_minus_null"),
            "pc1_minus_null_C": c.get("pc1_minus_null")}
     if c.get("window_decay_dominated"):
         return [_row("C − A", None, why=DECAY_DOMINATED, **out)]
@@ -331,12 +333,11 @@ def claim18_inputs(summary: dict) -> list[dict]:
                  caveat=None if monotone else "(PC1 − null) does not fall at every β2 step")]
 
 
-MODADD_R90_LOW = 3.5          # the bubble-modadd README's "≈ 2–3-dimensional", as the study's own rule reads it
-
-
 def _learned(result: dict, role: str) -> str | None:
-    return None if (result.get("headline") or {}).get("learned", {}).get(role) else \
-        f"run {role} did not learn the task (accuracy < chance + the study's margin)"
+    """None when the study's headline says ``role`` learned the task, else why its numbers cannot decide."""
+    if dig(result, f"headline.learned.{role}"):
+        return None
+    return f"run {role} did not learn the task (accuracy < chance + the study's margin)"
 
 
 def modadd_collapse_inputs(result: dict) -> list[dict]:
@@ -344,26 +345,25 @@ def modadd_collapse_inputs(result: dict) -> list[dict]:
     seed's attention-only run against the median r90 of the random walk with the same blocks' increments."""
     out = []
     for role in ("attn", "attn_seed2"):
-        run = (result.get("runs") or {}).get(role) or {}
-        att = (run.get("spectra") or {}).get("summary", {}).get("attention")
+        att = dig(result, f"runs.{role}.spectra.summary.attention")
         if not att:
             continue
-        seed = (run.get("config") or {}).get("seed")
+        seed = dig(result, f"runs.{role}.config.seed")
         r90, null = att.get("r90_median"), att.get("null_r90_median")
         why = "no r90" if r90 is None else "no random-walk r90 (the study ran with null_samples 0)" if null is None \
             else None
         out.append(_row(role if seed is None else f"{role} (seed {seed})", r90 if why is None else None,
                         null if null is not None else 0.0, why=why, undecidable=_learned(result, role),
                         identity=None if seed is None else ("attn", seed, result.get("preset")),
-                        caveat=f"r90 {r90:.2g} > {MODADD_R90_LOW}: below the null but not ≈ 2–3-dimensional"
-                        if r90 is not None and r90 > MODADD_R90_LOW else None))
+                        caveat=f"r90 {r90:.2g} > {R90_LOW}: below the null but not ≈ 2–3-dimensional"
+                        if r90 is not None and r90 > R90_LOW else None))
     return out or [_row("attn", None, why="no attention-only run with spectra in the study")]
 
 
 def modadd_commutator_inputs(result: dict) -> list[dict]:
     """M2: the larger of the early and late median ρ_exec / ρ_rand (the SGD commutator's energy fraction in the
     execution subspace over that of a random subspace of the same dimension); 1 is no concentration either way."""
-    cs = ((((result.get("runs") or {}).get("attn") or {}).get("commutators")) or {}).get("summary")
+    cs = dig(result, "runs.attn.commutators.summary")
     if not cs:
         return [_row("attn", None, 1.0, why="no commutator analysis of the attention-only run")]
     ratio = max(cs["ratio_exec_early"], cs["ratio_exec_late"])
@@ -373,7 +373,7 @@ def modadd_commutator_inputs(result: dict) -> list[dict]:
 
 def symmetry_bq_inputs(result: dict) -> list[dict]:
     """S1: the final validation loss of ECD with the disordered query bias bQ minus that of the symmetric model."""
-    d = (result.get("deltas") or {}).get("ecd")
+    d = dig(result, "deltas.ecd")
     if not d or d.get("final") is None:
         return [_row("ecd", None, why=f"no ECD bq − sym comparison ({(d or {}).get('reason', 'runs missing')})")]
     return [_row("ecd", d["final"], 0.0, best=d.get("best"))]
@@ -425,8 +425,8 @@ STUDY_CLAIMS = (
     StudyClaim("S1", "symmetry breaking: the disordered query bias bQ helps ECD",
                "final validation loss, ECD with bQ − ECD symmetric", SYMMETRY_RESULT, "deltas.ecd.final",
                "0: no effect; the seeds' spread through the verdict rule", symmetry_bq_inputs, direction=-1,
-               margin=0.01, note="the symmetry-breaking-files README reports −0.086 with bQ alone; margin 0.01 as "
-                                 "the study's own no-clear-effect band"),
+               margin=SYMMETRY_EFFECT, note="the symmetry-breaking-files README reports −0.086 with bQ alone; the "
+                                            "margin is the study's own no-clear-effect band"),
 )
 
 
@@ -458,12 +458,10 @@ def study_row(sc: StudyClaim, items: Sequence[tuple[Path, dict]]) -> dict:
     dominated = [(d, x) for d, x in per if x["why"] == DECAY_DOMINATED]
     missing = [f"{d}: {x['why']}" for d, x in per if x["observed"] is None and x["why"] != DECAY_DOMINATED]
     if dominated:
-        d, x = dominated[0]
-        share = x.get("decay_share", x.get("decay_share_C"))
-        ratio = x.get("norm_ratio", x.get("norm_ratio_C"))
+        d, x = dominated[0]                  # its SGD run's decay readings: norm_ratio, decay_share, lambda_eff
         return {**row, "verdict": DECAY_DOMINATED, "leaning": None,
                 "why": f"the SGD run's drift is the decay of its initialisation in {len(dominated)} of {len(per)} "
-                       f"studies (e.g. ‖θ(end)‖/‖θ(0)‖ {_f(ratio)}, decay share {_f(share)}"
+                       f"studies (e.g. ‖θ(end)‖/‖θ(0)‖ {_f(x.get('norm_ratio'))}, decay share {_f(x.get('decay_share'))}"
                        + (f" at Λ_eff {_f(x['lambda_eff'])}" if x.get("lambda_eff") is not None else "")
                        + "): its colinearity says nothing about the optimizer; compare at matched Λ_eff "
                          "(--decay matched)"}

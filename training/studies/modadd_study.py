@@ -35,6 +35,7 @@ from training.studies import modadd_analysis as ma
 from training.studies.common import RunJob, run_state, train_runs
 
 STUDY = "modadd"
+R90_LOW = 3.5              # the README's "≈ 2–3-dimensional": a median r90 at most this counts as low
 LEARNED_MARGIN = 0.2       # a run "learned the task" when its final accuracy is at least chance + this
 RESULT = "modadd_study"
 
@@ -225,7 +226,7 @@ def _collapse(c: _Claims) -> dict | None:
     if att:
         r90s = [att["r90_median"]] + ([att2["r90_median"]] if att2 else [])
         null = att["null_r90_median"]
-        low = max(r90s) <= 3.5
+        low = max(r90s) <= R90_LOW
         below_null = null is not None and max(r90s) < null - 1
         cross = _get(runs, "attn", "cross", "across_runs") or {}
         overlaps = [v["overlap"] for v in cross.values() if v.get("overlap") is not None]
