@@ -237,7 +237,7 @@ def test_study_claims_16_and_18_by_the_rule(capsys, runs, tmp_path):
         ledger(run, [tmp_path])
     code, _, err = run_inprocess(capsys, "analysis/claims/claims.py", "--run-dir", str(run[0]), "--study",
                                  str(tmp_path / "missing"), "--out-dir", str(tmp_path / "led"))
-    assert code == 2 and err.startswith("error:")
+    assert code == 2 and err.startswith("error:") and "missing does not exist" in err
 
 
 def test_results_page_is_written_from_the_ledger(capsys, runs, tmp_path):

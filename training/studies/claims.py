@@ -432,6 +432,8 @@ STUDY_CLAIMS = (
 
 def study_sources(study_dir: Path) -> list[str]:
     """The result files of the studies this directory holds."""
+    if not Path(study_dir).is_dir():
+        raise UserError(f"study directory {study_dir} does not exist")
     found = [rel for rel in STUDY_COMMANDS if (Path(study_dir) / rel).exists()]
     if not found:
         raise UserError(f"{study_dir} holds no study result ({', '.join(STUDY_COMMANDS)}): run the study (and its "
