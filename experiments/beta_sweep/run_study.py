@@ -58,6 +58,7 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.runner = studies.executor_from_args(args)     # --jobs, or --executor slurm's jobs: refused here if inconsistent
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)      # stage messages appear in order with training's log
     bs.check_overrides(args.set)
@@ -100,7 +101,7 @@ def train(sweep: Sweep):
     print(f"β2 sweep at preset {base.preset}: {len(beta2s)} runs of {p['steps']} steps (warmup {p['warmup']}, "
           f"λ {base.lambda_probe:g} → {base.lambda_after:g} at step {p['lambda_step']}, eval every {p['eval_every']}, "
           f"checkpoints every {p['ckpt_every']} + dense {p['ckpt_dense']}) in {root}")
-    runs = bs.train_sweep(base, beta2s, root, jobs=args.jobs)
+    runs = bs.train_sweep(base, beta2s, root, jobs=args.runner)
     for r in runs:
         print(f"  β2 = {bs.beta2_label(r['beta2'])}: {r['state']}")
 
@@ -159,7 +160,7 @@ def reheat(sweep: Sweep):
             continue
         cfg = entry["cfg"].replace(**{**bs.runtime_overrides(args.set), "progress": not args.no_progress})
         jobs.append(studies.RunJob(tag, cfg, Path(entry["out_dir"])))
-    studies.train_runs(jobs, args.jobs, lambda msg: print(f"  {msg}"))    # failures: one line each, then an error
+    studies.train_runs(jobs, args.runner, lambda msg: print(f"  {msg}"))    # failures: one line each, then an error
 
 
 def summary(sweep: Sweep):

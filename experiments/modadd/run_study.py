@@ -22,7 +22,7 @@ from training.core.config import parse_override
 from training.core.errors import UserError
 from training.core.runio import atomic_write_json
 from training.studies import modadd_study as ms
-from training.studies.common import add_jobs_arg, study_parser
+from training.studies.common import add_jobs_arg, executor_from_args, study_parser
 
 
 def parse_args(argv=None):
@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--runs", default="", help="roles to train (comma list of attn,attn_seed2,mlp,strict,curriculum; "
                                               "default all)")
     args = p.parse_args(argv)
+    args.runner = executor_from_args(args)         # --jobs, or --executor slurm's jobs: refused here if inconsistent
     if args.preset not in ms.SIZES:
         raise UserError(f"unknown --preset '{args.preset}' (choose from {', '.join(ms.SIZES)})")
     roles = [r.strip() for r in args.runs.split(",") if r.strip()]
@@ -55,7 +56,7 @@ def main() -> int:
     timings = {}
     if not args.analyse_only:
         timings = ms.train_all(root, args.preset, args.seed, overrides, progress=not args.no_progress,
-                               only=args.roles, log=lambda s: print(s, flush=True), jobs=args.jobs)
+                               only=args.roles, log=lambda s: print(s, flush=True), jobs=args.runner)
     t1 = time.monotonic()
     res = ms.analyse_all(root, args.preset, args.seed, redo=args.redo_analysis, progress=not args.no_progress,
                          log=lambda s: print(s, flush=True))

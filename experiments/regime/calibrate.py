@@ -30,7 +30,8 @@ from training.studies.calibration import (
     assess,
     paper_probe_geometry,
 )
-from training.studies.common import RunJob, add_jobs_arg, train_runs
+from training.studies.common import RunJob, add_jobs_arg, executor_from_args, train_runs
+from training.studies.executors import add_executor_args
 
 # The quick preset as it was before this calibration (every candidate starts from it, so that the records stay
 # what they were when the preset changes).
@@ -105,7 +106,10 @@ def parse_args():
     p.add_argument("--analyse-only", action="store_true", help="train nothing; judge the runs already there")
     p.add_argument("--doc", help="write this Markdown page (e.g. docs/regime.md) from the records")
     add_jobs_arg(p)
-    return p.parse_args()
+    add_executor_args(p)
+    args = p.parse_args()
+    args.runner = executor_from_args(args)         # --jobs, or --executor slurm's jobs: refused here if inconsistent
+    return args
 
 
 def _fmt(v, spec=".3g"):
@@ -225,7 +229,7 @@ def main() -> int:
     if not args.analyse_only:
         jobs = [RunJob(name, candidate_config(name, base, ch, args.seed), root / name) for name, base, ch, _ in todo]
         t0 = time.monotonic()
-        train_runs(jobs, args.jobs)
+        train_runs(jobs, args.runner)
         print(f"trained in {time.monotonic() - t0:.0f} s")
     path = root / "calibration.json"
     records = {r["name"]: r for r in (json.loads(path.read_text())["candidates"] if path.exists() else [])}

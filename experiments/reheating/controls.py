@@ -26,7 +26,7 @@ import sys
 from training.core.cli import CommandParser, run_main
 from training.core.config import parse_override
 from training.geometry.analysis_io import open_run, write_result
-from training.studies import reheating
+from training.studies import executors, reheating
 
 
 def main() -> int:
@@ -41,7 +41,9 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every run (e.g. device=cuda), as reheat.py's --set")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    executors.add_executor_args(p)
     args = p.parse_args()
+    args.runner = executors.from_args(args)     # --jobs, or --executor slurm's jobs: refused here if inconsistent
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         p.error(f"--lr must be a positive learning rate (got {args.lr})")
     run = open_run(args.run_dir)
@@ -50,7 +52,7 @@ def main() -> int:
     plan = reheating.plan_controls(run.dir, run.cfg, from_step, overrides, args.lr)
     print(f"reheating controls of {run.dir} from step {from_step} at lr {plan.lr:g}: λ doubled ({plan.lam_doubled:g}), "
           f"λ unchanged ({plan.lam_unchanged:g}), λ = 0-trained start ({plan.lambda0_dir})")
-    spec0 = reheating.train_controls(plan, run.dir, args.jobs, overrides)
+    spec0 = reheating.train_controls(plan, run.dir, args.runner, overrides)
     result = reheating.controls_result(run.dir, run.cfg, plan, spec0)
     print(f"{'run':<18} {'p0':>6} {'peak':>6} {'@step':>6} {'G':>7}")
     for key, r in result["runs"].items():

@@ -25,7 +25,7 @@ from training.core.config import parse_override
 from training.core.errors import UserError
 from training.geometry.analysis_io import open_run
 from training.studies import common as studies
-from training.studies import reheating
+from training.studies import executors, reheating
 
 
 def main() -> int:
@@ -49,7 +49,9 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every reheating run (e.g. device=cuda, beta2=0.8); fields "
                         "that change the computation are added to the run names")
+    executors.add_executor_args(p)
     args = p.parse_args()
+    args.runner = executors.from_args(args)     # --jobs, or --executor slurm's jobs: refused here if inconsistent
     modes = reheating.moment_modes(args.moments)
     run = open_run(args.run_dir)
     from_step = reheating.start_checkpoint(run.dir, run.steps, args.from_step, run.status)
@@ -68,7 +70,7 @@ def main() -> int:
     c = specs[0].cfg
     print(f"reheating {run.dir} from step {from_step}: {len(specs)} run(s), {c.steps} steps, warmup {c.warmup}, "
           f"λ {c.lambda_probe:g}, eval every {c.eval_every}, lrs {', '.join(f'{s.lr:g}' for s in specs)}")
-    reheating.train_reheats(specs, run.dir, args.jobs)
+    reheating.train_reheats(specs, run.dir, args.runner)
     print(f"{'run':<36} {'state':<10} {'p0':>6} {'peak':>6} {'@step':>6} {'G':>7} {'final':>6}")
     for spec in specs:
         state = studies.run_state(spec.dir)

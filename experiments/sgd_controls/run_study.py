@@ -28,6 +28,7 @@ from training.studies import sgd_controls as sc
 from training.studies.common import (
     RunJob,
     add_jobs_arg,
+    executor_from_args,
     refuse_protocol_overrides,
     study_base_config,
     study_dir,
@@ -49,6 +50,7 @@ def parse_args():
                         f"runs/{sc.STUDY}_matched_<preset>_s<seed>)")
     add_jobs_arg(p)
     args = p.parse_args()
+    args.runner = executor_from_args(args)         # --jobs, or --executor slurm's jobs: refused here if inconsistent
     refuse_protocol_overrides((parse_override(item)[0] for item in args.set), sc.PROTOCOL_FIELDS, "SGD-control",
                               {k: " (use training/pilot.py for a single run with other values)" for k in sc.PROTOCOL_FIELDS})
     return args
@@ -69,7 +71,7 @@ def main() -> int:
             c = cfgs[key]
             print(f"run {key}: {c.optimizer} lr {c.lr:g} wd {c.wd:g} Λ_eff {effective_integrated_wd(c):.3g}"
                   + (f" momentum {c.momentum:g}" if sc.RUNS[key].momentum is not None else ""), flush=True)
-        done = train_runs([RunJob(f"run {key}", cfgs[key], root / sc.RUNS[key].dirname) for key in keys], args.jobs)
+        done = train_runs([RunJob(f"run {key}", cfgs[key], root / sc.RUNS[key].dirname) for key in keys], args.runner)
         timings = {key: done[f"run {key}"]["seconds"] for key in keys}
     t0 = time.monotonic()
     result = sc.analyse(root, base, keys, progress=not args.no_progress, decay=args.decay)

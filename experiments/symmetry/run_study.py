@@ -21,7 +21,14 @@ from training.core.config import parse_override
 from training.core.runio import atomic_write_text
 from training.geometry.analysis_io import write_result
 from training.studies import symmetry_study as ss
-from training.studies.common import RunJob, add_jobs_arg, refuse_protocol_overrides, study_parser, train_runs
+from training.studies.common import (
+    RunJob,
+    add_jobs_arg,
+    executor_from_args,
+    refuse_protocol_overrides,
+    study_parser,
+    train_runs,
+)
 
 
 def parse_args(argv=None):
@@ -34,6 +41,7 @@ def parse_args(argv=None):
     add_jobs_arg(p)
 
     args = p.parse_args(argv)
+    args.runner = executor_from_args(args)         # --jobs, or --executor slurm's jobs: refused here if inconsistent
     refuse_protocol_overrides((parse_override(i)[0] for i in args.set), ss.PROTOCOL_FIELDS, "symmetry",
                               {k: " (use training/pilot.py for a single run with other values)" for k in ss.PROTOCOL_FIELDS})
     return args
@@ -50,7 +58,7 @@ def main(argv=None) -> int:
     root = Path(args.out_dir) if args.out_dir else Path("runs") / f"symmetry_{args.size}_s{args.seed}"
     print(f"symmetry study in {root}: size {args.size}, seed {args.seed}, runs {', '.join(cfgs)}", flush=True)
     if not args.analyse_only:
-        train_runs([RunJob(name, cfg, root / name) for name, cfg in cfgs.items()], args.jobs,
+        train_runs([RunJob(name, cfg, root / name) for name, cfg in cfgs.items()], args.runner,
                    log=lambda msg: print(msg, flush=True))
     result = ss.analyse(root, cfgs, progress=not args.no_progress)
     wall = time.monotonic() - t_start

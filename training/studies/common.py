@@ -33,17 +33,20 @@ from training.core.scaling import (  # noqa: F401 (re-exported)
 )
 from training.core.tasks import validate
 from training.core.trainer import Trainer
-from training.studies import parallel
+from training.studies import executors, parallel
 
 REENTRY_THRESHOLD = 0.6          # "first step with p_ood >= 0.60" of the paper's reheating table
 
 
 # ---------------------------------------------------------------------------- running
-def ensure_run(cfg: Config, run_dir: Path) -> str:
+def ensure_run(cfg: Config, run_dir: Path, dist=None) -> str:
     """Train ``cfg`` into ``run_dir``, or resume it there; returns completed | diverged.
 
-    A directory that already holds a different config is an error (runs never silently collide).
+    A directory that already holds a different config is an error (runs never silently collide). ``dist``:
+    the process group of a data-parallel run (training.core.distributed; None = one process), e.g. the tasks
+    of a several-GPU Slurm job (training/studies/executors.py).
     """
+    extra = {} if dist is None else {"dist": dist}
     run_dir = Path(run_dir)
     cfg = validate(cfg.replace(out_dir=str(run_dir)))
     if (run_dir / "config.json").exists():
@@ -52,8 +55,8 @@ def ensure_run(cfg: Config, run_dir: Path) -> str:
             raise UserError(f"{run_dir} already holds a run with a different config; remove it or choose another "
                             "study directory")
         return Trainer(have.replace(device=cfg.device, progress=cfg.progress, compile=cfg.compile), run_dir,
-                       resume=True).run()
-    return Trainer(cfg, run_dir, resume=False).run()
+                       resume=True, **extra).run()
+    return Trainer(cfg, run_dir, resume=False, **extra).run()
 
 
 @dataclass
@@ -80,13 +83,17 @@ def finished_state(cfg: Config, run_dir: Path, identity: Callable[[Config], str]
     return state
 
 
-def _train_job(job: RunJob) -> tuple[str, float]:
+def _train_job(job: RunJob, dist=None) -> tuple[str, float]:
     t0 = time.monotonic()
-    return ensure_run(job.cfg, job.dir), round(time.monotonic() - t0, 2)
+    return ensure_run(job.cfg, job.dir, dist), round(time.monotonic() - t0, 2)
 
 
-def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> dict[str, dict]:
+def train_runs(jobs: Sequence[RunJob], n_jobs: int | None | executors.SubmititExecutor = None,
+               log=print) -> dict[str, dict]:
     """Train (or resume, or skip when finished) every run of ``jobs``; label -> {state, error, seconds}.
+
+    ``n_jobs`` is ``--jobs`` of the local process pool, or a :class:`executors.SubmititExecutor` (``--executor
+    slurm``: one Slurm job per run; :func:`executor_from_args` makes either from a study's command line).
 
     ``n_jobs`` runs train side by side in child processes (training/studies/parallel.py; None = all at once on a CPU,
     up to 4 per core, one at a time on a GPU); each then logs to ``<run>/train.log``. A run that fails does not stop
@@ -107,6 +114,8 @@ def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> 
     if not todo:
         return out
     jobs = todo
+    if isinstance(n_jobs, executors.SubmititExecutor):
+        return _train_submitit(jobs, n_jobs, log, out)
     n, threads = parallel.plan_jobs(len(jobs), n_jobs, jobs[0].cfg.device)
     if n > 1:
         jobs = [replace(j, cfg=j.cfg.replace(progress=False)) for j in jobs]
@@ -129,6 +138,35 @@ def train_runs(jobs: Sequence[RunJob], n_jobs: int | None = None, log=print) -> 
         raise parallel.JobsFailed(f"{e}; fix the cause and run the same command again: finished runs are skipped, "
                                   "the others resume", e.failures, out) from None
     return out
+
+
+def _train_submitit(jobs: list[RunJob], executor: executors.SubmititExecutor, log, out: dict) -> dict:
+    jobs = [replace(j, cfg=j.cfg.replace(progress=False)) for j in jobs]
+    log(f"submitting {len(jobs)} run{'s' if len(jobs) > 1 else ''} as {executors.describe(executor)} jobs, one per "
+        f"run (job files in {executor.job_folder([j.dir for j in jobs])})")
+
+    def start(job, where):
+        log(f"submitted {job.label} -> {job.dir} ({where})")
+
+    def done(job, r):
+        out[job.label] = {"state": r[0], "error": None, "seconds": r[1]}
+        log(f"{job.label}: {r[0]} ({r[1]:.1f} s in its job)")
+
+    try:
+        executor.run(_train_job, jobs, label=lambda j: j.label, run_dir=lambda j: j.dir, on_start=start,
+                     on_done=done, log=log, what="runs")
+    except parallel.JobsFailed as e:
+        for f in e.failures:
+            out[f.item.label] = {"state": "failed", "error": f.message, "seconds": None}
+        raise parallel.JobsFailed(f"{e}; fix the cause and run the same command again: finished runs are skipped, "
+                                  "the others are submitted again and resume", e.failures, out) from None
+    return out
+
+
+def executor_from_args(args: argparse.Namespace):
+    """``--jobs`` (the local pool) or the submitit executor of ``--executor slurm``, as :func:`train_runs` takes
+    it; every inconsistent combination of the flags is refused in one line."""
+    return executors.from_args(args)
 
 
 def add_jobs_arg(p: argparse.ArgumentParser) -> None:
@@ -162,6 +200,7 @@ def study_parser(doc: str, *, scale: str = "preset", scale_default: str = "quick
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field of every run (e.g. cache_dir=..., device=cuda); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    executors.add_executor_args(p)
     return p
 
 
