@@ -118,6 +118,21 @@ def test_a_job_that_dies_without_a_result(tmp_path):
     assert "_0_log.err)" in lines[0] and str(e.value).startswith("1 of 1 runs failed")
 
 
+def test_a_refused_submission_is_one_line(tmp_path, monkeypatch):
+    """sbatch refusing a job (a bad partition, account, ...) stops the study with sbatch's own last line."""
+    import subprocess
+
+    import submitit
+
+    def refuse(self, *a, **k):
+        raise subprocess.CalledProcessError(1, ["sbatch"], output=b"sbatch: error: invalid partition specified: x\n")
+    monkeypatch.setattr(submitit.LocalExecutor, "submit", refuse)
+    ex = executors.SubmititExecutor(executors.TEST_EXECUTOR, folder=tmp_path / "jobs")
+    with pytest.raises(executors.UserError) as e:
+        ex.run(os._exit, [3], label=lambda _: "run r", run_dir=lambda _: tmp_path / "r", log=lambda _: None)
+    assert str(e.value) == "submitting run r failed: sbatch: error: invalid partition specified: x"
+
+
 def test_a_job_still_running_is_collected_not_submitted_again(tmp_path):
     """The record of an earlier invocation's job: waited for while it runs, submitted anew once it has ended."""
     import submitit

@@ -319,23 +319,28 @@ class SubmititExecutor:
         ex, threads = self._executor(submitit, folder, len(items))
         records = [folder / "runs" / _record_name(label(it), run_dir(it)) for it in items]
         jobs: dict[int, object] = {}
-        for i, item in enumerate(items):
-            job = _earlier_job(records[i])
-            if job is not None:
-                log(f"collect {label(item)}: job {job.job_id} of an earlier invocation is still "
-                    f"{_state(job).lower()} (log: {job.paths.stderr})")
-            else:
-                try:
-                    job = ex.submit(SubmittedRun(fn, item, threads))
-                except Exception as e:       # noqa: BLE001 -- sbatch refused it (bad partition, account, ...)
-                    self._cancel(jobs.values())
-                    raise UserError(f"submitting {label(item)} failed: {_submit_error(e)}") from None
-                _save_record(records[i], job)
-                if self.kind == TEST_EXECUTOR:       # a local file system: no need to wait 15 s for a missing result
-                    job._results_timeout_s = 1
-                if on_start:
-                    on_start(item, f"job {job.job_id}; log: {job.paths.stderr}")
-            jobs[i] = job
+        try:
+            for i, item in enumerate(items):
+                job = _earlier_job(records[i])
+                if job is not None:
+                    log(f"collect {label(item)}: job {job.job_id} of an earlier invocation is still "
+                        f"{_state(job).lower()} (log: {job.paths.stderr})")
+                else:
+                    try:
+                        job = ex.submit(SubmittedRun(fn, item, threads))
+                    except Exception as e:       # noqa: BLE001 -- sbatch refused it (bad partition, account, ...)
+                        self._cancel(jobs.values())
+                        raise UserError(f"submitting {label(item)} failed: {_submit_error(e)}") from None
+                    _save_record(records[i], job)
+                    if self.kind == TEST_EXECUTOR:   # a local file system: no need to wait 15 s for a lost result
+                        job._results_timeout_s = 1
+                    if on_start:
+                        on_start(item, f"job {job.job_id}; log: {job.paths.stderr}")
+                jobs[i] = job
+        except KeyboardInterrupt:
+            n = self._cancel(jobs.values())
+            log(f"interrupted: cancelled {n} job(s); run the same command again to resume")
+            raise
         results: dict[int, object] = {}
         failures: list[parallel.JobFailure] = []
         poll = self.poll_s if self.poll_s is not None else (0.5 if self.kind == TEST_EXECUTOR else 15.0)
