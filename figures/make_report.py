@@ -40,12 +40,15 @@ FIGURE_CAPTIONS = {
                        "peaks starred; (b) a(t) and ‖r(t)‖ measured against the original run's backbone, continued "
                        "along the reheating runs."),
 }
-TABLE_ORDER = ["table2_pc1", "table3_update_alignment", "table4_sign_flip", "table_gradient_alignment",
+TABLE_ORDER = ["table2_pc1", "table3_update_alignment", "table4_sign_flip", "table_phases", "table_drift_scaling",
+               "table_gradient_alignment",
                "table5_block_bias", "table6_rayleigh", "table_switching", "table11_reheating", "table9_sgd",
                "table10_matched", "table_beta2", "table_beta2_reheat"]
 # figures the analysis scripts write next to their JSON (embedded when present)
 ANALYSIS_PNGS = [("trajectory_pca", "trajectory PCA: spectra, per-block PC1, decomposition, rolling PC1"),
                  ("update_alignment", "update alignment per block"),
+                 ("backbone_phases", "phases of the backbone: rotation curve and angles between phases"),
+                 ("drift_scaling", "how the drift grows: backbone and transverse displacements, log-log"),
                  ("residual_decomposition", "gradient alignment and per-block bias"),
                  ("detect_oscillations", "oscillation detection (switch pairs)"),
                  ("switching_alignment", "switching directions and logit lens"),

@@ -7,6 +7,7 @@
 # Stages (each is skipped when RUN/.stages/<stage>.done exists; the flag is written only when the stage
 # succeeds; the first failure stops the pipeline with a non-zero exit that names the stage):
 #   01_env_snapshot  02_training  03_eval_noise  04_oscillations  05_trajectory_pca  06_update_alignment
+#   06b_backbone_phases  06c_drift_scaling
 #   07_residual_decomposition  07b_integration_test  08_switching_alignment  09_fisher_analysis  10_rayleigh_quotients
 #   11_basin_tests  12_basin_depth  13_manifold_dim  14_reheating  [14b_reheat_controls]  15_reheat_geometry
 #   15b_claims  16_figures  17_report
@@ -26,7 +27,7 @@ SEED="$1"; shift
 
 PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""; CONTROLS=0
 ALL_STAGES=" 01_env_snapshot 02_training 03_eval_noise 04_oscillations 05_trajectory_pca 06_update_alignment
- 07_residual_decomposition 07b_integration_test 08_switching_alignment 09_fisher_analysis 10_rayleigh_quotients 11_basin_tests
+ 06b_backbone_phases 06c_drift_scaling 07_residual_decomposition 07b_integration_test 08_switching_alignment 09_fisher_analysis 10_rayleigh_quotients 11_basin_tests
  12_basin_depth 13_manifold_dim 14_reheating 14b_reheat_controls 15_reheat_geometry 15b_claims 16_figures 17_report "
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -124,6 +125,8 @@ step 03_eval_noise a basin/eval_noise
 step 04_oscillations a switching/detect_oscillations
 step 05_trajectory_pca a backbone/trajectory_pca
 step 06_update_alignment a backbone/update_alignment
+step 06b_backbone_phases a backbone/backbone_phases
+step 06c_drift_scaling a backbone/drift_scaling
 step 07_residual_decomposition a backbone/residual_decomposition "${GRAD[@]}"
 step 07b_integration_test a backbone/integration_test --device "$DEVICE"
 step 08_switching_alignment a switching/switching_alignment

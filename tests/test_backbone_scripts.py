@@ -76,3 +76,53 @@ def test_help_works():
     for script in ("analysis/backbone/trajectory_pca.py", "analysis/backbone/update_alignment.py"):
         p = run_script(script, "--help")
         assert p.returncode == 0 and "--run-dir" in p.stdout
+
+
+def _pc1(rows: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(rows, full_matrices=False)[2][0]
+
+
+def test_backbone_phases_script(run):
+    p = run_script("analysis/backbone/backbone_phases.py", "--run-dir", str(run), "--window", "early=0:10",
+                   "--window", "late=10:20")
+    assert p.returncode == 0, p.stderr
+    out = json.loads((run / "analysis" / "backbone_phases.json").read_text())
+    ck = CheckpointSet(run)
+    X = np.stack([ck.vector(s) for s in ck.steps])
+    X = X - X[0]
+    early, late = _pc1(X[1:3] - X[0]), _pc1(X[3:5] - X[2])            # steps 5, 10 from 0; 15, 20 from 10
+    pair = next(q for q in out["trunk"]["observed"]["pairs"] if q["between"] == ["early", "late"])
+    assert pair["abs_cos"] == pytest.approx(abs(early @ late), abs=1e-9)
+    assert pair["random_walk_angle_deg"] == pytest.approx(90.0, abs=1e-6)
+    rot = out["trunk"]["observed"]["rotation"]
+    assert rot["steps"] == [10, 15, 20]
+    assert rot["rho"][0] == pytest.approx(abs(_pc1(X[1:3]) @ _pc1(X[1:])), abs=1e-9)
+    assert [b["block"] for b in out["blocks"]] == [0, 1]
+    assert (run / "analysis" / "backbone_phases.png").stat().st_size > 1000
+
+
+def test_backbone_phases_bad_window_and_no_phases(run, tmp_path):
+    p = run_script("analysis/backbone/backbone_phases.py", "--run-dir", str(run), "--window", "0:999",
+                   "--out-dir", str(tmp_path))
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: window 0:999")
+    assert "outside the run" in p.stderr
+
+
+def test_drift_scaling_script(run):
+    p = run_script("analysis/backbone/drift_scaling.py", "--run-dir", str(run))
+    assert p.returncode == 0, p.stderr
+    out = json.loads((run / "analysis" / "drift_scaling.json").read_text())
+    ck = CheckpointSet(run)
+    X = np.stack([ck.vector(s) for s in ck.steps])
+    X = X - X[0]
+    v = _pc1(X[1:])
+    v *= np.sign(X[-1] @ v)
+    a = X[1:] @ v
+    whole = out["trunk"]["observed"][0]
+    assert whole["name"] == "whole run"
+    np.testing.assert_allclose(whole["curves"]["backbone"], a, rtol=1e-8)
+    slope = np.polyfit(np.log(ck.steps[1:]), np.log(a), 1)[0]
+    assert whole["backbone"]["exponent"] == pytest.approx(slope, rel=1e-8)
+    row = out["trunk_table"][0]
+    assert row["exponent"] == whole["backbone"]["exponent"] and row["predicted"] == 1.0
+    assert (run / "analysis" / "drift_scaling.png").stat().st_size > 1000

@@ -21,6 +21,8 @@ from figures.paperlib.formatting import _finite
 RUN_INPUTS = {
     "trajectory_pca": ("analysis/trajectory_pca.json", "python analysis/backbone/trajectory_pca.py --run-dir RUN"),
     "update_alignment": ("analysis/update_alignment.json", "python analysis/backbone/update_alignment.py --run-dir RUN"),
+    "backbone_phases": ("analysis/backbone_phases.json", "python analysis/backbone/backbone_phases.py --run-dir RUN"),
+    "drift_scaling": ("analysis/drift_scaling.json", "python analysis/backbone/drift_scaling.py --run-dir RUN"),
     "residual_decomposition": ("analysis/residual_decomposition.json",
                                "python analysis/backbone/residual_decomposition.py --run-dir RUN"),
     "rayleigh_quotients": ("analysis/rayleigh_quotients.json", "python analysis/fisher/rayleigh_quotients.py --run-dir RUN"),
