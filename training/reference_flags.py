@@ -186,9 +186,9 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[list[str]] = None) -> 
     if getattr(args, "ref_optimizer_name", None) and SYMMETRY not in dialects:
         dialects.append(SYMMETRY)
     if len(dialects) > 1:
+        theirs = ", ".join(f.option for f in given(args, SYMMETRY)) or "--optimizer " + args.optimizer
         raise UserError(f"this command mixes flags of mini_gpt ({', '.join(f.option for f in given(args, MINI_GPT))}) "
-                        f"and of the symmetry code ({', '.join(f.option for f in given(args, SYMMETRY)) or '--optimizer'}); "
-                        "use one code's flags (or ours) per command")
+                        f"and of the symmetry code ({theirs}); use one code's flags (or ours) per command")
     ref = dialects[0] if dialects else None
     args.ref_dialect = ref.name if ref else ""
     if ref and args.resume:
