@@ -21,7 +21,8 @@ RUN_SEED = ("--seed {seed} --wd 0.5 --lr 0.001 --lambda-probe 2.0 --lambda-probe
             "--steps 10000 --eval-every 200 --p-probe 0.10 " + PAPER_ARCH)
 BETA2_SWEEP = ("--seed 42 --wd 0.5 --lr 0.001 --beta2 {beta2} --lambda-probe 2.0 --lambda-probe2 4.0 "
                "--lambda-step 4000 --steps 4000 --warmup 1500 --eval-every 200 --ckpt-dense-from 600 "
-               "--ckpt-dense-to 2000 --ckpt-dense-every 50 --ckpt-sparse-from 2000 --ckpt-sparse-every 100 " + PAPER_ARCH)
+               "--ckpt-dense-to 2000 --ckpt-dense-every 50 --ckpt-sparse-from 2000 --ckpt-sparse-every 100 "
+               + PAPER_ARCH)
 ECD_DISORDERED = ("--model 124m --optimizer ecd --ecd_lr 1.0 --ecd_eta 100 --ecd_F0 2 --train_tokens 500000000 "
                   "--data_root data/fineweb10B --name ecd-disordered-run1")
 ECD_SYMMETRIC = ("--model 124m --optimizer ecd --ecd_lr 1.0 --ecd_eta 100 --ecd_F0 2 --train_tokens 500000000 "

@@ -161,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    help=f.meaning)
             else:
                 group.add_argument(f.option, dest=f.dest, type=f.type, default=None, help=f.meaning,
-                                   metavar=f.option.lstrip("-").upper())
+                                   metavar={int: "N", float: "X"}.get(f.type, "VALUE"))
 
 
 def given(args: argparse.Namespace, ref: Reference) -> list[Flag]:
