@@ -241,6 +241,7 @@ def test_wandb_maps_to_log(capsys):
     ("--ckpt-sparse-every 100", "--ckpt-sparse-from"),
     ("--ckpt-dense-from 600 --ckpt-dense-to 2000 --ckpt-dense-every 0", "positive"),
     ("--ckpt-dense-from 900 --ckpt-dense-to 600", "from <= to"),
+    ("--steps 4000 --ckpt-sparse-from 5000", "past the run's last step"),
     ("--optimizer ecd --adam_lr 1e-4", "--optimizer adam"),
     ("--optimizer adam --adam_lr 1e-4 --lr 3e-4", "give one of them"),
     ("--n-layer 4 --ecd_eta 10", "mixes"),

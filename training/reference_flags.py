@@ -307,6 +307,8 @@ def _mini_gpt(args: argparse.Namespace, base: Config, ch: _Changes) -> None:
     if args.ref_ckpt_sparse_from is not None or args.ref_ckpt_sparse_every is not None:
         if args.ref_ckpt_sparse_from is None:
             raise UserError("--ckpt-sparse-every needs --ckpt-sparse-from (mini_gpt ignores it alone)")
+        if args.ref_ckpt_sparse_from > cfg.steps:
+            raise UserError(f"--ckpt-sparse-from {args.ref_ckpt_sparse_from} is past the run's last step {cfg.steps}")
         windows += _multiples_window(args.ref_ckpt_sparse_from, cfg.steps,
                                      _every(args.ref_ckpt_sparse_every, 100, "--ckpt-sparse-every"), "--ckpt-sparse")
     if windows != list(cfg.ckpt_dense):
