@@ -25,6 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from training import reference_flags
 from training.core.cli import CommandParser, run_main
 from training.core.config import PRESETS, Config, parse_override, preset
 from training.core.errors import UserError
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-run-dir", action="store_true", help="print the default run directory of these settings")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter counts; train nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    reference_flags.add_arguments(p)     # the reference codes' flags (README, "their command -> ours")
     return p
 
 
@@ -115,6 +117,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     for item in args.set:
         k, v = parse_override(item)
         changes[k] = v
+    changes = reference_flags.reference_changes(args, cfg, changes)
     return validate(cfg.replace(**changes))
 
 
@@ -139,7 +142,7 @@ def dry_run(cfg: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = reference_flags.parse(build_parser(), argv)
     from training.core import distributed
     device = args.device or next((v.split("=", 1)[1] for v in args.set if v.replace("-", "_").startswith("device=")),
                                  "auto")
