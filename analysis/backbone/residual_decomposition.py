@@ -27,6 +27,12 @@ block's gradient norm whatever the direction. ``claim9`` compares the per-block 
 same ratio for each block's PC2 and for a random unit vector per block (``blocks_pc2``, ``blocks_random`` in
 every record), with block 0's |t| (:func:`training.geometry.gradients.dominance_summary`).
 
+Prop. 1 and eq. 18 of the paper (``prop1`` per checkpoint and loss part, trunk): the gradients' energy along v_b
+and across it (Remark 1's split), two readings of the effective dimension d_eff (1/mean cos²(g, v_b), and the
+participation ratio of the M gradients, at most M), and the per-coordinate SNR |μ_i|/σ_i over the M batches with
+its pure-noise median, momentum's √((1+β1)/(1−β1)) and the SNR of the coordinates carrying v_b relative to the
+average coordinate's (``backbone_weighted``; training/geometry/gradients.py).
+
 Writes RUN/analysis/residual_decomposition.json and residual_decomposition.png.
 
 Examples::
@@ -56,6 +62,7 @@ from training.geometry.gradients import (
     cumulative_bias,
     minibatch_gradients,
     noise_floor,
+    prop1_stats,
     signed_block_bias,
 )
 from training.geometry.trajectory import cached_gram, pca
@@ -113,7 +120,8 @@ def main() -> int:
                                     progress=not args.no_progress)
             rec[part] = {"trunk": alignment_stats(G, v_trunk),
                          "blocks": [alignment_stats(G[:, sl], v) for sl, v in zip(slices, v_blocks)],
-                         "b": signed_block_bias(G, v_blocks, run.cfg).tolist()}
+                         "b": signed_block_bias(G, v_blocks, run.cfg).tolist(),
+                         "prop1": prop1_stats(G, v_trunk, run.cfg.beta1)}
             for kind, dirs in others.items():       # claim 9's comparison directions, same gradients
                 rec[part][f"blocks_{kind}"] = ([alignment_stats(G[:, sl], v) for sl, v in zip(slices, dirs)]
                                                if all(v is not None for v in dirs) else None)

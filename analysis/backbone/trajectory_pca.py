@@ -10,7 +10,10 @@ walk and the weight-decayed walk (the run's increments, its ‖θ(ref)‖² and 
 weight-decay diagnostics under ``null_profile.decay`` (‖θ(t)‖, the drift's share along −θ̂(ref), cos(v_b, −θ̂(ref)),
 the pure-decay prediction (1 − c(t))‖θ(ref)‖) and claim 4's sign-flip step beside both walks' under
 ``null_profile.sign_flip``; for a run with a probe, ``trunk.coupling_residual_p_ood``: corr(‖r(t)‖, p_ood(t)) on
-levels, first differences and detrended series with surrogate p-values (claim 15). Output: RUN/analysis/trajectory_pca.json and .png.
+levels, first differences and detrended series with surrogate p-values (claim 15); under ``centred`` the ordinary
+(centred) PCA of the same rows (arXiv 2602.23696 Remark 1): its spectrum, the share of the drift energy that
+centring removes, |cos| of its PC1 with the uncentred one, and the same for the random-walk null. Output:
+RUN/analysis/trajectory_pca.json and .png.
 
 With ``--sketch DIM`` the Gram matrices come from a seeded Gaussian (Johnson–Lindenstrauss) sketch of
 DIM dimensions instead (training/geometry/sketch.py): one pass over the checkpoints at a cost of DIM per
@@ -30,11 +33,12 @@ from training.core.devices import resolve_device
 from training.core.errors import UserError
 from training.geometry.analysis_io import analysis_parser, open_run, write_result
 from training.geometry.basin import p_ood_series
-from training.geometry.nulls import beside_null
+from training.geometry.nulls import anchored, beside_null, null_of
 from training.geometry.surrogates import coupling
 from training.geometry.sketch import compute_sketch, measured_error, pca_bounds
 from training.geometry.trajectory import (
     cached_gram,
+    centred_pca,
     decomposition,
     increment_norms,
     pca,
@@ -47,6 +51,8 @@ from training.geometry.trajectory import (
 def analyse(gram, steps, ref, args, null_seed, cfg):
     raw = pca(gram, steps, ref, rownorm=False, k=1)
     out = {"raw": raw.summary(), "rownorm": pca(gram, steps, ref, rownorm=True, k=1).summary()}
+    if len([s for s in steps if s != ref]) >= 2:      # Remark 1: the centred spectrum beside the uncentred one
+        out["centred"] = centred_pca(gram, steps, ref)
     inc = increment_norms(gram, [ref] + [s for s in steps if s != ref])
     out["random_walk_null"] = random_walk_null(inc, gram.dim, n_samples=args.null_samples, seed=null_seed)
     out["decomposition"] = decomposition(gram, raw.coeffs[0], steps, ref)
@@ -55,6 +61,9 @@ def analyse(gram, steps, ref, args, null_seed, cfg):
         out["rolling_pc1"] = rolling_pc1(gram, width, steps, global_coeffs=raw.coeffs[0])
     if ref == min(steps):       # the same statistics from the D → ∞ random walk with these increments
         out["null_profile"] = beside_null(gram, cfg.steps, steps, ref, width=max(2, width), cfg=cfg)
+        if "centred" in out:
+            null = null_of(anchored(gram, steps, ref))
+            out["centred"]["random_walk"] = centred_pca(null, null.steps, ref)
     return out
 
 

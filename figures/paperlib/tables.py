@@ -202,17 +202,25 @@ def table_grad(inp: Inputs) -> Table:
     r = inp.need("residual_decomposition")
     cols = [Col("step", "step"), Col("λ", "num1", r"$\lambda$"), Col("trunk mean |cos(g, v_b)|", "num4", r"trunk $|\cos(g, v_b)|$"),
             Col("std", "num4"), Col("noise floor", "sci"), Col("ratio", "x"),
-            Col("t", "signed", r"$t$"), Col("block 0 mean |cos|", "num4", r"block 0 $|\cos|$"), Col("block 0 ratio", "x")]
+            Col("t", "signed", r"$t$"), Col("block 0 mean |cos|", "num4", r"block 0 $|\cos|$"), Col("block 0 ratio", "x"),
+            Col("energy along v_b", "sci"), Col("d_eff = 1/mean cos²", "sci", r"$d_{\rm eff}$"),
+            Col("SNR of v_b's coordinates / mean SNR", "num2")]
     rows = []
     for c in r["checkpoints"]:
         t = c["total"]["trunk"]
         b0 = c["total"]["blocks"][0] if c["total"].get("blocks") else {}
+        p1 = c["total"].get("prop1") or {}
         rows.append([c["step"], c.get("lambda"), t["mean_abs_cos"], t.get("std_cos"), t["noise_floor"],
-                     t["abs_cos_over_floor"], t.get("t_stat"), b0.get("mean_abs_cos"), b0.get("abs_cos_over_floor")])
+                     t["abs_cos_over_floor"], t.get("t_stat"), b0.get("mean_abs_cos"), b0.get("abs_cos_over_floor"),
+                     (p1.get("energy") or {}).get("parallel"), (p1.get("d_eff") or {}).get("from_alignment"),
+                     (p1.get("snr") or {}).get("backbone_weighted")])
     return Table("table_gradient_alignment", "Gradient alignment with the backbone",
                  f"Mean over M = {r['settings']['n_batches']} seeded mini-batch gradients of |cos(g_i, v_b)| (total "
                  "loss), its std, the random-direction floor sqrt(2/(πD)) and their ratio, and t = mean/(s/√M) of the "
-                 "signed cosines (a sign the mini-batches share; claim 8 needs ratio and |t| below 3). Paper (arXiv 2602.23696 §4.1): "
+                 "signed cosines (a sign the mini-batches share; claim 8 needs ratio and |t| below 3). Prop. 1 and eq. 18: the "
+                 "gradients' mean energy share along v_b, d_eff = 1/mean cos² (D for a direction the gradients ignore), and the "
+                 "per-coordinate SNR |μ_i|/σ_i over the batches weighted by v_b² over its mean (1 = v_b's coordinates are no "
+                 "more coherent than the average; the mechanism wants > 1). Paper (arXiv 2602.23696 §4.1): "
                  f"{pv('grad_abs_cos')} against a floor of {pv('noise_floor')} (one block).", cols, rows)
 
 

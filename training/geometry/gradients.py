@@ -242,6 +242,65 @@ def alignment_stats(G: torch.Tensor, v: np.ndarray | torch.Tensor) -> dict[str, 
             "grad_norm": float(norms.mean())}
 
 
+def energy_split(G: torch.Tensor, v: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """The share of each gradient's squared norm along the unit direction v (mean cos²) and across it
+    (arXiv 2602.23696 Remark 1's parallel / perpendicular split), and the share of the M gradients' summed
+    energy along v (Σ⟨g_i, v⟩² / Σ‖g_i‖², what a sum of the gradients keeps)."""
+    c = alignment(G, v)
+    proj = project(G, unit(v, G)).cpu().numpy()
+    total = float((row_norms(G).double() ** 2).sum())
+    return {"parallel": float(np.mean(c ** 2)), "perpendicular": float(1 - np.mean(c ** 2)),
+            "parallel_of_total": float((proj ** 2).sum() / total) if total > 0 else None}
+
+
+def effective_dimension(G: torch.Tensor, v: np.ndarray | torch.Tensor) -> dict[str, float | int]:
+    """Two readings of Prop. 1's d_eff (arXiv 2602.23696 §4.1: E|⟨ĝ, v⟩| ~ 1/√d_eff) from the M gradients:
+
+    - ``from_alignment`` = 1 / mean cos²(g_i, v): the dimension an isotropic gradient would need to give the
+      observed alignment with v (D for a direction the gradients ignore, 1 for one they lie along);
+    - ``participation_ratio`` = (Σλ)² / Σλ² of the eigenvalues λ of the gradients' second moment (1/M)Σ g gᵀ,
+      from their M × M Gram: how many directions the M gradients' energy spreads over, at most M (``bound``).
+    """
+    c = alignment(G, v)
+    Gd = G.double()
+    K = (Gd @ Gd.T).cpu().numpy()
+    tr, fro = float(np.trace(K)), float((K * K).sum())
+    msq = float(np.mean(c ** 2))
+    return {"from_alignment": 1.0 / msq if msq > 0 else None,
+            "participation_ratio": tr ** 2 / fro if fro > 0 else None, "bound": int(G.shape[0])}
+
+
+def coordinate_snr(G: torch.Tensor, v: np.ndarray | torch.Tensor, beta1: float) -> dict[str, float | None]:
+    """The per-coordinate signal-to-noise ratio SNR_i = |μ_i| / σ_i of the gradient over the M mini-batches
+    (μ_i the mean, σ_i the sample std), and eq. 18 of arXiv 2602.23696: momentum with β1 multiplies it by
+    √((1+β1)/(1−β1)) (√19 at β1 = 0.9).
+
+    Returned: the median and 90th percentile of SNR_i, the share of coordinates above 1, the null median (pure
+    noise: SNR_i = |t_{M−1}|/√M, from Student's t) and ``backbone_weighted`` = Σ v_i² SNR_i / mean SNR_i, the SNR
+    of the coordinates that carry the direction v relative to the average coordinate's (1 for a direction
+    that ignores the SNR; the paper's mechanism wants it above 1 for v_b). Needs M ≥ 2."""
+    from scipy import stats
+    m = int(G.shape[0])
+    if m < 2:
+        return {"median": None, "p90": None, "share_above_1": None, "null_median": None,
+                "momentum_factor": None, "backbone_weighted": None, "n": m}
+    Gd = G.double()
+    mu, sd = Gd.mean(0), Gd.std(0)
+    snr = torch.where(sd > 0, mu.abs() / sd, torch.zeros_like(sd))
+    w = unit(v, G).double() ** 2
+    mean_snr = float(snr.mean())
+    q = np.quantile(snr.cpu().numpy(), [0.5, 0.9])
+    return {"median": float(q[0]), "p90": float(q[1]), "share_above_1": float((snr > 1).double().mean()),
+            "null_median": float(stats.t.ppf(0.75, m - 1) / math.sqrt(m)),
+            "momentum_factor": math.sqrt((1 + beta1) / (1 - beta1)),
+            "backbone_weighted": float((w * snr).sum()) / mean_snr if mean_snr > 0 else None, "n": m}
+
+
+def prop1_stats(G: torch.Tensor, v: np.ndarray | torch.Tensor, beta1: float) -> dict:
+    """:func:`energy_split`, :func:`effective_dimension` and :func:`coordinate_snr` of one set of gradients."""
+    return {"energy": energy_split(G, v), "d_eff": effective_dimension(G, v), "snr": coordinate_snr(G, v, beta1)}
+
+
 FLOOR_RATIO_LIMIT = 3.0              # mean|cos| / floor at or above this: not at the noise floor
 T_LIMIT = 3.0                        # |t| of the signed cosines at or above this: not at the noise floor
 

@@ -690,6 +690,35 @@ def pca(gram: Gram, steps: Sequence[int] | None = None, ref: int | None = None, 
     return PCA(list(steps), ref, rownorm, sv, lam / total, coeffs * signs[:, None], A, scores * signs)
 
 
+def centred_pca(gram: Gram, steps: Sequence[int] | None = None, ref: int | None = None) -> dict:
+    """Ordinary (centred) PCA of the same drift rows as :func:`pca`, for arXiv 2602.23696's Remark 1: the
+    eigenvalues of H·K·H (K the rows' Gram, H = I − 11ᵀ/n) over the full spectrum, the share of the rows'
+    energy that centring removes (n‖x̄‖² / Σ‖x_i‖², the mean drift), and |cos| between the centred and the
+    uncentred PC1."""
+    ref = gram.anchor if ref is None else ref
+    steps = [s for s in (gram.steps if steps is None else steps) if s != ref]
+    if len(steps) < 2:
+        raise UserError("centred PCA needs at least two checkpoints besides the reference step")
+    A = gram.drift_coeffs(steps, ref)
+    n = len(steps)
+    H = np.eye(n) - 1.0 / n
+    K = A @ gram.G @ A.T
+    Kc = H @ K @ H
+    lam, U = np.linalg.eigh((Kc + Kc.T) / 2)
+    order = np.argsort(lam)[::-1]
+    lam, U = np.clip(lam[order], 0.0, None), U[:, order]
+    total, energy = lam.sum(), float(np.trace(K))
+    if total <= 0 or energy <= 0:
+        raise UserError("the centred drift matrix is zero: every checkpoint sits at the mean drift")
+    evr = lam / total
+    c_centred = (H @ A).T @ U[:, 0]                # v = X_cᵀ u / σ, up to the norm that cos_span divides out
+    c_raw = pca(gram, steps, ref, k=1).coeffs[0]
+    mean_row = A.mean(axis=0)
+    return {"explained_variance_ratio": evr.tolist(), "pc1": float(evr[0]), "k95": k_at(evr, 0.95),
+            "k99": k_at(evr, 0.99), "mean_drift_share": float(n * gram.inner(mean_row, mean_row) / energy),
+            "abs_cos_pc1_uncentred": abs(cos_span(gram, c_centred, c_raw))}
+
+
 # ---------------------------------------------------------------------------- backbone quantities
 def held_out_backbone(gram: Gram, start: int, end: int) -> np.ndarray:
     """Span coefficients of the backbone fitted without the interval [start, end]: PC1 of the drifts
