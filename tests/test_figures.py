@@ -22,7 +22,7 @@ from conftest import ROOT, run_script
 from figures import make_paper_figures as mpf
 
 FIGS = ["fig1_backbone", "fig2_alignment", "fig3_fisher", "fig4_reheating"]
-TABLES = ["table2_pc1", "table3_update_alignment", "table4_sign_flip", "table5_block_bias", "table_gradient_alignment",
+TABLES = ["table1_hyperparameters", "table2_pc1", "table3_update_alignment", "table4_sign_flip", "table5_block_bias", "table_gradient_alignment",
           "table6_rayleigh", "table9_sgd", "table10_matched", "table_beta2", "table_beta2_reheat", "table11_reheating",
           "table_claims", "comparison"]
 
@@ -543,3 +543,32 @@ def test_nulls_are_drawn_and_tabulated_beside_the_statistics(full):
     head, rows = md_rows(full["out"] / "tables" / "table_gradient_alignment.md")
     r = full["json"]["residual_decomposition"]
     assert float(rows[0][head.index("t")]) == pytest.approx(r["checkpoints"][0]["total"]["trunk"]["t_stat"], abs=5e-3)
+
+
+def test_table1_and_table8_come_from_the_configs(full, tmp_path):
+    from figures.paperlib.tables import table1, table8
+    from training.core.config import preset
+    from training.core.runio import read_run_config
+    from training.studies.sgd_controls import RUNS
+    head, rows = md_rows(full["out"] / "tables" / "table1_hyperparameters.md")
+    cfg = read_run_config(full["run"])
+    by = {r[0]: r for r in rows}
+    assert by["total steps"][1] == f"{cfg.steps:,}" and by["total steps"][2] == "10,000"
+    assert by["weight decay"][2] == "0.50" and by["seed"][1] == str(cfg.seed) and by["seed"][2] == "42, 271"
+    assert "(51 checkpoints)" in by["checkpoints"][2]
+    # Table 8: each study run's own config.json, beside the paper's values of its spec
+    inp = mpf.load_inputs(full["run"], sgd_dir=str(full["base"] / "sgd"))
+    study = inp.study_dirs["sgd"]
+    src = json.loads((full["run"] / "config.json").read_text())
+    for key, opt, lr, wd in (("A", "adamw", 3e-3, 0.1), ("C", "sgd_momentum", 3e-2, 0.01)):
+        d = tmp_path / RUNS[key].dirname
+        d.mkdir()
+        c = dict(src, config=dict(src["config"], optimizer=opt, lr=lr, wd=wd, momentum=0.9))
+        (d / "config.json").write_text(json.dumps(c))
+    inp.study_dirs["sgd"] = tmp_path
+    t = table8(inp)
+    assert [r[:5] for r in t.rows] == [["A AdamW", "adamw", 3e-3, cfg.beta1, 0.1], ["C SGD+momentum", "sgd_momentum", 3e-2, 0.9, 0.01]]
+    assert [r[-2:] for r in t.rows] == [[1e-3, 0.5], [1e-2, 0.05]]
+    assert table1(inp).rows[0][2].value.startswith("AdamW (β1 = 0.90, β2 = 0.95)")
+    assert preset("paper").steps == 10_000
+    inp.study_dirs["sgd"] = study

@@ -9,8 +9,12 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from training.core.config import checkpoint_steps, preset
+from training.core.regime import integrated_wd
+from training.core.runio import read_run_config
 from training.geometry.trajectory import DECAY_DOMINATED_NORM_RATIO, DECAY_DOMINATED_SHARE
 from training.studies import claims as ledger_rules
+from training.studies.sgd_controls import RUNS
 
 from figures import paper_values as PV
 from figures.paperlib.formatting import block_label, fmt, pv, tex_escape
@@ -472,11 +476,62 @@ def table_drift_scaling(inp: Inputs) -> Table:
                  "2602.23696 §4.2, eq. 20): backbone ∝ T, transverse ∝ √T.", cols, rows)
 
 
+def _hyperparameters(c) -> list[tuple[str, str]]:
+    """The rows of the paper's Table 1 for one config, each value printed by ``fmt``."""
+    opt = (f"AdamW (β1 = {fmt(c.beta1, 'num2')}, β2 = {fmt(c.beta2, 'num2')})" if c.optimizer == "adamw"
+           else c.optimizer + (f" (momentum {fmt(c.momentum, 'num2')})" if c.momentum else ""))
+    lam = (f"{fmt(c.lambda_probe, 'num1')} (steps 1–{c.lambda_step - 1}), {fmt(c.lambda_probe2, 'num1')} "
+           f"(steps {c.lambda_step}–{c.steps})" if c.lambda_probe2 not in (None, c.lambda_probe) and 0 < c.lambda_step < c.steps
+           else fmt(c.lambda_probe, "num1"))
+    return [("optimizer", opt),
+            ("learning rate", f"{fmt(c.lr, 'lr')}, cosine decay to {fmt(c.lr_floor, 'num2')}×, {c.warmup}-step warmup"),
+            ("weight decay", fmt(c.wd, "num2")),
+            ("integrated weight decay Λ = wd·Σ lr", fmt(integrated_wd(c), "num2")),
+            ("probe loss weight λ", lam),
+            ("effective batch", f"{c.batch_size * c.grad_accum} ({c.batch_size} × {c.grad_accum} accumulation) of "
+                                f"{c.seq_len} tokens"),
+            ("model", f"{c.n_layer} layers, d_model {c.d_model}, {c.n_head} heads, d_ff {c.d_ff}"),
+            ("total steps", f"{c.steps:,}"),
+            ("checkpoints", f"every {c.ckpt_every} steps ({len(checkpoint_steps(c))} checkpoints)"),
+            ("seed", str(c.seed))]
+
+
+def table1(inp: Inputs) -> Table:
+    ours, paper = _hyperparameters(inp.cfg), dict(_hyperparameters(preset("paper")))
+    cols = [Col("parameter", align="l"), Col("this run", align="l"), Col("paper (Table 1)", align="l")]
+    rows = [[k, Cell(v, "text"), Cell(paper[k] if k != "seed" else ", ".join(str(s) for s in PV.TABLE2), "text")] for k, v in ours]
+    return Table("table1_hyperparameters", "Table 1 analogue: training hyperparameters",
+                 f"This run's resolved config (preset {inp.cfg.preset}) beside the `paper` preset, which is arXiv "
+                 "2602.23696's Table 1 (both printed from the configs, nothing typed).", cols, rows)
+
+
+def table8(inp: Inputs) -> Table:
+    inp.need("sgd")
+    study = inp.study_dirs["sgd"]
+    cols = [Col("run", align="l"), Col("optimizer", align="l"), Col("lr", "lr"), Col("momentum", "num2"),
+            Col("wd", "num3"), Col("wd type", align="l"), Col("steps", "int"), Col("paper lr", "lr"),
+            Col("paper wd", "num2")]
+    rows = []
+    for spec in RUNS.values():
+        d = study / spec.dirname
+        if not (d / "config.json").exists():
+            continue
+        c = read_run_config(d)
+        mom = c.beta1 if c.optimizer == "adamw" else (c.momentum if spec.momentum is not None else None)
+        rows.append([spec.label, c.optimizer, c.lr, mom, c.wd, spec.wd_type, c.steps, spec.paper_lr, spec.paper_wd])
+    if not rows:
+        raise Empty(f"no run of the SGD-control study in {study}")
+    return Table("table8_optimizers", "Table 8 analogue: optimizer configurations of the SGD controls",
+                 "The study's runs as configured (read from each run's config.json; AdamW's momentum column is β1) beside "
+                 "arXiv 2602.23696's Table 8; the study keeps Table 8's ratios of learning rate and weight decay to the "
+                 "preset's AdamW values.", cols, rows)
+
+
 TABLES: list[tuple[str, Callable[[Inputs], Table]]] = [
-    ("table2_pc1", table2), ("table3_update_alignment", table3), ("table4_sign_flip", table4),
+    ("table1_hyperparameters", table1), ("table2_pc1", table2), ("table3_update_alignment", table3), ("table4_sign_flip", table4),
     ("table5_block_bias", table5), ("table_phases", table_phases), ("table_drift_scaling", table_drift_scaling),
     ("table_gradient_alignment", table_grad), ("table6_rayleigh", table6),
-    ("table_switching", table_switching), ("table9_sgd", table9), ("table10_matched", table10),
+    ("table_switching", table_switching), ("table8_optimizers", table8), ("table9_sgd", table9), ("table10_matched", table10),
     ("table_beta2", table_beta), ("table_beta2_reheat", table_beta_reheat), ("table11_reheating", table11),
     ("table_claims", table_claims)]
 
