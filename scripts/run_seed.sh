@@ -58,6 +58,9 @@ NP=(--no-progress)
 # Analysis settings per preset: the paper's sample sizes at `paper`, small ones elsewhere. The analysis batch size
 # comes from training/core/regime.py, which also reports it beside the paper's.
 AB="$("$PY" -c 'import sys; from training.core.regime import pipeline_analysis_batch as f; print(f(sys.argv[1]))' "$PRESET")"
+# Checkpoints: the Fisher analyses at Table 6's four (scaled to the run) everywhere; the gradient alignment at
+# Figure 2's eleven at `paper` and `cpu`, at five spread checkpoints at `quick`/`test` (eleven would add ~2 min to
+# make demo).
 if [ "$PRESET" = paper ]; then
   GRAD=(--n-batches 32 --batch-size "$AB" --device "$DEVICE")
   RAYLEIGH=(--n-batches 32 --batch-size "$AB" --n-random 10 --device "$DEVICE")
@@ -65,6 +68,8 @@ if [ "$PRESET" = paper ]; then
 else
   GRAD=(--batch-size "$AB" --device "$DEVICE"); RAYLEIGH=(--batch-size "$AB" --device "$DEVICE"); DEPTH=(--device "$DEVICE")
 fi
+case "$PRESET" in paper|cpu) ALIGN_STEPS=(--steps paper-figure2) ;; *) ALIGN_STEPS=() ;; esac
+FISHER_STEPS=(--steps paper-table6)
 
 T_START=$SECONDS
 stage() {
@@ -127,11 +132,11 @@ step 05_trajectory_pca a backbone/trajectory_pca
 step 06_update_alignment a backbone/update_alignment
 step 06b_backbone_phases a backbone/backbone_phases
 step 06c_drift_scaling a backbone/drift_scaling
-step 07_residual_decomposition a backbone/residual_decomposition "${GRAD[@]}"
+step 07_residual_decomposition a backbone/residual_decomposition "${GRAD[@]}" ${ALIGN_STEPS[@]+"${ALIGN_STEPS[@]}"}
 step 07b_integration_test a backbone/integration_test --device "$DEVICE"
 step 08_switching_alignment a switching/switching_alignment
-step 09_fisher_analysis a fisher/fisher_analysis "${GRAD[@]}"
-step 10_rayleigh_quotients a fisher/rayleigh_quotients "${RAYLEIGH[@]}"
+step 09_fisher_analysis a fisher/fisher_analysis "${GRAD[@]}" "${FISHER_STEPS[@]}"
+step 10_rayleigh_quotients a fisher/rayleigh_quotients "${RAYLEIGH[@]}" "${FISHER_STEPS[@]}"
 step 11_basin_tests a basin/basin_tests
 step 12_basin_depth a basin/basin_depth "${DEPTH[@]}"
 step 13_manifold_dim a basin/manifold_dim

@@ -512,3 +512,15 @@ def test_hessian_quadratic_against_finite_differences_of_the_gradient(tiny_run):
         Gm = minibatch_gradients(model, task, cfg, 20, 3, 0, 4)
         shift(+1)
         assert h[k] == pytest.approx(float(((Gp - Gm) @ v).mean()) / (2 * eps), rel=1e-5)
+
+
+def test_paper_checkpoint_choices_scale_to_a_run():
+    from training.geometry.gradients import choose_steps, paper_steps
+    paper = list(range(0, 10_001, 200))
+    assert paper_steps(paper, 10_000, "paper-table6") == [200, 1800, 4800, 9600]            # Table 6
+    assert paper_steps(paper, 10_000, "paper-figure2") == [0, 800] + list(range(1800, 10_000, 1000))
+    assert len(paper_steps(paper, 10_000, "paper-figure2")) == 11                            # Figure 2
+    quick = list(range(0, 601, 20))                                                          # 600 steps, every 20
+    assert choose_steps(quick, "paper-table6", 5, 600) == [20, 100, 280, 580]               # 12, 108, 288, 576 snapped
+    assert choose_steps([0, 5, 10, 15, 20], "paper-table6", 5, 20) == [0, 5, 10, 20]        # repeats dropped
+    assert choose_steps(quick, "40,60", 5, 600) == [40, 60]

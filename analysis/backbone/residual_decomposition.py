@@ -105,7 +105,7 @@ def main() -> int:
     if bad or not parts:
         raise UserError(f"--parts must be a comma list of {', '.join(PARTS)} (got '{args.parts}')")
     run = open_run(args.run_dir, args.out_dir)
-    steps = choose_steps(run.steps, args.steps, args.n_checkpoints)
+    steps = choose_steps(run.steps, args.steps, args.n_checkpoints, run.cfg.steps)
     device = resolve_device(args.device)
     v_trunk, v_blocks, info, others = backbones(run, not args.no_progress, args.seed)
     slices = block_slices(run.cfg)

@@ -122,7 +122,7 @@ def main() -> int:
     args = build_parser().parse_args()
     t0 = time.monotonic()
     run = open_run(args.run_dir, args.out_dir)
-    steps = choose_steps(run.steps, args.steps, args.n_checkpoints)
+    steps = choose_steps(run.steps, args.steps, args.n_checkpoints, run.cfg.steps)
     device = resolve_device(args.device)
     ckpts = run.checkpoints()
     gram = cached_gram(ckpts, progress=not args.no_progress)

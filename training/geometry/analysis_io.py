@@ -55,7 +55,9 @@ def parse_step_list(text: str, available: list[int]) -> list[int]:
 
 def add_gradient_sampling_args(p: argparse.ArgumentParser, n_batches: int, paper_batches: int) -> None:
     """The options shared by the analyses that draw mini-batch gradients at chosen checkpoints."""
-    p.add_argument("--steps", help="comma-separated checkpoint steps (default: --n-checkpoints spread over the run)")
+    p.add_argument("--steps", help="comma-separated checkpoint steps, or the paper's choice scaled to the run: "
+                                   "paper-figure2 (11 checkpoints) | paper-table6 (4) (default: --n-checkpoints "
+                                   "spread over the run)")
     p.add_argument("--n-checkpoints", type=int, default=5, help="checkpoints spread over the run (default 5; 0 = all)")
     p.add_argument("--n-batches", type=int, default=n_batches,
                    help=f"M, mini-batches per checkpoint (default {n_batches}; paper {paper_batches})")

@@ -418,10 +418,34 @@ def spread_steps(steps: Sequence[int], n: int) -> list[int]:
     return [pool[i] for i in idx]
 
 
-def choose_steps(available: Sequence[int], explicit: str | None, n: int) -> list[int]:
-    """Checkpoints to analyse: a comma list given by the user (each must exist) or ``spread_steps(available, n)``."""
+# The paper's checkpoint choices as fractions of its 10,000 steps (arXiv 2602.23696): Figure 2's gradient
+# alignment at checkpoint indices 0, 4, 9, ..., 49 of its 51 (the mini_gpt code's figure script), Table 6's
+# Rayleigh quotients at steps 200, 1800, 4800 and 9600.
+PAPER_CHECKPOINTS = {"paper-figure2": (0.0, 0.08) + tuple(0.18 + 0.1 * k for k in range(9)),
+                     "paper-table6": (0.02, 0.18, 0.48, 0.96)}
+
+
+def paper_steps(available: Sequence[int], total_steps: int, name: str) -> list[int]:
+    """The checkpoints of ``available`` nearest to the paper's choice ``name`` scaled to a run of ``total_steps``
+    (each fraction × total_steps, the earlier checkpoint on a tie; repeats dropped, order kept)."""
+    avail = sorted(available)
+    out: list[int] = []
+    for f in PAPER_CHECKPOINTS[name]:
+        target = f * total_steps
+        best = min(avail, key=lambda s: (abs(s - target), s))
+        if best not in out:
+            out.append(best)
+    return out
+
+
+def choose_steps(available: Sequence[int], explicit: str | None, n: int, total_steps: int | None = None) -> list[int]:
+    """Checkpoints to analyse: a comma list given by the user (each must exist), one of the paper's choices
+    (``paper-figure2``, ``paper-table6``: :func:`paper_steps`, scaled to ``total_steps``), or
+    ``spread_steps(available, n)``."""
     if not explicit:
         return spread_steps(available, n)
+    if explicit in PAPER_CHECKPOINTS:
+        return paper_steps(available, total_steps if total_steps is not None else max(available), explicit)
     return parse_step_list(explicit, list(available))
 
 
