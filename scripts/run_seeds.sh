@@ -8,7 +8,8 @@
 # runs/<preset>_seeds), N at a time (default: all at once on a CPU, one at a time on a GPU), each with
 # its log in DIR/s<seed>/pipeline.log. Then the ledger (analysis/claims/claims.py) judges the claims over
 # all seeds into DIR/claims.md and DIR/claims.json, and figures/seed_overlay.py draws the seeds over each
-# other (DIR/figures/). Killing the command and running it again resumes: finished seeds are skipped,
+# other (DIR/figures/), figures/seed_tables.py writes Tables 2, 4, 6/7 and the reheating table over the seeds
+# (DIR/seed_tables.md). Killing the command and running it again resumes: finished seeds are skipped,
 # unfinished ones resume at their unfinished stage. A seed that fails does not stop the others; the command
 # then ends with one error line naming it. --controls adds the reheating controls of claim 19 to every seed
 # (run_seed.sh --controls; seeds finished without them are completed). --dry-run prints the plan and the
@@ -59,7 +60,7 @@ if [ "$DRY" = 1 ]; then
   for s in "${SEED_LIST[@]}"; do
     echo "  scripts/run_seed.sh $s --preset $PRESET --device $DEVICE --out-dir $OUT/s$s ${CONTROLS[*]-} ${EXTRA[*]-}"
   done
-  echo "  then: analysis/claims/claims.py over ${#SEED_LIST[@]} runs (and the seeds' studies found beside $OUT) -> $OUT/claims.md; figures/seed_overlay.py -> $OUT/figures/"
+  echo "  then: analysis/claims/claims.py over ${#SEED_LIST[@]} runs (and the seeds' studies found beside $OUT) -> $OUT/claims.md; figures/seed_overlay.py -> $OUT/figures/; figures/seed_tables.py -> $OUT/seed_tables.md"
   exit 0
 fi
 mkdir -p "$OUT" || die "cannot create $OUT"
@@ -108,4 +109,5 @@ done
 [ ${#STUDIES[@]} -eq 0 ] || echo "ledger with the studies: $(printf '%s ' "${STUDIES[@]}" | sed 's/--study //g')"
 "$PY" analysis/claims/claims.py "${RUN_ARGS[@]}" ${STUDIES[@]+"${STUDIES[@]}"} --out-dir "$OUT"
 "$PY" figures/seed_overlay.py "${RUN_ARGS[@]}" --out-dir "$OUT/figures"
+"$PY" figures/seed_tables.py "${RUN_ARGS[@]}" --out-dir "$OUT"
 echo "seeds finished in $((SECONDS - T0)) s: $OUT/claims.md"

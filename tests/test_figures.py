@@ -572,3 +572,28 @@ def test_table1_and_table8_come_from_the_configs(full, tmp_path):
     assert table1(inp).rows[0][2].value.startswith("AdamW (β1 = 0.90, β2 = 0.95)")
     assert preset("paper").steps == 10_000
     inp.study_dirs["sgd"] = study
+
+
+def test_seed_tables_aggregate_over_runs(full, tmp_path):
+    a = full["run"]
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    tp = json.loads((b / "analysis" / "trajectory_pca.json").read_text())
+    tp["trunk"]["raw"]["pc1"] = 0.5
+    (b / "analysis" / "trajectory_pca.json").write_text(json.dumps(tp))
+    (b / "analysis" / "rayleigh_quotients.json").unlink()
+    out = tmp_path / "out"
+    def seed_tables(*args):
+        return subprocess.run([sys.executable, str(ROOT / "figures" / "seed_tables.py"), *args], capture_output=True,
+                              text=True, cwd=ROOT)
+    p = seed_tables("--run-dir", str(a), "--run-dir", str(b), "--out-dir", str(out))
+    assert p.returncode == 0, p.stderr
+    res = json.loads((out / "seed_tables.json").read_text())
+    trunk = res["tables"]["table2"]["rows"][0]
+    pa = json.loads((a / "analysis" / "trajectory_pca.json").read_text())["trunk"]["raw"]["pc1"]
+    assert trunk["values"] == [pa, 0.5]
+    assert trunk["mean"] == pytest.approx((pa + 0.5) / 2) and trunk["sd"] == pytest.approx(np.std([pa, 0.5], ddof=1))
+    assert "table6" in res["not_built"] and "rayleigh_quotients.py" in res["not_built"]["table6"]
+    assert "Table 4 over seeds" in (out / "seed_tables.md").read_text()
+    bad = seed_tables("--run-dir", str(tmp_path / "nope"), "--out-dir", str(out))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error:")

@@ -209,6 +209,7 @@ def test_seeds_side_by_side_resume_after_a_kill_and_write_the_ledger(done_run, t
     assert led["n_runs"] == 2 and sorted(Path(r).name for r in led["runs"]) == ["s3", "s4"]
     assert {c["claim"] for c in led["claims"]} | {x["claim"] for x in led["not_yet"]} == set(range(1, 22))
     assert (out / "claims.md").exists() and (out / "figures" / "seed_overlay.png").exists()
+    assert "Table 2 over seeds" in (out / "seed_tables.md").read_text()
     # finished: a third invocation trains nothing
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert again.returncode == 0 and "start seed" not in again.stdout

@@ -1,4 +1,5 @@
-"""Small statistics shared by the analyses and studies: what counts as a finite number, and Pearson's r.
+"""Small statistics shared by the analyses and studies: what counts as a finite number, Pearson's r, and the
+mean ± sd of a quantity over seeds.
 
 JSON results mix numbers, ``None`` and booleans; :func:`finite` accepts only real numbers that are finite
 (a boolean is not a number here, although Python's ``bool`` is an ``int``).
@@ -24,3 +25,10 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     if len(x) < 3 or x.std() == 0 or y.std() == 0:
         return None
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def mean_sd(values: Sequence[Any]) -> dict[str, float | int | None]:
+    """{"mean", "sd", "n"} over the finite values (sd with ddof 1; None below two values; mean None with none)."""
+    v = [float(x) for x in values if finite(x)]
+    return {"mean": float(np.mean(v)) if v else None, "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+            "n": len(v)}

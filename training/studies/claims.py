@@ -46,6 +46,7 @@ from training.core import regime as rg
 from training.core import runio
 from training.core.cli import show as _f
 from training.core.errors import UserError
+from training.geometry.stats import mean_sd
 from training.studies.modadd_study import R90_LOW
 from training.studies.symmetry_study import EFFECT as SYMMETRY_EFFECT
 
@@ -478,8 +479,8 @@ def study_row(sc: StudyClaim, items: Sequence[tuple[Path, dict]]) -> dict:
     if why or (caveats and lean == "confirmed"):
         lean = "inconclusive"
         v = "inconclusive (single seed)" if len(per) == 1 else "inconclusive"
-    return {**row, "observed": observed, "observed_mean": float(np.mean(observed)),
-            "observed_sd": float(np.std(observed, ddof=1)) if len(observed) > 1 else None,
+    spread = mean_sd(observed)
+    return {**row, "observed": observed, "observed_mean": spread["mean"], "observed_sd": spread["sd"],
             "null": nulls, "effect": effects, "effect_mean": float(np.mean(effects)), "margin": sc.margin,
             "verdict": v, "leaning": lean, "why": "; ".join(why + caveats) or None}
 
@@ -560,8 +561,8 @@ def judge(claim: Claim, runs: Sequence[RunInputs]) -> dict:
     effects = [claim.direction * (o - n) for o, n in zip(observed, nulls)]
     m = claim.margin_for(nulls)
     v, lean = verdict(effects, m)
-    return {**row, "observed": observed, "observed_mean": float(np.mean(observed)),
-            "observed_sd": float(np.std(observed, ddof=1)) if len(observed) > 1 else None,
+    spread = mean_sd(observed)
+    return {**row, "observed": observed, "observed_mean": spread["mean"], "observed_sd": spread["sd"],
             "null": nulls, "effect": effects, "effect_mean": float(np.mean(effects)), "margin": m,
             "verdict": v, "leaning": lean, "nulls_absent": absent or None}
 
