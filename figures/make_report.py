@@ -40,7 +40,7 @@ FIGURE_CAPTIONS = {
                        "peaks starred; (b) a(t) and ‖r(t)‖ measured against the original run's backbone, continued "
                        "along the reheating runs."),
 }
-TABLE_ORDER = ["table1_hyperparameters", "table2_pc1", "table3_update_alignment", "table4_sign_flip", "table_phases", "table_drift_scaling",
+TABLE_ORDER = ["table1_hyperparameters", "table2_pc1", "table_centred", "table3_update_alignment", "table4_sign_flip", "table_phases", "table_drift_scaling",
                "table_gradient_alignment",
                "table5_block_bias", "table6_rayleigh", "table_switching", "table11_reheating", "table8_optimizers", "table9_sgd",
                "table10_matched", "table_beta2", "table_beta2_reheat"]

@@ -22,7 +22,7 @@ from conftest import ROOT, run_script
 from figures import make_paper_figures as mpf
 
 FIGS = ["fig1_backbone", "fig2_alignment", "fig3_fisher", "fig4_reheating"]
-TABLES = ["table1_hyperparameters", "table2_pc1", "table3_update_alignment", "table4_sign_flip", "table5_block_bias", "table_gradient_alignment",
+TABLES = ["table1_hyperparameters", "table2_pc1", "table_centred", "table3_update_alignment", "table4_sign_flip", "table5_block_bias", "table_gradient_alignment",
           "table6_rayleigh", "table9_sgd", "table10_matched", "table_beta2", "table_beta2_reheat", "table11_reheating",
           "table_claims", "comparison"]
 
