@@ -109,7 +109,13 @@ def bench_shape(name: str, device: torch.device, steps: int, warmup: int, batch_
 
 def main() -> int:
     p = CommandParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", nargs="+", default=["quick", "paper"], choices=["test", "quick", "paper"])
+    p.add_argument("--shapes", nargs="+", default=None, choices=["test", "quick", "cpu", "paper"],
+                   help="model shapes (default quick paper; with --compare: quick cpu)")
+    p.add_argument("--compare", action="store_true",
+                   help="time our step with and without each option (compile, fused AdamW, threads) against a "
+                        "nanoGPT-shaped model, interleaved (benchmarks/step_variants.py); CPU")
+    p.add_argument("--rounds", type=int, default=7, help="--compare: interleaved rounds (median reported)")
+    p.add_argument("--no-compile", action="store_true", help="--compare: leave out the compiled variants")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=5, help="timed steps per shape (median reported)")
     p.add_argument("--warmup", type=int, default=2)
@@ -122,6 +128,9 @@ def main() -> int:
     if args.steps < 1 or args.warmup < 0:
         raise UserError("--steps must be >= 1 and --warmup >= 0")
     device = resolve_device(args.device)
+    if args.compare:
+        return compare_main(args, device)
+    args.shapes = args.shapes or ["quick", "paper"]
     if args.peak_tflops:
         peak, source = args.peak_tflops, "--peak-tflops"
     elif peak_tflops(device):
@@ -149,6 +158,49 @@ def main() -> int:
     out.write_text(json.dumps({"device": device.type, "device_name": dev_name, "torch": torch.__version__,
                                "threads": torch.get_num_threads(), "peak_tflops": peak, "peak_source": source,
                                "results": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def compare_main(args, device: torch.device) -> int:
+    """``--compare``: every step variant side by side per shape, with MFU against the measured GEMM peak."""
+    from step_variants import bitwise_repeatable, compare   # benchmarks/
+    if device.type != "cpu":
+        raise UserError("--compare measures the CPU step (use --device cpu)")
+    shapes = args.shapes or ["quick", "cpu"]
+    peak = measured_gemm_tflops(device)
+    results = []
+    for name in shapes:
+        cfg = preset(name).replace(device="cpu", grad_accum=1)
+        if args.batch_size:
+            cfg = cfg.replace(batch_size=args.batch_size)
+        vocab = GPT2_VOCAB_SIZE if cfg.tokenizer == "gpt2" else QUICK_VOCAB
+        rows = compare(cfg, vocab, args.rounds, args.steps, args.warmup, with_compile=not args.no_compile)
+        fpt = flops_per_token(cfg, vocab)
+        for r in rows:
+            r["model_tflops"] = fpt * r["tokens_per_s"] / 1e12
+        repeat = {"eager": bitwise_repeatable(cfg, vocab, False, False),
+                  "fused AdamW": bitwise_repeatable(cfg, vocab, False, True)}
+        if not args.no_compile:
+            repeat["compiled"] = bitwise_repeatable(cfg, vocab, True, False)
+        results.append({"shape": name, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "vocab": vocab,
+                        "rows": rows, "bitwise_repeatable": repeat})
+    peak = max(peak, measured_gemm_tflops(device))
+    print(f"device cpu ({platform.processor() or 'cpu'}), torch {torch.__version__}, threads {torch.get_num_threads()}; "
+          f"GEMM peak {peak:.3f} TFLOP/s (measured 2048² fp32, best before/after); {args.rounds} interleaved rounds "
+          f"of {args.steps} steps, median")
+    for res in results:
+        print(f"\n{res['shape']}: {res['batch_size']} × {res['seq_len']} tokens, vocab {res['vocab']}; bitwise "
+              "repeatable: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in res["bitwise_repeatable"].items()))
+        print(f"{'variant':<32}{'threads':>8}{'ms/step':>10}{'tokens/s':>11}{'× nanoGPT eager':>17}{'MFU':>7}")
+        for r in res["rows"]:
+            r["mfu"] = r["model_tflops"] / peak
+            print(f"{r['variant']:<32}{r['threads']:>8}{1e3 * r['s_per_step_median']:>10.1f}{r['tokens_per_s']:>11,.0f}"
+                  f"{r['speedup_vs_nanogpt_eager']:>17.2f}{100 * r['mfu']:>6.1f}%")
+    out = Path(args.out if args.out != "benchmarks/results/train_throughput.json" else "benchmarks/results/step_compare.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"peak_tflops": peak, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "rounds": args.rounds, "steps": args.steps, "results": results}, indent=2))
     print(f"wrote {out}")
     return 0
 
