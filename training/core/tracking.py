@@ -9,8 +9,9 @@ never waits on a sink. Where the files go:
   otherwise or WANDB_API_KEY is set; the run's id is kept in RUN/wandb/run-id, so a resumed run continues it.
 
 Resuming from step S: the records after S that the stopped session had logged are computed again, so TensorBoard
-is reopened with ``purge_step=S+1`` (its readers drop the stale events from S+1 on) and W&B's later steps replace
-nothing (W&B keeps the first value of a step; an exact resume recomputes the same values). A sink that has no log
+is reopened with ``purge_step=S+1`` (its readers drop the stale events from S+1 on); W&B continues the same run and
+drops (with a warning, when synced) the steps it already has: they keep the first session's values, which an exact
+resume recomputes but for ``elapsed_s``. A sink that has no log
 of the run yet (enabled only at the resume) is first given the records up to S from metrics.jsonl.
 
 :func:`log_summary` lets a study or an analysis log its headline numbers to the same sinks.
