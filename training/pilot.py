@@ -29,6 +29,7 @@ from training import reference_flags
 from training.core.cli import CommandParser, run_main
 from training.core.config import PRESETS, Config, parse_override, preset
 from training.core.errors import UserError
+from training.core.tracking import parse_flag
 from training.core.tasks import validate
 
 # flag -> config field, for the flags that map one to one
@@ -81,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-run-dir", action="store_true", help="print the default run directory of these settings")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter counts; train nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log", action="append", default=[], metavar="SINK",
+                   help="also log metrics.jsonl's records to tensorboard (RUN/tensorboard) and/or wandb (RUN/wandb, "
+                        "offline without WANDB_API_KEY); repeatable or comma-separated; with --resume: replaces the "
+                        "run's sinks (none: no sink)")
     reference_flags.add_arguments(p)     # the reference codes' flags (README, "their command -> ours")
     return p
 
@@ -104,6 +109,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
         changes["early_stop"] = True
     if args.no_progress:
         changes["progress"] = False
+    if args.log:
+        changes["log"] = parse_flag(args.log)
     if args.init_from:
         if not Path(args.init_from).is_file():
             kind = "is a directory, not a checkpoint file" if Path(args.init_from).is_dir() else "does not exist"
@@ -169,8 +176,9 @@ def _main(args: argparse.Namespace, dist) -> int:
         given = [f for f in FLAG_FIELDS if getattr(args, f) is not None and f != "device"] + args.set
         if given or args.config or args.init_from:
             raise UserError("--resume continues a run with its own config; drop the other training flags")
+        sinks = {"log": parse_flag(args.log)} if args.log else {}     # --log again: other sinks from here on
         cfg = read_run_config(run_dir).replace(device=args.device or "auto", progress=not args.no_progress,
-                                               compile=args.compile)
+                                               compile=args.compile, **sinks)
         state = Trainer(cfg, run_dir, resume=True, dist=dist).run()
     else:
         cfg = resolve_config(args)

@@ -22,12 +22,17 @@ RUN/analysis/trajectory_pca_sketch.json (+ .png) with, for the trunk and each bl
 entrywise error bound ε (failure probability --sketch-failure-prob), intervals guaranteed to hold the
 exact explained fractions and PC1, and -- when the exact Gram is already cached -- the measured error.
 
+With ``--log tensorboard,wandb`` the headline numbers (trunk PC1 raw and row-normalised, k95, k99, the random-walk
+null's PC1) are also logged to the run's experiment-tracking sinks (training/core/tracking.py: TensorBoard scalars
+``summary/trajectory_pca/...`` in RUN/tensorboard, W&B summary keys of the run's W&B run).
+
 Example:  python analysis/backbone/trajectory_pca.py --run-dir runs/quick
           python analysis/backbone/trajectory_pca.py --run-dir runs/paper --sketch 1024
 """
 import sys
 
 from figures.style import figure, save_figure
+from training.core import tracking
 from training.core.cli import run_main
 from training.core.devices import resolve_device
 from training.core.errors import UserError
@@ -96,7 +101,11 @@ def main() -> int:
                    help="probability that the reported sketch error bound fails (default 0.01)")
     p.add_argument("--device", default="auto",
                    help="device of the Gram / sketch products: auto (cuda when present) | cpu | cuda (default auto)")
+    p.add_argument("--log", action="append", default=[], metavar="SINK",
+                   help="also log the headline numbers to tensorboard and/or wandb (as training/pilot.py --log)")
     args = p.parse_args()
+    sinks = tracking.parse_flag(args.log)
+    tracking.require(sinks)            # an unknown sink or a missing package stops it before the long part
     if args.null_samples < 1 or args.window < 2:
         raise UserError("--null-samples must be >= 1 and --window >= 2")
     if args.sketch is not None and args.sketch < 1:
@@ -151,6 +160,10 @@ def main() -> int:
     path = write_result(run, name, result)
     plot(run, result, name)
     t = result["trunk"]
+    head = f"{name}/"
+    tracking.log_summary(run.dir, sinks, {head + "pc1": t["raw"]["pc1"], head + "pc1_rownorm": t["rownorm"]["pc1"],
+                                          head + "k95": t["raw"]["k95"], head + "k99": t["raw"]["k99"],
+                                          head + "null_pc1": t["random_walk_null"]["pc1"]})
     print(f"trunk PC1 {100 * t['raw']['pc1']:.1f}% (row-normalised {100 * t['rownorm']['pc1']:.1f}%), "
           f"k95 {t['raw']['k95']}, k99 {t['raw']['k99']}; random-walk null PC1 {100 * t['random_walk_null']['pc1']:.1f}% "
           f"k95 {t['random_walk_null']['k95']:.1f}")

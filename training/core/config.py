@@ -38,11 +38,12 @@ WINDOWS = ("story", "packed")
 ATTENTION = ("sdpa", "math")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+LOG_SINKS = ("tensorboard", "wandb")   # experiment-tracking sinks beside metrics.jsonl (training/core/tracking.py)
 
 # Fields that do not change what is computed (where it runs, where it is written); they are left
 # out of the config hash so that a run can be resumed on another device or from a moved directory.
 NOT_HASHED = ("out_dir", "device", "compile", "cache_dir", "progress", "ckpt_contents", "ckpt_dtype", "ckpt_shards",
-              "async_checkpoints", "optimizer_state_every")
+              "async_checkpoints", "optimizer_state_every", "log")
 CKPT_CONTENTS = ("full", "trunk")
 CKPT_DTYPES = ("fp32", "bf16")
 
@@ -171,6 +172,9 @@ class RunSettings:
     # of this (0: none); the replay test of claim 7 (analysis/backbone/integration_test.py) starts from them and
     # from step 0, which needs no saved state. Last of the fields: config.json keeps the published order before it
     optimizer_state_every: int = 0
+    # experiment-tracking sinks fed from the records of metrics.jsonl (LOG_SINKS; --log): where the numbers are also
+    # shown, not what is computed (NOT_HASHED); added after optimizer_state_every so config.json's order stays
+    log: tuple[str, ...] = ()
 
 
 @dataclass
@@ -304,6 +308,9 @@ class Config(RunSettings, EvaluationSettings, LossSettings, AttentionBiasSetting
         for w in self.ckpt_dense:
             need(len(w) == 3 and 0 <= w[0] <= w[1] and w[2] > 0,
                  f"ckpt_dense window {tuple(w)} must be (from, to, every) with from <= to and every > 0")
+        bad = [s for s in self.log if s not in LOG_SINKS]
+        need(not bad, f"unknown log sink '{bad[0] if bad else ''}' (choose from {', '.join(LOG_SINKS)})")
+        need(len(set(self.log)) == len(self.log), f"log names a sink twice ({', '.join(self.log)})")
         need(self.optimizer_state_every >= 0,
              f"optimizer_state_every must be >= 0 (0: keep no optimizer states; got {self.optimizer_state_every})")
         return self
@@ -336,6 +343,11 @@ def _coerce(name: str, value: Any) -> Any:
         raise UserError(f"config field {name} cannot be null (it expects {_type_name(t)})")
     if typing.get_origin(t) is tuple:
         args = typing.get_args(t)
+        if args == (str, Ellipsis):                          # tuple[str, ...]: names, e.g. log ("a,b" or a list)
+            items = value.split(",") if isinstance(value, str) else _as_list(name, value, t)
+            if not all(isinstance(x, str) for x in items):
+                raise UserError(f"config field {name} expects {_type_name(t)}, got {value!r}")
+            return tuple(x.strip() for x in items if x.strip())
         if len(args) == 2 and args[1] is Ellipsis:          # tuple[tuple[int, ...], ...]: e.g. ckpt_dense
             item_t = args[0]
             items = _as_list(name, value, t)
@@ -374,6 +386,8 @@ def _coerce(name: str, value: Any) -> Any:
 def _type_name(t: Any) -> str:
     if typing.get_origin(t) is tuple:
         args = typing.get_args(t)
+        if args == (str, Ellipsis):
+            return "a list of names (or one comma-separated string)"
         if len(args) == 2 and args[1] is Ellipsis:
             inner = typing.get_args(args[0])
             return f"a list of [{', '.join('int' for _ in inner)}] lists"

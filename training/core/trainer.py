@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from training.core import runio
+from training.core import runio, tracking
 from training.core.config import Config, checkpoint_steps, eval_steps, keeps_optimizer_state
 from training.core.devices import resolve_device  # noqa: F401 (the trainer's device; importable from here too)
 from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
@@ -134,6 +134,7 @@ class Trainer:
                     return done
                 validate(self.cfg)
                 check_config(self.cfg, self.dist)
+                self.dist.on_main(lambda: tracking.require(self.cfg.log))   # a missing package stops it here
             except BaseException:
                 self._remove_if_unstarted(created)
                 raise
@@ -151,6 +152,7 @@ class Trainer:
                 self._remove_if_unstarted(created)
                 raise
             finally:
+                getattr(self, "sinks", tracking.Sinks()).close(failed=True)   # no-op after _finish closed them
                 writer = getattr(self, "writer", None)
                 if writer is not None:       # pending checkpoint writes finish before the process goes on
                     try:
@@ -185,6 +187,10 @@ class Trainer:
         if self.main:
             runio.write_status(self.run_dir, "running", self.start)
         self.started = True          # from here on a failure marks the run failed (before it, nothing was changed)
+        self.sinks = tracking.Sinks()                   # TensorBoard / W&B beside metrics.jsonl (rank 0; --log)
+        if cfg.log:
+            self.dist.on_main(lambda: self.sinks.open(cfg.log, self.run_dir, cfg.to_dict(), None if state is None
+                                                      else self.start, runio.read_metrics(self.run_dir)) and None)
         self._wrap_data_parallel()
         self.t0 = time.monotonic()
         self.writer = runio.BackgroundWriter(
@@ -333,6 +339,7 @@ class Trainer:
                **m, "elapsed_s": round(self._elapsed(), 3)}
         if self.main:
             runio.append_metrics(self.run_dir, rec)
+            self.sinks.log(rec)                          # the same record, at evaluation cadence only
             tqdm.write(_format_record(rec), file=sys.stderr)
         acc.update(_new_acc())
         if "p_ood" in m:
@@ -371,6 +378,7 @@ class Trainer:
         """The run ends (completed or diverged): pending checkpoint writes land, then status.json says so."""
         self.bar.close()
         self.writer.join()
+        self.sinks.close()
         if self.main:
             runio.write_status(self.run_dir, state, step, message)
             if state == "diverged":
