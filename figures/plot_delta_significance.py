@@ -85,6 +85,7 @@ def main() -> int:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", action="append", required=True, help="a run directory (repeat per seed)")
     ap.add_argument("--out", default="fig_delta_significance.png", help="output PNG (a PDF is written beside it)")
+    ap.add_argument("--no-progress", action="store_true", help="accepted for symmetry with the analyses (no bars here)")
     args = ap.parse_args()
     runs = [load(Path(d)) for d in args.run_dir]
     paths = draw(runs, Path(args.out))

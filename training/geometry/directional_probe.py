@@ -48,7 +48,14 @@ def orthonormal_random(fixed: np.ndarray, k: int, seed: int, block: int | None =
     if k < 0 or fixed.shape[1] + k > D:
         raise UserError(f"cannot draw {k} directions orthogonal to {fixed.shape[1]} others in {D} dimensions")
     rng = np.random.default_rng([int(seed), RANDOM_TAG, block_code(block)])
-    basis = [c / np.linalg.norm(c) for c in fixed.T if np.linalg.norm(c) > 0]
+    basis: list[np.ndarray] = []
+    for c in fixed.T:                       # an orthonormal basis of the fixed columns first (they need not be ⊥)
+        c = c.copy()
+        for _ in range(2):
+            for b in basis:
+                c -= (b @ c) * b
+        if np.linalg.norm(c) > 1e-12 * max(1.0, np.abs(fixed).max()):
+            basis.append(c / np.linalg.norm(c))
     out = []
     for _ in range(k):
         z = rng.standard_normal(D)
