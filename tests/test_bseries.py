@@ -230,3 +230,26 @@ def test_delta_significance_figure_across_runs(capsys, run_copy, tmp_path):
     code, out, err = run_inprocess(capsys, "figures/plot_delta_significance.py", "--run-dir", str(run_copy),
                                    "--out", str(out_png))
     assert code == 2 and err.startswith("error:")           # no eval_noise.json in that run
+
+
+# ---------------------------------------------------------------------------- report tables
+def test_report_tables_show_the_json_values(run_copy):
+    from figures.paperlib.inputs import Empty, Inputs
+    from figures.paperlib import tables
+    from training.core.runio import read_run_config
+    d = json.loads((run_copy / "analysis" / "basin_recovery.json").read_text())
+    if not d["applicable"]:
+        pytest.skip("needs test_recovery_and_fisher_with_given_pairs first")
+    inp = Inputs(run_copy, read_run_config(run_copy), {}, {}, [], [], data={"basin_recovery": d})
+    t = tables.table_basin_recovery(inp)
+    row = t.raw()["rows"][0]
+    assert row[0] == 10 and row[3] == d["starts"][0]["raised"]["start_p_ood"]
+    assert row[5] == d["starts"][0]["raised"]["max_p_ood"] and row[9] == d["starts"][0]["control"]["max_p_ood"]
+    inp.data["lr_threshold_map"] = {"applicable": False, "reason": "no reheating runs"}
+    with pytest.raises(Empty, match="no reheating runs"):
+        tables.table_lr_threshold(inp)
+    inp.data["oscillation_tiers"] = switching.oscillation_tiers(
+        [SwitchPair(5, 10, 0.5, 0.44, 0.06, "fall")], 0.02, 5) | {"applicable": True}
+    tt = tables.table_oscillation_tiers(inp)
+    assert tt.raw()["rows"][0][4] == pytest.approx(3.0) and tt.raw()["rows"][0][5] == "A"
+    assert "\\toprule" in tt.to_tex() and tt.to_md().count("\n|") >= 2
