@@ -43,7 +43,8 @@ FIGURE_CAPTIONS = {
 TABLE_ORDER = ["table1_hyperparameters", "table2_pc1", "table_centred", "table3_update_alignment", "table4_sign_flip", "table_phases", "table_drift_scaling",
                "table_gradient_alignment",
                "table5_block_bias", "table6_rayleigh", "table_switching", "table11_reheating", "table8_optimizers", "table9_sgd",
-               "table10_matched", "table_beta2", "table_beta2_reheat"]
+               "table10_matched", "table_beta2", "table_beta2_reheat", "table_oscillation_tiers", "table_basin_recovery",
+               "table_lr_threshold", "table_fisher_peaks"]
 # figures the analysis scripts write next to their JSON (embedded when present)
 ANALYSIS_PNGS = [("trajectory_pca", "trajectory PCA: spectra, per-block PC1, decomposition, rolling PC1"),
                  ("update_alignment", "update alignment per block"),
@@ -60,7 +61,12 @@ ANALYSIS_PNGS = [("trajectory_pca", "trajectory PCA: spectra, per-block PC1, dec
                  ("basin_B3_switching_alignment", "basin test B3: updates vs switching directions"),
                  ("basin_depth", "basin depth B6"),
                  ("manifold_dim", "switching-manifold dimension B7"),
-                 ("reheating", "reheating")]
+                 ("reheating", "reheating"),
+                 ("delta_significance", "oscillation tiers: switch-pair δ against its peak step, ±2σ/±3σ bands"),
+                 ("basin_recovery", "basin recovery B1: p_ood under a fresh optimizer, raised λ and λ unchanged"),
+                 ("lr_threshold_map", "learning-rate threshold map B5"),
+                 ("fisher_peaks", "Fisher spectrum at peaks vs troughs"),
+                 ("directional_probe", "directional probe: Δp_ood and Δloss along v_sw, v_b and random directions")]
 
 
 def rel(path: Path, start: Path) -> str:

@@ -6,10 +6,11 @@
 #
 # Stages (each is skipped when RUN/.stages/<stage>.done exists; the flag is written only when the stage
 # succeeds; the first failure stops the pipeline with a non-zero exit that names the stage):
-#   01_env_snapshot  02_training  03_eval_noise  04_oscillations  05_trajectory_pca  06_update_alignment
-#   06b_backbone_phases  06c_drift_scaling
-#   07_residual_decomposition  07b_integration_test  08_switching_alignment  09_fisher_analysis  10_rayleigh_quotients
-#   11_basin_tests  12_basin_depth  13_manifold_dim  14_reheating  [14b_reheat_controls]  15_reheat_geometry
+#   01_env_snapshot  02_training  03_eval_noise  04_oscillations  04b_oscillation_tiers  05_trajectory_pca
+#   06_update_alignment  06b_backbone_phases  06c_drift_scaling
+#   07_residual_decomposition  07b_integration_test  08_switching_alignment  09_fisher_analysis  09b_fisher_peaks
+#   10_rayleigh_quotients  11_basin_tests  12_basin_depth  12b_basin_recovery  13_manifold_dim  14_reheating
+#   [14b_reheat_controls]  14c_lr_threshold_map  15_reheat_geometry
 #   15b_claims  16_figures  17_report
 # --controls adds stage 14b: the reheating controls of claim 19 (experiments/reheating/controls.py: λ unchanged and a
 # λ = 0-trained start, which trains the run a second time); the stages after it are then redone.
@@ -26,9 +27,9 @@ SEED="$1"; shift
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer (got '$SEED')"
 
 PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""; CONTROLS=0
-ALL_STAGES=" 01_env_snapshot 02_training 03_eval_noise 04_oscillations 05_trajectory_pca 06_update_alignment
- 06b_backbone_phases 06c_drift_scaling 07_residual_decomposition 07b_integration_test 08_switching_alignment 09_fisher_analysis 10_rayleigh_quotients 11_basin_tests
- 12_basin_depth 13_manifold_dim 14_reheating 14b_reheat_controls 15_reheat_geometry 15b_claims 16_figures 17_report "
+ALL_STAGES=" 01_env_snapshot 02_training 03_eval_noise 04_oscillations 04b_oscillation_tiers 05_trajectory_pca 06_update_alignment
+ 06b_backbone_phases 06c_drift_scaling 07_residual_decomposition 07b_integration_test 08_switching_alignment 09_fisher_analysis 09b_fisher_peaks 10_rayleigh_quotients 11_basin_tests
+ 12_basin_depth 12b_basin_recovery 13_manifold_dim 14_reheating 14b_reheat_controls 14c_lr_threshold_map 15_reheat_geometry 15b_claims 16_figures 17_report "
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET="$2"; shift 2 ;;
@@ -128,6 +129,7 @@ step 01_env_snapshot env_snapshot
 step 02_training train
 step 03_eval_noise a basin/eval_noise
 step 04_oscillations a switching/detect_oscillations
+step 04b_oscillation_tiers a switching/oscillation_tiers
 step 05_trajectory_pca a backbone/trajectory_pca
 step 06_update_alignment a backbone/update_alignment
 step 06b_backbone_phases a backbone/backbone_phases
@@ -136,9 +138,11 @@ step 07_residual_decomposition a backbone/residual_decomposition "${GRAD[@]}" ${
 step 07b_integration_test a backbone/integration_test --device "$DEVICE"
 step 08_switching_alignment a switching/switching_alignment
 step 09_fisher_analysis a fisher/fisher_analysis "${GRAD[@]}" "${FISHER_STEPS[@]}"
+step 09b_fisher_peaks a fisher/fisher_peaks "${GRAD[@]}"
 step 10_rayleigh_quotients a fisher/rayleigh_quotients "${RAYLEIGH[@]}" "${FISHER_STEPS[@]}"
 step 11_basin_tests a basin/basin_tests
 step 12_basin_depth a basin/basin_depth "${DEPTH[@]}"
+step 12b_basin_recovery a basin/basin_recovery --device "$DEVICE"
 step 13_manifold_dim a basin/manifold_dim
 step 14_reheating "$PY" experiments/reheating/reheat.py --run-dir "$RUN" "${NP[@]}"
 if [ "$CONTROLS" = 1 ]; then
@@ -148,6 +152,7 @@ if [ "$CONTROLS" = 1 ]; then
   fi
   step 14b_reheat_controls "$PY" experiments/reheating/controls.py --run-dir "$RUN" "${NP[@]}"
 fi
+step 14c_lr_threshold_map a basin/lr_threshold_map
 step 15_reheat_geometry a reheating/reheat_geometry
 step 15b_claims a claims/claims
 step 16_figures "$PY" figures/make_paper_figures.py --run-dir "$RUN"

@@ -38,7 +38,6 @@ Example:  python analysis/basin/basin_depth.py --run-dir runs/quick
 """
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,6 +55,7 @@ from training.geometry.basin import (
     default_sigmas,
     depth_summary,
     drift_table,
+    load_progress,
     p_ood_series,
     pair_steps,
     peak_trough_depth,
@@ -100,18 +100,6 @@ def choose_checkpoints(args, run, pairs, p_ood) -> list[dict]:
     if not args.steps:
         roles.setdefault(last, []).append("late")
     return [{"step": s, "role": "/".join(sorted(set(roles[s]))), "p_ood_logged": p_ood.get(s)} for s in sorted(roles)]
-
-
-def load_progress(path: Path, key: dict) -> tuple[list[dict], str | None]:
-    if not path.exists():
-        return [], None
-    try:
-        prog = runio.read_json(path, "basin-depth progress file")
-        if prog.get("settings") == key:
-            return list(prog["records"]), None
-        return [], "the progress file was written with other settings; starting over"
-    except (UserError, AttributeError, KeyError, TypeError):
-        return [], "the progress file is unreadable; starting over"
 
 
 def main() -> int:

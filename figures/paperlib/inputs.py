@@ -37,6 +37,10 @@ RUN_INPUTS = {
     "basin_depth": ("analysis/basin_depth.json", "python analysis/basin/basin_depth.py --run-dir RUN"),
     "manifold_dim": ("analysis/manifold_dim.json", "python analysis/basin/manifold_dim.py --run-dir RUN"),
     "claims": ("analysis/claims.json", "python analysis/claims/claims.py --run-dir RUN"),
+    "oscillation_tiers": ("analysis/oscillation_tiers.json", "python analysis/switching/oscillation_tiers.py --run-dir RUN"),
+    "basin_recovery": ("analysis/basin_recovery.json", "python analysis/basin/basin_recovery.py --run-dir RUN"),
+    "lr_threshold_map": ("analysis/lr_threshold_map.json", "python analysis/basin/lr_threshold_map.py --run-dir RUN"),
+    "fisher_peaks": ("analysis/fisher_peaks.json", "python analysis/fisher/fisher_peaks.py --run-dir RUN"),
 }
 # the claims ledger (--ledger): a claims.json of analysis/claims/claims.py, one run's or a seed set's
 LEDGER_INPUT = ("ledger", "a claims ledger (python analysis/claims/claims.py --run-dir RUN ..., or the claims.json "

@@ -548,13 +548,92 @@ def table_centred(inp: Inputs) -> Table:
                  "centring removes the monotonic drift and spreads it over the components.", cols, rows)
 
 
+def _applicable(inp: Inputs, name: str) -> dict:
+    d = inp.need(name)
+    if not d.get("applicable", True):
+        raise Empty(f"{name}: not applicable ({d.get('reason', 'no reason recorded')})")
+    return d
+
+
+def table_basin_recovery(inp: Inputs) -> Table:
+    d = _applicable(inp, "basin_recovery")
+    thr = d["settings"]["threshold"]
+    cols = [Col("start", "step"), Col("role", align="l"), Col("pairs", align="l"), Col("p_ood start", "num3"),
+            Col("λ raised", "num2"), Col("max p_ood", "num3"), Col(f"steps to {thr:g}", align="r"),
+            Col("gain − noise bias (σ)", "num1"), Col("λ unchanged", "num2"), Col("max p_ood (control)", "num3"),
+            Col("raised − control (σ)", "signed")]
+    rows = []
+    for r in d["starts"]:
+        a, c = r.get("raised", {}), r.get("control", {})
+        rows.append([r["step"], r["role"], ", ".join(r["pairs"]), a.get("start_p_ood"), a.get("lam"), a.get("max_p_ood"),
+                     Cell("never" if a.get("steps_to_threshold") is None else str(a["steps_to_threshold"]), "text"),
+                     a.get("gain_over_bias_sigma"), c.get("lam"), c.get("max_p_ood"),
+                     r.get("max_raised_minus_control_sigma")])
+    rs = d["settings"]["relax"]
+    return Table("table_basin_recovery", "B1: basin recovery from the switch pairs",
+                 f"From each start checkpoint a fresh optimizer (the run's, constant lr {rs['lr']:g}) for {rs['steps']} "
+                 f"steps with the raised λ, p_ood every {d['settings']['every']} steps; control: the same batches with λ "
+                 f"unchanged. Gain − noise bias: (max − start − σ_eval·E[max of n normals]) / σ_eval, what a flat "
+                 f"series would not show (σ_eval {fmt(d.get('sigma_eval'), 'num3')}). mini_gpt README B-series: B1 basin "
+                 "recovery (fresh optimizer, probe weight increase).", cols, rows)
+
+
+def table_lr_threshold(inp: Inputs) -> Table:
+    d = _applicable(inp, "lr_threshold_map")
+    cols = [Col("lr", "lr"), Col("p_ood start", "num3"), Col("max p_ood", "num3"), Col("at step", "step"),
+            Col(f"first escape (> {d['threshold']:g})", align="r"), Col(f"first ≥ {d['target']:g}", align="r"),
+            Col("gain − noise bias (σ)", "num1")]
+    rows = [[r["lr"], r["start_p_ood"], r["max_p_ood"], r["max_step"],
+             Cell("never" if r["first_escape_step"] is None else str(r["first_escape_step"]), "text"),
+             Cell("never" if r["first_step_at_target"] is None else str(r["first_step_at_target"]), "text"),
+             r["gain_over_bias_sigma"]] for r in d["rows"]]
+    return Table("table_lr_threshold", "B5: learning-rate threshold map",
+                 f"Restarts from step {d.get('from_step')} ({d['source']}): per learning rate the maximum p_ood and the "
+                 f"first escape above {d['threshold']:g} (skydancerosel/mini_gpt's B5). Lowest escaping lr: "
+                 f"{fmt(d['lowest_escaping_lr'], 'lr')}; highest that does not escape: "
+                 f"{fmt(d['highest_non_escaping_lr'], 'lr')}.", cols, rows)
+
+
+def table_oscillation_tiers(inp: Inputs) -> Table:
+    d = _applicable(inp, "oscillation_tiers")
+    cols = [Col("peak", "step"), Col("trough", "step"), Col("kind", align="l"), Col("δ", "num3"),
+            Col("δ / σ_eval", "num2"), Col("tier", align="l")]
+    rows = [[r["peak_step"], r["trough_step"], r["kind"], r["delta"], r["delta_sigma"], r["tier"]] for r in d["pairs"]]
+    n, nl = d["counts"], d["null"]
+    return Table("table_oscillation_tiers", "Oscillation tiers in units of the evaluation noise",
+                 f"δ = p_ood(peak) − p_ood(trough) over σ_eval = {fmt(d['sigma'], 'num3')}; tiers A ≥ 3σ, B 2–3σ, C < 2σ "
+                 f"({d['cuts_source']}). Counts A {n['A']}, B {n['B']}, C {n['C']}; white noise of {d['n_points']} "
+                 f"evaluations gives {fmt(nl['expected_noise_peaks_2sigma'], 'num2')} peaks of prominence ≥ 2σ and "
+                 f"{fmt(nl['expected_noise_peaks_3sigma'], 'num2')} ≥ 3σ per series (the null); calibrated noise-level "
+                 f"amplitude {fmt(nl['noise_level_amplitude'], 'num3')}.", cols, rows)
+
+
+def table_fisher_peaks(inp: Inputs) -> Table:
+    d = _applicable(inp, "fisher_peaks")
+    cols = [Col("peak", "step"), Col("trough", "step"), Col("λ1 peak", "sci"), Col("λ1 trough", "sci"),
+            Col("ln λ1 ratio", "signed"), Col("z (λ1)", "signed"), Col("trace peak", "sci"), Col("trace trough", "sci"),
+            Col("ln trace ratio", "signed"), Col("z (trace)", "signed")]
+    rows = [[r["peak_step"], r["trough_step"], r["lambda_1"]["peak"], r["lambda_1"]["trough"], r["lambda_1"]["log_ratio"],
+             r["lambda_1"]["z"], r["trace"]["peak"], r["trace"]["trough"], r["trace"]["log_ratio"], r["trace"]["z"]]
+            for r in d["pairs"]]
+    s = d["summary"]
+    return Table("table_fisher_peaks", "Fisher spectrum at peaks vs troughs",
+                 f"Empirical Fisher of {d['settings']['n_batches']} mini-batch trunk gradients at each end of a switch "
+                 f"pair; z = ln(peak/trough) / its resampling noise (null: 0). Mean ln λ1 ratio "
+                 f"{fmt(s['lambda_1']['mean_log_ratio'], 'signed')} (SEM over pairs "
+                 f"{fmt(s['lambda_1']['sem_over_pairs'], 'num3')}), mean ln trace ratio "
+                 f"{fmt(s['trace']['mean_log_ratio'], 'signed')}.", cols, rows)
+
+
 TABLES: list[tuple[str, Callable[[Inputs], Table]]] = [
     ("table1_hyperparameters", table1), ("table2_pc1", table2), ("table_centred", table_centred), ("table3_update_alignment", table3), ("table4_sign_flip", table4),
     ("table5_block_bias", table5), ("table_phases", table_phases), ("table_drift_scaling", table_drift_scaling),
     ("table_gradient_alignment", table_grad), ("table6_rayleigh", table6),
     ("table_switching", table_switching), ("table8_optimizers", table8), ("table9_sgd", table9), ("table10_matched", table10),
     ("table_beta2", table_beta), ("table_beta2_reheat", table_beta_reheat), ("table11_reheating", table11),
-    ("table_claims", table_claims)]
+    ("table_claims", table_claims), ("table_oscillation_tiers", table_oscillation_tiers),
+    ("table_basin_recovery", table_basin_recovery), ("table_lr_threshold", table_lr_threshold),
+    ("table_fisher_peaks", table_fisher_peaks)]
 
 
 def comparison(inp: Inputs, N: Numbers) -> Table:

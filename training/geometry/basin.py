@@ -117,12 +117,17 @@ def probe_eval(model: torch.nn.Module, task: LMProbeTask, device: torch.device |
 
 
 def relax(model: torch.nn.Module, cfg: Config, task: LMProbeTask, settings: RelaxSettings, seed: int,
-          call_key: Sequence[int], device: torch.device | str = "cpu") -> dict:
+          call_key: Sequence[int], device: torch.device | str = "cpu", trace_every: int = 0) -> dict:
     """Run protocol R on ``model`` in place (it must already be on ``device``) and evaluate it.
 
     Returns p_ood, nll_ood, lm_ood, the regime, the number of updates done and whether a non-finite
-    loss stopped the relaxation early (the offending update is not applied).
+    loss stopped the relaxation early (the offending update is not applied). With ``trace_every`` = k > 0
+    the OOD probe set is also evaluated before the first update and after every k-th update and the last
+    one (``trace``: [{"step", "p_ood", "nll_ood"}]); evaluation draws no random numbers and restores the
+    training mode, so the updates are those of the untraced relaxation.
     """
+    if trace_every < 0:
+        raise UserError(f"the trace interval must be >= 0 (got {trace_every})")
     device = torch.device(device)
     amp = lambda: autocast_context(cfg, device)  # noqa: E731
     optimizer, spec = build_optimizer(model, cfg.replace(lr=settings.lr), device)
@@ -130,6 +135,14 @@ def relax(model: torch.nn.Module, cfg: Config, task: LMProbeTask, settings: Rela
     params = [p for p in model.parameters() if p.requires_grad]
     t0 = time.monotonic()
     done, diverged, last_loss = 0, False, None
+    trace: list[dict] = []
+
+    def point(i: int) -> None:
+        m = probe_eval(model, task, device, "probe_ood", amp)
+        trace.append({"step": i, "p_ood": m["p"], "nll_ood": m["nll"]})
+
+    if trace_every:
+        point(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence([int(seed), RELAX_TAG, *map(int, call_key)])
                               .generate_state(1, np.uint64)[0] & 0x7FFFFFFFFFFFFFFF))
@@ -146,11 +159,99 @@ def relax(model: torch.nn.Module, cfg: Config, task: LMProbeTask, settings: Rela
                 break
             done += 1
             last_loss = float(sums["loss"])
+            if trace_every and (done % trace_every == 0 or done == settings.steps):
+                point(done)
     optimizer.zero_grad(set_to_none=True)
     m = probe_eval(model, task, device, "probe_ood", amp)
-    return {"p_ood": m["p"], "nll_ood": m["nll"], "lm_ood": m["lm"], "regime": regime(m["p"], m["nll"], settings),
-            "steps_done": done, "diverged": diverged, "last_train_loss": last_loss,
-            "seconds": round(time.monotonic() - t0, 3)}
+    out = {"p_ood": m["p"], "nll_ood": m["nll"], "lm_ood": m["lm"], "regime": regime(m["p"], m["nll"], settings),
+           "steps_done": done, "diverged": diverged, "last_train_loss": last_loss,
+           "seconds": round(time.monotonic() - t0, 3)}
+    if trace_every:
+        out["trace"] = trace
+    return out
+
+
+def load_progress(path: Path, key: dict) -> tuple[list[dict], str | None]:
+    """The records of a resumable analysis's progress file when it was written with the same ``key`` (run, protocol,
+    seed, device), else none and why (other settings, unreadable)."""
+    if not path.exists():
+        return [], None
+    try:
+        prog = runio.read_json(path, "progress file")
+        if prog.get("settings") == key:
+            return list(prog["records"]), None
+        return [], "the progress file was written with other settings; starting over"
+    except (UserError, AttributeError, KeyError, TypeError):
+        return [], "the progress file is unreadable; starting over"
+
+
+# ---------------------------------------------------------------------------- B1 recovery, B5 threshold map
+PAPER_RECOVERY_STEPS = 1000     # skydancerosel/mini_gpt's B1_basin_test.py: 1000 updates, p_ood every 50
+PAPER_RECOVERY_EVERY = 50
+ESCAPE_THRESHOLD = 0.4          # the same file's B5 map: "escape" = the first evaluation with p_ood > 0.4
+
+
+def recovery_defaults(cfg: Config, steps: int | None = None, lr: float | None = None, lam: float | None = None,
+                      every: int | None = None, threshold: float = PROBE_P_OOD) -> tuple[RelaxSettings, int]:
+    """B1's recovery protocol at the scale of ``cfg``'s preset: protocol R's optimizer, learning rate and raised λ
+    (twice the preset's initial λ), for 1000 paper steps with p_ood every 50 (scaled), and the interval."""
+    s = relax_defaults(cfg, scale_step(cfg, PAPER_RECOVERY_STEPS) if steps is None else steps, lr, lam,
+                       p_threshold=threshold)
+    k = scale_step(cfg, PAPER_RECOVERY_EVERY) if every is None else int(every)
+    if k < 1:
+        raise UserError(f"the evaluation interval must be >= 1 (got {k})")
+    return s, k
+
+
+def recovery_summary(steps: Sequence[int], p_ood: Sequence[float], threshold: float, sigma: float | None = None,
+                     strict: bool = False) -> dict:
+    """What a p_ood series that starts at ``steps[0]`` reaches: the start value p0, the maximum and its (first)
+    step, the gain max − p0, the first step with p_ood ≥ ``threshold`` (> with ``strict``; None if never; 0 when
+    the start is already there) and the final value. With the evaluation noise σ: the gain a series that never
+    moves would show, σ·E[max of n normals] over its n evaluations (start included), and the gain above it in σ."""
+    s, p = [int(x) for x in steps], [float(x) for x in p_ood]
+    if not s or len(s) != len(p):
+        raise UserError("a recovery series needs equally many steps and p_ood values, at least one")
+    if any(b <= a for a, b in zip(s, s[1:])):
+        raise UserError("the steps of a recovery series must increase")
+    i_max = int(np.argmax(p))
+    hit = next((i for i, v in enumerate(p) if (v > threshold if strict else v >= threshold)), None)
+    out = {"start_step": s[0], "start_p_ood": p[0], "max_p_ood": p[i_max], "max_step": s[i_max],
+           "gain": p[i_max] - p[0], "threshold": float(threshold), "rule": ">" if strict else ">=",
+           "reached": hit is not None, "steps_to_threshold": None if hit is None else s[hit] - s[0],
+           "final_p_ood": p[-1], "n_evals": len(p), "noise_std": sigma, "noise_bias": None, "gain_over_bias_sigma": None}
+    if sigma is not None and sigma > 0:
+        from training.geometry.nulls import reentry_noise_bias
+        out["noise_bias"] = reentry_noise_bias(sigma, len(p))
+        out["gain_over_bias_sigma"] = (out["gain"] - out["noise_bias"]) / sigma
+    return out
+
+
+def threshold_map(series: Sequence[dict], threshold: float = ESCAPE_THRESHOLD, sigma: float | None = None,
+                  target: float = PROBE_P_OOD) -> dict:
+    """B5, the learning-rate threshold map: for restarts from one checkpoint at several learning rates (``series``:
+    [{"lr", "steps", "p_ood", ...}]), per learning rate the maximum p_ood and its step, the first escape
+    (p_ood > ``threshold``) and the first step at ``target`` (≥), beside the noise bias of the maximum; then the
+    smallest learning rate that escapes and the largest that does not (the threshold lies between them when the
+    escapes are monotone in the learning rate, which ``monotone`` says)."""
+    if not series:
+        raise UserError("the threshold map needs at least one learning rate")
+    rows = []
+    for r in sorted(series, key=lambda r: float(r["lr"])):
+        esc = recovery_summary(r["steps"], r["p_ood"], threshold, sigma, strict=True)
+        tgt = recovery_summary(r["steps"], r["p_ood"], target)
+        rows.append({**{k: v for k, v in r.items() if k not in ("steps", "p_ood")}, "lr": float(r["lr"]),
+                     "start_p_ood": esc["start_p_ood"], "max_p_ood": esc["max_p_ood"], "max_step": esc["max_step"],
+                     "gain": esc["gain"], "escaped": esc["reached"], "first_escape_step": esc["steps_to_threshold"],
+                     "first_step_at_target": tgt["steps_to_threshold"], "final_p_ood": esc["final_p_ood"],
+                     "n_evals": esc["n_evals"], "noise_bias": esc["noise_bias"],
+                     "gain_over_bias_sigma": esc["gain_over_bias_sigma"]})
+    esc = [r["lr"] for r in rows if r["escaped"]]
+    stay = [r["lr"] for r in rows if not r["escaped"]]
+    flags = [r["escaped"] for r in rows]
+    return {"threshold": float(threshold), "target": float(target), "noise_std": sigma, "rows": rows,
+            "lowest_escaping_lr": min(esc) if esc else None, "highest_non_escaping_lr": max(stay) if stay else None,
+            "monotone": flags == sorted(flags)}
 
 
 # ---------------------------------------------------------------------------- perturbation

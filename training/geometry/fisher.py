@@ -95,6 +95,54 @@ def fisher_spectrum(G: torch.Tensor) -> FisherSpectrum:
     return FisherSpectrum(np.clip(lam, 0.0, None), W[:, order], G.shape[1])
 
 
+def spectrum_bootstrap(K: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict:
+    """Resampling noise of λ_1 and trace F̂: ``K`` = (1/M) G Gᵀ; each of ``n_boot`` draws resamples the M mini-batch
+    gradients with replacement (rows and columns idx of K: the Fisher of the resampled gradients) and takes its
+    top eigenvalue and trace. Returns the draws and the standard deviations (ddof 1) of their logarithms."""
+    K = np.asarray(K, dtype=np.float64)
+    M = K.shape[0]
+    if K.ndim != 2 or K.shape[1] != M or M < 2 or n_boot < 2:
+        raise UserError("the Fisher bootstrap needs a square gradient Gram of M >= 2 batches and n_boot >= 2")
+    lam1, tr = np.empty(n_boot), np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, M, size=M)
+        Kb = K[np.ix_(idx, idx)]
+        lam1[b] = np.linalg.eigvalsh((Kb + Kb.T) / 2)[-1]
+        tr[b] = np.trace(Kb)
+    with np.errstate(divide="ignore"):
+        return {"lambda_1": lam1.tolist(), "trace": tr.tolist(), "sd_log_lambda_1": float(np.log(lam1).std(ddof=1)),
+                "sd_log_trace": float(np.log(tr).std(ddof=1))}
+
+
+def peak_trough_fisher(records: dict[int, dict], pairs) -> dict:
+    """The Fisher spectrum at the peaks against the troughs of switch pairs, paired: per pair and for
+    ``key`` in (λ_1, trace), d = ln key(peak) − ln key(trough), its noise se = sqrt(sd_p² + sd_t²) from the
+    resampling sds of each checkpoint (:func:`spectrum_bootstrap`) and z = d / se; over pairs the mean d,
+    its standard error over pairs (sd/√n, n ≥ 2) and the mean bootstrap se. The null is d = 0: a peak
+    and a trough with the same Fisher differ by the resampling noise only. ``records``: step ->
+    {"lambda_1", "trace", "sd_log_lambda_1", "sd_log_trace"}."""
+    rows = []
+    for q in pairs:
+        p, t = records[q.peak_step], records[q.trough_step]
+        row = {"peak_step": q.peak_step, "trough_step": q.trough_step, "kind": q.kind, "amplitude": q.amplitude}
+        for key in ("lambda_1", "trace"):
+            d = float(np.log(p[key]) - np.log(t[key]))
+            se = float(np.hypot(p[f"sd_log_{key}"], t[f"sd_log_{key}"]))
+            row[key] = {"peak": p[key], "trough": t[key], "log_ratio": d, "se": se,
+                        "z": d / se if se > 0 else None}
+        rows.append(row)
+    summary = {}
+    for key in ("lambda_1", "trace"):
+        d = np.array([r[key]["log_ratio"] for r in rows])
+        n = len(d)
+        summary[key] = {"n_pairs": n, "mean_log_ratio": float(d.mean()) if n else None,
+                        "sem_over_pairs": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+                        "mean_bootstrap_se": float(np.mean([r[key]["se"] for r in rows])) if n else None,
+                        "n_peak_higher": int(np.sum(d > 0))}
+    return {"pairs": rows, "summary": summary,
+            "null": "log ratio 0: the same Fisher at peak and trough, up to the mini-batch resampling noise (se)"}
+
+
 def top_eigenvectors(G: torch.Tensor, spectrum: FisherSpectrum, k: int = 1) -> torch.Tensor:
     """U (D × k, float64): u_j = Gᵀ w_j / ‖Gᵀ w_j‖, the unit eigenvectors of F̂ for λ_1..λ_k."""
     W = torch.as_tensor(spectrum.weights[:, :k], dtype=torch.float64, device=G.device)

@@ -413,6 +413,56 @@ def switching_nulls(gram: Gram, random_walk: Gram, pairs: Sequence[SwitchPair], 
                         "median_random_walk_capture": med("random_walk_capture"), "why_not": why}}
 
 
+# ---------------------------------------------------------------------------- oscillation tiers
+TIER_CUTS = (("A", 3.0), ("B", 2.0))   # skydancerosel/mini_gpt detect_oscillations.py: K_A = 3, K_B = 2 (δ in σ_eval)
+
+
+def eval_noise_std(run_dir: Path) -> tuple[float | None, str]:
+    """σ_eval = mean_std of RUN/analysis/eval_noise.json (analysis/basin/eval_noise.py), or None with the reason."""
+    path = runio.find_analysis_input(Path(run_dir), "eval_noise.json")
+    if not path.exists():
+        return None, f"no {path} (run analysis/basin/eval_noise.py --run-dir {run_dir})"
+    try:
+        sigma = float(runio.read_json(path, "eval-noise file")["mean_std"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} has no mean_std; run analysis/basin/eval_noise.py again") from None
+    if not sigma > 0:
+        return None, f"{path} gives σ_eval = {sigma} (p_ood at 0 or 1 where it was measured); no noise unit"
+    return sigma, str(path)
+
+
+def tier_of(z: float) -> str:
+    """A (δ ≥ 3σ), B (2σ ≤ δ < 3σ) or C (δ < 2σ), the cut-offs of :data:`TIER_CUTS`."""
+    for name, cut in TIER_CUTS:
+        if z >= cut:
+            return name
+    return "C"
+
+
+def oscillation_tiers(pairs: Sequence[SwitchPair], sigma: float, n_points: int) -> dict:
+    """Each switch pair's amplitude δ = p(peak) − p(trough) in units of the evaluation noise σ, its tier, the
+    counts per tier, and beside them the null: the white-noise peaks per series of ``n_points`` evaluations
+    that clear a prominence of 2σ and of 3σ (:func:`expected_false_peaks`), i.e. how many tier-B and tier-A
+    events pure noise would give, and the calibrated noise-level amplitude k*·σ (at most
+    :data:`FALSE_PEAK_TARGET` noise peaks per series). δ is a peak-to-trough difference, not a prominence, so
+    the null counts are a guide, not an exact false-alarm rate of the tiers."""
+    if not sigma > 0:
+        raise UserError(f"the tiers need an evaluation noise σ > 0 (got {sigma})")
+    rows = []
+    for q in pairs:
+        z = q.amplitude / sigma
+        rows.append({"peak_step": q.peak_step, "trough_step": q.trough_step, "kind": q.kind, "delta": q.amplitude,
+                     "delta_sigma": z, "tier": tier_of(z), "at_noise_level": q.at_noise_level})
+    k_star = calibrated_multiplier(n_points) if n_points >= 3 else None
+    return {"sigma": float(sigma), "n_points": int(n_points), "cuts": {k: v for k, v in TIER_CUTS},
+            "cuts_source": "skydancerosel/mini_gpt analysis/switching/detect_oscillations.py (K_A = 3, K_B = 2)",
+            "pairs": rows, "counts": {t: sum(r["tier"] == t for r in rows) for t in ("A", "B", "C")},
+            "null": {"expected_noise_peaks_2sigma": expected_false_peaks(n_points, 2.0),
+                     "expected_noise_peaks_3sigma": expected_false_peaks(n_points, 3.0),
+                     "calibrated_multiplier": k_star,
+                     "noise_level_amplitude": None if k_star is None else k_star * sigma}}
+
+
 # ---------------------------------------------------------------------------- evaluation noise
 def bootstrap_std(correct: np.ndarray, n_boot: int, rng: np.random.Generator) -> float:
     """Standard deviation (ddof = 1) of mean(correct[idx]) over ``n_boot`` resamples idx of the n
