@@ -65,7 +65,7 @@ def resolve_series(sources: list[str], revisions: list[str] | None, trust_pickle
                             "directory was expected; a hub id is owner/name)")
         if path.is_file():
             items.append(_file_item(path, trust_pickle))
-        elif (path / "config.json").is_file() and not revisions:
+        elif _is_hf_dir(path) and not revisions:
             items.append(_hf_item(str(path), None, str(path), path.name, trust_pickle))
         elif revisions:
             for r in revisions:
@@ -75,7 +75,7 @@ def resolve_series(sources: list[str], revisions: list[str] | None, trust_pickle
                 items.append(_hf_item(str(d), None, str(d), r, trust_pickle))
         else:
             files = src_mod.checkpoint_files(path)
-            subdirs = sorted(d for d in path.iterdir() if d.is_dir() and (d / "config.json").is_file())
+            subdirs = sorted(d for d in path.iterdir() if d.is_dir() and _is_hf_dir(d))
             if files:
                 items += [_file_item(f, trust_pickle) for f in files]
             elif subdirs:
@@ -84,6 +84,12 @@ def resolve_series(sources: list[str], revisions: list[str] | None, trust_pickle
                 raise UserError(f"{path} holds no checkpoints (no {', '.join(src_mod.CHECKPOINT_SUFFIXES)} files, "
                                 "no config.json, no revision subdirectories with one)")
     return items
+
+
+def _is_hf_dir(path: Path) -> bool:
+    """A save_pretrained directory: config.json beside Hugging Face weight files (a directory of state_dict files
+    with the reference code's config.json is a series, not one checkpoint)."""
+    return (path / "config.json").is_file() and any((path / f).is_file() for f, _ in src_mod.HF_WEIGHTS)
 
 
 def _file_item(path: Path, trust_pickle: bool) -> Item:
@@ -183,13 +189,14 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
         raise UserError(f"{out} already holds a run ({', '.join(runio.run_contents(out))}); choose another --out-dir")
 
     # the architecture and the trunk plan, from the first checkpoint
-    first = items[0].open()
     hf_cfg = None
     if items[0].kind == "hf":
         arch_name, hf_cfg = _hf_arch(items[0])
         if architecture and architecture != arch_name:
             raise UserError(f"--architecture {architecture}, but {items[0].label} is a {arch_name} checkpoint")
+        first = items[0].open()
     else:
+        first = items[0].open()
         arch_name = architecture or archs.detect(first.shapes)
     arch = archs.architecture(arch_name)
     base, schedule = _base_config(preset_name)

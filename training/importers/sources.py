@@ -257,6 +257,8 @@ def hf_source(src: str, revision: str | None, where: str, trust_pickle: bool = F
         if kind == "safetensors":
             return SafetensorsSource(files, where)
         return _MergedTorch([TorchSource(p, f"{where} ({p.name})", trust_pickle) for p in files], where)
+    if not Path(src).is_dir():
+        raise _hub_error(OSError("couldn't connect or find the weights in the cached files"), where)
     raise UserError(f"{where} has no weights (none of {', '.join(f for f, _ in HF_WEIGHTS)})")
 
 
