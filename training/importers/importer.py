@@ -284,7 +284,7 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
         record["imported"] = imported
         runio.atomic_write_json(out / "config.json", record)
         runio.write_status(out, "completed", items[-1].step, f"imported {len(items)} checkpoints ({arch.name})")
-    low = sorted(d for d in dtypes if d.upper() in ("F16", "BF16", "FLOAT16", "BFLOAT16"))
+    low = sorted(d for d in dtypes if d in ("float16", "bfloat16"))
     if low:
         print(f"note: the source weights are {', '.join(low)}, stored here exactly as fp32; drifts smaller than "
               "their rounding (2^-8 relative for bf16, 2^-11 for fp16) are not resolved", file=sys.stderr)

@@ -71,16 +71,17 @@ class SafetensorsSource(TensorSource):
                     if not 0 <= a <= b or 8 + n + b > size:
                         raise ValueError(f"{k} ends at byte {8 + n + b} of a {size}-byte file")
                     self.shapes[k] = tuple(int(d) for d in info["shape"])
-                    self.dtypes[k] = str(info["dtype"])
-                    self._where[k] = (path, 8 + n + a, b - a)
+                    code = str(info["dtype"])
+                    self.dtypes[k] = str(_ST_DTYPES[code]).replace("torch.", "") if code in _ST_DTYPES else code
+                    self._where[k] = (path, 8 + n + a, b - a, code)
             except FileNotFoundError:
                 raise UserError(f"{what}: {path} does not exist") from None
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise UserError(f"{what} ({path}) is corrupt or truncated ({e})") from None
 
     def get(self, name: str) -> torch.Tensor:
-        path, offset, nbytes = self._where[name]
-        dtype = _ST_DTYPES.get(self.dtypes[name])
+        path, offset, nbytes, code = self._where[name]
+        dtype = _ST_DTYPES.get(code)
         if dtype is None:
             raise UserError(f"{self.what}: {name} has the unsupported dtype {self.dtypes[name]}")
         buf = bytearray(nbytes)
@@ -203,7 +204,7 @@ def is_hub_id(text: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", text)) and not Path(text).exists()
 
 
-def _hub_error(e: Exception, where: str) -> UserError:
+def _hub_error(e: Exception, where: str, repo: str = "REPO", revision: str | None = None) -> UserError:
     text = " ".join(str(e).split())
     if "couldn't connect" in text.lower() or "offline" in text.lower() or "cannot find the requested files" in text.lower():
         why = "it is not in the local Hugging Face cache and the hub cannot be reached (offline or unreachable)"
@@ -211,8 +212,9 @@ def _hub_error(e: Exception, where: str) -> UserError:
         why = "no such revision"
     else:
         why = text[:200]
-    return UserError(f"{where}: {why}; download or cache it first (e.g. `hf download REPO --revision REV`, or "
-                     "transformers' from_pretrained while online), or give the local directory")
+    rev = f" --revision {revision}" if revision else ""
+    return UserError(f"{where}: {why}; download or cache it first (e.g. `hf download {repo}{rev}`, or transformers' "
+                     "from_pretrained while online), or give the local directory")
 
 
 def hf_config(src: str, revision: str | None, where: str):
@@ -225,7 +227,7 @@ def hf_config(src: str, revision: str | None, where: str):
     except OSError as e:
         if Path(src).is_dir():
             raise UserError(f"{where} is not a Hugging Face checkpoint directory (no readable config.json)") from None
-        raise _hub_error(e, where) from None
+        raise _hub_error(e, where, src, revision) from None
 
 
 def hf_source(src: str, revision: str | None, where: str, trust_pickle: bool = False) -> TensorSource:
@@ -236,7 +238,7 @@ def hf_source(src: str, revision: str | None, where: str, trust_pickle: bool = F
         try:
             found = cached_file(src, filename, revision=revision, _raise_exceptions_for_missing_entries=False)
         except OSError as e:
-            raise _hub_error(e, where) from None
+            raise _hub_error(e, where, src, revision) from None
         if found is None:
             continue
         found = Path(found)
@@ -250,7 +252,7 @@ def hf_source(src: str, revision: str | None, where: str, trust_pickle: bool = F
                 try:
                     p = cached_file(src, shard, revision=revision)
                 except OSError as e:
-                    raise _hub_error(e, f"{where} (shard {shard})") from None
+                    raise _hub_error(e, f"{where} (shard {shard})", src, revision) from None
                 files.append(Path(p))
         else:
             files = [found]
@@ -258,7 +260,7 @@ def hf_source(src: str, revision: str | None, where: str, trust_pickle: bool = F
             return SafetensorsSource(files, where)
         return _MergedTorch([TorchSource(p, f"{where} ({p.name})", trust_pickle) for p in files], where)
     if not Path(src).is_dir():
-        raise _hub_error(OSError("couldn't connect or find the weights in the cached files"), where)
+        raise _hub_error(OSError("couldn't connect or find the weights in the cached files"), where, src, revision)
     raise UserError(f"{where} has no weights (none of {', '.join(f for f, _ in HF_WEIGHTS)})")
 
 
