@@ -280,6 +280,17 @@ def test_checkpoint_missing_trunk_tensors(series, tmp_path):
     assert "lacks the trunk tensor blocks.1.mlp.w_up.weight" in line and "ckpt_000400.pt" in line
 
 
+def test_checkpoint_of_another_shape_leaves_no_run(series, tmp_path):
+    """A revision of another model size is refused before anything is written."""
+    other = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=16, n_head=4, n_positions=32,
+                                                                 vocab_size=64))
+    other.save_pretrained(tmp_path / "step999")
+    run = tmp_path / "run"
+    line = one_error_line(run_import(*series["gpt2"][:2], tmp_path / "step999", "--out-dir", run))
+    assert "does not have the trunk of" in line and "step999" in line
+    assert not run.exists() or not any(run.iterdir())
+
+
 def test_hub_id_offline(tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
     p = run_import("EleutherAI/pythia-70m", "--revisions", "step0,step1000", "--out-dir", tmp_path / "run", env=env)

@@ -225,6 +225,7 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
         contents = "trunk"
     cfg = cfg.replace(steps=max(1, items[-1].step), ckpt_contents=contents, out_dir=str(out))
     cfg = cfg.replace(warmup=min(cfg.warmup, cfg.steps), lambda_step=min(cfg.lambda_step, cfg.steps))
+    first_shapes = dict(first.shapes)
     first.close()
 
     mapping = {e.name.replace(".0.", ".{b}.", 1): {"from": [_generic(s, arch) for s in e.sources],
@@ -240,44 +241,59 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
     }
     trunk_params = sum(int(torch.Size(e.shape).numel()) for e in entries)
     chash = cfg.hash()
+    def checked(k: int, it: Item):
+        """(source, shapes to write, trunk entries by name) of checkpoint k, refused in one line unless it has the
+        series' architecture and the first checkpoint's trunk (and, for a whole model, its other tensors)."""
+        if it.kind == "hf" and k > 0:
+            mt, _ = _hf_arch(it)
+            if mt != arch.name:
+                raise UserError(f"{it.label} is a {mt} checkpoint, the series' first a {arch.name} one")
+        src = it.open()
+        try:
+            these = archs.plan(arch, src.shapes, it.label, n_head)
+            if [(e.name, e.shape) for e in these] != [(e.name, e.shape) for e in entries]:
+                bad = next(((a, b) for a, b in zip(these, entries) if (a.name, a.shape) != (b.name, b.shape)),
+                           (None, None))
+                raise UserError(f"{it.label} does not have the trunk of {items[0].label}: "
+                                f"{_describe_mismatch(bad, len(these), len(entries))}")
+            shapes = {e.name: e.shape for e in these}
+            for name, foreign in extra.items():
+                if src.shapes.get(foreign) != first_shapes[foreign]:
+                    raise UserError(f"{it.label} lacks {foreign} or holds it in another shape than {items[0].label}")
+                shapes[name] = src.shapes[foreign]
+        except BaseException:
+            src.close()
+            raise
+        return src, shapes, {e.name: e for e in these}
+
+    # every checkpoint is checked (headers only) before anything is written: a bad one leaves no run behind
+    for k, it in enumerate(items):
+        checked(k, it)[0].close()
+    dtypes: set[str] = set()
     with runio.RunLock(out):
         runio.atomic_write_json(out / "config.json", {
             "config": cfg.to_dict(), "config_hash": chash, "provenance": runio.provenance(),
             "imported": imported, "vocab_size": notes.get("vocab_size"), "trunk_params": trunk_params})
         runio.write_status(out, "running", items[0].step, "importing")
-        dtypes: set[str] = set()
-        for k, it in enumerate(items):
-            src = it.open()
-            try:
-                if it.kind == "hf" and k > 0:
-                    mt, _ = _hf_arch(it)
-                    if mt != arch.name:
-                        raise UserError(f"{it.label} is a {mt} checkpoint, the series' first a {arch.name} one")
-                these = archs.plan(arch, src.shapes, it.label, n_head)
-                want = [(e.name, e.shape) for e in entries]
-                if [(e.name, e.shape) for e in these] != want:
-                    bad = next(((a, b) for a, b in zip(these, entries) if (a.name, a.shape) != (b.name, b.shape)),
-                               (these[len(entries)] if len(these) > len(entries) else None, None))
-                    raise UserError(f"{it.label} does not have the trunk of {items[0].label}: "
-                                    f"{_describe_mismatch(bad, len(these), len(entries))}")
-                shapes = {e.name: e.shape for e in these}
-                by_name = {e.name: e for e in these}
-                for name, foreign in extra.items():
-                    if foreign not in src.shapes:
-                        raise UserError(f"{it.label} lacks {foreign}, which {items[0].label} has")
-                    shapes[name] = src.shapes[foreign]
-                dtypes |= {src.dtypes[s] for e in these for s in e.sources}
+        try:
+            for k, it in enumerate(items):
+                src, shapes, by_name = checked(k, it)
+                try:
+                    dtypes |= {src.dtypes[s] for e in by_name.values() for s in e.sources}
 
-                def fetch(name, src=src, by_name=by_name):
-                    if name in by_name:
-                        e = by_name[name]
-                        return archs.assemble(e, [src.get(s) for s in e.sources], n_head)
-                    return src.get(extra[name])
-                runio.stream_checkpoint(out, it.step, shapes, fetch, chash, contents)
-            finally:
-                src.close()
-            if progress:
-                print(f"imported step {it.step} ({k + 1}/{len(items)}) from {it.label}", file=sys.stderr)
+                    def fetch(name, src=src, by_name=by_name):
+                        if name in by_name:
+                            e = by_name[name]
+                            return archs.assemble(e, [src.get(s) for s in e.sources], n_head)
+                        return src.get(extra[name])
+                    runio.stream_checkpoint(out, it.step, shapes, fetch, chash, contents)
+                finally:
+                    src.close()
+                if progress:
+                    print(f"imported step {it.step} ({k + 1}/{len(items)}) from {it.label}", file=sys.stderr)
+        except BaseException as e:
+            runio.write_status(out, "failed", it.step, f"import stopped at {it.label}: {type(e).__name__}: {e}"[:500])
+            raise
         imported["source_dtypes"] = sorted(dtypes)
         imported["elapsed_s"] = round(time.time() - t0, 3)
         record = runio.read_json(out / "config.json", "run config")
