@@ -102,6 +102,10 @@ def reference_series(root: Path, steps=(1, 200, 400, 600, 800)) -> Path:
             sd[f"blocks.{b}.attn.bias"] = torch.ones(1, 1, cfg.seq_len, cfg.seq_len).tril()
         torch.save({"step": s, "model_state_dict": sd}, d / f"ckpt_{s:06d}.pt")
     (d / "config.json").write_text(json.dumps({"n_layer": 2, "d_model": 32, "n_head": 4, "d_ff": 64, "seq_len": 16}))
+    (d / "codewords.json").write_text(json.dumps({"codewords": [" ZEBRA", " MANGO"], "count": 2}))
+    (d / "pilot_metrics.json").write_text(json.dumps([{"step": s, "val_loss": 3.0 - k / 10, "probe_in_acc": 0.1 * k,
+                                                        "probe_ood_acc": 0.05 * k, "cur_lambda": 2.0}
+                                                       for k, s in enumerate(steps)]))
     return d
 
 
@@ -202,7 +206,13 @@ def test_reference_state_dict_series_imports_the_whole_model(series, tmp_path):
     assert imp["architecture"] == "mini_gpt" and imp["native_model"] is True
     assert [c["step"] for c in imp["checkpoints"]] == [1, 200, 400, 600, 800] and imp["reference_step"] == 1
     files = sorted(d.glob("ckpt_*.pt"))
-    check_pca(run, files, "mini_gpt")
+    out = check_pca(run, files, "mini_gpt")
+    # the reference run's codewords and metrics come along (p_ood renamed), so the p_ood coupling is computed
+    assert json.loads((run / "codewords.json").read_text())["codewords"] == [" ZEBRA", " MANGO"]
+    from training.core.runio import read_metrics
+    m = read_metrics(run)
+    assert [r["step"] for r in m] == [1, 200, 400, 600, 800] and m[2]["p_ood"] == 0.1 and m[0]["lambda"] == 2.0
+    assert out["trunk"]["coupling_residual_p_ood"] is not None
     # the native model loads (model analyses work on it) with the file's weights
     from training.geometry.analysis_io import open_run
     model = open_run(run).model(400)

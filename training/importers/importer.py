@@ -294,6 +294,7 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
         except BaseException as e:
             runio.write_status(out, "failed", it.step, f"import stopped at {it.label}: {type(e).__name__}: {e}"[:500])
             raise
+        imported["copied"] = _copy_reference_files(items, out) if arch.native else []
         imported["source_dtypes"] = sorted(dtypes)
         imported["elapsed_s"] = round(time.time() - t0, 3)
         record = runio.read_json(out / "config.json", "run config")
@@ -305,6 +306,44 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
         print(f"note: the source weights are {', '.join(low)}, stored here exactly as fp32; drifts smaller than "
               "their rounding (2^-8 relative for bf16, 2^-11 for fp16) are not resolved", file=sys.stderr)
     return imported
+
+
+# the reference mini_gpt code's pilot_metrics.json keys -> metrics.jsonl's (README, "The run directory")
+REFERENCE_METRICS = {"probe_in_acc": "p_in", "probe_ood_acc": "p_ood", "cur_lambda": "lambda"}
+
+
+def _copy_reference_files(items: list[Item], out: Path) -> list[str]:
+    """From the reference code's run directory (where its ckpt_*.pt files lie): its probe codewords.json (the same
+    format as ours) and its pilot_metrics.json as metrics.jsonl (p_in/p_ood/lambda renamed), so the analyses that read
+    the metrics (p_ood coupling, oscillations) see them. Files that are absent or not of that form are skipped."""
+    dirs = {Path(it.label).parent for it in items if it.kind == "state_dict"}
+    if len(dirs) != 1:
+        return []
+    src = dirs.pop()
+    copied = []
+    cw = src / "codewords.json"
+    if cw.is_file():
+        from training.core.data import read_codewords
+        try:
+            words = read_codewords(cw)
+            runio.atomic_write_json(out / "codewords.json", {"codewords": words, "count": len(words)})
+            copied.append(str(cw))
+        except UserError:
+            print(f"note: {cw} is not a codewords file; not copied", file=sys.stderr)
+    pm = src / "pilot_metrics.json"
+    if pm.is_file():
+        try:
+            rows = runio.read_json(pm, "metrics")
+        except UserError:
+            rows = None
+        if isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("step"), (int, float)) for r in rows):
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+            for r in sorted(rows, key=lambda r: r["step"]):
+                runio.append_metrics(out, {REFERENCE_METRICS.get(k, k): v for k, v in r.items()})
+            copied.append(str(pm))
+        else:
+            print(f"note: {pm} is not a list of per-step records; not copied", file=sys.stderr)
+    return copied
 
 
 def _apply(cfg: Config, overrides) -> Config:
