@@ -114,9 +114,11 @@ class Run:
         (training/importers): the toolkit cannot run that model, only its checkpoints' trajectory."""
         imp = self.imported
         if imp is not None and not imp.get("native_model"):
-            raise UserError(f"{self.dir} was imported from {imp.get('architecture')} checkpoints, whose model this "
-                            "toolkit cannot run (it stores their trunk only): analyses that need the model (gradients, "
-                            "Fisher, switching with probes, basins) refuse it; the trajectory analyses work")
+            why = ("whose model this toolkit cannot run (it stores their trunk only)" if imp.get("architecture") !=
+                   "mini_gpt" else "which do not hold the whole model (it stores their trunk only)")
+            raise UserError(f"{self.dir} was imported from {imp.get('architecture')} checkpoints, {why}: analyses that "
+                            "need the model (gradients, Fisher, switching with probes, basins) refuse it; the "
+                            "trajectory analyses work")
 
     def task(self):
         """The run's data task (tokenizer, codewords, fixed eval sets) exactly as in training."""

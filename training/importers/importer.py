@@ -15,6 +15,7 @@ initialisation, written as step 0.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -223,7 +224,10 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
                            attn_only=False)
         cfg = _apply(cfg, overrides)
         contents = "trunk"
-    cfg = cfg.replace(steps=max(1, items[-1].step), ckpt_contents=contents, out_dir=str(out))
+    # the run's length: the last step, or the preset's / --set's when longer (its schedule then stays as given)
+    given = bool(preset_name) or any(o.replace("-", "_").startswith("steps=") for o in overrides)
+    cfg = cfg.replace(steps=max(1, items[-1].step, cfg.steps if given else 0), ckpt_contents=contents,
+                      out_dir=str(out))
     cfg = cfg.replace(warmup=min(cfg.warmup, cfg.steps), lambda_step=min(cfg.lambda_step, cfg.steps))
     first_shapes = dict(first.shapes)
     first.close()
@@ -237,10 +241,11 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
         "revisions": revisions, "init": init, "reference_step": items[0].step,
         "mapping": mapping, "flatten_order": FLATTEN_ORDER, "schedule": schedule if not preset_name else f"preset {preset_name}",
         "overrides": list(overrides), "notes": notes,
-        "hf_config": hf_cfg.to_dict() if hf_cfg is not None else None,
+        "hf_config": json.loads(hf_cfg.to_json_string()) if hf_cfg is not None else None,
     }
     trunk_params = sum(int(torch.Size(e.shape).numel()) for e in entries)
     chash = cfg.hash()
+
     def checked(k: int, it: Item):
         """(source, shapes to write, trunk entries by name) of checkpoint k, refused in one line unless it has the
         series' architecture and the first checkpoint's trunk (and, for a whole model, its other tensors)."""
