@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"core": 0, "geometry": 1, "studies": 2}
-TOP = 3                                     # training/pilot.py, reference_flags.py: the command, above every layer
+TOP = 3                                     # training/pilot.py, reference_flags.py (the training command) and
+                                            # training/importers/ (the checkpoint importers), above every layer
 FORBIDDEN_TOP = ("analysis", "experiments", "figures", "matplotlib")
 
 
@@ -113,6 +114,16 @@ def violations(root: Path, package: str = "training") -> list[str]:
 def test_training_follows_the_layer_order():
     found = violations(ROOT)
     assert not found, "\n".join(found)
+
+
+def test_importers_sit_above_the_layers():
+    """training/importers/ may import core and geometry; no layer imports it."""
+    edges, _ = graph(ROOT)
+    assert any(m.startswith("training.importers") for m in edges)
+    assert rank("training.importers.importer") == TOP
+    users = [m for m, imps in edges.items() if not m.startswith("training.importers") and rank(m) != TOP
+             and any(n.startswith("training.importers") for n, _ in imps)]
+    assert not users, users
 
 
 def test_every_module_sits_in_a_layer():

@@ -306,6 +306,42 @@ def write_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor],
     return path
 
 
+def stream_checkpoint(run_dir: Path, step: int, shapes: dict[str, tuple[int, ...]], fetch, config_hash: str,
+                      contents: str = "full") -> Path:
+    """Write checkpoint ``step`` one tensor at a time: the same bytes as :func:`write_checkpoint` of the same fp32
+    tensors (canonical header, data in name order), without holding them all in memory at once.
+
+    ``shapes``: name -> shape of every tensor; ``fetch(name)`` returns that tensor (any float dtype, converted
+    to float32 here), called once per name in sorted order, so the caller can read its source lazily and only
+    one tensor (and its fp32 copy) is alive at a time. Written atomically like every checkpoint.
+    """
+    meta = {"step": str(step), "config_hash": config_hash}
+    if contents != "full":
+        meta["contents"] = contents
+    names = sorted(shapes)
+    header: dict[str, Any] = {"__metadata__": meta}
+    pos = 0
+    for n in names:
+        nbytes = 4 * math.prod(int(d) for d in shapes[n])
+        header[n] = {"dtype": "F32", "shape": [int(d) for d in shapes[n]], "data_offsets": [pos, pos + nbytes]}
+        pos += nbytes
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path = checkpoint_path(run_dir, step)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(len(text).to_bytes(8, "little") + text)
+            for n in names:
+                t = fetch(n).detach().to("cpu", torch.float32).contiguous()
+                if tuple(t.shape) != tuple(shapes[n]):
+                    raise ValueError(f"{n}: shape {tuple(t.shape)} but {tuple(shapes[n])} was announced")
+                fh.write(memoryview(t.numpy()).cast("B"))
+                del t
+    atomic_write(path, write)
+    return path
+
+
 def host_copy(obj: Any) -> Any:
     """``obj`` (nested dicts / lists of tensors, e.g. an optimizer state dict) with every tensor copied to the host."""
     if isinstance(obj, torch.Tensor):

@@ -79,6 +79,8 @@ class Run:
         if not self.steps:
             raise UserError(f"{self.dir} has no checkpoints")
         self.status = runio.read_status(self.dir) or {}
+        record = runio.read_json(self.dir / "config.json", "run config")
+        self.imported: dict | None = record.get("imported") if isinstance(record.get("imported"), dict) else None
         if out_dir is not None:
             runio.redirect_analysis(self.dir, runio.check_out_dir(out_dir))
         self._warned = False
@@ -109,12 +111,25 @@ class Run:
     def checkpoints(self):
         return CheckpointSet(self.dir)
 
+    def require_model(self) -> None:
+        """Refuse, in one line, an analysis that needs the model of a run imported from a foreign architecture
+        (training/importers): the toolkit cannot run that model, only its checkpoints' trajectory."""
+        imp = self.imported
+        if imp is not None and not imp.get("native_model"):
+            why = ("whose model this toolkit cannot run (it stores their trunk only)" if imp.get("architecture") !=
+                   "mini_gpt" else "which do not hold the whole model (it stores their trunk only)")
+            raise UserError(f"{self.dir} was imported from {imp.get('architecture')} checkpoints, {why}: analyses that "
+                            "need the model (gradients, Fisher, switching with probes, basins) refuse it; the "
+                            "trajectory analyses work")
+
     def task(self):
         """The run's data task (tokenizer, codewords, fixed eval sets) exactly as in training."""
+        self.require_model()
         return prepare_task(self.cfg, self.dir)
 
     def model(self, step: int, attention: str = "sdpa", device: str | torch.device = "cpu"):
         """The model with the weights of checkpoint ``step``, in eval mode."""
+        self.require_model()
         path = runio.checkpoint_path(self.dir, step)
         if step not in self.steps:
             raise UserError(f"{self.dir} has no checkpoint at step {step} (available: {self.steps[0]}..{self.steps[-1]})")
