@@ -171,6 +171,9 @@ class RunSettings:
     # of this (0: none); the replay test of claim 7 (analysis/backbone/integration_test.py) starts from them and
     # from step 0, which needs no saved state. Last of the fields: config.json keeps the published order before it
     optimizer_state_every: int = 0
+    # task=modadd: 0 = a fresh sequence for every training example (the reference); N > 0 = a fixed training set of
+    # N sequences from which batches are drawn, the eval sets then a held-out split (training/core/modadd.py)
+    modadd_train_size: int = 0
 
 
 @dataclass
