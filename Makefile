@@ -7,7 +7,7 @@
 #   make demo-studies - the SGD-control study and the beta2 sweep of the `cpu` preset for the same three seeds, then
 #                 the ledger of make demo-seeds rewritten with claims 16 and 18 (resumes if interrupted)
 #   make results - docs/results.md from those ledgers and study tables
-# Studies (each one command, resumable): make sgd-controls, make beta-sweep, make modadd, make symmetry
+# Studies (each one command, resumable): make sgd-controls, make beta-sweep, make modadd, make modadd-early, make symmetry
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -16,7 +16,7 @@ RUN    ?= runs/quick
 SEED   ?= 42
 SEEDS  ?= 42,271,314
 
-.PHONY: demo demo-seeds demo-seeds-controls demo-studies results test install bench clean-cache sgd-controls beta-sweep modadd symmetry
+.PHONY: demo demo-seeds demo-seeds-controls demo-studies results test install bench clean-cache sgd-controls beta-sweep modadd modadd-early symmetry
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,9 @@ beta-sweep: install
 
 modadd: install
 	$(PY) experiments/modadd/run_study.py --preset quick --seed 0
+
+modadd-early: install
+	$(PY) experiments/modadd/early_diagnostics.py --preset quick
 
 symmetry: install
 	$(PY) experiments/symmetry/run_study.py --size cpu --seed 0

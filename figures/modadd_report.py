@@ -136,6 +136,30 @@ def plot_linear_probes(res: dict, path: Path) -> str:
     return _save(fig, path)
 
 
+def plot_subspace_distance(items, path: Path) -> str:
+    """Overlap of the drifts-so-far top-k subspace with the final one, over training, beside the random walk;
+    ``items``: (label, modadd_subspace_distance result) pairs."""
+    fig, ax = _fig(1, 2, width=5.0)
+    for label, sd in items:
+        s0, steps = sd["steps"][0], np.asarray(sd["steps"][1:], dtype=float)
+        frac = (steps - s0) / (steps[-1] - s0)
+        att = [b for b in sd["blocks"].values() if b["kind"] in ("WQ", "WK", "WV", "WO") and "run" in b]
+        ov = np.array([b["run"]["overlap"] for b in att])
+        nv = np.array([b["null"]["overlap"] for b in att])
+        line, = ax[0, 0].plot(frac, np.median(ov, 0), label=label)
+        ax[0, 0].fill_between(frac, ov.min(0), ov.max(0), color=line.get_color(), alpha=0.15)
+        ax[0, 0].plot(frac, np.median(nv, 0), ls=":", color=line.get_color(), label="random walk, same steps")
+        ax[0, 1].plot(frac, sd["trunk"]["run"]["overlap"], color=line.get_color(), label=label)
+        ax[0, 1].plot(frac, sd["trunk"]["null"]["overlap"], ls=":", color=line.get_color(), label="random walk")
+    k = items[0][1]["k"]
+    ax[0, 0].set(xlabel="fraction of training", ylabel=f"overlap with the final top-{k} subspace",
+                 title="attention blocks (median, min–max band)", ylim=(-0.02, 1.02))
+    ax[0, 1].set(xlabel="fraction of training", title="whole trunk", ylim=(-0.02, 1.02))
+    for a in ax[0]:
+        a.legend(fontsize=6)
+    return _save(fig, path)
+
+
 def plot_curriculum(cur: dict, path: Path) -> str:
     fig, ax = _fig(1, 1, width=6.0)
     for m, v in cur["acc"].items():
@@ -206,6 +230,10 @@ def write_report(res: dict, root: Path) -> Path:
             figs["sae"] = plot_sae(runs["attn"]["sae"], figdir / "sae_attn.png")
         if "linear_probes" in runs["attn"]:
             figs["linear_probes"] = plot_linear_probes(runs["attn"]["linear_probes"], figdir / "linear_probes_attn.png")
+    sd_roles = [r for r in ("attn", "attn_seed2", "mlp") if "subspace_distance" in runs.get(r, {})]
+    if sd_roles:
+        figs["subspace_distance"] = plot_subspace_distance(
+            [(ROLE_LABEL.get(r, r), runs[r]["subspace_distance"]) for r in sd_roles], figdir / "subspace_distance.png")
     if "mlp" in runs:
         figs["spectra_mlp"] = plot_spectra(runs["mlp"]["spectra"], "standard blocks, per block", figdir / "spectra_mlp.png")
     if "strict" in runs:
@@ -269,6 +297,17 @@ def write_report(res: dict, root: Path) -> Path:
         rows.append((c["claim"], c["seed_value"], f"at steps {_f(c['steps'])}: drop (top-variance latents) "
                      f"{_f(c['drop_top'], '.3f')}, drop (random latents) {_f(c['drop_random'], '.3f')}, FVU "
                      f"{_f(c['fvu'], '.3f')}", c["verdict"]))
+    if "settling" in h:
+        c = h["settling"]
+        rows.append((c["claim"], c["seed_value"],
+                     f"overlap of the top-{c['k']} subspace of the drifts so far with the final one at "
+                     f"{c['at_fraction']:.0%} of training (median over attention blocks), per seed: "
+                     f"{_f(c['attention_overlap_median_per_seed'], '.2f')} vs random walk "
+                     f"{_f(c['null_overlap_median_per_seed'], '.2f')} (excess {_f(c['excess_per_seed'], '.2f')}, margin "
+                     f"{c['margin']}); trunk {_f(c['trunk_overlap_per_seed'], '.2f')} vs "
+                     f"{_f(c['trunk_null_overlap_per_seed'], '.2f')}; settles (overlap ≥ 0.9 to the end) at "
+                     f"{_f(c['settle_fraction_median_per_seed'], '.2f')} vs {_f(c['null_settle_fraction_median_per_seed'], '.2f')} "
+                     f"of training; {c['n_seeds']} seed(s)", c["verdict"]))
     if "leak" in h:
         c = h["leak"]
         rows.append(("(the leak) the reference task needs the markers", "label = Σ(tokens < C) mod C in every sequence",
@@ -290,7 +329,13 @@ def write_report(res: dict, root: Path) -> Path:
           "lower (one seed each: differences smaller than that are not read as effects).",
           "- curriculum: accuracy on a smaller m falls by more than 0.1 from its peak during its own stage.",
           "- SAE: the accuracy drop after zeroing the top-variance latents (propagated through the remaining layers) "
-          "against zeroing as many random latents.", "",
+          "against zeroing as many random latents.",
+          "- distance to the final subspace: per attention block, the overlap (mean squared principal-angle cosine) "
+          "between the top-3 uncentred PCs of the drifts up to the checkpoint nearest 20 % of training and the final "
+          "top-3 PCs, minus the same for a random walk with the block's own step sizes (median over blocks). *Confirmed* "
+          "when that excess is ≥ 0.1 in every seed (≥ 2 seeds) and its mean is ≥ 2 × the seeds' sd; *not confirmed* "
+          "when its mean is ≤ 0 or every seed is below 0.05; otherwise inconclusive. The overlap is 1 at the end by "
+          "construction, so only the excess over the walk means anything.", "",
           "What the leak explains: in reference mode a model can answer by summing every value token it sees; the "
           "accuracy of the reference-trained model on strict data tests this directly. Claims measured only in "
           "reference mode (collapse, bubbling, commutators) describe how that shortcut is learned, not marker-driven "
@@ -302,6 +347,7 @@ def write_report(res: dict, root: Path) -> Path:
                        ("attention", "Attention entropy and top-k override (attention-only, reference data)"),
                        ("attention_strict", "Attention entropy and top-k override (strict data)"),
                        ("commutators", "SGD commutators and their projections (attention-only)"),
+                       ("subspace_distance", "Distance to the final subspace (principal angles) beside the random walk"),
                        ("sae", "SAE ablation by training stage"), ("curriculum", "Curriculum: accuracy per m"),
                        ("linear_probes", "Linear probes per layer (attention-only; held-out and training accuracy)")):
         if key in figs:

@@ -55,11 +55,12 @@ def test_config_json_keeps_its_field_order():
     from training.core.ecd import ECDSettings
     from training.core.modadd import ModAddSettings
     names = list(Config().to_dict())
-    # 100 fields: optimizer_state_every (the 99th) and then log (the tracking sinks, not hashed) came after them
-    assert len(names) == 100
+    # 101 fields: optimizer_state_every (the 99th), then log (the tracking sinks, not hashed) and modadd_train_size
+    # (hashed only when set) came after them
+    assert len(names) == 101
     assert hashlib.sha256(",".join(names[:98]).encode()).hexdigest()[:16] == "dd7d4818968494b5"
     assert names[:3] == ["n_layer", "d_model", "n_head"]
-    assert names[96:] == ["out_dir", "preset", "optimizer_state_every", "log"]
+    assert names[96:] == ["out_dir", "preset", "optimizer_state_every", "log", "modadd_train_size"]
     for group, first in ((ModAddSettings, "modadd_T"), (ECDSettings, "ecd_eta"), (AttentionBiasSettings, "attn_disorder")):
         own = [f.name for f in dataclasses.fields(group)]
         assert own[0] == first and names[names.index(first):names.index(first) + len(own)] == own

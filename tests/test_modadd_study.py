@@ -18,10 +18,20 @@ def test_study_end_to_end_and_rerun(study, capsys):
     res = json.loads((study / "analysis" / "modadd_study.json").read_text())
     assert set(res["runs"]) == {"attn", "attn_seed2", "mlp", "strict", "curriculum"}
     h = res["headline"]
-    for key in ("collapse", "commutator", "bubbling", "mlp", "curriculum", "sae", "leak"):
+    for key in ("collapse", "commutator", "bubbling", "mlp", "curriculum", "sae", "leak", "settling"):
         assert "verdict" in h[key], key
+    st = h["settling"]
+    assert st["n_seeds"] == 2 and len(st["excess_per_seed"]) == 2
+    sd = res["runs"]["attn"]["subspace_distance"]
+    import numpy as np
+    att = [b for b in sd["blocks"].values() if b["kind"] in ("WQ", "WK", "WV", "WO")]
+    i = int(np.argmin([abs((s - sd["steps"][0]) / (sd["steps"][-1] - sd["steps"][0]) - 0.2) for s in sd["steps"][1:]]))
+    assert st["excess_per_seed"][0] == pytest.approx(np.median([b["run"]["overlap"][i] - b["null"]["overlap"][i]
+                                                                for b in att]))
+    assert sd["trunk"]["run"]["overlap"][-1] == pytest.approx(1.0) and sd["trunk"]["null"]["overlap"][-1] == pytest.approx(1.0)
     report = (study / "report.md").read_text()
     assert "| claim (bubble-modadd README) |" in report and "figures/commutators_attn.png" in report
+    assert "figures/subspace_distance.png" in report
     assert "## Linear probes (held-out accuracy)" in report and "figures/linear_probes_attn.png" in report
     from training.studies.modadd_study import run_specs
     for spec in run_specs(0):              # every run has its held-out probes, cached under the script's name
@@ -54,7 +64,8 @@ def test_analysis_scripts_on_a_study_run(study, capsys):
              "modadd_commutators"),
             ("analysis/modadd/sae_ablation.py", ["--sae-steps", "20", "--steps", "4,24"], "modadd_sae"),
             ("analysis/modadd/subspace_alignment.py", ["--other-run", str(study / "attn_ref_s1")],
-             "modadd_cross_subspaces")):
+             "modadd_cross_subspaces"),
+            ("analysis/modadd/subspace_distance.py", ["--k", "2"], "modadd_subspace_distance")):
         code, out, err = run_inprocess(capsys, script, "--run-dir", run, *extra)
         assert code == 0, (script, err)
         assert (study / "attn_ref_s0" / "analysis" / f"{name}.json").exists()
@@ -65,6 +76,8 @@ def test_analysis_scripts_on_a_study_run(study, capsys):
     assert code == 2 and err.strip().startswith("error:") and "curriculum" in err and len(err.strip().splitlines()) == 1
     code, out, err = run_inprocess(capsys, "analysis/modadd/sae_ablation.py", "--run-dir", run, "--steps", "7")
     assert code == 2 and "no checkpoint" in err
+    code, out, err = run_inprocess(capsys, "analysis/modadd/subspace_distance.py", "--run-dir", run, "--k", "0")
+    assert code == 2 and err.strip().startswith("error:") and "--k" in err
     code, out, err = run_inprocess(capsys, "analysis/modadd/sae_ablation.py", "--run-dir", run, "--layer", "9")
     assert code == 2 and "out of range" in err
     code, out, err = run_inprocess(capsys, "experiments/modadd/run_study.py", "--preset", "big")

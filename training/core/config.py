@@ -175,6 +175,9 @@ class RunSettings:
     # experiment-tracking sinks fed from the records of metrics.jsonl (LOG_SINKS; --log): where the numbers are also
     # shown, not what is computed (NOT_HASHED); added after optimizer_state_every so config.json's order stays
     log: tuple[str, ...] = ()
+    # task=modadd: 0 = a fresh sequence for every training example (the reference); N > 0 = a fixed training set of
+    # N sequences from which batches are drawn, the eval sets then a held-out split (training/core/modadd.py)
+    modadd_train_size: int = 0
 
 
 @dataclass

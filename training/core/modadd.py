@@ -24,7 +24,13 @@ its argmax. No extra head is needed, so the model is the toolkit's GPT unchanged
 the readout position also never holds a value token, unlike the reference's T-1 slot.
 
 Batches are a pure function of (data seed, step, micro-batch), as for the LM task, so runs resume
-exactly. ``mixed`` draws m uniformly per batch; ``curriculum`` trains m = m_min, ..., m_max in blocks of
+exactly. With ``modadd_train_size`` = N > 0 the training data are a fixed set of N sequences (N / |ms| per m,
+drawn once from the data seed, in chunks of one position set each); every micro-batch then draws m as
+without it and ``batch_size`` sequences of that m's share with replacement, keyed by (data seed, step,
+micro). The eval sets become a held-out split: any eval sequence that also occurs in the training set is
+dropped (``heldout_overlap`` counts them; at T = 16 practically none), and the evaluation adds the accuracy
+on (the first ``modadd_n_eval`` per m of) the training set, ``train_acc`` and ``train_acc_m<m>``, so that
+memorisation and generalisation can be told apart. ``mixed`` draws m uniformly per batch; ``curriculum`` trains m = m_min, ..., m_max in blocks of
 ``modadd_stage_steps`` and, with ``modadd_reset_optimizer``, restarts the optimizer state at every stage
 (the reference re-creates AdamW per stage). With ``modadd_shared_positions`` (the reference) the whole
 batch shares m and one position set; otherwise positions are drawn per sequence.
@@ -129,6 +135,9 @@ class Example:
     def slice(self, a: int, b: int) -> "Example":
         return Example(self.x[a:b], self.label[a:b], self.positions[a:b], self.values[a:b], self.m)
 
+    def take(self, idx: torch.Tensor) -> "Example":
+        return Example(self.x[idx], self.label[idx], self.positions[idx], self.values[idx], self.m)
+
     def value_mask(self) -> torch.Tensor:
         """(n, T+1) bool, True at the value slots p_i + 1."""
         mask = torch.zeros_like(self.x, dtype=torch.bool)
@@ -157,6 +166,11 @@ def generate(spec: ModAddSpec, rng: np.random.Generator, n: int, m: int, shared_
     label = vals.sum(axis=1) % spec.C
     return Example(torch.from_numpy(x), torch.from_numpy(label.astype(np.int64)), torch.from_numpy(pos),
                    torch.from_numpy(vals.astype(np.int64)), m)
+
+
+def _concat(parts: list[Example], m: int) -> Example:
+    return Example(torch.cat([p.x for p in parts]), torch.cat([p.label for p in parts]),
+                   torch.cat([p.positions for p in parts]), torch.cat([p.values for p in parts]), m)
 
 
 def leak_prediction(x: torch.Tensor, C: int) -> torch.Tensor:
@@ -195,6 +209,10 @@ def validate_modadd(cfg) -> None:
          f"modadd_value_distractor_p must be in [0, 1] (got {cfg.modadd_value_distractor_p})")
     need(cfg.modadd_stage_steps >= 0, f"modadd_stage_steps must be >= 0 (got {cfg.modadd_stage_steps})")
     need(cfg.modadd_n_eval > 0, f"modadd_n_eval must be positive (got {cfg.modadd_n_eval})")
+    n_ms = cfg.modadd_m_max - cfg.modadd_m_min + 1
+    need(cfg.modadd_train_size == 0 or cfg.modadd_train_size >= n_ms,
+         f"modadd_train_size must be 0 (fresh sequences) or at least one sequence per m ({n_ms}); "
+         f"got {cfg.modadd_train_size}")
 
 
 def modadd_config(base, **changes):
@@ -232,6 +250,8 @@ class ModAddTask:
         self.tok = ModAddTokenizer(self.spec)
         self.ms = list(range(cfg.modadd_m_min, cfg.modadd_m_max + 1))
         self._eval_cache: dict[tuple[int, str], Example] = {}
+        self._pool: dict[int, Example] | None = None
+        self.heldout_overlap = 0
 
     # ----- schedules
     @property
@@ -269,7 +289,34 @@ class ModAddTask:
         return generate(spec, rng, n, m, self.cfg.modadd_shared_positions)
 
     def train_example(self, step: int, micro: int) -> Example:
+        if self.cfg.modadd_train_size:
+            return self._pool_example([self.cfg.effective_data_seed, step, micro], step)
         return self.sample([self.cfg.effective_data_seed, step, micro], step=step)
+
+    # ----- the finite training set (modadd_train_size > 0)
+    def train_pool(self) -> dict[int, Example]:
+        """m -> the fixed training sequences with m markers (modadd_train_size / |ms| each, the remainder to
+        the smallest m), drawn once from the data seed in chunks of EVAL_CHUNK (one position set per chunk
+        with modadd_shared_positions)."""
+        if self._pool is None:
+            n_all, k = self.cfg.modadd_train_size, len(self.ms)
+            self._pool = {}
+            for j, m in enumerate(self.ms):
+                n = n_all // k + (1 if j < n_all % k else 0)
+                rng = np.random.default_rng([self.cfg.effective_data_seed, 17, m])
+                parts = [generate(self.spec, rng, min(EVAL_CHUNK, n - a), m, self.cfg.modadd_shared_positions)
+                         for a in range(0, n, EVAL_CHUNK)]
+                self._pool[m] = _concat(parts, m)
+        return self._pool
+
+    def _pool_example(self, key, step: int) -> Example:
+        rng = np.random.default_rng(key)
+        if self.cfg.modadd_schedule == "curriculum":
+            m = self.ms[self.stage(step)]
+        else:
+            m = int(rng.integers(self.ms[0], self.ms[-1] + 1))
+        pool = self.train_pool()[m]
+        return pool.take(torch.from_numpy(rng.integers(0, len(pool.x), size=self.cfg.batch_size)))
 
     def train_batch(self, step: int, micro: int):
         """The micro-batch ``micro`` of update ``step``: a pure function of (data seed, step, micro)."""
@@ -283,9 +330,13 @@ class ModAddTask:
             rng = np.random.default_rng([self.cfg.eval_seed, 5, m, MODES.index(mode)])
             parts = [generate(spec, rng, min(EVAL_CHUNK, self.cfg.modadd_n_eval - a), m, True)
                      for a in range(0, self.cfg.modadd_n_eval, EVAL_CHUNK)]
-            self._eval_cache[(m, mode)] = Example(torch.cat([p.x for p in parts]), torch.cat([p.label for p in parts]),
-                                                  torch.cat([p.positions for p in parts]),
-                                                  torch.cat([p.values for p in parts]), m)
+            ex = _concat(parts, m)
+            if self.cfg.modadd_train_size and mode == self.cfg.modadd_mode:     # a held-out split
+                seen = {bytes(row.numpy()) for row in self.train_pool()[m].x}
+                keep = torch.tensor([bytes(row.numpy()) not in seen for row in ex.x], dtype=torch.bool)
+                self.heldout_overlap += int((~keep).sum())
+                ex = ex.take(torch.nonzero(keep)[:, 0])
+            self._eval_cache[(m, mode)] = ex
         return self._eval_cache[(m, mode)]
 
     # ----- evaluation
@@ -311,6 +362,16 @@ class ModAddTask:
                 out[f"{prefix}acc"] = float(np.mean(accs))
                 if not prefix:
                     out["val_loss"] = float(np.mean(losses))
+            if self.cfg.modadd_train_size:
+                tr = []
+                for m in self.ms:
+                    pool = self.train_pool()[m]
+                    r = answer_stats(model, pool.slice(0, self.cfg.modadd_n_eval), device, amp,
+                                     self.cfg.eval_batch_size)
+                    out[f"train_acc_m{m}"] = r["acc"]
+                    tr.append(r["acc"])
+                out["train_acc"] = float(np.mean(tr))
+                out["heldout_overlap"] = self.heldout_overlap
         finally:
             model.train(was)
         return out

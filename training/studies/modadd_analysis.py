@@ -2,6 +2,9 @@
 
 * :func:`spectra` -- per-block trajectory spectra (training/geometry/exec_subspace.py) with random-walk nulls;
 * :func:`cross_subspaces` -- principal angles between blocks of two runs (seeds) or two layers;
+* :func:`subspace_distance` -- principal angles between the top-k subspace of the drifts so far and the
+  final top-k subspace, over training, per block and for the trunk, beside the random-walk null
+  (training/geometry/subspace_distance.py);
 * :func:`attention` -- readout-row entropy and top-k mass per layer and head over the checkpoints, the
   attention mass on value / marker / separator / distractor slots, and the top-k override accuracy;
 * :func:`commutators` -- SGD commutators at checkpoints and their projections on the causal per-block
@@ -40,6 +43,7 @@ from training.geometry.exec_subspace import (
 from training.geometry.linear_probe import probe_report
 from training.geometry.sae import latent_variance, patch_hook, train_sae
 from training.geometry.switching import residual_stream
+from training.geometry.subspace_distance import dense_gram, distance_beside_null
 from training.geometry.trajectory import CheckpointSet, compute_gram, pca
 
 
@@ -115,6 +119,56 @@ def cross_subspaces(run_a, run_b=None, k: int = 3) -> dict:
         out["across_runs"] = {lbl: principal_angles(Ua[lbl], top_directions(B[lbl], k)) for lbl in Ua}
         out["runs"] = [str(ra.dir), str(rb.dir)]
     return out
+
+
+# ---------------------------------------------------------------------------- distance to the final subspace
+SUBSPACE_K = 3              # the top-3 PCs per block, as the reference's execution basis
+EARLY_FRACTIONS = (0.1, 0.15, 0.2, 0.5)
+
+
+def subspace_distance(run_dir, k: int = SUBSPACE_K, steps: Sequence[int] | None = None,
+                      fractions: Sequence[float] = EARLY_FRACTIONS) -> dict:
+    """Per attention/MLP block and for the whole trunk: the overlap (mean squared principal-angle cosine) of the
+    top-k uncentred subspace of the drifts up to each checkpoint with the final top-k subspace, the share of
+    x(t) in the final subspace, and the same for the random walk with the block's own increment norms."""
+    run = _open(run_dir)
+    steps = list(steps or run.steps)
+    if len(steps) < 3:
+        raise UserError(f"{run.dir} has {len(steps)} checkpoints; the distance to the final subspace needs at least 3")
+    blocks = block_slices(run.cfg)
+    snaps = read_block_snapshots(run.dir, steps, blocks)
+    out: dict = {"k": k, "steps": steps, "fractions": list(fractions), "blocks": {}}
+    for b in blocks:
+        X = snaps[b.label]
+        if not np.any(X[1:] != X[0]):
+            out["blocks"][b.label] = {"layer": b.layer, "kind": b.kind, "reason": "the block never moved"}
+            continue
+        out["blocks"][b.label] = {"layer": b.layer, "kind": b.kind,
+                                  **distance_beside_null(dense_gram(X, steps), k, fractions=fractions)}
+    out["trunk"] = distance_beside_null(compute_gram(CheckpointSet(run.dir), steps=steps), k, fractions=fractions)
+    out["summary"] = _distance_summary(out, fractions)
+    return out
+
+
+def _distance_summary(res: dict, fractions) -> dict:
+    att = [b for b in res["blocks"].values() if b["kind"] in ("WQ", "WK", "WV", "WO") and "run" in b]
+    s: dict = {"k": res["k"], "attention_blocks": len(att)}
+    for f in fractions:
+        key = f"{f:g}"
+        ov = [b["at_fraction"][key]["overlap"] for b in att]
+        nv = [b["at_fraction"][key]["null_overlap"] for b in att]
+        s[key] = {"attention_overlap_median": float(np.median(ov)) if ov else None,
+                  "attention_null_overlap_median": float(np.median(nv)) if nv else None,
+                  "attention_excess_median": float(np.median(np.subtract(ov, nv))) if ov else None,
+                  "trunk_overlap": res["trunk"]["at_fraction"][key]["overlap"],
+                  "trunk_null_overlap": res["trunk"]["at_fraction"][key]["null_overlap"]}
+    settle = [b["settle_fraction"] for b in att if b["settle_fraction"] is not None]
+    nsettle = [b["null_settle_fraction"] for b in att if b["null_settle_fraction"] is not None]
+    s["attention_settle_median"] = float(np.median(settle)) if settle else None
+    s["attention_null_settle_median"] = float(np.median(nsettle)) if nsettle else None
+    s["trunk_settle"] = res["trunk"]["settle_fraction"]
+    s["trunk_null_settle"] = res["trunk"]["null_settle_fraction"]
+    return s
 
 
 # ---------------------------------------------------------------------------- attention

@@ -143,6 +143,7 @@ def analyse_all(root: Path, size: str, seed: int, redo: bool = False, progress: 
         r["attention"] = cached(d, "attention", lambda: ma.attention(d, probe_n=a["probe_n"], progress=progress), redo)
         r["linear_probes"] = cached(d, "linear_probes", lambda: ma.linear_probes(
             d, n_train=a["lp_train"], n_test=a["lp_test"], seed=seed), redo)
+        r["subspace_distance"] = cached(d, "subspace_distance", lambda: ma.subspace_distance(d), redo)
         if role in ("attn", "mlp"):
             r["commutators"] = cached(d, "commutators", lambda: ma.commutators(
                 d, n_checkpoints=a["comm_checkpoints"], samples=a["comm_samples"], n_mc=a["n_mc"], seed=seed,
@@ -170,7 +171,11 @@ SEED_CLAIMS = {
     "mlp": "adding MLPs disrupts the collapse (higher-dimensional dynamics, worse generalisation at equal budget)",
     "curriculum": "under a strict curriculum, accuracy on smaller m degrades as training moves to larger m",
     "sae": "SAE latents give small, stage-dependent accuracy drops (largest mid-training) and do not isolate execution",
+    "settling": "(the README's commented-out 'distance to the final low-dimensional subspace' tool) the trajectory "
+                "enters its final low-dimensional subspace early in training",
 }
+SETTLE_AT = "0.2"          # the early window: the checkpoint nearest 20 % of training
+SETTLE_MARGIN = 0.1        # overlap above the random walk's needed per seed
 
 
 def _get(d, *keys, default=None):
@@ -353,6 +358,39 @@ def _sae(c: _Claims) -> dict | None:
     return None
 
 
+def _settling(c: _Claims) -> dict | None:
+    """Distance to the final subspace: the attention blocks' top-3 subspace overlap with the final one at 20 % of
+    training, against the random walk with the same step sizes, per seed (attention-only runs)."""
+    per = {}
+    for role in ("attn", "attn_seed2"):
+        s = _get(c.runs, role, "subspace_distance", "summary")
+        if s and s.get(SETTLE_AT, {}).get("attention_excess_median") is not None:
+            per[role] = s
+    if not per:
+        return None
+    ex = [s[SETTLE_AT]["attention_excess_median"] for s in per.values()]
+    n = len(ex)
+    if not all(c.learned(role) for role in per):
+        verdict = c.inconclusive
+    elif n >= 2 and min(ex) >= SETTLE_MARGIN and np.mean(ex) >= 2 * np.std(ex, ddof=1):
+        verdict = "confirmed: the early subspace is closer to the final one than a random walk's, in every seed"
+    elif np.mean(ex) <= 0 or max(ex) < SETTLE_MARGIN / 2:
+        verdict = "not confirmed: no closer to the final subspace than a random walk with the same step sizes"
+    else:
+        verdict = "inconclusive" + (" (single seed)" if n == 1 else "")
+    return {"claim": SEED_CLAIMS["settling"], "seed_value": "no code or number in the reference (a commented-out "
+                                                             "README line; its alignment to final is one cosine)",
+            "n_seeds": n, "at_fraction": float(SETTLE_AT), "k": next(iter(per.values()))["k"],
+            "attention_overlap_median_per_seed": [s[SETTLE_AT]["attention_overlap_median"] for s in per.values()],
+            "null_overlap_median_per_seed": [s[SETTLE_AT]["attention_null_overlap_median"] for s in per.values()],
+            "excess_per_seed": ex, "margin": SETTLE_MARGIN,
+            "trunk_overlap_per_seed": [s[SETTLE_AT]["trunk_overlap"] for s in per.values()],
+            "trunk_null_overlap_per_seed": [s[SETTLE_AT]["trunk_null_overlap"] for s in per.values()],
+            "settle_fraction_median_per_seed": [s["attention_settle_median"] for s in per.values()],
+            "null_settle_fraction_median_per_seed": [s["attention_null_settle_median"] for s in per.values()],
+            "verdict": verdict}
+
+
 def headline(res: dict) -> dict:
     """Numbers next to the bubble-modadd README's claims, and a plain verdict for each (see the report for the rules)."""
     runs = res["runs"]
@@ -360,7 +398,7 @@ def headline(res: dict) -> dict:
     c = _Claims(runs, acc, 1.0 / _get(runs, "attn", "config", "modadd_classes", default=8))
     out: dict = {"accuracy": acc, "learned": {role: c.learned(role) for role in runs}}
     for key, claim in (("leak", _leak), ("collapse", _collapse), ("commutator", _commutator), ("bubbling", _bubbling),
-                       ("mlp", _mlp), ("curriculum", _curriculum), ("sae", _sae)):
+                       ("mlp", _mlp), ("curriculum", _curriculum), ("sae", _sae), ("settling", _settling)):
         value = claim(c)
         if value is not None:
             out[key] = value
