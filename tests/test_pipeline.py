@@ -15,10 +15,12 @@ from conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "run_seed.sh"
 AUTO = ROOT / "scripts" / "run_seed_auto.sh"
-STAGES = ["01_env_snapshot", "02_training", "03_eval_noise", "04_oscillations", "05_trajectory_pca",
-          "06_update_alignment", "07_residual_decomposition", "07b_integration_test", "08_switching_alignment", "09_fisher_analysis",
-          "10_rayleigh_quotients", "11_basin_tests", "12_basin_depth", "13_manifold_dim", "14_reheating",
-          "15_reheat_geometry", "15b_claims", "16_figures", "17_report"]
+STAGES = ["01_env_snapshot", "02_training", "03_eval_noise", "04_oscillations", "04b_oscillation_tiers",
+          "05_trajectory_pca", "06_update_alignment", "06b_backbone_phases", "06c_drift_scaling",
+          "07_residual_decomposition", "07b_integration_test", "08_switching_alignment", "09_fisher_analysis",
+          "09b_fisher_peaks", "10_rayleigh_quotients", "11_basin_tests", "12_basin_depth", "12b_basin_recovery",
+          "13_manifold_dim", "14_reheating", "14c_lr_threshold_map", "15_reheat_geometry", "15b_claims",
+          "16_figures", "17_report"]
 
 
 def pipeline(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
