@@ -15,6 +15,7 @@ from training.core.trainer import build_model
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("step_variants", ROOT / "benchmarks" / "step_variants.py")
 step_variants = importlib.util.module_from_spec(_spec)      # a benchmark script's module, not a package
+sys.modules["step_variants"] = step_variants                # (its dataclasses look their module up there)
 _spec.loader.exec_module(step_variants)
 PlainGPT = step_variants.PlainGPT
 
