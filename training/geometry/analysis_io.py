@@ -111,6 +111,11 @@ class Run:
         """The run's data task (tokenizer, codewords, fixed eval sets) exactly as in training."""
         return prepare_task(self.cfg, self.dir)
 
+    def tokenizer(self):
+        """The run's tokenizer (tokenizer.json or GPT-2), without building its token cache."""
+        from training.core.data import run_tokenizer
+        return run_tokenizer(self.dir, self.cfg)
+
     def model(self, step: int, attention: str = "sdpa", device: str | torch.device = "cpu"):
         """The model with the weights of checkpoint ``step``, in eval mode."""
         path = runio.checkpoint_path(self.dir, step)
