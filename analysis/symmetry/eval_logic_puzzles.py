@@ -30,7 +30,7 @@ def main() -> int:
     p.add_argument("--n-per-task", type=int, default=50, help="items per task (default 50)")
     p.add_argument("--suite-seed", type=int, default=0, help="seed of the generated suite (default 0)")
     p.add_argument("--far-fillers", type=int, default=3, help="filler sentences in far retrieval (default 3)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     args = p.parse_args()
     run = open_run(args.run_dir, args.out_dir)
     res = evaluate_run(run.dir, args.step, seed=args.suite_seed, n_per_task=args.n_per_task,

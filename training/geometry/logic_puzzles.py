@@ -271,11 +271,13 @@ def suite_description(puzzles: Sequence[Puzzle]) -> list[dict]:
 
 
 def evaluate_run(run_dir, step: int | None = None, seed: int = 0, n_per_task: int = 50, far_fillers: int = 3,
-                 device: str = "cpu", batch_size: int = 64) -> dict:
+                 device: str = "auto", batch_size: int = 64) -> dict:
     """The puzzle suite (``seed``, ``n_per_task``) scored on checkpoint ``step`` (default: the last) of a toolkit
     run, through the run's tokenizer, contexts cut to the model's ``seq_len``."""
+    from training.core.devices import resolve_device
     from training.core.errors import UserError
     from training.geometry.analysis_io import open_run
+    device = resolve_device(device)
     run = open_run(run_dir)
     step = run.steps[-1] if step is None else step
     if step not in run.steps:

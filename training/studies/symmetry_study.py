@@ -387,6 +387,10 @@ def puzzle_comparisons(runs: dict[str, dict]) -> dict:
     return out
 
 
+def _mean_of(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows])) if rows else float("nan")
+
+
 def _single_seed(n_seeds: int) -> str:
     return "inconclusive (single seed)" if n_seeds == 1 else "see the claims ledger for the verdict across seeds"
 
@@ -408,7 +412,8 @@ def alignment_claims(runs: dict[str, dict], comparisons: dict, n_seeds: int = 1)
         for l in layers(n):
             sc = (l.get("token_classes") or {}).get("structure_content")
             if sc and sc.get("holds") is not None:
-                rows.append({"run": n, "layer": l["layer"], **sc})
+                rows.append({"run": n, "layer": l["layer"], **sc,
+                             "gap": sc["punctuation_frac_diff"] - sc["content_frac_diff"]})
     if rows:
         b = [r for r in rows if r["run"].endswith("_bq")]
         s_ = [r for r in rows if r["run"].endswith("_sym")]
@@ -420,7 +425,10 @@ def alignment_claims(runs: dict[str, dict], comparisons: dict, n_seeds: int = 1)
             "observed": f"direction holds in {sum(r['holds'] for r in b)} of {len(b)} bq (run, layer) pairs, "
                         f"significant (both one-sided p < 0.05) in {sum(r['significant'] for r in b)}; "
                         f"null runs: holds in {sum(r['holds'] for r in s_)} of {len(s_)}, "
-                        f"significant in {sum(r['significant'] for r in s_)}",
+                        f"significant in {sum(r['significant'] for r in s_)}; punctuation − content difference of "
+                        f"positive fractions {_mean_of(b, 'gap'):+.3f} (bq) vs {_mean_of(s_, 'gap'):+.3f} (null runs). "
+                        "The per-token tests treat tokens as independent; where the null runs pass them too, the "
+                        "enrichment is not specific to bQ",
             "verdict": _single_seed(n_seeds), "rows": rows})
     # 2. layer 0 recency
     rec = []
@@ -438,7 +446,10 @@ def alignment_claims(runs: dict[str, dict], comparisons: dict, n_seeds: int = 1)
             "seeds": n_seeds,
             "observed": f"rho > 0 with p < 0.05 in {sum(r['spearman'] > 0 and r['p_perm'] < 0.05 for r in b)} of "
                         f"{len(b)} bq runs (rho {', '.join(format(r['spearman'], '+.2f') for r in b)}); null runs: "
-                        f"{sum(r['spearman'] > 0 and r['p_perm'] < 0.05 for r in s_)} of {len(s_)}",
+                        f"{sum(r['spearman'] > 0 and r['p_perm'] < 0.05 for r in s_)} of {len(s_)} "
+                        f"(rho {', '.join(format(r['spearman'], '+.2f') for r in s_)}); slope {_mean_of(b, 'slope'):+.2f} "
+                        f"(bq mean) vs {_mean_of(s_, 'slope'):+.2f} (null runs). Position embeddings are smooth in the "
+                        "position, so the permutation p is optimistic; the null runs are the fair comparison",
             "verdict": _single_seed(n_seeds), "rows": rec})
     # 3. downstream
     if comparisons:
