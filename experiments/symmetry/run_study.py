@@ -121,7 +121,9 @@ def plot_alignment(out, result):
         ls = al[n]
         ax[0, 1].bar([l["layer"] + i * width for l in ls], [l["bq_norm"] for l in ls], width, label=n)
         ax[0, 2].plot(ls[0]["position_cos"], "-" if n.endswith("_bq") else ":", label=n)
-    ax[0, 1].set(xlabel="layer", ylabel="|<bQ>|", title="|<bQ>| per layer (sym: a random draw)")
+    n_layer = len(al[names[0]])
+    ax[0, 1].set(xlabel="layer", ylabel="|<bQ>|", title="|<bQ>| per layer (sym: a random draw)",
+                 xticks=[L + 0.4 - width / 2 for L in range(n_layer)], xticklabels=[str(L) for L in range(n_layer)])
     ax[0, 2].set(xlabel="position", ylabel="cos(W_K p, <bQ>)", title="layer 0 positional alignment")
     ax[0, 2].legend(fontsize=5)
     save_figure(fig, out, "bq_alignment")
