@@ -327,12 +327,26 @@ def test_study_end_to_end_at_test_size(tmp_path, cache_dir, capsys):
     report = (out / "report.md").read_text()
     assert "| ecd_global_sym | completed |" in report and "seed Δ, bQ only" in report
     assert (out / "analysis" / "curves.png").stat().st_size > 0
+    # the bQ alignment by token class, layer 0's recency, the puzzles, the claims and their figures
+    for head in ("## Downstream logic puzzles", "## bQ alignment by token class", "## Positional recency of layer 0",
+                 "## Claims of the bQ analyses", "Seeds: 1. Verdict: inconclusive (single seed)"):
+        assert head in report
+    for name in ("ecd_global_sym", "ecd_global_bq"):
+        lp = res["runs"][name]["logic_puzzles"]
+        assert lp["overall"]["n"] == 40 * 7 and lp["suite"]["seed"] == 0
+        layer = res["runs"][name]["bq_alignment"]["layers"][0]
+        assert set(layer["token_classes"]["classes"]) >= {"punctuation", "function", "content"}
+        assert layer["position_recency"]["spearman"] is not None
+    assert "overall" in res["puzzle_comparisons"]["ecd_global"]
+    assert len(res["alignment_claims"]) == 3
+    assert (out / "analysis" / "bq_alignment.png").exists() and (out / "analysis" / "logic_puzzles.png").exists()
     # the analysis scripts on the study's runs
     code, stdout, err = run_inprocess(capsys, "analysis/symmetry/bq_alignment.py", "--run-dir", str(out / "ecd_global_bq"))
     assert code == 0, err
     al = json.loads((out / "ecd_global_bq" / "analysis" / "bq_alignment.json").read_text())
     assert al["direction"].startswith("mean of the run's bQ draws") and len(al["layers"]) == 1
     assert len(al["layers"][0]["top_text"]) == 15 and (out / "ecd_global_bq" / "analysis" / "bq_alignment.png").exists()
+    assert al["layers"][0]["token_classes"]["structure_content"]["holds"] is not None
     code, stdout, err = run_inprocess(capsys, "analysis/symmetry/symmetry_diagnostics.py", "--run-dir",
                                       str(out / "ecd_global_sym"))
     assert code == 0, err

@@ -10,7 +10,8 @@ symmetric run, the null of the reference: one random draw from the bQ distributi
 the analytic random-direction null (E cos² = 1/head_dim), the top and bottom tokens (ids and, when the
 run has a tokenizer, their text), and the position curve averaged over heads.
 
-Writes RUN/analysis/bq_alignment.json and bq_alignment.png (layers × positions heatmap).
+Writes RUN/analysis/bq_alignment.json and bq_alignment.png (layers × positions heatmap, per-head mean
+token cosine, |<bQ>| per layer).
 
 Examples::
 
@@ -23,6 +24,7 @@ from figures.style import figure, save_figure
 from training.core.cli import run_main
 from training.core.errors import UserError
 from training.geometry.analysis_io import analysis_parser, open_run, write_result
+from training.geometry.token_classes import token_classes
 from training.studies.symmetry_study import alignment
 
 
@@ -35,23 +37,38 @@ def main() -> int:
     step = run.steps[-1] if args.step is None else args.step
     if step not in run.steps:
         raise UserError(f"{run.dir} has no checkpoint at step {step} (available {run.steps[0]}..{run.steps[-1]})")
-    res = alignment(run.dir, run.cfg, step, args.seed)
-    tok_path = run.dir / "tokenizer.json"
-    if tok_path.exists():
-        from training.core.data_tokenizers import BPETokenizer
-        tok = BPETokenizer.load(tok_path)
+    try:
+        tok = run.tokenizer()
+    except UserError as e:
+        tok, why = None, str(e)
+    classes = token_classes(tok) if tok is not None else None
+    res = alignment(run.dir, run.cfg, step, args.seed, classes)
+    if tok is not None:
         for layer in res["layers"]:
-            layer["top_text"] = [tok.decode([t]) for t in layer["top_tokens"]]
-            layer["bottom_text"] = [tok.decode([t]) for t in layer["bottom_tokens"]]
+            layer["top_text"] = [tok.token_str(t) for t in layer["top_tokens"]]
+            layer["bottom_text"] = [tok.token_str(t) for t in layer["bottom_tokens"]]
+    else:
+        res["token_classes_reason"] = why
     path = write_result(run, "bq_alignment", res)
-    fig, ax = figure(1, 1, width=6)
+    fig, ax = figure(1, 3, width=4.5)
     im = ax[0, 0].imshow([l["position_cos"] for l in res["layers"]], aspect="auto", cmap="RdBu_r", vmin=-0.5, vmax=0.5)
-    ax[0, 0].set(xlabel="position", ylabel="layer", title=f"cos(W_K p, <bQ>) averaged over heads ({res['direction']})")
+    ax[0, 0].set(xlabel="position", ylabel="layer", title=f"cos(W_K p, <bQ>), head mean\n({res['direction']})")
     fig.colorbar(im, ax=ax[0, 0])
+    im = ax[0, 1].imshow([l["token_cos_head_mean"] for l in res["layers"]], aspect="auto", cmap="RdBu_r",
+                         vmin=-0.5, vmax=0.5)
+    ax[0, 1].set(xlabel="head", ylabel="layer", title="per-head mean cos(W_K e_tok, <bQ>)")
+    fig.colorbar(im, ax=ax[0, 1])
+    ax[0, 2].bar([l["layer"] for l in res["layers"]], [l["bq_norm"] for l in res["layers"]])
+    ax[0, 2].set(xlabel="layer", ylabel="|<bQ>|", title="|<bQ>| per layer")
     save_figure(fig, run, "bq_alignment")
     for layer in res["layers"]:
+        rc = layer["position_recency"]
         print(f"layer {layer['layer']}: |<bQ>| {layer['bq_norm']:.3f}  token cos mean {layer['token_cos_mean']:+.3f} "
-              f"std {layer['token_cos_std']:.3f}  z(mean cos^2 vs null) {layer['z_mean_square']:+.1f}")
+              f"std {layer['token_cos_std']:.3f}  z(mean cos^2 vs null) {layer['z_mean_square']:+.1f}  "
+              f"position recency rho {rc['spearman']:+.3f} (permutation p {rc['p_perm']:.3g})")
+        for c, d in (layer.get("token_classes") or {}).get("classes", {}).items():
+            print(f"    {c:12s} n {d['n']:6d}  positive {d['frac_positive']:.3f} vs {d['overall_frac_positive']:.3f} "
+                  f"overall  Fisher p {d['p_fisher']:.3g}  permutation p {d['null']['p_perm_frac']:.3g}")
     print(f"wrote {path}")
     return 0
 

@@ -66,11 +66,13 @@ def main(argv=None) -> int:
     out = root / "analysis"
     path = write_result(out, "symmetry_results", result)
     plot(out, result)
+    plot_alignment(out, result)
+    plot_puzzles(out, result)
     note = " (analysis only)" if args.analyse_only else ""
     atomic_write_text(root / "report.md", ss.report_markdown(result, args.size, wall, note))
     for line in result["verdicts"]:
         print(line)
-    print(f"wrote {path}, {root / 'report.md'} and {out / 'curves.png'}")
+    print(f"wrote {path}, {root / 'report.md'} and {out}/curves.png, bq_alignment.png, logic_puzzles.png")
     return 0
 
 
@@ -97,6 +99,57 @@ def plot(out, result):
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=6)
     save_figure(fig, out, "curves")
+
+
+def plot_alignment(out, result):
+    """Per-head mean cos(W_K e, <bQ>) of every run (rows) and layer·head (columns), |<bQ>| per layer, and
+    layer 0's positional alignment."""
+    al = {n: r["bq_alignment"]["layers"] for n, r in result["runs"].items()
+          if (r.get("bq_alignment") or {}).get("layers")}
+    if not al:
+        return
+    names = list(al)
+    fig, ax = figure(1, 3, width=4.5)
+    grid = [[h for l in al[n] for h in l["token_cos_head_mean"]] for n in names]
+    im = ax[0, 0].imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-0.5, vmax=0.5)
+    n_head = len(al[names[0]][0]["token_cos_head_mean"])
+    ax[0, 0].set(yticks=range(len(names)), xlabel=f"layer x {n_head} heads", title="per-head mean token cos with <bQ>")
+    ax[0, 0].set_yticklabels(names, fontsize=6)
+    fig.colorbar(im, ax=ax[0, 0])
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        ls = al[n]
+        ax[0, 1].bar([l["layer"] + i * width for l in ls], [l["bq_norm"] for l in ls], width, label=n)
+        ax[0, 2].plot(ls[0]["position_cos"], "-" if n.endswith("_bq") else ":", label=n)
+    n_layer = len(al[names[0]])
+    ax[0, 1].set(xlabel="layer", ylabel="|<bQ>|", title="|<bQ>| per layer (sym: a random draw)",
+                 xticks=[L + 0.4 - width / 2 for L in range(n_layer)], xticklabels=[str(L) for L in range(n_layer)])
+    ax[0, 2].set(xlabel="position", ylabel="cos(W_K p, <bQ>)", title="layer 0 positional alignment")
+    ax[0, 2].legend(fontsize=5)
+    save_figure(fig, out, "bq_alignment")
+
+
+def plot_puzzles(out, result):
+    runs = {n: r["logic_puzzles"] for n, r in result["runs"].items() if "tasks" in (r.get("logic_puzzles") or {})}
+    if not runs:
+        return
+    tasks = list(next(iter(runs.values()))["tasks"])
+    fig, ax = figure(1, 1, width=9)
+    width = 0.8 / len(runs)
+    for i, (n, r) in enumerate(runs.items()):
+        acc = [r["tasks"][t]["accuracy"] for t in tasks]
+        lo = [a - r["tasks"][t]["ci95"][0] for a, t in zip(acc, tasks)]
+        hi = [r["tasks"][t]["ci95"][1] - a for a, t in zip(acc, tasks)]
+        ax[0, 0].bar([k + i * width for k in range(len(tasks))], acc, width, yerr=[lo, hi], label=n,
+                     hatch="//" if n.endswith("_bq") else None, error_kw={"lw": 0.5})
+    first = next(iter(runs.values()))
+    for k, t in enumerate(tasks):
+        ax[0, 0].hlines(first["tasks"][t]["chance"], k - 0.1, k + 0.9, colors="k", linestyles="--", lw=0.8)
+    ax[0, 0].set(xticks=[k + 0.4 for k in range(len(tasks))], ylabel="accuracy (Wilson 95 %)", ylim=(0, 1),
+                 title="logic puzzles (dashed: chance)")
+    ax[0, 0].set_xticklabels(tasks, fontsize=7)
+    ax[0, 0].legend(fontsize=5, ncol=2)
+    save_figure(fig, out, "logic_puzzles")
 
 
 if __name__ == "__main__":

@@ -453,6 +453,19 @@ def prepare_lm_probe(cfg: Config, run_dir: Path | None = None) -> LMProbeTask:
     return LMProbeTask(cfg, tok, token_cache(cfg, tok, corpus), codewords)
 
 
+def run_tokenizer(run_dir: Path, cfg: Config) -> Tokenizer:
+    """The tokenizer a run was trained with, without building its token cache: the run directory's
+    tokenizer.json (a trained BPE) or GPT-2's; a run with neither (a synthetic task, a BPE run whose
+    tokenizer.json is missing) is refused in one line."""
+    path = Path(run_dir) / "tokenizer.json"
+    if path.exists():
+        return BPETokenizer.load(path)
+    if cfg.task == "lm_probe" and cfg.tokenizer == "gpt2":
+        return gpt2_tokenizer()
+    raise UserError(f"{run_dir} has no tokenizer (task {cfg.task}, tokenizer {cfg.tokenizer}, no tokenizer.json): "
+                    "this analysis needs a text-trained run")
+
+
 def read_codewords(path: Path) -> list[str]:
     try:
         d = json.loads(Path(path).read_text())

@@ -127,6 +127,11 @@ class Run:
         self.require_model()
         return prepare_task(self.cfg, self.dir)
 
+    def tokenizer(self):
+        """The run's tokenizer (tokenizer.json or GPT-2), without building its token cache."""
+        from training.core.data import run_tokenizer
+        return run_tokenizer(self.dir, self.cfg)
+
     def model(self, step: int, attention: str = "sdpa", device: str | torch.device = "cpu"):
         """The model with the weights of checkpoint ``step``, in eval mode."""
         self.require_model()

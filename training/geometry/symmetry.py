@@ -138,35 +138,101 @@ def alignment_cosines(keys: torch.Tensor, direction: torch.Tensor) -> torch.Tens
     return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
 
 
-def bq_alignment(state: dict[str, torch.Tensor], n_layer: int, n_head: int, bq: np.ndarray, top: int = 15) -> dict:
+def layer_cosines(state: dict[str, torch.Tensor], layer: int, n_head: int, bq_layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, V) token and (H, T) position cosines cos(W_K^(h)·e, ⟨bQ⟩_l) of one layer (raw tied token
+    embedding, learned positions, no LayerNorm, no key bias)."""
+    tok, pos = state["tok_emb.weight"].double(), state["pos_emb.weight"].double()
+    blocks = head_blocks(state, layer, n_head)
+    b = torch.as_tensor(np.asarray(bq_layer), dtype=torch.float64)
+    tok_cos = torch.stack([alignment_cosines(tok @ wk.T, b) for wk in blocks["k"]])
+    pos_cos = torch.stack([alignment_cosines(pos @ wk.T, b) for wk in blocks["k"]])
+    return tok_cos, pos_cos
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+    return rankdata(x)
+
+
+def recency(curve, n_perm: int = 2000, seed: int = 0) -> dict:
+    """Recency of a positional alignment curve c(p), p = 0..T−1 (for a query at position t, causal attention
+    sees keys p ≤ t, so c rising with p favours recent keys).
+
+    ``spearman``: rank correlation of c(p) with p; ``slope``: least-squares slope of c against p/(T−1) (the
+    fitted change of the cosine from the first to the last position); ``late_minus_early``: mean c over the last
+    quarter of positions − over the first quarter. Null: the positions shuffled ``n_perm`` times (seeded),
+    giving the null sd of the Spearman correlation (analytic ≈ 1/√(T−1)) and its two-sided p-value
+    (1 + #|null| ≥ |observed|)/(1 + n_perm)."""
+    c = np.asarray(curve, dtype=np.float64)
+    T = c.size
+    if T < 4:
+        return {"reason": f"{T} positions; at least 4 are needed"}
+    u = np.arange(T) / (T - 1)
+    rc = _ranks(c)
+    rp = np.arange(T, dtype=np.float64)
+
+    def corr(a, b):
+        a, b = a - a.mean(), b - b.mean(axis=-1, keepdims=True)
+        den = np.sqrt((a * a).sum() * (b * b).sum(axis=-1))
+        return np.where(den > 0, (b @ a) / np.where(den > 0, den, 1), 0.0)
+
+    rho = float(corr(rp, rc))
+    uc = u - u.mean()
+    slope = float(uc @ (c - c.mean()) / (uc @ uc))
+    q = max(1, T // 4)
+    rng = np.random.default_rng([seed, 6151])
+    null = corr(rp, np.stack([rng.permutation(rc) for _ in range(n_perm)])) if n_perm else np.zeros(0)
+    return {"spearman": rho, "slope": slope, "late_minus_early": float(c[-q:].mean() - c[:q].mean()),
+            "positions": T, "null_spearman_sd": float(null.std()) if n_perm else None,
+            "null_spearman_sd_analytic": 1.0 / math.sqrt(T - 1),
+            "p_perm": float((1 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (1 + n_perm)) if n_perm else None,
+            "n_perm": n_perm, "reason": None}
+
+
+def bq_alignment(state: dict[str, torch.Tensor], n_layer: int, n_head: int, bq: np.ndarray, top: int = 15,
+                 classes: list[str] | None = None, n_perm: int = 1000, seed: int = 0) -> dict:
     """Token and position alignment with ⟨bQ⟩ per layer and head (as symmetry-breaking-files'
     ``analysis/analysis_bQ_batch.py``): cos(W_K^(h)·e, ⟨bQ⟩_l)
     for every row e of the (raw, tied) token embedding and of the learned position embedding, with no
     LayerNorm and no key bias. Per layer: the mean over heads of the token cosines' mean, std and the
     z-score of their mean square against the analytic null (a random direction in head_dim dimensions has
-    E cos² = 1/head_dim), the top/bottom ``top`` token ids by head-mean cosine, and the position curve."""
-    tok, pos = state["tok_emb.weight"].double(), state["pos_emb.weight"].double()
+    E cos² = 1/head_dim), per head the mean cosine and mean cos², the top/bottom ``top`` token ids by
+    head-mean cosine, the position curve and its :func:`recency` (head mean and per head); with ``classes``
+    (one class per token id, :mod:`training.geometry.token_classes`), the enrichment of positive head-mean
+    alignment in each class."""
+    from training.geometry.token_classes import class_enrichment, structure_content_direction
     out = []
     for L in range(n_layer):
-        blocks = head_blocks(state, L, n_head)
-        b = torch.as_tensor(bq[L], dtype=torch.float64)
-        hd = b.numel()
-        tok_cos = torch.stack([alignment_cosines(tok @ wk.T, b) for wk in blocks["k"]])      # (H, V)
-        pos_cos = torch.stack([alignment_cosines(pos @ wk.T, b) for wk in blocks["k"]])      # (H, T)
+        tok_cos, pos_cos = layer_cosines(state, L, n_head, bq[L])
+        hd = int(np.asarray(bq[L]).size)
+        b_norm = float(np.linalg.norm(np.asarray(bq[L], dtype=np.float64)))
         mean_tok = tok_cos.mean(0)
         order = torch.argsort(mean_tok, descending=True)
         ms = float(tok_cos.pow(2).mean())
         n = tok_cos.numel()
-        out.append({"layer": L, "bq_norm": float(b.norm()),
-                    "token_cos_mean": float(tok_cos.mean()), "token_cos_std": float(tok_cos.std()),
-                    "token_cos_mean_square": ms, "null_mean_square": 1.0 / hd,
-                    # the mean of n cos² values under the null: variance ≈ 2/(hd(hd+2)) per value (cos² ~ Beta)
-                    "z_mean_square": (ms - 1.0 / hd) / math.sqrt(2.0 * (hd - 1) / (hd * hd * (hd + 2)) / n),
-                    "token_cos_head_mean": tok_cos.mean(1).tolist(),
-                    "top_tokens": order[:top].tolist(), "top_cos": mean_tok[order[:top]].tolist(),
-                    "bottom_tokens": order[-top:].flip(0).tolist(), "bottom_cos": mean_tok[order[-top:].flip(0)].tolist(),
-                    "position_cos": pos_cos.mean(0).tolist(),
-                    "position_cos_first_last_heads": [pos_cos[0].tolist(), pos_cos[-1].tolist()]})
+        pos_mean = pos_cos.mean(0).numpy()
+        entry = {"layer": L, "bq_norm": b_norm,
+                 "token_cos_mean": float(tok_cos.mean()), "token_cos_std": float(tok_cos.std()),
+                 "token_cos_mean_square": ms, "null_mean_square": 1.0 / hd,
+                 # the mean of n cos² values under the null: variance ≈ 2/(hd(hd+2)) per value (cos² ~ Beta)
+                 "z_mean_square": (ms - 1.0 / hd) / math.sqrt(2.0 * (hd - 1) / (hd * hd * (hd + 2)) / n),
+                 "token_cos_head_mean": tok_cos.mean(1).tolist(),
+                 "token_cos_head_mean_square": tok_cos.pow(2).mean(1).tolist(),
+                 "top_tokens": order[:top].tolist(), "top_cos": mean_tok[order[:top]].tolist(),
+                 "bottom_tokens": order[-top:].flip(0).tolist(), "bottom_cos": mean_tok[order[-top:].flip(0)].tolist(),
+                 "position_cos": pos_mean.tolist(),
+                 "position_cos_first_last_heads": [pos_cos[0].tolist(), pos_cos[-1].tolist()],
+                 "position_recency": recency(pos_mean, seed=seed),
+                 "position_recency_per_head": [recency(pos_cos[h].numpy(), n_perm=0)["spearman"]
+                                               for h in range(n_head)]}
+        if classes is not None:
+            vals = mean_tok.numpy()
+            if len(classes) < vals.size:             # padded embedding rows beyond the tokenizer's vocabulary
+                vals = vals[:len(classes)]
+            enr = class_enrichment(vals, classes[:vals.size], n_perm=n_perm, seed=seed)
+            enr["structure_content"] = structure_content_direction(enr)
+            entry["token_classes"] = enr
+        out.append(entry)
     return {"layers": out}
 
 
