@@ -58,6 +58,7 @@ def main() -> int:
     p.add_argument("--no-control", action="store_true", help="skip the λ-unchanged control")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto (default cpu)")
     args = p.parse_args()
+    device = resolve_device(args.device)        # a bad --device is an error before anything is written
     ends = [e.strip() for e in args.start.split(",") if e.strip()]
     if not ends or any(e not in ("trough", "peak") for e in ends) or args.max_pairs < 0:
         raise UserError("--start must be trough, peak or trough,peak and --max-pairs >= 0")
@@ -88,7 +89,6 @@ def main() -> int:
             s = q.trough_step if e == "trough" else q.peak_step
             starts.setdefault(s, {"step": s, "role": e, "pairs": [], "p_ood_logged": p_ood.get(s)})
             starts[s]["pairs"].append(f"{q.peak_step}:{q.trough_step}")
-    device = resolve_device(args.device)
     key = {"config_hash": run.cfg.hash(), "relax": settings.as_dict(), "every": every, "seed": args.seed,
            "device": device.type}
     progress_path = run.analysis_dir / PROGRESS

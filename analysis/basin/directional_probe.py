@@ -81,6 +81,7 @@ def main() -> int:
     p.add_argument("--lam", type=float, help="relaxation probe weight λ (default: twice the preset's initial λ)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto (default cpu)")
     args = p.parse_args()
+    device = resolve_device(args.device)        # a bad --device is an error before anything is written
     if args.n_random < 1:
         raise UserError("--n-random must be >= 1 (the random directions are the null)")
     run = open_run(args.run_dir, args.out_dir)
@@ -103,7 +104,6 @@ def main() -> int:
         return 0
     pair = max(pairs, key=lambda q: q.amplitude if math.isfinite(q.amplitude) else -math.inf)
     start = pair.peak_step if args.start == "peak" else pair.trough_step
-    device = resolve_device(args.device)
     task = run.task()
     ckpts = run.checkpoints()
     records, geometry = [], []

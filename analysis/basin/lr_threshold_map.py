@@ -63,6 +63,7 @@ def main() -> int:
     p.add_argument("--threshold", type=float, default=ESCAPE_THRESHOLD, help="escape: p_ood > this (default 0.4)")
     p.add_argument("--device", default="cpu", help="with --lrs: cpu | cuda | mps | auto (default cpu)")
     args = p.parse_args()
+    device = resolve_device(args.device)        # a bad --device is an error before anything is written
     if not 0 < args.threshold < 1:
         raise UserError(f"--threshold must be in (0, 1) (got {args.threshold})")
     if args.lrs is None and any(v is not None for v in (args.from_step, args.steps, args.every, args.lam)):
@@ -79,7 +80,6 @@ def main() -> int:
         if start not in run.steps:
             raise UserError(f"--from-step {start}: no checkpoint there (the run has {run.steps[0]}..{run.steps[-1]})")
         settings, every = recovery_defaults(run.cfg, args.steps, None, args.lam, args.every)
-        device = resolve_device(args.device)
         task = run.task()
         series = []
         for lr in lrs:

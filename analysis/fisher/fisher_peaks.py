@@ -44,6 +44,7 @@ def main() -> int:
     p.add_argument("--top-k", type=int, default=10, help="eigenvalues stored per checkpoint (default 10)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     args = p.parse_args()
+    device = resolve_device(args.device)        # a bad --device is an error before anything is written
     if args.max_pairs < 0 or args.n_batches < 2 or args.n_boot < 2:
         raise UserError("--max-pairs must be >= 0, --n-batches >= 2 and --n-boot >= 2")
     run = open_run(args.run_dir, args.out_dir)
@@ -61,7 +62,6 @@ def main() -> int:
     top = sorted(pairs, key=lambda q: -(q.amplitude if math.isfinite(q.amplitude) else -math.inf))
     top = top if args.max_pairs == 0 else top[:args.max_pairs]
     steps = sorted({s for q in top for s in (q.peak_step, q.trough_step)})
-    device = resolve_device(args.device)
     task = run.task()
     records = {}
     for step in tqdm(steps, desc="fisher at peaks/troughs", unit="ckpt", disable=True if args.no_progress else None):
