@@ -23,7 +23,7 @@ from training.geometry.directions import KINDS, directions, write_basis
 
 def main() -> int:
     p = analysis_parser(__doc__)
-    p.add_argument("--kind", required=True, choices=KINDS, help="backbone | switching")
+    p.add_argument("--kind", default="backbone", choices=KINDS, help="backbone (default) | switching")
     p.add_argument("--k", type=int, help="directions to export (backbone default 1; switching default all)")
     p.add_argument("--basis-out", help="the basis file to write (default RUN/analysis/<kind>_basis.safetensors)")
     args = p.parse_args()
