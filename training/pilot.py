@@ -129,7 +129,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
         k, v = parse_override(item)
         changes[k] = v
     changes = reference_flags.reference_changes(args, cfg, changes)
-    return validate(cfg.replace(**changes))
+    cfg = validate(cfg.replace(**changes))
+    if cfg.suppress_basis:            # a bad basis file stops here, before anything is printed or written
+        from training.core.control import read_basis_file
+        from training.core.model import trunk_size
+        read_basis_file(cfg.suppress_basis, trunk_size(cfg))
+    return cfg
 
 
 def dry_run(cfg: Config) -> None:
