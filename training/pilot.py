@@ -39,6 +39,7 @@ FLAG_FIELDS = {
     "lambda_probe2": "lambda_probe2", "lambda_step": "lambda_step", "p_probe": "p_probe",
     "eval_every": "eval_every", "ckpt_every": "ckpt_every", "batch_size": "batch_size",
     "grad_accum": "grad_accum", "momentum": "momentum", "device": "device", "data_seed": "data_seed",
+    "suppress_strength": "suppress_strength", "suppress_k": "suppress_k", "suppress_every": "suppress_every",
 }
 
 
@@ -70,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto | cpu | cuda | mps")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--early-stop", action="store_true", help="stop once the last 5 p_ood values are >= 0.8")
+    p.add_argument("--suppress-strength", type=float, metavar="LAMBDA_C",
+                   help="subspace suppression: g <- g - LAMBDA_C * P_S g on the trunk gradient (0 = off; "
+                        "training/core/control.py)")
+    p.add_argument("--suppress-basis", metavar="FILE",
+                   help="suppress the span of these trunk directions (.npy / .safetensors, k x D_trunk) instead of "
+                        "the top-k g_probe - g_LM directions estimated during training")
+    p.add_argument("--suppress-k", type=int, help="estimated subspace: its dimension (default 3)")
+    p.add_argument("--suppress-every", type=int, help="estimated subspace: refresh every N steps (default 200)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="set any config field; repeatable")
     p.add_argument("--out-dir", help="run directory (default: runs/<name encoding the settings>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir exactly where it stopped")
@@ -121,11 +130,18 @@ def resolve_config(args: argparse.Namespace) -> Config:
             changes["init_optimizer"] = str(find_optimizer_state(args.init_from).resolve())
     elif args.with_moments:
         raise UserError("--with-moments needs --init-from CKPT")
+    if args.suppress_basis:
+        changes["suppress_basis"] = str(Path(args.suppress_basis).resolve())
     for item in args.set:
         k, v = parse_override(item)
         changes[k] = v
     changes = reference_flags.reference_changes(args, cfg, changes)
-    return validate(cfg.replace(**changes))
+    cfg = validate(cfg.replace(**changes))
+    if cfg.suppress_basis:            # a bad basis file stops here, before anything is printed or written
+        from training.core.control import read_basis_file
+        from training.core.model import trunk_size
+        read_basis_file(cfg.suppress_basis, trunk_size(cfg))
+    return cfg
 
 
 def dry_run(cfg: Config) -> None:
@@ -174,7 +190,7 @@ def _main(args: argparse.Namespace, dist) -> int:
         if not (run_dir / "config.json").exists():
             raise UserError(f"{run_dir} holds no run to resume (no config.json)")
         given = [f for f in FLAG_FIELDS if getattr(args, f) is not None and f != "device"] + args.set
-        if given or args.config or args.init_from:
+        if given or args.config or args.init_from or args.suppress_basis:
             raise UserError("--resume continues a run with its own config; drop the other training flags")
         sinks = {"log": parse_flag(args.log)} if args.log else {}     # --log again: other sinks from here on
         cfg = read_run_config(run_dir).replace(device=args.device or "auto", progress=not args.no_progress,

@@ -7,7 +7,7 @@ run directory, whose tokenizer and codewords are authoritative) and the checks o
 settings. A new task is one entry here.
 
 :func:`validate` is the only check a config needs before it is trained or compared: the config's own
-field checks, then the optimizer's, the attention biases' and the task's.
+field checks, then the optimizer's, the attention biases', subspace suppression's and the task's.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 from training.core.attention_bias import check_attention_bias
 from training.core.batch import Batch
 from training.core.config import Config
+from training.core.control import check_suppression
 from training.core.data import prepare_lm_probe
 from training.core.errors import UserError
 from training.core.modadd import ModAddTask, validate_modadd
@@ -71,6 +72,7 @@ def validate(cfg: Config) -> Config:
     cfg.check_fields()
     check_optimizer(cfg)
     check_attention_bias(cfg)
+    check_suppression(cfg)
     task_spec(cfg).check(cfg)
     return cfg
 

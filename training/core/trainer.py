@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from training.core import runio, tracking
+from training.core import control, runio, tracking
 from training.core.config import Config, checkpoint_steps, eval_steps, keeps_optimizer_state
 from training.core.devices import resolve_device  # noqa: F401 (the trainer's device; importable from here too)
 from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
 from training.core.errors import UserError
 from training.core.losses import composite_loss
-from training.core.model import GPT, trunk_size
+from training.core.model import GPT, trunk_parameters, trunk_size
 from training.core.optim import build_optimizer, lambda_at, lr_at, optimizer_step, set_lr
 from training.core.optim import diagnostics as optimizer_diagnostics
 from training.core.tasks import prepare_task, validate
@@ -58,11 +58,12 @@ def build_model(cfg: Config, vocab_size: int, device: torch.device | str = "cpu"
 
 
 def forward_backward(fwd, optimizer, get_batch, grad_accum: int, lam: float, grad_clip: float,
-                     params: list[torch.Tensor], amp) -> dict[str, torch.Tensor]:
+                     params: list[torch.Tensor], amp, before_clip=None) -> dict[str, torch.Tensor]:
     """Gradients of one optimizer step: accumulate over micro-batches, then clip the global norm.
 
     Returns detached sums over the micro-batches (loss, lm, probe·n_probe, probe_n) and the
     pre-clipping gradient norm. ``get_batch(micro)`` supplies the micro-batches on the device.
+    ``before_clip()``, when given, edits the accumulated gradients before clipping (subspace suppression).
     """
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, torch.Tensor] = {}
@@ -75,6 +76,8 @@ def forward_backward(fwd, optimizer, get_batch, grad_accum: int, lam: float, gra
         for k, v in (("loss", parts.loss), ("lm", parts.lm), ("probe", parts.probe * parts.n_probe),
                      ("probe_n", parts.n_probe)):
             sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+    if before_clip is not None:
+        before_clip()
     sums["gnorm"] = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
     return sums
 
@@ -247,6 +250,12 @@ class Trainer:
         self.fwd = torch.compile(model) if cfg.compile else model
         self.chash = cfg.hash()
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.suppressor = None
+        if control.active(cfg):      # subspace suppression (training/core/control.py)
+            if self.dist.enabled:
+                raise UserError("subspace suppression (suppress_strength > 0) is not supported under torchrun; "
+                                "train in one process")
+            self.suppressor = control.Suppressor(cfg, [p for _, p in trunk_parameters(model)])
         return init_note
 
     def _restore(self, state: dict) -> int:
@@ -264,6 +273,8 @@ class Trainer:
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
         self.acc, self.elapsed0 = dict(state["acc"]), float(state["elapsed_s"])
+        if self.suppressor is not None:
+            self.suppressor.load_state_dict(state.get("suppression"))
         if self.main:
             runio.truncate_metrics(self.run_dir, start)
             print(f"resuming {self.run_dir} from step {start}")
@@ -272,6 +283,8 @@ class Trainer:
     def _begin(self, init_note: dict) -> int:
         """A fresh run: write config.json (and start metrics.jsonl empty); return step 0."""
         self.acc, self.elapsed0 = _new_acc(), 0.0
+        if self.suppressor is not None:
+            self.suppressor.start()          # a given basis is read (and checked) before anything is written
         if self.main:
             cfg, task = self.cfg, self.task
             runio.atomic_write_json(self.run_dir / "config.json", {
@@ -302,6 +315,9 @@ class Trainer:
         if task.resets_optimizer(step):
             optimizer.state.clear()        # a curriculum stage that restarts the optimizer (modadd)
         set_lr(optimizer, lr)
+        sup = self.suppressor
+        if sup is not None and sup.due(step):
+            sup.refresh(self.fwd, task.train_batch(step, 0).to(device), lam, self.amp)
 
         def gradients() -> dict:
             if self.dist.enabled:       # this rank's slice of the same global batch
@@ -309,7 +325,8 @@ class Trainer:
                                             cfg.grad_accum, lam, cfg.grad_clip, self.trainable, self.amp, self.dist,
                                             device)
             return forward_backward(self.fwd, optimizer, lambda m: task.train_batch(step, m).to(device),
-                                    cfg.grad_accum, lam, cfg.grad_clip, self.trainable, self.amp)
+                                    cfg.grad_accum, lam, cfg.grad_clip, self.trainable, self.amp,
+                                    None if sup is None else sup.project)
 
         sums, finite = optimizer_step(optimizer, self.spec, gradients, cfg.grad_accum)
         if not finite:
@@ -336,7 +353,8 @@ class Trainer:
                "train_probe_loss": acc["probe"] / acc["probe_n"] if acc["probe_n"] else None,
                "grad_norm": acc["gnorm"] / acc["steps"] if acc["steps"] else None,
                **optimizer_diagnostics(self.optimizer, self.spec),   # ECD's drift/turn
-               **m, "elapsed_s": round(self._elapsed(), 3)}
+               **m, **(self.suppressor.record() if self.suppressor is not None else {}),
+               "elapsed_s": round(self._elapsed(), 3)}
         if self.main:
             runio.append_metrics(self.run_dir, rec)
             self.sinks.log(rec)                          # the same record, at evaluation cadence only
@@ -360,6 +378,8 @@ class Trainer:
               "torch_rng": torch.get_rng_state(),
               "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
               "acc": dict(self.acc), "elapsed_s": self._elapsed()}
+        if self.suppressor is not None:
+            st["suppression"] = self.suppressor.state_dict()
         if (cfg.ckpt_contents, cfg.ckpt_dtype) != ("full", "fp32"):
             # reduced checkpoints (trunk-only / bf16) cannot restore the run: keep its fp32 weights here
             st["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
