@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -164,12 +164,9 @@ def _base_config(preset_name: str | None) -> tuple[Config, str]:
 
 
 # ---------------------------------------------------------------------------- the import
-def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[str] | None = None,
-                      steps: list[int] | None = None, architecture: str | None = None, init: str | None = None,
-                      preset_name: str | None = None, overrides: list[str] = (), trust_pickle: bool = False,
-                      progress: bool = True) -> dict:
-    """Import the checkpoint series; returns the ``imported`` record written to config.json."""
-    t0 = time.time()
+def _series(sources: list[str], revisions: list[str] | None, steps: list[int] | None, init: str | None,
+            trust_pickle: bool) -> list[Item]:
+    """The checkpoints of the series with their steps, the optional initialisation first as step 0."""
     items = resolve_series(sources, revisions, trust_pickle)
     if init is not None:
         init_items = resolve_series([init], None, trust_pickle)
@@ -183,13 +180,26 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
         items = [init_items[0]] + items
     if len(items) < 2:
         raise UserError(f"a trajectory needs at least 2 checkpoints (got {len(items)})")
-    kinds = {it.kind for it in items}
+    return items
 
-    out = runio.check_out_dir(out_dir)
-    if out.is_dir() and runio.run_contents(out):
-        raise UserError(f"{out} already holds a run ({', '.join(runio.run_contents(out))}); choose another --out-dir")
 
-    # the architecture and the trunk plan, from the first checkpoint
+@dataclass
+class _Plan:
+    """What the first checkpoint decides for the whole series: architecture, trunk entries, the run's config."""
+    arch: Any
+    entries: list
+    n_head: int | None
+    cfg: Any
+    contents: str
+    extra: dict[str, str]             # toolkit name -> foreign name of the non-trunk tensors (native layout only)
+    notes: dict
+    hf_cfg: Any
+    schedule: str
+    first_shapes: dict
+
+
+def _plan(items: list[Item], out: Path, architecture: str | None, preset_name: str | None,
+          overrides: list[str]) -> _Plan:
     hf_cfg = None
     if items[0].kind == "hf":
         arch_name, hf_cfg = _hf_arch(items[0])
@@ -199,106 +209,129 @@ def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[s
     else:
         first = items[0].open()
         arch_name = architecture or archs.detect(first.shapes)
-    arch = archs.architecture(arch_name)
-    base, schedule = _base_config(preset_name)
-    for item in overrides:
-        k, v = parse_override(item)
-        base = base.replace(**{k: v})
-    dims = src_mod.hf_dims(hf_cfg) if hf_cfg is not None else {}
-    n_head = dims.get("n_head") or (base.n_head if any(o.replace("-", "_").startswith("n_head=") for o in overrides)
-                                    else None)
-    entries = archs.plan(arch, first.shapes, items[0].label, n_head)
-    n_layer = len(entries) // 4
-    notes = {}
-    prefix = entries[0].sources[0][: -len("blocks.0.attn.qkv.weight")] if arch.native else ""
-    extra: dict[str, str] = {}           # toolkit name -> foreign name of the non-trunk tensors (native layout only)
-    if arch.native:
-        source_cfg = _source_config(items[0])
-        cfg, notes = _native_config(first.shapes, prefix, n_layer, base, source_cfg)
-        cfg = _apply(cfg, overrides)
-        contents, extra = _native_contents(cfg, first.shapes, prefix, notes)
-    else:
-        d_model = entries[1].shape[0]
-        cfg = base.replace(n_layer=n_layer, d_model=d_model, d_ff=entries[2].shape[0],
-                           n_head=dims.get("n_head") or base.n_head, seq_len=dims.get("seq_len") or base.seq_len,
-                           attn_only=False)
-        cfg = _apply(cfg, overrides)
-        contents = "trunk"
-    # the run's length: the last step, or the preset's / --set's when longer (its schedule then stays as given)
-    given = bool(preset_name) or any(o.replace("-", "_").startswith("steps=") for o in overrides)
-    cfg = cfg.replace(steps=max(1, items[-1].step, cfg.steps if given else 0), ckpt_contents=contents,
-                      out_dir=str(out))
-    cfg = cfg.replace(warmup=min(cfg.warmup, cfg.steps), lambda_step=min(cfg.lambda_step, cfg.steps))
-    first_shapes = dict(first.shapes)
-    first.close()
+    try:
+        arch = archs.architecture(arch_name)
+        base, schedule = _base_config(preset_name)
+        for item in overrides:
+            k, v = parse_override(item)
+            base = base.replace(**{k: v})
+        dims = src_mod.hf_dims(hf_cfg) if hf_cfg is not None else {}
+        n_head = dims.get("n_head") or (base.n_head if any(o.replace("-", "_").startswith("n_head=") for o in overrides)
+                                        else None)
+        entries = archs.plan(arch, first.shapes, items[0].label, n_head)
+        n_layer = len(entries) // 4
+        notes: dict = {}
+        prefix = entries[0].sources[0][: -len("blocks.0.attn.qkv.weight")] if arch.native else ""
+        extra: dict[str, str] = {}
+        if arch.native:
+            cfg, notes = _native_config(first.shapes, prefix, n_layer, base, _source_config(items[0]))
+            cfg = _apply(cfg, overrides)
+            contents, extra = _native_contents(cfg, first.shapes, prefix, notes)
+        else:
+            cfg = base.replace(n_layer=n_layer, d_model=entries[1].shape[0], d_ff=entries[2].shape[0],
+                               n_head=dims.get("n_head") or base.n_head, seq_len=dims.get("seq_len") or base.seq_len,
+                               attn_only=False)
+            cfg = _apply(cfg, overrides)
+            contents = "trunk"
+        # the run's length: the last step, or the preset's / --set's when longer (its schedule then stays as given)
+        given = bool(preset_name) or any(o.replace("-", "_").startswith("steps=") for o in overrides)
+        cfg = cfg.replace(steps=max(1, items[-1].step, cfg.steps if given else 0), ckpt_contents=contents,
+                          out_dir=str(out))
+        cfg = cfg.replace(warmup=min(cfg.warmup, cfg.steps), lambda_step=min(cfg.lambda_step, cfg.steps))
+        return _Plan(arch, entries, n_head, cfg, contents, extra, notes, hf_cfg, schedule, dict(first.shapes))
+    finally:
+        first.close()
 
+
+def _checked(k: int, it: Item, items: list[Item], plan: _Plan):
+    """(source, shapes to write, trunk entries by name) of checkpoint k, refused in one line unless it has the
+    series' architecture and the first checkpoint's trunk (and, for a whole model, its other tensors)."""
+    arch, entries = plan.arch, plan.entries
+    if it.kind == "hf" and k > 0:
+        mt, _ = _hf_arch(it)
+        if mt != arch.name:
+            raise UserError(f"{it.label} is a {mt} checkpoint, the series' first a {arch.name} one")
+    src = it.open()
+    try:
+        these = archs.plan(arch, src.shapes, it.label, plan.n_head)
+        if [(e.name, e.shape) for e in these] != [(e.name, e.shape) for e in entries]:
+            bad = next(((a, b) for a, b in zip(these, entries) if (a.name, a.shape) != (b.name, b.shape)),
+                       (None, None))
+            raise UserError(f"{it.label} does not have the trunk of {items[0].label}: "
+                            f"{_describe_mismatch(bad, len(these), len(entries))}")
+        shapes = {e.name: e.shape for e in these}
+        for name, foreign in plan.extra.items():
+            if src.shapes.get(foreign) != plan.first_shapes[foreign]:
+                raise UserError(f"{it.label} lacks {foreign} or holds it in another shape than {items[0].label}")
+            shapes[name] = src.shapes[foreign]
+    except BaseException:
+        src.close()
+        raise
+    return src, shapes, {e.name: e for e in these}
+
+
+def _write_series(items: list[Item], out: Path, plan: _Plan, chash: str, progress: bool) -> set[str]:
+    """Stream every checkpoint into the run directory; returns the source dtypes seen."""
+    dtypes: set[str] = set()
+    it = items[0]
+    try:
+        for k, it in enumerate(items):
+            src, shapes, by_name = _checked(k, it, items, plan)
+            try:
+                dtypes |= {src.dtypes[s] for e in by_name.values() for s in e.sources}
+
+                def fetch(name, src=src, by_name=by_name):
+                    if name in by_name:
+                        e = by_name[name]
+                        return archs.assemble(e, [src.get(s) for s in e.sources], plan.n_head)
+                    return src.get(plan.extra[name])
+                runio.stream_checkpoint(out, it.step, shapes, fetch, chash, plan.contents)
+            finally:
+                src.close()
+            if progress:
+                print(f"imported step {it.step} ({k + 1}/{len(items)}) from {it.label}", file=sys.stderr)
+    except BaseException as e:
+        runio.write_status(out, "failed", it.step, f"import stopped at {it.label}: {type(e).__name__}: {e}"[:500])
+        raise
+    return dtypes
+
+
+def import_trajectory(sources: list[str], out_dir: str | Path, revisions: list[str] | None = None,
+                      steps: list[int] | None = None, architecture: str | None = None, init: str | None = None,
+                      preset_name: str | None = None, overrides: list[str] = (), trust_pickle: bool = False,
+                      progress: bool = True) -> dict:
+    """Import the checkpoint series; returns the ``imported`` record written to config.json."""
+    t0 = time.time()
+    items = _series(sources, revisions, steps, init, trust_pickle)
+    kinds = {it.kind for it in items}
+    out = runio.check_out_dir(out_dir)
+    if out.is_dir() and runio.run_contents(out):
+        raise UserError(f"{out} already holds a run ({', '.join(runio.run_contents(out))}); choose another --out-dir")
+    plan = _plan(items, out, architecture, preset_name, list(overrides))
+    arch, cfg, hf_cfg = plan.arch, plan.cfg, plan.hf_cfg
     mapping = {e.name.replace(".0.", ".{b}.", 1): {"from": [_generic(s, arch) for s in e.sources],
-                                                 "transform": e.transform} for e in entries[:4]}
+                                                 "transform": e.transform} for e in plan.entries[:4]}
     imported = {
         "source": sources if len(sources) > 1 else sources[0], "kind": sorted(kinds)[0] if len(kinds) == 1 else sorted(kinds),
-        "architecture": arch.name, "native_model": bool(arch.native and contents == "full"),
+        "architecture": arch.name, "native_model": bool(arch.native and plan.contents == "full"),
         "checkpoints": [{"step": it.step, "from": it.label} for it in items],
         "revisions": revisions, "init": init, "reference_step": items[0].step,
-        "mapping": mapping, "flatten_order": FLATTEN_ORDER, "schedule": schedule if not preset_name else f"preset {preset_name}",
-        "overrides": list(overrides), "notes": notes,
+        "mapping": mapping, "flatten_order": FLATTEN_ORDER,
+        "schedule": plan.schedule if not preset_name else f"preset {preset_name}",
+        "overrides": list(overrides), "notes": plan.notes,
         "hf_config": json.loads(hf_cfg.to_json_string()) if hf_cfg is not None else None,
     }
-    trunk_params = sum(int(torch.Size(e.shape).numel()) for e in entries)
+    trunk_params = sum(int(torch.Size(e.shape).numel()) for e in plan.entries)
     chash = cfg.hash()
-
-    def checked(k: int, it: Item):
-        """(source, shapes to write, trunk entries by name) of checkpoint k, refused in one line unless it has the
-        series' architecture and the first checkpoint's trunk (and, for a whole model, its other tensors)."""
-        if it.kind == "hf" and k > 0:
-            mt, _ = _hf_arch(it)
-            if mt != arch.name:
-                raise UserError(f"{it.label} is a {mt} checkpoint, the series' first a {arch.name} one")
-        src = it.open()
-        try:
-            these = archs.plan(arch, src.shapes, it.label, n_head)
-            if [(e.name, e.shape) for e in these] != [(e.name, e.shape) for e in entries]:
-                bad = next(((a, b) for a, b in zip(these, entries) if (a.name, a.shape) != (b.name, b.shape)),
-                           (None, None))
-                raise UserError(f"{it.label} does not have the trunk of {items[0].label}: "
-                                f"{_describe_mismatch(bad, len(these), len(entries))}")
-            shapes = {e.name: e.shape for e in these}
-            for name, foreign in extra.items():
-                if src.shapes.get(foreign) != first_shapes[foreign]:
-                    raise UserError(f"{it.label} lacks {foreign} or holds it in another shape than {items[0].label}")
-                shapes[name] = src.shapes[foreign]
-        except BaseException:
-            src.close()
-            raise
-        return src, shapes, {e.name: e for e in these}
-
     # every checkpoint is checked (headers only) before anything is written: a bad one leaves no run behind
     for k, it in enumerate(items):
-        checked(k, it)[0].close()
-    dtypes: set[str] = set()
+        _checked(k, it, items, plan)[0].close()
     with runio.RunLock(out):
         runio.atomic_write_json(out / "config.json", {
             "config": cfg.to_dict(), "config_hash": chash, "provenance": runio.provenance(),
-            "imported": imported, "vocab_size": notes.get("vocab_size"), "trunk_params": trunk_params})
+            "imported": imported, "vocab_size": plan.notes.get("vocab_size"), "trunk_params": trunk_params})
         runio.write_status(out, "running", items[0].step, "importing")
-        try:
-            for k, it in enumerate(items):
-                src, shapes, by_name = checked(k, it)
-                try:
-                    dtypes |= {src.dtypes[s] for e in by_name.values() for s in e.sources}
-
-                    def fetch(name, src=src, by_name=by_name):
-                        if name in by_name:
-                            e = by_name[name]
-                            return archs.assemble(e, [src.get(s) for s in e.sources], n_head)
-                        return src.get(extra[name])
-                    runio.stream_checkpoint(out, it.step, shapes, fetch, chash, contents)
-                finally:
-                    src.close()
-                if progress:
-                    print(f"imported step {it.step} ({k + 1}/{len(items)}) from {it.label}", file=sys.stderr)
-        except BaseException as e:
-            runio.write_status(out, "failed", it.step, f"import stopped at {it.label}: {type(e).__name__}: {e}"[:500])
-            raise
+        dtypes = _write_series(items, out, plan, chash, progress)
         imported["copied"] = _copy_reference_files(items, out) if arch.native else []
         imported["source_dtypes"] = sorted(dtypes)
         imported["elapsed_s"] = round(time.time() - t0, 3)
