@@ -481,6 +481,39 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
 
 
+def safetensors_index(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...], int, int]]]:
+    """(metadata, name -> (dtype code, shape, absolute byte offset, byte length)) of one safetensors file.
+
+    The format is an 8-byte little-endian header length, a JSON header with each tensor's dtype, shape and
+    ``data_offsets`` (relative to the end of the header), then the data. The file's size is checked against every
+    tensor, so a truncated file is refused before any read. Raises OSError / ValueError / KeyError / TypeError on a
+    missing or malformed file (the callers say which file in one line)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 0 < n < 100 * 2**20:
+            raise ValueError("bad header length")
+        header = json.loads(f.read(n))
+        size = os.fstat(f.fileno()).st_size
+    meta = header.pop("__metadata__", None) or {}
+    tensors = {}
+    for name, info in header.items():
+        a, b = (int(v) for v in info["data_offsets"])
+        if not 0 <= a <= b or 8 + n + b > size:
+            raise ValueError(f"{name} ends at byte {8 + n + b} of a {size}-byte file")
+        tensors[name] = (str(info["dtype"]), tuple(int(d) for d in info["shape"]), 8 + n + a, b - a)
+    return meta, tensors
+
+
+def pread_exact(fd: int, buf: memoryview, offset: int, what) -> None:
+    """Fill ``buf`` from ``fd`` at ``offset``; a short read means the file ended early: UserError(what())."""
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n <= 0:
+            raise UserError(what())
+        done += n
+
+
 def checkpoint_header(path: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """(name -> shape, metadata) of a checkpoint from its headers only (the main file and its shards)."""
     path = Path(path)

@@ -63,33 +63,15 @@ class CheckpointSet:
         return runio.checkpoint_path(self.run_dir, step)
 
     def _index(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...], int, int]]]:
-        """(metadata, name -> (dtype, shape, absolute byte offset, byte length)) of one safetensors file.
-
-        The format is an 8-byte little-endian header length, a JSON header with each tensor's dtype, shape
-        and ``data_offsets`` (relative to the end of the header), then the data. Parsed once per file; the
-        file's size is checked against every tensor, so a truncated file is refused before any read.
-        """
+        """:func:`training.core.runio.safetensors_index` of one file, parsed once per file."""
         cache = self.__dict__.setdefault("_index_cache", {})
         if path not in cache:
             try:
-                with open(path, "rb") as f:
-                    n = int.from_bytes(f.read(8), "little")
-                    if not 0 < n < 100 * 2**20:
-                        raise ValueError("bad header length")
-                    header = json.loads(f.read(n))
-                    size = os.fstat(f.fileno()).st_size
-                meta = header.pop("__metadata__", None) or {}
-                tensors = {}
-                for name, info in header.items():
-                    a, b = (int(v) for v in info["data_offsets"])
-                    if not 0 <= a <= b or 8 + n + b > size:
-                        raise ValueError(f"{name} ends at byte {8 + n + b} of a {size}-byte file")
-                    tensors[name] = (str(info["dtype"]), tuple(int(d) for d in info["shape"]), 8 + n + a, b - a)
+                cache[path] = runio.safetensors_index(path)
             except FileNotFoundError:
                 raise UserError(f"checkpoint {path} is missing") from None
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise UserError(f"checkpoint {path} is corrupt or truncated ({e})") from None
-            cache[path] = (meta, tensors)
         return cache[path]
 
     def _shards(self, step: int) -> set[int]:
@@ -203,7 +185,7 @@ class CheckpointSet:
                     else:
                         rows = np.empty(shape, dtype=np.float32)
                     for i, (fd, (s, path, off)) in enumerate(zip(fds, where)):
-                        _pread_exact(fd, memoryview(rows[i]).cast("B"), off + 4 * a * per_row,
+                        runio.pread_exact(fd, memoryview(rows[i]).cast("B"), off + 4 * a * per_row,
                                      lambda: f"cannot read {name} from {self._describe(s)} (file truncated)")
                     yield rows
             except OSError as e:
@@ -318,16 +300,6 @@ def file_identity(path: Path) -> list:
                 off = start + (span * k) // (_SAMPLES - 1)
                 h.update(os.pread(f.fileno(), _SAMPLE_BYTES, off))
     return [st.st_mtime_ns, st.st_size, h.hexdigest()[:32]]
-
-
-def _pread_exact(fd: int, buf: memoryview, offset: int, what) -> None:
-    """Fill ``buf`` from ``fd`` at ``offset`` (a short read means the file ended early: a UserError)."""
-    done = 0
-    while done < len(buf):
-        n = os.preadv(fd, [buf[done:]], offset + done)
-        if n <= 0:
-            raise UserError(what())
-        done += n
 
 
 def stream_rows(ckpts: CheckpointSet, steps: Sequence[int], block: int | None, max_elems: int,

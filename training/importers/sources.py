@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from training.core import runio
 from training.core.errors import UserError
 
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "module", "weights", "params")
@@ -59,21 +60,10 @@ class SafetensorsSource(TensorSource):
         self.what, self.shapes, self.dtypes, self._where = what, {}, {}, {}
         for path in files:
             try:
-                with open(path, "rb") as f:
-                    n = int.from_bytes(f.read(8), "little")
-                    if not 0 < n < 100 * 2**20:
-                        raise ValueError("bad header length")
-                    header = json.loads(f.read(n))
-                    size = os.fstat(f.fileno()).st_size
-                header.pop("__metadata__", None)
-                for k, info in header.items():
-                    a, b = (int(v) for v in info["data_offsets"])
-                    if not 0 <= a <= b or 8 + n + b > size:
-                        raise ValueError(f"{k} ends at byte {8 + n + b} of a {size}-byte file")
-                    self.shapes[k] = tuple(int(d) for d in info["shape"])
-                    code = str(info["dtype"])
+                for k, (code, shape, offset, nbytes) in runio.safetensors_index(path)[1].items():
+                    self.shapes[k] = shape
                     self.dtypes[k] = str(_ST_DTYPES[code]).replace("torch.", "") if code in _ST_DTYPES else code
-                    self._where[k] = (path, 8 + n + a, b - a, code)
+                    self._where[k] = (path, offset, nbytes, code)
             except FileNotFoundError:
                 raise UserError(f"{what}: {path} does not exist") from None
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -86,12 +76,8 @@ class SafetensorsSource(TensorSource):
             raise UserError(f"{self.what}: {name} has the unsupported dtype {self.dtypes[name]}")
         buf = bytearray(nbytes)
         with open(path, "rb") as f:
-            done, view = 0, memoryview(buf)
-            while done < nbytes:
-                got = os.preadv(f.fileno(), [view[done:]], offset + done)
-                if got <= 0:
-                    raise UserError(f"{self.what}: cannot read {name} from {path} (file truncated)")
-                done += got
+            runio.pread_exact(f.fileno(), memoryview(buf), offset,
+                              lambda: f"{self.what}: cannot read {name} from {path} (file truncated)")
         if nbytes == 0:
             return torch.empty(self.shapes[name], dtype=dtype)
         return torch.frombuffer(buf, dtype=dtype).reshape(self.shapes[name])
