@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 
 from training.core.errors import UserError
-from training.geometry.nulls import anchored, null_of, weight_decayed_null_of
+from training.geometry.nulls import null_grams
 from training.geometry.phases import Window, default_windows, window_steps
 from training.geometry.trajectory import Gram, pca
 
@@ -115,15 +115,11 @@ def scaling_beside_nulls(gram: Gram, regimes: Sequence[Window], cfg=None) -> dic
     weight-decayed walk, with the predicted exponents of eq. 20 beside them."""
     if not regimes:
         raise UserError("no regime to fit")
-    gram = anchored(gram, gram.steps, gram.steps[0]) if gram.anchor != gram.steps[0] else gram
+    gram, walk, decayed, why = null_grams(gram, cfg)
     out = {"predicted": PREDICTED, "observed": scaling_reading(gram, regimes),
-           "random_walk": scaling_reading(null_of(gram), regimes), "weight_decayed_walk": None,
-           "weight_decayed_reason": None}
-    if cfg is not None and gram.has_origin():
-        out["weight_decayed_walk"] = scaling_reading(weight_decayed_null_of(gram, cfg)[0], regimes)
-    else:
-        out["weight_decayed_reason"] = ("no run config given" if cfg is None else
-                                        "the Gram has no origin row (a sketch): ‖θ(anchor)‖² is unknown")
+           "random_walk": scaling_reading(walk, regimes),
+           "weight_decayed_walk": scaling_reading(decayed, regimes) if decayed is not None else None,
+           "weight_decayed_reason": why}
     return out
 
 

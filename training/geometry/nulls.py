@@ -217,6 +217,18 @@ def null_of(gram: Gram, steps: Sequence[int] | None = None) -> Gram:
     return random_walk_gram(steps, increment_norms(gram, steps), gram.dim, gram.block)
 
 
+def null_grams(gram: Gram, cfg=None) -> tuple[Gram, Gram, Gram | None, str | None]:
+    """(the run's Gram anchored at its first step, its random-walk null, its weight-decayed walk or None, the reason
+    when None): the walks a reading is measured on beside the run's (weight-decayed: needs ``cfg`` and an origin row)."""
+    if gram.anchor != gram.steps[0]:
+        gram = anchored(gram, gram.steps, gram.steps[0])
+    if cfg is None or not gram.has_origin():
+        why = ("no run config given" if cfg is None else
+               "the Gram has no origin row (a sketch): ‖θ(anchor)‖² is unknown")
+        return gram, null_of(gram), None, why
+    return gram, null_of(gram), weight_decayed_null_of(gram, cfg)[0], None
+
+
 def window_pc1_null(gram: Gram, steps: Sequence[int]) -> dict:
     """PC1 of a study window (drifts from ``steps[0]``, both normalisations, as :func:`window_pca` computes them)
     beside the same window of its random-walk null, and the excess ``observed − null``.

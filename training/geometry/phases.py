@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from training.core.errors import UserError
-from training.geometry.nulls import anchored, null_of, weight_decayed_null_of
+from training.geometry.nulls import null_grams
 from training.geometry.trajectory import Gram, cos_span, pca
 
 MIN_WINDOW_CHECKPOINTS = 3        # a window's PC1 from fewer than two drift rows is 1 by construction
@@ -131,15 +131,10 @@ def phases_beside_nulls(gram: Gram, windows: Sequence[Window], cfg=None) -> dict
     """:func:`phase_reading` of the run, of its random-walk null and (with ``cfg`` and an origin row) of its
     weight-decayed walk, over the same steps; and per pair the excess of the null's angle over the run's
     (positive = the run's phases share their direction more than a structureless walk's do)."""
-    gram = anchored(gram, gram.steps, gram.steps[0]) if gram.anchor != gram.steps[0] else gram
-    out = {"observed": phase_reading(gram, windows),
-           "random_walk": phase_reading(null_of(gram), windows),
-           "weight_decayed_walk": None, "weight_decayed_reason": None}
-    if cfg is not None and gram.has_origin():
-        out["weight_decayed_walk"] = phase_reading(weight_decayed_null_of(gram, cfg)[0], windows)
-    else:
-        out["weight_decayed_reason"] = ("no run config given" if cfg is None else
-                                        "the Gram has no origin row (a sketch): ‖θ(anchor)‖² is unknown")
+    gram, walk, decayed, why = null_grams(gram, cfg)
+    out = {"observed": phase_reading(gram, windows), "random_walk": phase_reading(walk, windows),
+           "weight_decayed_walk": phase_reading(decayed, windows) if decayed is not None else None,
+           "weight_decayed_reason": why}
     for i, p in enumerate(out["observed"]["pairs"]):
         n = out["random_walk"]["pairs"][i]
         p["random_walk_angle_deg"] = n["angle_deg"]
