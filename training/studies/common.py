@@ -133,10 +133,7 @@ def train_runs(jobs: Sequence[RunJob], n_jobs: int | None | executors.SubmititEx
         parallel.run_jobs(_train_job, jobs, n, threads, log_path=lambda j: j.dir / "train.log", on_start=start,
                           on_done=done, name=lambda j: f"{j.label} ({j.dir})", what="runs")
     except parallel.JobsFailed as e:
-        for f in e.failures:
-            out[f.item.label] = {"state": "failed", "error": f.message, "seconds": None}
-        raise parallel.JobsFailed(f"{e}; fix the cause and run the same command again: finished runs are skipped, "
-                                  "the others resume", e.failures, out) from None
+        _failed(e, out, "the others resume")
     return out
 
 
@@ -156,11 +153,16 @@ def _train_submitit(jobs: list[RunJob], executor: executors.SubmititExecutor, lo
         executor.run(_train_job, jobs, label=lambda j: j.label, run_dir=lambda j: j.dir, on_start=start,
                      on_done=done, log=log, what="runs")
     except parallel.JobsFailed as e:
-        for f in e.failures:
-            out[f.item.label] = {"state": "failed", "error": f.message, "seconds": None}
-        raise parallel.JobsFailed(f"{e}; fix the cause and run the same command again: finished runs are skipped, "
-                                  "the others are submitted again and resume", e.failures, out) from None
+        _failed(e, out, "the others are submitted again and resume")
     return out
+
+
+def _failed(e: parallel.JobsFailed, out: dict, then: str):
+    """Record the failed runs in ``out`` and raise the study's one error line, with how to go on."""
+    for f in e.failures:
+        out[f.item.label] = {"state": "failed", "error": f.message, "seconds": None}
+    raise parallel.JobsFailed(f"{e}; fix the cause and run the same command again: finished runs are skipped, {then}",
+                              e.failures, out) from None
 
 
 def executor_from_args(args: argparse.Namespace):
