@@ -326,6 +326,12 @@ def test_study_end_to_end_at_test_size(tmp_path, cache_dir, capsys):
     assert set(res["deltas"]) == {"ecd_global"} and res["verdicts"]
     report = (out / "report.md").read_text()
     assert "| ecd_global_sym | completed |" in report and "seed Δ, bQ only" in report
+    for name, r in res["runs"].items():       # the EWM (α 0.1, adjust=True) of the curve: its last value and minimum
+        v = np.asarray(r["curve"]["val_loss"])
+        sm = [float((0.9 ** np.arange(t + 1)[::-1]) @ v[:t + 1] / (0.9 ** np.arange(t + 1)).sum()) for t in range(len(v))]
+        assert (rows[name]["smoothed_final_val_loss"], rows[name]["smoothed_min_val_loss"]) == \
+            (pytest.approx(sm[-1], rel=1e-12), pytest.approx(min(sm), rel=1e-12))
+    assert "| smoothed final | smoothed min |" in report and "Δ smoothed final" in report
     assert (out / "analysis" / "curves.png").stat().st_size > 0
     # the bQ alignment by token class, layer 0's recency, the puzzles, the claims and their figures
     for head in ("## Downstream logic puzzles", "## bQ alignment by token class", "## Positional recency of layer 0",

@@ -36,6 +36,7 @@ from training.core.tasks import validate
 from training.core.data import run_tokenizer
 from training.geometry.logic_puzzles import TASKS as PUZZLE_TASKS
 from training.geometry.logic_puzzles import evaluate_run, paired_comparison
+from training.geometry.stats import EWM_ALPHA, smoothed_curve_summary
 from training.geometry.symmetry import (
     bq_alignment,
     head_blocks,
@@ -231,6 +232,8 @@ def analyse_run(run_dir: Path, cfg: Config, progress: bool = False, n_puzzles: i
            "best_val_loss": min(v for _, v in vals) if vals else None,
            "curve": {"step": [s for s, _ in vals], "val_loss": [v for _, v in vals],
                      "train_loss": [m.get("train_loss") for m in metrics if m.get("val_loss") is not None]}}
+    sm = smoothed_curve_summary([v for _, v in vals])           # EWM α = 0.1, as the repository's smoothed results
+    out["smoothed_final_val_loss"], out["smoothed_min_val_loss"] = sm["smoothed_final"], sm["smoothed_min"]
     out["geometry"] = geometry(run_dir, progress)
     try:
         sym = symmetry_trajectory(run_dir, steps)
@@ -278,6 +281,8 @@ def summary_rows(runs: dict[str, dict]) -> list[dict]:
         vc = r.get("velocity_charge") or {}
         rows.append({"run": name, "optimizer": name.rsplit("_", 1)[0], "arm": name.rsplit("_", 1)[1],
                      "state": r["state"], "final_val_loss": r["final_val_loss"], "best_val_loss": r["best_val_loss"],
+                     "smoothed_final_val_loss": r.get("smoothed_final_val_loss"),
+                     "smoothed_min_val_loss": r.get("smoothed_min_val_loss"),
                      "pc1": g.get("pc1"), "k95": g.get("k95"), "pc1_raw": g.get("pc1_raw"), "drift": g.get("drift"),
                      "update_alignment": g.get("update_alignment_abs_mean"),
                      "qk_charge_rel_last": _last(s.get("qk_charge_rel")),
@@ -302,6 +307,11 @@ def deltas(rows: list[dict]) -> dict:
             out[o] = {"final": None, "best": None, "reason": f"sym {a['state']}, bq {b['state']}"}
         elif a and b and a["final_val_loss"] is not None and b["final_val_loss"] is not None:
             out[o] = {"final": b["final_val_loss"] - a["final_val_loss"], "best": b["best_val_loss"] - a["best_val_loss"]}
+            if a.get("smoothed_final_val_loss") is not None and b.get("smoothed_final_val_loss") is not None:
+                out[o]["smoothed_final"] = b["smoothed_final_val_loss"] - a["smoothed_final_val_loss"]
+            sm = SEED_RESULTS["smoothed"].get(o, {})
+            if "sym" in sm and "bq" in sm:
+                out[o]["seed_smoothed"] = round(sm["bq"] - sm["sym"], 3)
             seed = SEED_RESULTS["rows"].get("ecd" if o == "ecd_global" else o)
             if seed and o != "ecd_global":
                 out[o]["seed_bq_only"] = round(seed["bq"] - seed["sym"], 3)
@@ -492,25 +502,29 @@ def report_markdown(result: dict, size: str, wall_s: float | None = None, note: 
     lines = [f"# Symmetry-breaking study ({size} size)", "",
              "Optimizer × {symmetric attention, random query bias bQ}; everything else shared "
              "(training/studies/symmetry_study.py). Loss = validation loss on fixed windows (final = last evaluation, "
-             "best = minimum over evaluations). Geometry: row-normalised uncentered PCA of θ(t) − θ(0) over all "
+             f"best = minimum over evaluations; smoothed = exponentially weighted mean over the evaluations, α = {EWM_ALPHA:g}, "
+             "pandas' adjust=True convention: its final value and its minimum). Geometry: row-normalised uncentered PCA of θ(t) − θ(0) over all "
              "checkpoints; |C| = mean |cos(update, PC1)|. Charge: relative Noether charge "
              "‖antisym(Θ_QΠ_Qᵀ+Θ_KΠ_Kᵀ)‖/(‖Θ‖‖Π‖) with Π the checkpoint difference (all runs) or ECD's velocity.", ""]
     if wall_s is not None:
         lines += [f"Wall time of this invocation: {wall_s:.0f} s{note}.", ""]
-    lines += ["| run | state | final val | best val | PC1 | k95 | mean abs C | drift | QK charge Δθ (last) | ECD velocity charge QK / VO (max) | QK balancedness drift | ECD skipped |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| run | state | final val | best val | smoothed final | smoothed min | PC1 | k95 | mean abs C | drift | QK charge Δθ (last) | ECD velocity charge QK / VO (max) | QK balancedness drift | ECD skipped |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['state']} | {_f(r['final_val_loss'])} | {_f(r['best_val_loss'])} | "
+                     f"{_f(r['smoothed_final_val_loss'])} | {_f(r['smoothed_min_val_loss'])} | "
                      f"{_f(r['pc1'])} | {_f(r['k95'], 'd') if r['k95'] is not None else '–'} | {_f(r['update_alignment'])} | "
                      f"{_f(r['drift'], '.2f')} | {_f(r['qk_charge_rel_last'], '.2e')} | "
                      f"{_f(r['ecd_velocity_qk_charge_rel_max'], '.1e')} / {_f(r['ecd_velocity_vo_charge_rel_max'], '.1e')} | "
                      f"{_f(r['qk_balancedness_drift_rel_last'], '.3f')} | "
                      f"{r['ecd_skipped'] if r['ecd_skipped'] is not None else '–'} |")
     lines += ["", "## Effect of bQ next to the headline numbers of symmetry-breaking-files", "",
-              "| optimizer | Δ final (bq − sym) | Δ best | seed Δ, bQ only | seed Δ, bQ+bV |", "|---|---|---|---|---|"]
+              "| optimizer | Δ final (bq − sym) | Δ best | Δ smoothed final | seed Δ, bQ only | seed Δ, bQ+bV | "
+              "seed Δ smoothed final, bQ only |", "|---|---|---|---|---|---|---|"]
     for o, d in result["deltas"].items():
-        lines.append(f"| {o} | {_f(d['final'], '+.3f')} | {_f(d['best'], '+.3f')} | {_f(d.get('seed_bq_only'), '+.3f')} | "
-                     f"{_f(d.get('seed_bq_bv'), '+.3f')} |")
+        lines.append(f"| {o} | {_f(d['final'], '+.3f')} | {_f(d['best'], '+.3f')} | {_f(d.get('smoothed_final'), '+.3f')} | "
+                     f"{_f(d.get('seed_bq_only'), '+.3f')} | {_f(d.get('seed_bq_bv'), '+.3f')} | "
+                     f"{_f(d.get('seed_smoothed'), '+.3f')} |")
     s = result["seed"]["rows"]
     lines += ["", f"symmetry-breaking-files numbers ({result['seed']['metric']}): "
               + "; ".join(f"{o} {v['sym']} → {v['bq']} (bQ) / {v['bq_bv']} (bQ+bV)" for o, v in s.items())
