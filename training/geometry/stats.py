@@ -34,10 +34,11 @@ def mean_sd(values: Sequence[Any]) -> dict[str, float | int | None]:
             "n": len(v)}
 
 
-# The smoothing of evasilverstein/symmetry-breaking-files' smoothed validation results: an exponentially weighted
-# mean with α = 0.1 over the evaluation records. Its convention is not stated; :func:`ewm` uses pandas' default
-# (``Series.ewm(alpha=0.1).mean()``, adjust=True). Over its 122–244 evaluations the final values of the two
-# conventions differ by a weight of 0.9**n (< 1e-11); over a short curve (17 evaluations: 0.9**17 ≈ 0.17) they do not.
+# The smoothing of evasilverstein/symmetry-breaking-files' smoothed validation results: an exponentially
+# weighted mean with α = 0.1 over the evaluation records. Its convention is not stated; :func:`ewm` uses pandas'
+# default (``Series.ewm(alpha=0.1).mean()``, adjust=True). Over its 122–244 evaluations the final values of the
+# two conventions differ by a weight of 0.9**n (< 1e-11); over a short curve (17 evaluations: 0.9**17 ≈ 0.17)
+# they do not.
 EWM_ALPHA = 0.1
 
 

@@ -10,7 +10,8 @@ constant learning rate, no warm-up, no clipping, evaluation on fixed validation 
 Sizes: ``cpu`` (default; a 2-layer, d_model 64 model on the built-in synthetic stories, minutes on a 2-core
 CPU) and ``gpu`` (that repository's 124M model on FineWeb shards, 500M tokens; needs prepared shards and a GPU).
 
-Per run: final and best validation loss; the uncentered-PCA geometry of the whole trajectory (row-normalised
+Per run: final and best validation loss, and the final value and minimum of its smoothed curve (EWM α = 0.1,
+training/geometry/stats.py); the uncentered-PCA geometry of the whole trajectory (row-normalised
 PC1, k95, mean |update alignment| with PC1, via training/geometry/trajectory.py); the symmetry diagnostics of
 training/geometry/symmetry.py (Noether charge from checkpoint differences, balancedness drift, and for ECD the charge
 from its saved velocity); ECD's skipped-step count; the bQ alignment of the bq runs and the null (the sym
