@@ -178,3 +178,73 @@ def test_hidden_unit_permutation_is_a_symmetry_of_gelu_only(act):
     with torch.no_grad():
         mlp.slope.copy_(mlp.slope[perm])              # permuting the slopes with them restores it
     assert torch.allclose(mlp(x).detach(), ref, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- the study's arms and their claims
+def test_study_plan_settings_and_names():
+    from training.studies.symmetry_study import ARM_OPTIMIZERS, ARMS, OPTIMIZERS, run_configs, split_name
+    cfgs = run_configs("cpu", 0, OPTIMIZERS, ARMS)
+    assert len(cfgs) == 10 + 4 + 2 + 1 == sum(len(v) for v in ARM_OPTIMIZERS.values())
+    assert {n for n in cfgs if not n.endswith(("_sym", "_bq"))} == {
+        "adamw_bq_bv", "sgd_bq_bv", "ecd_bq_bv", "soap_bq_bv", "ecd_bq_zero", "adamw_bq_zero", "ecd_global_bq_learned"}
+    bv, zero, learned = cfgs["ecd_bq_bv"], cfgs["ecd_bq_zero"], cfgs["ecd_global_bq_learned"]
+    assert (bv.attn_disorder, bv.attn_bv_mean, bv.attn_bv_std_first, bv.attn_bv_std_last, bv.attn_bq_mean) == \
+        ("qv", 0.0, 0.05, 0.05, 0.5)
+    assert (zero.attn_disorder, zero.attn_bq_mean, zero.attn_bq_std_first) == ("q", 0.0, cfgs["ecd_bq"].attn_bq_std_first)
+    assert (learned.attn_disorder, learned.attn_bq_learned, learned.ecd_projection) == ("none", True, "global")
+    assert cfgs["ecd_bq"].hash() != zero.hash() and not cfgs["ecd_bq"].attn_bq_learned
+    assert len(run_configs("cpu", 0, OPTIMIZERS, ARMS, every_pair=True)) == 25
+    with pytest.raises(UserError, match="no runs: the default plan trains bq_learned with ecd_global"):
+        run_configs("cpu", 0, ["sgd"], ["bq_learned"])
+    assert split_name("ecd_global_bq_learned") == ("ecd_global", "bq_learned")
+    assert split_name("sgd_bq_bv") == ("sgd", "bq_bv") and split_name("ecd_global_bq") == ("ecd_global", "bq")
+    with pytest.raises(UserError, match="ends in no arm"):
+        split_name("ecd_foo")
+
+
+def test_curve_noise_is_the_residual_sd_about_a_line():
+    from training.studies.symmetry_arms import curve_noise
+    a = 0.01
+    line = [3.0 - 0.05 * t for t in range(12)]
+    assert curve_noise(line) == pytest.approx(0.0, abs=1e-12)
+    # the last 4 values carry [a, −a, −a, a], orthogonal to 1 and t: residual sd = sqrt(4a²/2)
+    y = line[:8] + [v + e for v, e in zip(line[8:], (a, -a, -a, a))]
+    assert curve_noise(y) == pytest.approx(a * math.sqrt(2), rel=1e-9)
+    assert curve_noise([1.0, 2.0, None]) is None
+
+
+def row(opt, arm, final, best=None, noise=0.004, state="completed", **kw):
+    return {"optimizer": opt, "arm": arm, "run": f"{opt}_{arm}", "state": state, "final_val_loss": final,
+            "best_val_loss": final if best is None else best, "curve_noise": noise, **kw}
+
+
+def test_arm_contrasts_readings_and_claims():
+    from training.studies.symmetry_arms import arm_claims, arm_contrasts
+    from training.studies.symmetry_study import EFFECT, SEED_RESULTS
+    rows = [row("ecd", "sym", 4.00), row("ecd", "bq", 3.90), row("ecd", "bq_bv", 3.70, 3.65),
+            row("ecd", "bq_zero", 3.905), row("adamw", "bq", 3.5), row("adamw", "bq_bv", 3.6, noise=0.1)]
+    cs = {(c["optimizer"], c["arm"], c["reference"]): c for c in arm_contrasts(rows, SEED_RESULTS["rows"], EFFECT)}
+    c = cs[("ecd", "bq_bv", "bq")]
+    assert c["final"] == pytest.approx(-0.2) and c["best"] == pytest.approx(-0.25)
+    assert c["null_sd"] == pytest.approx(0.004 * math.sqrt(2)) and c["reading"] == "lower"
+    assert c["published"] == pytest.approx(3.347 - 3.847, abs=1e-9)
+    assert cs[("ecd", "bq", "bq_zero")]["reading"] == "no clear effect"          # |−0.005| < 0.01
+    # AdamW's +0.1 is inside 2 × its null sd √(0.1² + 0.004²): no clear effect, not "higher"
+    assert cs[("adamw", "bq_bv", "bq")]["reading"] == "no clear effect"
+    assert ("adamw", "bq_bv", "sym") not in cs
+    claims = arm_claims(rows, list(cs.values()), EFFECT)
+    assert [cl["claim"].split(" (")[0] for cl in claims] == ["bQ + bV beats bQ alone",
+                                                             "a nonzero bQ mean works better than a zero mean"]
+    assert all(cl["seeds"] == 1 and "inconclusive (1 seed)" in cl["verdict"] and cl["null"] for cl in claims)
+    assert "supported by ecd; contradicted by none; no clear effect for adamw" in claims[0]["verdict"]
+
+
+@pytest.mark.parametrize("learned, word", [(2e-7, "ecd_global: conserved"), (3e-5, "ecd_global: NOT conserved")])
+def test_learned_charge_claim_against_the_symmetric_and_random_runs(learned, word):
+    from training.studies.symmetry_arms import arm_claims
+    key = "ecd_velocity_qk_layer_charge_rel_max"
+    rows = [row("ecd_global", "sym", 4.0, **{key: 1e-7}), row("ecd_global", "bq", 3.9, **{key: 2e-3}),
+            row("ecd_global", "bq_learned", 3.95, **{key: learned, "ecd_velocity_qk_charge_rel_max": 1e-2})]
+    (claim,) = arm_claims(rows, [], 0.01)
+    assert claim["verdict"].startswith(word) and "1 seed" in claim["verdict"]
+    assert "1.0e-07 symmetric" in claim["observed"] and "2.0e-03 with the random bQ" in claim["observed"]
