@@ -40,9 +40,11 @@ def parse_args(argv=None):
                      scale_help="cpu (default; minutes on a CPU) | gpu (symmetry-breaking-files' 124M on FineWeb)", seed_default=0,
                      out_default="runs/symmetry_<size>_s<seed>")
     p.add_argument("--optimizers", default=",".join(ss.OPTIMIZERS), help=f"subset of {','.join(ss.OPTIMIZERS)}")
-    p.add_argument("--arms", default=",".join(ss.ARMS), help=f"subset of {','.join(ss.ARMS)} (each with the optimizers "
-                   "of the default plan: " + "; ".join(f"{a}: {','.join(o)}" for a, o in ss.ARM_OPTIMIZERS.items()) + ")")
-    p.add_argument("--every-pair", action="store_true", help="train every selected optimizer × arm, not the default plan")
+    plan = "; ".join(f"{a}: {','.join(o)}" for a, o in ss.ARM_OPTIMIZERS.items())
+    p.add_argument("--arms", default=",".join(ss.ARMS),
+                   help=f"subset of {','.join(ss.ARMS)} (each with the optimizers of the default plan: {plan})")
+    p.add_argument("--every-pair", action="store_true",
+                   help="train every selected optimizer × arm, not the default plan")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
     add_jobs_arg(p)
 
@@ -78,6 +80,8 @@ def main(argv=None) -> int:
     atomic_write_text(root / "report.md", ss.report_markdown(result, args.size, wall, note))
     for line in result["verdicts"]:
         print(line)
+    for c in result["arm_claims"]:
+        print(f"{c['claim']}: {c['verdict']}")
     print(f"wrote {path}, {root / 'report.md'} and {out}/curves.png, bq_alignment.png, logic_puzzles.png")
     return 0
 

@@ -154,7 +154,9 @@ def symmetry_trajectory(run_dir: Path, steps: list[int] | None = None) -> dict:
     return {"steps": steps, "rows": rows,
             "definitions": {"charge": "RMS over heads and layers of ||antisym(Θ_Q Πᵀ_Q + Θ_K Πᵀ_K)||_F (VO: antisym(Θ_V Πᵀ_V + W_Oᵀ Π_O)), Π = θ(t) − θ(prev)",
                             "charge_rel": "the same with each head's norm divided by ||Θ_sector||·||Π_sector||",
-                            "qk_layer_charge": "RMS over layers of ||Σ_h antisym(Θ_Q Πᵀ_Q + Θ_K Πᵀ_K) + antisym(b_Q π_bᵀ)||_F, the charge of the rotation common to a layer's heads (b_Q: a learned query bias)",
+                            "qk_layer_charge": "RMS over layers of ||Σ_h antisym(Θ_Q Πᵀ_Q + Θ_K Πᵀ_K) + antisym(b_Q π_bᵀ)||_F, "
+                                               "the charge of the rotation common to a layer's heads (b_Q: a learned "
+                                               "query bias)",
                             "balancedness_drift": "RMS of ||B(t) − B(first)||_F, B = Θ_QΘ_Qᵀ − Θ_KΘ_Kᵀ (VO: Θ_VΘ_Vᵀ − W_OᵀW_O)"}}
 
 

@@ -112,8 +112,8 @@ def _charge_claim(rows: list[dict], n_seeds: int) -> dict | None:
                      f"(the rounding level of a conserved charge), {_g(rnd, '.1e')} with the random bQ; per-head QK "
                      f"charge {_g(r.get('ecd_velocity_qk_charge_rel_max'), '.1e')} (the shared bias couples the heads: "
                      "only their common rotation stays a symmetry)")
-    return {"claim": "a learned bQ keeps the symmetry: its Noether charge stays conserved (symmetry-breaking-files README: "
-                     "'if learned, the symmetry persists')",
+    return {"claim": "a learned bQ keeps the symmetry: its Noether charge stays conserved "
+                     "(symmetry-breaking-files README: 'if learned, the symmetry persists')",
             "statistic": "max over checkpoints of ‖Σ_h antisym(Θ_Q Π_Qᵀ + Θ_K Π_Kᵀ) + antisym(b_Q π_bᵀ)‖ / (‖Θ‖‖Π‖), Π "
                          "ECD's velocity (global projection, ν = 0; training in float32)",
             "null": f"conserved: within {CHARGE_FACTOR:g}× the same optimizer's symmetric run (float32 rounding); the "
@@ -126,10 +126,11 @@ def _charge_claim(rows: list[dict], n_seeds: int) -> dict | None:
 def arm_claims(rows: list[dict], contrasts: list[dict], effect: float, n_seeds: int = 1) -> list[dict]:
     """The README's three claims these arms test, each with statistic, null, seeds, observation and verdict."""
     z = {(r["optimizer"], r["arm"]): r.get("bq_z_mean_square") for r in rows}
-    zs = [f"{o}: bq {', '.join(f'{v:+.0f}' for v in z[(o, 'bq')])}, bq_zero {', '.join(f'{v:+.0f}' for v in z[(o, 'bq_zero')])}"
+    zs = [f"{o}: bq {_zs(z[(o, 'bq')])}, bq_zero {_zs(z[(o, 'bq_zero')])}"
           for o in dict.fromkeys(r["optimizer"] for r in rows) if z.get((o, "bq")) and z.get((o, "bq_zero"))]
     zero_extra = (". Alignment z of mean cos²(W_K e, ⟨bQ⟩) per layer (the README: the nonzero mean is needed for "
-                  "the alignment structure; bq_zero's ⟨bQ⟩ is the mean of zero-mean draws): " + "; ".join(zs)) if zs else ""
+                  "the alignment structure; bq_zero's ⟨bQ⟩ is the mean of zero-mean draws): "
+                  + "; ".join(zs)) if zs else ""
     claims = [_loss_claim("bQ + bV beats bQ alone (symmetry-breaking-files' headline table: ECD 3.847 → 3.347)",
                           contrasts, "bq_bv", "bq", n_seeds, effect),
               _loss_claim("a nonzero bQ mean works better than a zero mean (symmetry-breaking-files README)",
@@ -146,7 +147,8 @@ def arms_report(contrasts: list[dict], claims: list[dict]) -> list[str]:
              f"difference, the null sd (√(σ_a² + σ_b²), σ the late-curve residual sd of each run) and the reading "
              f"(an effect needs |Δ| above max(no-clear-effect band, {NULL_K:g} null sd)); symmetry-breaking-files' "
              "published difference where it has one (124M, min single-batch validation loss).", "",
-             "| optimizer | contrast | Δ final | Δ best | null sd | reading | published Δ |", "|---|---|---|---|---|---|---|"]
+             "| optimizer | contrast | Δ final | Δ best | null sd | reading | published Δ |",
+             "|---|---|---|---|---|---|---|"]
     for c in contrasts:
         if c.get("final") is None:
             lines.append(f"| {c['optimizer']} | {c['arm']} − {c['reference']} | – | – | – | {c['reason']} | – |")
@@ -158,6 +160,10 @@ def arms_report(contrasts: list[dict], claims: list[dict]) -> list[str]:
         lines.append(f"- **{c['claim']}**: {c['observed']}. Statistic: {c['statistic']}. Null: {c['null']}. "
                      f"Seeds: {c['seeds']}. Verdict: {c['verdict']}.")
     return lines
+
+
+def _zs(values) -> str:
+    return ", ".join(f"{v:+.0f}" for v in values)
 
 
 def _g(v, spec: str = ".3f") -> str:

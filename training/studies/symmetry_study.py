@@ -51,8 +51,8 @@ from training.geometry.symmetry import (
     symmetry_trajectory,
 )
 from training.geometry.token_classes import token_classes
-from training.studies.symmetry_arms import arm_claims, arm_contrasts, arms_report, curve_noise
 from training.geometry.trajectory import CheckpointSet, cached_gram, update_alignment, window_pca
+from training.studies.symmetry_arms import arm_claims, arm_contrasts, arms_report, curve_noise
 
 STUDY = "symmetry"
 OPTIMIZERS = ("adamw", "sgd", "ecd", "soap", "ecd_global")
@@ -253,7 +253,8 @@ def analyse_run(run_dir: Path, cfg: Config, progress: bool = False, n_puzzles: i
     vals = [(m["step"], m["val_loss"]) for m in metrics if m.get("val_loss") is not None and math.isfinite(m["val_loss"])]
     steps = runio.list_checkpoints(run_dir)
     out = {"state": status.get("state", "missing"), "optimizer": cfg.optimizer, "disorder": cfg.attn_disorder,
-           "bq_learned": cfg.attn_bq_learned, "bq_mean": cfg.attn_bq_mean, "lr": cfg.lr, "final_val_loss": vals[-1][1] if vals else None, "final_step": vals[-1][0] if vals else None,
+           "bq_learned": cfg.attn_bq_learned, "bq_mean": cfg.attn_bq_mean,
+           "lr": cfg.lr, "final_val_loss": vals[-1][1] if vals else None, "final_step": vals[-1][0] if vals else None,
            "best_val_loss": min(v for _, v in vals) if vals else None,
            "curve": {"step": [s for s, _ in vals], "val_loss": [v for _, v in vals],
                      "train_loss": [m.get("train_loss") for m in metrics if m.get("val_loss") is not None]}}
@@ -272,7 +273,8 @@ def analyse_run(run_dir: Path, cfg: Config, progress: bool = False, n_puzzles: i
         vc = [(s, velocity_charge(run_dir, cfg, s)) for s in steps[1:]]
         vc = [(s, v) for s, v in vc if v is not None]
         out["velocity_charge"] = {"steps": [s for s, _ in vc],
-                                  **{f"{sec}_charge_rel": [v[sec]["charge_rel"] for _, v in vc] for sec in SECTOR_BLOCKS},
+                                  **{f"{sec}_charge_rel": [v[sec]["charge_rel"] for _, v in vc]
+                                     for sec in SECTOR_BLOCKS},
                                   "qk_layer_charge": [v["qk_layer"]["charge"] for _, v in vc]} if vc else None
     if steps and out["state"] in ("completed", "diverged"):
         last = steps[-1]
