@@ -238,7 +238,7 @@ def test_arm_contrasts_readings_and_claims():
     assert [cl["claim"].split(" (")[0] for cl in claims] == ["bQ + bV beats bQ alone",
                                                              "a nonzero bQ mean works better than a zero mean"]
     assert all(cl["seeds"] == 1 and "inconclusive (1 seed)" in cl["verdict"] and cl["null"] for cl in claims)
-    assert "supported by ecd; contradicted by none; no clear effect for adamw" in claims[0]["verdict"]
+    assert claims[0]["verdict"].startswith("supported by ecd; no clear effect for adamw at this seed")
 
 
 @pytest.mark.parametrize("learned, word", [(2e-7, "ecd_global: conserved"), (3e-5, "ecd_global: NOT conserved")])

@@ -83,8 +83,8 @@ def _loss_claim(claim: str, contrasts: list[dict], arm: str, ref: str, n_seeds: 
     obs = "; ".join(f"{c['optimizer']} {c['final']:+.3f} final ({c['best']:+.3f} best, null sd "
                     f"{_g(c['null_sd'])}: {c['reading']}"
                     + (f"; published {c['published']:+.3f}" if c["published"] is not None else "") + ")" for c in cs)
-    word = f"supported by {', '.join(supports) or 'none'}; contradicted by {', '.join(contra) or 'none'}; " \
-           f"no clear effect for {', '.join(flat) or 'none'}"
+    word = "; ".join(f"{w} {', '.join(o)}" for w, o in (("supported by", supports), ("contradicted by", contra),
+                                                         ("no clear effect for", flat)) if o)
     return {"claim": claim, "statistic": f"final validation loss, {arm} − {ref}, per optimizer (negative supports)",
             "null": f"no effect: |Δ| within max({effect}, {NULL_K:g} × √(σ_a² + σ_b²)), σ the residual sd of each run's "
                     "late validation losses about a line (evaluation-to-evaluation scatter; seed-to-seed spread "
