@@ -127,6 +127,9 @@ def symmetry_trajectory(run_dir: Path, steps: list[int] | None = None) -> dict:
             states[s] = runio.load_checkpoint(runio.checkpoint_path(run_dir, s))[0]
         return states[s]
 
+    if cfg.attn_bq_learned and "blocks.0.attn.bq" not in load(steps[0]):
+        raise UserError(f"{run_dir} learned its query bias but its checkpoints hold no blocks.L.attn.bq (trunk-only "
+                        "checkpoints?): the layer charge needs it")
     base = {L: balancedness(head_blocks(load(steps[0]), L, cfg.n_head)) for L in range(cfg.n_layer)}
     rows = []
     for prev, cur in zip(steps[:-1], steps[1:]):
