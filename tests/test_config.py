@@ -47,24 +47,26 @@ def test_preset_hashes_are_those_of_the_published_runs():
 def test_config_json_keeps_its_field_order():
     """Config is assembled from setting groups declared by several modules; config.json lists the fields in
     the order runs were published with (98 fields; the digest of their names joined by commas); fields added
-    since come after them: optimizer_state_every, then subspace suppression's five (training/core/control.py)."""
+    since come after them: optimizer_state_every, then subspace suppression's five (training/core/control.py),
+    then the learned query bias and the MLP activation (training/core/attention_bias.py's BreakingSettings)."""
     import dataclasses
     import hashlib
 
-    from training.core.attention_bias import AttentionBiasSettings
+    from training.core.attention_bias import AttentionBiasSettings, BreakingSettings
     from training.core.control import SuppressionSettings
     from training.core.ecd import ECDSettings
     from training.core.modadd import ModAddSettings
     names = list(Config().to_dict())
     # 106 fields: optimizer_state_every (the 99th), then log (the tracking sinks, not hashed), modadd_train_size and
-    # the suppression settings (hashed only when set) came after them
-    assert len(names) == 106
+    # the suppression settings (hashed only when set) came after them, then attn_bq_learned and mlp_act
+    assert len(names) == 108
     assert hashlib.sha256(",".join(names[:98]).encode()).hexdigest()[:16] == "dd7d4818968494b5"
     assert names[:3] == ["n_layer", "d_model", "n_head"]
     assert names[96:101] == ["out_dir", "preset", "optimizer_state_every", "log", "modadd_train_size"]
-    assert names[101:] == ["suppress_strength", "suppress_basis", "suppress_k", "suppress_every", "suppress_buffer"]
+    assert names[101:106] == ["suppress_strength", "suppress_basis", "suppress_k", "suppress_every", "suppress_buffer"]
+    assert names[106:] == ["attn_bq_learned", "mlp_act"]
     for group, first in ((ModAddSettings, "modadd_T"), (ECDSettings, "ecd_eta"), (AttentionBiasSettings, "attn_disorder"),
-                         (SuppressionSettings, "suppress_strength")):
+                         (SuppressionSettings, "suppress_strength"), (BreakingSettings, "attn_bq_learned")):
         own = [f.name for f in dataclasses.fields(group)]
         assert own[0] == first and names[names.index(first):names.index(first) + len(own)] == own
 

@@ -294,7 +294,7 @@ def test_seed_model_presets(name, L, H, d):
 
 def test_study_gpu_size_uses_the_reference_settings():
     from training.studies.symmetry_study import ARMS, OPTIMIZERS, run_configs
-    cfgs = run_configs("gpu", 1, OPTIMIZERS, ARMS)
+    cfgs = run_configs("gpu", 1, OPTIMIZERS, ("sym", "bq"))
     assert len(cfgs) == 10 and all(c.preset == "symmetry_gpu" and c.n_layer == 12 for c in cfgs.values())
     e = cfgs["ecd_bq"]
     assert (e.lr, e.ecd_eta, e.ecd_F0, e.ecd_nu, e.attn_disorder, e.grad_clip, e.warmup) == (1.0, 100.0, 2.0, 0.0, "q", 0.0, 0)
@@ -306,7 +306,7 @@ def test_study_gpu_size_uses_the_reference_settings():
 # ---------------------------------------------------------------------------- the study, end to end
 def test_study_end_to_end_at_test_size(tmp_path, cache_dir, capsys):
     out = tmp_path / "study"
-    args = ["--optimizers", "ecd_global", "--arms", "sym,bq", "--out-dir", str(out),
+    args = ["--optimizers", "ecd_global", "--arms", "sym,bq,bq_learned", "--out-dir", str(out),
             "--set", "steps=8", "--set", "eval_every=4", "--set", "ckpt_every=4", "--set", "n_layer=1",
             "--set", "d_model=32", "--set", "n_head=2", "--set", "d_ff=64", "--set", "n_train_docs=600",
             "--set", "n_val_docs=60", "--set", "bpe_vocab_size=512", "--set", "n_val_seqs=16",
@@ -315,12 +315,20 @@ def test_study_end_to_end_at_test_size(tmp_path, cache_dir, capsys):
     code, stdout, err = run_inprocess(capsys, "experiments/symmetry/run_study.py", *args)
     assert code == 0, err
     res = json.loads((out / "analysis" / "symmetry_results.json").read_text())
-    assert {r["run"] for r in res["table"]} == {"ecd_global_sym", "ecd_global_bq"}
+    assert {r["run"] for r in res["table"]} == {"ecd_global_sym", "ecd_global_bq", "ecd_global_bq_learned"}
     rows = {r["run"]: r for r in res["table"]}
     assert all(r["state"] == "completed" for r in rows.values())
     # the global-projection ECD keeps the (velocity) Noether charge of the symmetric model at rounding level
     assert rows["ecd_global_sym"]["ecd_velocity_qk_charge_rel_max"] < 1e-5
     assert rows["ecd_global_bq"]["ecd_velocity_qk_charge_rel_max"] > 1e-4
+    # the learned bQ: the layer charge (with the bias's term) stays at float32 rounding, the per-head one does not
+    learned = rows["ecd_global_bq_learned"]
+    assert learned["ecd_velocity_qk_layer_charge_rel_max"] < 1e-5 < learned["ecd_velocity_qk_charge_rel_max"]
+    assert rows["ecd_global_bq"]["ecd_velocity_qk_layer_charge_rel_max"] > 1e-4
+    assert learned["bq_alignment_kind"] == "learned bQ at this checkpoint"
+    charge = [c for c in res["arm_claims"] if c["claim"].startswith("a learned bQ keeps the symmetry")]
+    assert len(charge) == 1 and charge[0]["verdict"].startswith("ecd_global: conserved")
+    assert {(c["arm"], c["reference"]) for c in res["arm_contrasts"]} == {("bq_learned", "bq"), ("bq_learned", "sym")}
     assert rows["ecd_global_bq"]["bq_alignment_kind"].startswith("mean of the run's bQ draws")
     assert rows["ecd_global_sym"]["bq_alignment_kind"].startswith("null")
     assert set(res["deltas"]) == {"ecd_global"} and res["verdicts"]
@@ -332,6 +340,8 @@ def test_study_end_to_end_at_test_size(tmp_path, cache_dir, capsys):
         assert (rows[name]["smoothed_final_val_loss"], rows[name]["smoothed_min_val_loss"]) == \
             (pytest.approx(sm[-1], rel=1e-12), pytest.approx(min(sm), rel=1e-12))
     assert "| smoothed final | smoothed min |" in report and "Δ smoothed final" in report
+    assert "## Control arms: bQ + bV, zero-mean bQ, learned bQ" in report
+    assert "| ecd_global | bq_learned − sym |" in report
     assert (out / "analysis" / "curves.png").stat().st_size > 0
     # the bQ alignment by token class, layer 0's recency, the puzzles, the claims and their figures
     for head in ("## Downstream logic puzzles", "## bQ alignment by token class", "## Positional recency of layer 0",

@@ -9,7 +9,9 @@ head's column block of the output projection:
 - Noether charge J_QK = antisym(Θ_QΠ_Qᵀ + Θ_KΠ_Kᵀ), J_VO = antisym(Θ_VΠ_Vᵀ + W_OᵀΠ_O) with Π the
   difference of consecutive checkpoints (absolute, and relative to ‖Θ‖·‖Π‖ per head); for an ECD run that
   kept its optimizer states (keep_optimizer_states), also from ECD's velocity, the quantity ECD conserves
-  exactly with the global projection at ν = 0.
+  exactly with the global projection at ν = 0;
+- the layer QK charge Σ_h J_QK^h + antisym(b_Q π_bᵀ), the charge of the rotation common to a layer's heads, the
+  one a learned query bias (attn_bq_learned) keeps (b_Q the bias, π_b its velocity; without the bias, the heads' sum).
 
 Writes RUN/analysis/symmetry_diagnostics.json and symmetry_diagnostics.png.
 
@@ -35,20 +37,22 @@ def main() -> int:
     path = write_result(run, "symmetry_diagnostics", res)
     fig, ax = figure(1, 2, width=4.5)
     steps = [r["step"] for r in res["rows"]]
-    for sec in ("qk", "vo"):
+    for sec in ("qk", "vo", "qk_layer"):
         ax[0, 0].semilogy(steps, [max(r[f"{sec}_charge_rel"], 1e-12) for r in res["rows"]], label=f"{sec} (Δθ)")
         if res["velocity_charge"]:
             ax[0, 0].semilogy([v["step"] for v in res["velocity_charge"]],
                               [max(v[sec]["charge_rel"], 1e-12) for v in res["velocity_charge"]], "--",
                               label=f"{sec} (ECD velocity)")
-        ax[0, 1].plot(steps, [r[f"{sec}_balancedness_drift_rel"] for r in res["rows"]], label=sec)
+        if sec != "qk_layer":
+            ax[0, 1].plot(steps, [r[f"{sec}_balancedness_drift_rel"] for r in res["rows"]], label=sec)
     ax[0, 0].set(xlabel="step", ylabel="relative Noether charge")
     ax[0, 1].set(xlabel="step", ylabel="relative balancedness drift")
     for a in ax[0]:
         a.legend(fontsize=7)
     save_figure(fig, run, "symmetry_diagnostics")
     last = res["rows"][-1]
-    print(f"step {last['step']}: QK charge {last['qk_charge_rel']:.2e} (relative), VO {last['vo_charge_rel']:.2e}; "
+    print(f"step {last['step']}: QK charge {last['qk_charge_rel']:.2e} (relative), VO {last['vo_charge_rel']:.2e}, "
+          f"layer QK {last['qk_layer_charge_rel']:.2e}; "
           f"balancedness drift QK {last['qk_balancedness_drift_rel']:.3f}, VO {last['vo_balancedness_drift_rel']:.3f}")
     print(f"wrote {path}")
     return 0

@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Symmetry-breaking study: optimizers (AdamW, SGD, ECD, SOAP, ECD-global) × {symmetric, random query bias}.
+"""Symmetry-breaking study: optimizers (AdamW, SGD, ECD, SOAP, ECD-global) × {symmetric, random query bias} and the
+control arms bQ + bV, zero-mean bQ and learned bQ (training/studies/symmetry_study.py's ARM_OPTIMIZERS: which
+optimizer gets which arm by default; --every-pair trains every optimizer × arm selected).
 
 Trains every run into STUDY/<optimizer>_<arm>, side by side on a CPU (--jobs; finished runs are skipped,
 unfinished ones resumed exactly), then writes STUDY/analysis/symmetry_results.json (every number), STUDY/report.md (the
@@ -9,6 +11,8 @@ STUDY/analysis/curves.png. See training/studies/symmetry_study.py for the protoc
 Examples:
   python experiments/symmetry/run_study.py                          # CPU size, minutes on 2 cores
   python experiments/symmetry/run_study.py --optimizers ecd,adamw --arms sym,bq
+  python experiments/symmetry/run_study.py --arms bq_learned --optimizers ecd,ecd_global --every-pair
+  python experiments/symmetry/run_study.py --set mlp_act=prelu_random --out-dir runs/symmetry_cpu_s0_prelu
   python experiments/symmetry/run_study.py --size gpu --set device=cuda --set corpus_path=data/fineweb10B
 """
 import sys
@@ -36,7 +40,11 @@ def parse_args(argv=None):
                      scale_help="cpu (default; minutes on a CPU) | gpu (symmetry-breaking-files' 124M on FineWeb)", seed_default=0,
                      out_default="runs/symmetry_<size>_s<seed>")
     p.add_argument("--optimizers", default=",".join(ss.OPTIMIZERS), help=f"subset of {','.join(ss.OPTIMIZERS)}")
-    p.add_argument("--arms", default=",".join(ss.ARMS), help="subset of sym,bq")
+    plan = "; ".join(f"{a}: {','.join(o)}" for a, o in ss.ARM_OPTIMIZERS.items())
+    p.add_argument("--arms", default=",".join(ss.ARMS),
+                   help=f"subset of {','.join(ss.ARMS)} (each with the optimizers of the default plan: {plan})")
+    p.add_argument("--every-pair", action="store_true",
+                   help="train every selected optimizer × arm, not the default plan")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
     add_jobs_arg(p)
 
@@ -54,7 +62,7 @@ def main(argv=None) -> int:
     arms = ss.parse_list(args.arms, ss.ARMS, "arms")
     overrides = dict(parse_override(i) for i in args.set)
     overrides["progress"] = not args.no_progress
-    cfgs = ss.run_configs(args.size, args.seed, opts, arms, overrides)
+    cfgs = ss.run_configs(args.size, args.seed, opts, arms, overrides, every_pair=args.every_pair)
     root = Path(args.out_dir) if args.out_dir else Path("runs") / f"symmetry_{args.size}_s{args.seed}"
     print(f"symmetry study in {root}: size {args.size}, seed {args.seed}, runs {', '.join(cfgs)}", flush=True)
     if not args.analyse_only:
@@ -72,6 +80,8 @@ def main(argv=None) -> int:
     atomic_write_text(root / "report.md", ss.report_markdown(result, args.size, wall, note))
     for line in result["verdicts"]:
         print(line)
+    for c in result["arm_claims"]:
+        print(f"{c['claim']}: {c['verdict']}")
     print(f"wrote {path}, {root / 'report.md'} and {out}/curves.png, bq_alignment.png, logic_puzzles.png")
     return 0
 
@@ -79,22 +89,24 @@ def main(argv=None) -> int:
 def plot(out, result):
     fig, ax = figure(1, 3, width=4.2)
     colors = {"adamw": "tab:blue", "sgd": "tab:red", "ecd": "tab:green", "soap": "tab:purple", "ecd_global": "tab:olive"}
+    styles = {"sym": "-", "bq": "--", "bq_bv": "-.", "bq_zero": ":", "bq_learned": (0, (5, 1, 1, 1, 1, 1))}
     for name, r in result["runs"].items():
-        opt, arm = name.rsplit("_", 1)
-        style = "-" if arm == "sym" else "--"
+        opt, arm = ss.split_name(name)
+        style = styles[arm]
         c = r["curve"]
         if c["step"]:
-            ax[0, 0].plot(c["step"], c["val_loss"], style, color=colors.get(opt), label=name)
+            ax[0, 0].plot(c["step"], c["val_loss"], linestyle=style, color=colors.get(opt), label=name)
         s = r.get("symmetry") or {}
         if s.get("steps"):
-            ax[0, 1].semilogy(s["steps"], [max(v, 1e-12) for v in s["qk_charge_rel"]], style, color=colors.get(opt))
+            ax[0, 1].semilogy(s["steps"], [max(v, 1e-12) for v in s["qk_charge_rel"]], linestyle=style,
+                              color=colors.get(opt))
         vc = r.get("velocity_charge") or {}
         if vc.get("steps"):
-            ax[0, 2].semilogy(vc["steps"], [max(v, 1e-12) for v in vc["qk_charge_rel"]], style, color=colors.get(opt),
-                              label=name)
-    ax[0, 0].set(xlabel="step", ylabel="validation loss", title="loss (solid: symmetric, dashed: bQ)")
+            ax[0, 2].semilogy(vc["steps"], [max(v, 1e-12) for v in vc["qk_layer_charge_rel"]], linestyle=style,
+                              color=colors.get(opt), label=name)
+    ax[0, 0].set(xlabel="step", ylabel="validation loss", title="loss (line style: arm; colour: optimizer)")
     ax[0, 1].set(xlabel="step", ylabel="relative QK charge (Δθ)", title="Noether charge from checkpoints")
-    ax[0, 2].set(xlabel="step", ylabel="relative QK charge (velocity)", title="ECD: charge from its velocity")
+    ax[0, 2].set(xlabel="step", ylabel="relative layer QK charge (velocity)", title="ECD: charge from its velocity")
     for a in ax[0]:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=6)
@@ -120,7 +132,7 @@ def plot_alignment(out, result):
     for i, n in enumerate(names):
         ls = al[n]
         ax[0, 1].bar([l["layer"] + i * width for l in ls], [l["bq_norm"] for l in ls], width, label=n)
-        ax[0, 2].plot(ls[0]["position_cos"], "-" if n.endswith("_bq") else ":", label=n)
+        ax[0, 2].plot(ls[0]["position_cos"], ":" if n.endswith("_sym") else "-", label=n)
     n_layer = len(al[names[0]])
     ax[0, 1].set(xlabel="layer", ylabel="|<bQ>|", title="|<bQ>| per layer (sym: a random draw)",
                  xticks=[L + 0.4 - width / 2 for L in range(n_layer)], xticklabels=[str(L) for L in range(n_layer)])
@@ -141,7 +153,7 @@ def plot_puzzles(out, result):
         lo = [a - r["tasks"][t]["ci95"][0] for a, t in zip(acc, tasks)]
         hi = [r["tasks"][t]["ci95"][1] - a for a, t in zip(acc, tasks)]
         ax[0, 0].bar([k + i * width for k in range(len(tasks))], acc, width, yerr=[lo, hi], label=n,
-                     hatch="//" if n.endswith("_bq") else None, error_kw={"lw": 0.5})
+                     hatch=None if n.endswith("_sym") else "//", error_kw={"lw": 0.5})
     first = next(iter(runs.values()))
     for k, t in enumerate(tasks):
         ax[0, 0].hlines(first["tasks"][t]["chance"], k - 0.1, k + 0.9, colors="k", linestyles="--", lw=0.8)

@@ -11,6 +11,13 @@ next to every checkpoint (``step_XXXXXX.attn_bias.json``), so a resumed run cont
 ``resample`` (a fresh draw per evaluation forward, from a stream of its own); the run directory's files of this state are written and read by
 :mod:`training.core.runio`. The diagnostics of the symmetry these biases break live in
 :mod:`training.geometry.symmetry`.
+
+:class:`BreakingSettings` holds the two controls added later (their fields come last in config.json): a
+*learned* query bias (``attn_bq_learned``: an ``nn.Parameter`` of head_dim entries per layer, shared by the heads,
+started at ``attn_bq_mean``; it rotates with W_Q and W_K, so a rotation common to the heads stays a symmetry) and
+the MLP activation (``mlp_act``: ``gelu`` or ``prelu_random``, per-hidden-unit learnable negative slopes drawn from
+N(0.2, 1) with the run's seed, the RandomPReLU1d of evasilverstein/symmetry-breaking-files' train_gpt_disorder.py
+as its README and results describe it). Both live in :mod:`training.core.model`.
 """
 from __future__ import annotations
 
@@ -51,6 +58,25 @@ class AttentionBiasSettings:
     attn_bv_std_last: float = 0.05
     attn_bias_seed: Optional[int] = None   # seed of the bias draws; None = seed
     attn_bias_eval: str = "mean"     # evaluation bias: mean | last (the last training draw, reference) | resample
+
+
+MLP_ACTS = ("gelu", "prelu_random")
+PRELU_SLOPE_MEAN, PRELU_SLOPE_STD = 0.2, 1.0      # RandomPReLU1d's initial negative slopes, N(0.2, 1.0²)
+
+
+@dataclass
+class BreakingSettings:
+    """Symmetry-breaking controls added after the published field order (last in config.json; hashed only when
+    set, so earlier runs keep their hashes); checked by :func:`check_attention_bias`."""
+    attn_bq_learned: bool = False    # a learned query bias per layer (shared by the heads), started at attn_bq_mean
+    mlp_act: str = "gelu"            # gelu | prelu_random (learnable per-hidden-unit negative slopes ~ N(0.2, 1))
+
+
+def prelu_slopes(seed: int, layer: int, d_ff: int) -> np.ndarray:
+    """The initial negative slopes of layer ``layer``'s PReLU MLP: N(0.2, 1.0²) per hidden unit, a pure
+    function of (seed, layer) that leaves torch's generator (hence every other initial weight) untouched."""
+    rng = np.random.default_rng([seed, layer, 9173])
+    return PRELU_SLOPE_MEAN + PRELU_SLOPE_STD * rng.standard_normal(d_ff)
 
 
 class AttentionBias(nn.Module):
@@ -128,5 +154,9 @@ def check_attention_bias(cfg) -> None:
          f"unknown attn_disorder '{cfg.attn_disorder}' (choose from none, q, qk, qv, qkv)")
     need(cfg.attn_bias_eval in ("mean", "last", "resample"),
          f"unknown attn_bias_eval '{cfg.attn_bias_eval}' (choose from mean, last, resample)")
+    need(cfg.mlp_act in MLP_ACTS, f"unknown mlp_act '{cfg.mlp_act}' (choose from {', '.join(MLP_ACTS)})")
+    need(not (cfg.attn_bq_learned and cfg.attn_disorder != "none"),
+         f"attn_bq_learned=true needs attn_disorder=none (a query bias is either learned or random; got "
+         f"attn_disorder={cfg.attn_disorder})")
     need(min(cfg.attn_bq_std_first, cfg.attn_bq_std_last, cfg.attn_bk_std_first, cfg.attn_bk_std_last,
              cfg.attn_bv_std_first, cfg.attn_bv_std_last) >= 0, "attention-bias std values must be >= 0")

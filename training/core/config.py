@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from training.core.attention_bias import AttentionBiasSettings
+from training.core.attention_bias import AttentionBiasSettings, BreakingSettings
 from training.core.control import SuppressionSettings
 from training.core.ecd import ECDSettings
 from training.core.errors import UserError
@@ -182,11 +182,12 @@ class RunSettings:
 
 
 @dataclass
-class Config(SuppressionSettings, RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
+class Config(BreakingSettings, SuppressionSettings, RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
              OptimisationSettings, ModAddSettings, TaskSettings, ProbeSettings, DataSettings, ModelSettings):
     """Every knob of a training run: model, data, probe, task, modadd, optimisation, ECD, SOAP, attention
     biases, loss, evaluation, run, subspace suppression (the groups above and in training/core/modadd.py, ecd.py,
-    attention_bias.py, control.py; suppression's fields come last, after the published order)."""
+    attention_bias.py, control.py; suppression's fields, then the learned-bQ / MLP-activation controls of
+    attention_bias.py's BreakingSettings come last, after the published order)."""
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -541,5 +542,5 @@ def eval_steps(cfg: Config) -> list[int]:
 # Fields added after runs had been published (the task, modular addition, ECD/SOAP, attention disorder,
 # vocabulary padding, subspace suppression): hashed only when they differ from their defaults, so earlier runs keep their hashes.
 _LATER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)
-                   if f.name in ("task", "vocab_multiple", "probe_eval_crop")
+                   if f.name in ("task", "vocab_multiple", "probe_eval_crop", "mlp_act")
                    or f.name.startswith(("modadd_", "ecd_", "soap_", "attn_disorder", "attn_b", "suppress_"))}

@@ -4,6 +4,12 @@ Decoder-only, pre-LayerNorm, learned absolute positions, no linear biases, the L
 token embedding, N(0, init_std) initialisation of every Linear and Embedding (no residual scaling),
 exact GELU. Blocks can be attention-only (no MLP, hence no dead parameters).
 
+Symmetry-breaking options (training/core/attention_bias.py): random non-learned q/k/v biases
+(``attn_disorder``), a learned query bias ``blocks.L.attn.bq`` (``attn_bq_learned``; head_dim entries shared by
+the heads, started at ``attn_bq_mean``) and a PReLU MLP ``blocks.L.mlp.slope`` (``mlp_act=prelu_random``:
+max(h, 0) + a·min(h, 0) per hidden unit, a learnable, drawn from N(0.2, 1) with the run's seed). Neither
+parameter is in the trunk.
+
 Attention has two interchangeable paths, selectable at run time with :meth:`GPT.set_attention`:
 ``"sdpa"`` (``F.scaled_dot_product_attention``, used for training) and ``"math"`` (explicit
 softmax(QKᵀ/√d)V, which supports forward-mode and higher-order autodiff used by analyses).
@@ -20,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.core.attention_bias import AttentionBias
+from training.core.attention_bias import AttentionBias, prelu_slopes
 from training.core.config import ATTENTION, Config
 
 
@@ -36,12 +42,18 @@ class CausalSelfAttention(nn.Module):
         self.backend = cfg.attention
         # disordered attention (training/core/attention_bias.py): random non-learned q/k/v biases; None = symmetric
         self.bias = AttentionBias(cfg) if cfg.attn_disorder != "none" else None
+        # a learned query bias (attn_bq_learned): one head_dim vector per layer added to every head's queries
+        self.bq_mean = cfg.attn_bq_mean
+        if cfg.attn_bq_learned:
+            self.bq = nn.Parameter(torch.full((self.head_dim,), float(cfg.attn_bq_mean)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         if self.bias is not None:
             q, k, v = self.bias(q, k, v, self.training)
+        if hasattr(self, "bq"):
+            q = q + self.bq.repeat(self.n_head)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
         p = self.dropout if self.training else 0.0
         hook = getattr(self, "prob_hook", None)    # set by analyses that read / edit the probabilities
@@ -78,9 +90,14 @@ class MLP(nn.Module):
         self.w_up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
         self.w_down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
+        self.act = cfg.mlp_act
+        if self.act == "prelu_random":       # per-hidden-unit negative slopes (set by GPT.reset_parameters)
+            self.slope = nn.Parameter(torch.zeros(cfg.d_ff))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.w_down(F.gelu(self.w_up(x))))
+        h = self.w_up(x)
+        h = F.gelu(h) if self.act == "gelu" else torch.where(h >= 0, h, self.slope * h)
+        return self.drop(self.w_down(h))
 
 
 class Block(nn.Module):
@@ -138,6 +155,12 @@ class GPT(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        with torch.no_grad():                # drawn outside torch's generator: the other weights stay as without
+            for i, block in enumerate(self.blocks):
+                if hasattr(block.attn, "bq"):
+                    block.attn.bq.fill_(block.attn.bq_mean)
+                if not block.attn_only and hasattr(block.mlp, "slope"):
+                    block.mlp.slope.copy_(torch.as_tensor(prelu_slopes(self.cfg.seed, i, self.cfg.d_ff)))
 
     def set_attention(self, backend: str) -> "GPT":
         if backend not in ATTENTION:

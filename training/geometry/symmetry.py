@@ -39,16 +39,19 @@ def mean_bq(run_dir: Path, step: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- per-head blocks of the weights
 def head_blocks(state: dict[str, torch.Tensor], layer: int, n_head: int) -> dict[str, list[torch.Tensor]]:
     """Per-head row blocks Θ_Q, Θ_K, Θ_V (head_dim × d_model) of layer ``layer``'s fused qkv matrix and the
-    column blocks W_O^(h) (d_model × head_dim) of its output projection, in float64."""
+    column blocks W_O^(h) (d_model × head_dim) of its output projection, in float64; ``bq``: the learned query
+    bias of the layer (``attn_bq_learned``) as one head_dim × 1 column, or an empty list without one."""
     qkv = state[f"blocks.{layer}.attn.qkv.weight"].double()
     out = state[f"blocks.{layer}.attn.out_proj.weight"].double()
     d = qkv.shape[1]
     hd = d // n_head
     q, k, v = qkv[:d], qkv[d:2 * d], qkv[2 * d:]
+    bq = state.get(f"blocks.{layer}.attn.bq")
     return {"q": [q[h * hd:(h + 1) * hd] for h in range(n_head)],
             "k": [k[h * hd:(h + 1) * hd] for h in range(n_head)],
             "v": [v[h * hd:(h + 1) * hd] for h in range(n_head)],
-            "o": [out[:, h * hd:(h + 1) * hd] for h in range(n_head)]}
+            "o": [out[:, h * hd:(h + 1) * hd] for h in range(n_head)],
+            "bq": [] if bq is None else [bq.double().reshape(hd, 1)]}
 
 
 def antisym(m: torch.Tensor) -> torch.Tensor:
@@ -58,13 +61,47 @@ def antisym(m: torch.Tensor) -> torch.Tensor:
 def noether_charge(theta: dict, velocity: dict) -> dict[str, list[torch.Tensor]]:
     """J per head: QK sector antisym(Θ_Q Π_Qᵀ + Θ_K Π_Kᵀ); VO sector antisym(Θ_V Π_Vᵀ + W_Oᵀ Π_O) (the
     rotation acts on W_O's columns, Θ_V → RΘ_V, W_O → W_O Rᵀ). ``theta`` and ``velocity`` are
-    :func:`head_blocks` outputs of the weights and of a velocity of the same layer."""
-    out = {"qk": [], "vo": []}
+    :func:`head_blocks` outputs of the weights and of a velocity of the same layer.
+
+    ``qk_layer`` (one matrix per layer): the charge of the rotation common to all heads of the layer,
+    Σ_h antisym(Θ_Q^h Π_Q^hᵀ + Θ_K^h Π_K^hᵀ) + antisym(b_Q π_bᵀ). A learned query bias b_Q shared by the heads is
+    a symmetry partner only of that common rotation (Θ_Q^h → RΘ_Q^h, Θ_K^h → RΘ_K^h for every h, b_Q → R b_Q;
+    the generator A = −Aᵀ moves b_Q by A b_Q, so Noether's J = Σ_i x_i π_iᵀ antisymmetrised over everything the
+    rotation moves gains the term b_Q π_bᵀ): with it, the per-head charges are not conserved, their sum with the
+    bias term is. Without a learned bias the term is absent and qk_layer is the sum of the per-head charges."""
+    out = {"qk": [], "vo": [], "qk_layer": []}
     for tq, tk, pq, pk in zip(theta["q"], theta["k"], velocity["q"], velocity["k"]):
         out["qk"].append(antisym(tq @ pq.T + tk @ pk.T))
     for tv, to, pv, po in zip(theta["v"], theta["o"], velocity["v"], velocity["o"]):
         out["vo"].append(antisym(tv @ pv.T + to.T @ po))
+    total = sum(out["qk"]) + sum((b @ pb.T for b, pb in zip(theta.get("bq", []), velocity.get("bq", []))),
+                                 torch.zeros_like(out["qk"][0]))
+    out["qk_layer"].append(antisym(total))
     return out
+
+
+SECTOR_BLOCKS = {"qk": ("q", "k"), "vo": ("v", "o"), "qk_layer": ("q", "k", "bq")}
+
+
+def charge_norms(theta: dict, velocity: dict) -> dict[str, dict[str, list[float]]]:
+    """Per sector of :func:`noether_charge`: the Frobenius norm of each charge matrix (``abs``) and the same
+    divided by ‖Θ_sector‖·‖Π_sector‖ (``rel``; scale-free; the blocks the sector's rotation moves, per head, or all
+    heads of the layer and the learned bias for ``qk_layer``)."""
+    J = noether_charge(theta, velocity)
+    out = {}
+    for sec, names in SECTOR_BLOCKS.items():
+        heads = [None] if sec == "qk_layer" else range(len(theta["q"]))
+        scale = [_block_norm(theta, names, h) * _block_norm(velocity, names, h) for h in heads]
+        norms = [float(torch.linalg.norm(j)) for j in J[sec]]
+        out[sec] = {"abs": norms, "rel": [a / b if b > 0 else 0.0 for a, b in zip(norms, scale)]}
+    return out
+
+
+def _block_norm(blocks: dict, names, head: int | None) -> float:
+    """‖(the named blocks of head ``head``)‖, or of every head's and the bias's blocks with ``head=None``."""
+    parts = [t for n in names for t in blocks.get(n, [])] if head is None else [blocks[n][head] for n in names
+                                                                                  if n != "bq"]
+    return math.sqrt(sum(float(t.pow(2).sum()) for t in parts))
 
 
 def balancedness(theta: dict) -> dict[str, list[torch.Tensor]]:
@@ -90,6 +127,9 @@ def symmetry_trajectory(run_dir: Path, steps: list[int] | None = None) -> dict:
             states[s] = runio.load_checkpoint(runio.checkpoint_path(run_dir, s))[0]
         return states[s]
 
+    if cfg.attn_bq_learned and "blocks.0.attn.bq" not in load(steps[0]):
+        raise UserError(f"{run_dir} learned its query bias but its checkpoints hold no blocks.L.attn.bq (trunk-only "
+                        "checkpoints?): the layer charge needs it")
     base = {L: balancedness(head_blocks(load(steps[0]), L, cfg.n_head)) for L in range(cfg.n_layer)}
     rows = []
     for prev, cur in zip(steps[:-1], steps[1:]):
@@ -98,28 +138,28 @@ def symmetry_trajectory(run_dir: Path, steps: list[int] | None = None) -> dict:
         for L in range(cfg.n_layer):
             tc, tp = head_blocks(sc, L, cfg.n_head), head_blocks(sp, L, cfg.n_head)
             vel = {k: [a - b for a, b in zip(tc[k], tp[k])] for k in tc}
-            J = noether_charge(tc, vel)
+            J = charge_norms(tc, vel)
             B = balancedness(tc)
             entry = {}
             for sec in ("qk", "vo"):
                 db = [float(torch.linalg.norm(b - b0)) for b, b0 in zip(B[sec], base[L][sec])]
                 b0 = [float(torch.linalg.norm(b0)) for b0 in base[L][sec]]
-                jn = [float(torch.linalg.norm(j)) for j in J[sec]]
-                names = ("q", "k") if sec == "qk" else ("v", "o")
-                scale = [math.sqrt(sum(float(tc[n][h].pow(2).sum()) for n in names))
-                         * math.sqrt(sum(float(vel[n][h].pow(2).sum()) for n in names)) for h in range(cfg.n_head)]
                 entry[sec] = {"balancedness_drift": _rms(db),
-                              "balancedness_drift_rel": _rms([a / b if b > 0 else 0.0 for a, b in zip(db, b0)]),
-                              "charge": _rms(jn),
-                              "charge_rel": _rms([a / b if b > 0 else 0.0 for a, b in zip(jn, scale)])}
+                              "balancedness_drift_rel": _rms([a / b if b > 0 else 0.0 for a, b in zip(db, b0)])}
+            for sec in SECTOR_BLOCKS:
+                entry.setdefault(sec, {}).update(charge=_rms(J[sec]["abs"]), charge_rel=_rms(J[sec]["rel"]))
             row["layers"].append(entry)
-        for sec in ("qk", "vo"):
+        for sec in SECTOR_BLOCKS:
             for key in ("balancedness_drift", "balancedness_drift_rel", "charge", "charge_rel"):
-                row[f"{sec}_{key}"] = _rms([e[sec][key] for e in row["layers"]])
+                if key in row["layers"][0][sec]:
+                    row[f"{sec}_{key}"] = _rms([e[sec][key] for e in row["layers"]])
         rows.append(row)
     return {"steps": steps, "rows": rows,
             "definitions": {"charge": "RMS over heads and layers of ||antisym(Θ_Q Πᵀ_Q + Θ_K Πᵀ_K)||_F (VO: antisym(Θ_V Πᵀ_V + W_Oᵀ Π_O)), Π = θ(t) − θ(prev)",
                             "charge_rel": "the same with each head's norm divided by ||Θ_sector||·||Π_sector||",
+                            "qk_layer_charge": "RMS over layers of ||Σ_h antisym(Θ_Q Πᵀ_Q + Θ_K Πᵀ_K) + antisym(b_Q π_bᵀ)||_F, "
+                                               "the charge of the rotation common to a layer's heads (b_Q: a learned "
+                                               "query bias)",
                             "balancedness_drift": "RMS of ||B(t) − B(first)||_F, B = Θ_QΘ_Qᵀ − Θ_KΘ_Kᵀ (VO: Θ_VΘ_Vᵀ − W_OᵀW_O)"}}
 
 

@@ -3,9 +3,14 @@
 diagnostics and bQ alignment per run, and a report beside that repository's headline numbers.
 
 Runs (STUDY/<optimizer>_<arm>): optimizers adamw, sgd, ecd, soap (and ``ecd_global``, ECD with the global
-projection, the variant that conserves the Noether charge), arms ``sym`` (standard attention) and ``bq``
-(non-learned random query bias, the defaults of its ``train_gpt_disorder.py``). Its training setup is kept in kind:
-constant learning rate, no warm-up, no clipping, evaluation on fixed validation windows.
+projection, the variant that conserves the Noether charge), arms ``sym`` (standard attention), ``bq``
+(non-learned random query bias, the defaults of its ``train_gpt_disorder.py``), ``bq_bv`` (bQ and a random value
+bias bV, its later package's headline arm), ``bq_zero`` (bQ with zero mean, the control of its README's "nonzero
+mean works better") and ``bq_learned`` (a learned query bias started at bQ's mean, no draws: the control of "if
+learned, the symmetry persists"). Not every optimizer gets every arm: :data:`ARM_OPTIMIZERS` is the default plan
+(``every_pair`` trains the full product). Its training setup is kept in kind: constant learning rate, no warm-up,
+no clipping, evaluation on fixed validation windows. The PReLU MLP of that code is a flag, not an arm
+(``--set mlp_act=prelu_random`` for every run, into a study directory of its own).
 
 Sizes: ``cpu`` (default; a 2-layer, d_model 64 model on the built-in synthetic stories, minutes on a 2-core
 CPU) and ``gpu`` (that repository's 124M model on FineWeb shards, 500M tokens; needs prepared shards and a GPU).
@@ -39,19 +44,27 @@ from training.geometry.logic_puzzles import TASKS as PUZZLE_TASKS
 from training.geometry.logic_puzzles import evaluate_run, paired_comparison
 from training.geometry.stats import EWM_ALPHA, smoothed_curve_summary
 from training.geometry.symmetry import (
+    SECTOR_BLOCKS,
     bq_alignment,
+    charge_norms,
     head_blocks,
     mean_bq,
-    noether_charge,
     null_direction,
     symmetry_trajectory,
 )
 from training.geometry.token_classes import token_classes
 from training.geometry.trajectory import CheckpointSet, cached_gram, update_alignment, window_pca
+from training.studies.symmetry_arms import arm_claims, arm_contrasts, arms_report, curve_noise
 
 STUDY = "symmetry"
 OPTIMIZERS = ("adamw", "sgd", "ecd", "soap", "ecd_global")
-ARMS = ("sym", "bq")
+ARMS = ("sym", "bq", "bq_bv", "bq_zero", "bq_learned")
+# The default plan: the optimizers each arm is trained with (the CPU size must stay within minutes on 2 cores).
+# bQ+bV beside bQ alone for the four optimizers of the headline table; the two controls where their claims are
+# read: zero-mean bQ with ECD (the largest claimed gain) and AdamW (a baseline), the learned bQ with the
+# global-projection ECD (the optimizer whose charge is exactly conserved when the symmetry holds).
+ARM_OPTIMIZERS = {"sym": OPTIMIZERS, "bq": OPTIMIZERS, "bq_bv": ("adamw", "sgd", "ecd", "soap"),
+                  "bq_zero": ("ecd", "adamw"), "bq_learned": ("ecd_global",)}
 PUZZLES_PER_TASK = 40   # logic-puzzle items per task scored on each run's last checkpoint (0: none)
 PUZZLE_SEED = 0         # one suite for every run, so runs are compared on the same items
 EFFECT = 0.01        # a bq − sym loss change smaller than this is read as no clear effect (one seed, one eval set)
@@ -110,15 +123,29 @@ SIZES = {
         "soap": dict(optimizer="soap", lr=1e-3, wd=0.0, beta1=0.95, beta2=0.95),
     }),
 }
-ARM_SETTINGS = {"sym": dict(attn_disorder="none"), "bq": dict(attn_disorder="q")}
+# bq_bv: bV ~ 0 + 0.05·ε (mean_V 0 and std_V 0.05, the later package's defaults; its best ECD run used std 0.02:
+# --set attn_bv_std_first=0.02 --set attn_bv_std_last=0.02); bq_zero: bQ's std as bq, mean 0; bq_learned: b_Q a
+# parameter started at attn_bq_mean (0.5), no draws.
+ARM_SETTINGS = {"sym": dict(attn_disorder="none"), "bq": dict(attn_disorder="q"), "bq_bv": dict(attn_disorder="qv"),
+                "bq_zero": dict(attn_disorder="q", attn_bq_mean=0.0),
+                "bq_learned": dict(attn_disorder="none", attn_bq_learned=True)}
 
 # Config fields the study sets itself (a --set of them would change the protocol silently).
 PROTOCOL_FIELDS = ("optimizer", "lr", "wd", "beta1", "beta2", "momentum", "ecd_eta", "ecd_F0", "ecd_nu",
-                   "ecd_projection", "attn_disorder", "keep_optimizer_states", "init_from", "init_optimizer")
+                   "ecd_projection", "attn_disorder", "attn_bq_mean", "attn_bq_learned", "keep_optimizer_states",
+                   "init_from", "init_optimizer")
 
 
 def run_name(opt: str, arm: str) -> str:
     return f"{opt}_{arm}"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(optimizer, arm) of a run name (arms may contain '_', so the longest arm suffix wins)."""
+    for arm in sorted(ARMS, key=len, reverse=True):
+        if name.endswith("_" + arm):
+            return name[:-len(arm) - 1], arm
+    raise UserError(f"run name {name!r} ends in no arm of the symmetry study ({', '.join(ARMS)})")
 
 
 def parse_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -130,13 +157,18 @@ def parse_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
 
 
 def run_configs(size: str, seed: int, optimizers: Sequence[str], arms: Sequence[str],
-                overrides: dict | None = None) -> dict[str, Config]:
+                overrides: dict | None = None, every_pair: bool = False) -> dict[str, Config]:
+    """The configs of the selected runs: optimizer × arm, restricted to the default plan :data:`ARM_OPTIMIZERS`
+    unless ``every_pair``."""
     if size not in SIZES:
         raise UserError(f"unknown study size '{size}' (choose from {', '.join(SIZES)})")
     s = SIZES[size]
     base = s.base().replace(seed=seed, **(overrides or {}))
-    return {run_name(o, a): validate(base.replace(**s.settings[o], **ARM_SETTINGS[a]))
-            for o in optimizers for a in arms}
+    pairs = [(o, a) for o in optimizers for a in arms if every_pair or o in ARM_OPTIMIZERS[a]]
+    if not pairs:
+        plan = "; ".join(f"{a} with {', '.join(ARM_OPTIMIZERS[a])}" for a in arms)
+        raise UserError(f"no runs: the default plan trains {plan}; choose those optimizers or add --every-pair")
+    return {run_name(o, a): validate(base.replace(**s.settings[o], **ARM_SETTINGS[a])) for o, a in pairs}
 
 
 # ---------------------------------------------------------------------------- per-run analyses
@@ -154,19 +186,10 @@ def velocity_charge(run_dir: Path, cfg: Config, step: int) -> dict | None:
     if not vel:
         return None
     theta = runio.load_checkpoint(runio.checkpoint_path(run_dir, step))[0]
-    out = {}
-    for sec, names_ in (("qk", ("q", "k")), ("vo", ("v", "o"))):
-        num, den = [], []
-        for L in range(cfg.n_layer):
-            th, pv = head_blocks(theta, L, cfg.n_head), head_blocks(vel, L, cfg.n_head)
-            J = noether_charge(th, pv)[sec]
-            for h in range(cfg.n_head):
-                num.append(float(torch.linalg.norm(J[h])))
-                den.append(math.sqrt(sum(float(th[n][h].pow(2).sum()) for n in names_))
-                           * math.sqrt(sum(float(pv[n][h].pow(2).sum()) for n in names_)))
-        out[sec] = {"charge": float(np.sqrt(np.mean(np.square(num)))),
-                    "charge_rel": float(np.sqrt(np.mean(np.square([a / b if b > 0 else 0 for a, b in zip(num, den)]))))}
-    return out
+    per_layer = [charge_norms(head_blocks(theta, L, cfg.n_head), head_blocks(vel, L, cfg.n_head))
+                 for L in range(cfg.n_layer)]
+    return {sec: {k: float(np.sqrt(np.mean(np.square([x for c in per_layer for x in c[sec][key]]))))
+                  for k, key in (("charge", "abs"), ("charge_rel", "rel"))} for sec in SECTOR_BLOCKS}
 
 
 def ecd_counters(run_dir: Path) -> dict | None:
@@ -197,14 +220,17 @@ def geometry(run_dir: Path, progress: bool = False) -> dict:
 
 def alignment(run_dir: Path, cfg: Config, step: int, null_seed: int, classes: list[str] | None = None,
               n_perm: int = 1000) -> dict:
-    """bQ alignment at ``step``: ⟨bQ⟩ from the run's draws for a bq run, one random draw (the null) otherwise;
-    with ``classes`` (one per token id), the token-class enrichment too."""
+    """bQ alignment at ``step``: ⟨bQ⟩ from the run's draws for a random-bQ run, the learned vector of a learned-bQ
+    run, one random draw (the null) otherwise; with ``classes`` (one per token id), the token-class enrichment too."""
     state = runio.load_checkpoint(runio.checkpoint_path(run_dir, step))[0]
     if "tok_emb.weight" not in state or "pos_emb.weight" not in state:
         raise UserError(f"checkpoint {step} of {run_dir} holds no embeddings (trunk-only checkpoints?): the bQ "
                         "alignment needs the token and position embeddings")
     if "q" in (cfg.attn_disorder if cfg.attn_disorder != "none" else ""):
         bq, kind = mean_bq(run_dir, step), "mean of the run's bQ draws"
+    elif cfg.attn_bq_learned:
+        bq = np.stack([state[f"blocks.{L}.attn.bq"].double().numpy() for L in range(cfg.n_layer)])
+        kind = "learned bQ at this checkpoint"
     else:
         bq = null_direction(cfg.attn_bq_mean, cfg.attn_bq_std_first, cfg.attn_bq_std_last, cfg.head_dim,
                             cfg.n_layer, null_seed)
@@ -229,6 +255,7 @@ def analyse_run(run_dir: Path, cfg: Config, progress: bool = False, n_puzzles: i
     vals = [(m["step"], m["val_loss"]) for m in metrics if m.get("val_loss") is not None and math.isfinite(m["val_loss"])]
     steps = runio.list_checkpoints(run_dir)
     out = {"state": status.get("state", "missing"), "optimizer": cfg.optimizer, "disorder": cfg.attn_disorder,
+           "bq_learned": cfg.attn_bq_learned, "bq_mean": cfg.attn_bq_mean,
            "lr": cfg.lr, "final_val_loss": vals[-1][1] if vals else None, "final_step": vals[-1][0] if vals else None,
            "best_val_loss": min(v for _, v in vals) if vals else None,
            "curve": {"step": [s for s, _ in vals], "val_loss": [v for _, v in vals],
@@ -241,15 +268,18 @@ def analyse_run(run_dir: Path, cfg: Config, progress: bool = False, n_puzzles: i
         out["symmetry"] = {"steps": [r["step"] for r in sym["rows"]],
                            **{k: [r[k] for r in sym["rows"]] for k in ("qk_charge_rel", "vo_charge_rel",
                                                                       "qk_balancedness_drift_rel",
-                                                                      "vo_balancedness_drift_rel", "qk_charge")}}
+                                                                      "vo_balancedness_drift_rel", "qk_charge",
+                                                                      "qk_layer_charge_rel")}}
     except UserError as e:
         out["symmetry"] = {"reason": str(e)}
     if cfg.optimizer == "ecd":
         out["ecd"] = ecd_counters(run_dir)
         vc = [(s, velocity_charge(run_dir, cfg, s)) for s in steps[1:]]
         vc = [(s, v) for s, v in vc if v is not None]
-        out["velocity_charge"] = {"steps": [s for s, _ in vc], "qk_charge_rel": [v["qk"]["charge_rel"] for _, v in vc],
-                                  "vo_charge_rel": [v["vo"]["charge_rel"] for _, v in vc]} if vc else None
+        out["velocity_charge"] = {"steps": [s for s, _ in vc],
+                                  **{f"{sec}_charge_rel": [v[sec]["charge_rel"] for _, v in vc]
+                                     for sec in SECTOR_BLOCKS},
+                                  "qk_layer_charge": [v["qk_layer"]["charge"] for _, v in vc]} if vc else None
     if steps and out["state"] in ("completed", "diverged"):
         last = steps[-1]
         classes, why = run_token_classes(run_dir, cfg)
@@ -280,7 +310,8 @@ def summary_rows(runs: dict[str, dict]) -> list[dict]:
         g, s = r.get("geometry") or {}, r.get("symmetry") or {}
         al = r.get("bq_alignment") or {}
         vc = r.get("velocity_charge") or {}
-        rows.append({"run": name, "optimizer": name.rsplit("_", 1)[0], "arm": name.rsplit("_", 1)[1],
+        opt, arm = split_name(name)
+        rows.append({"run": name, "optimizer": opt, "arm": arm,
                      "state": r["state"], "final_val_loss": r["final_val_loss"], "best_val_loss": r["best_val_loss"],
                      "smoothed_final_val_loss": r.get("smoothed_final_val_loss"),
                      "smoothed_min_val_loss": r.get("smoothed_min_val_loss"),
@@ -292,6 +323,9 @@ def summary_rows(runs: dict[str, dict]) -> list[dict]:
                      "vo_balancedness_drift_rel_last": _last(s.get("vo_balancedness_drift_rel")),
                      "ecd_velocity_qk_charge_rel_max": max(vc["qk_charge_rel"]) if vc.get("qk_charge_rel") else None,
                      "ecd_velocity_vo_charge_rel_max": max(vc["vo_charge_rel"]) if vc.get("vo_charge_rel") else None,
+                     "ecd_velocity_qk_layer_charge_rel_max": max(vc["qk_layer_charge_rel"])
+                     if vc.get("qk_layer_charge_rel") else None,
+                     "curve_noise": curve_noise((r.get("curve") or {}).get("val_loss")),
                      "ecd_skipped": (r.get("ecd") or {}).get("skipped"),
                      "bq_z_mean_square": [l["z_mean_square"] for l in al.get("layers", [])] or None,
                      "bq_alignment_kind": al.get("direction")})
@@ -487,12 +521,15 @@ def analyse(root: Path, cfgs: dict[str, Config], progress: bool = False, log: Ca
     rows = summary_rows(runs)
     d = deltas(rows)
     comp = puzzle_comparisons(runs)
+    contrasts = arm_contrasts(rows, SEED_RESULTS["rows"], EFFECT)
     return {"study": STUDY, "runs": runs, "table": rows, "deltas": d, "verdicts": verdicts(rows, d),
+            "arm_contrasts": contrasts, "arm_claims": arm_claims(rows, contrasts, EFFECT),
             "puzzle_comparisons": comp, "alignment_claims": alignment_claims(runs, comp),
             "seed": SEED_RESULTS,
             "protocol": {name: {k: v for k, v in cfg.to_dict().items()
                                 if k in ("optimizer", "lr", "wd", "beta1", "beta2", "momentum", "ecd_eta", "ecd_F0",
-                                         "ecd_nu", "ecd_projection", "attn_disorder", "attn_bq_mean", "steps",
+                                         "ecd_nu", "ecd_projection", "attn_disorder", "attn_bq_mean",
+                                         "attn_bq_learned", "attn_bv_mean", "attn_bv_std_first", "mlp_act", "steps",
                                          "batch_size", "seq_len", "n_layer", "d_model", "n_head", "warmup",
                                          "lr_floor", "grad_clip", "seed")}
                          for name, cfg in cfgs.items()}}
@@ -501,22 +538,26 @@ def analyse(root: Path, cfgs: dict[str, Config], progress: bool = False, log: Ca
 def report_markdown(result: dict, size: str, wall_s: float | None = None, note: str = "") -> str:
     rows = result["table"]
     lines = [f"# Symmetry-breaking study ({size} size)", "",
-             "Optimizer × {symmetric attention, random query bias bQ}; everything else shared "
+             "Optimizer × {symmetric attention, random query bias bQ, and the control arms bQ + bV, zero-mean bQ, "
+             "learned bQ where the plan trains them}; everything else shared "
              "(training/studies/symmetry_study.py). Loss = validation loss on fixed windows (final = last evaluation, "
              f"best = minimum over evaluations; smoothed = exponentially weighted mean over the evaluations, α = {EWM_ALPHA:g}, "
              "pandas' adjust=True convention: its final value and its minimum). Geometry: row-normalised uncentered PCA of θ(t) − θ(0) over all "
              "checkpoints; |C| = mean |cos(update, PC1)|. Charge: relative Noether charge "
-             "‖antisym(Θ_QΠ_Qᵀ+Θ_KΠ_Kᵀ)‖/(‖Θ‖‖Π‖) with Π the checkpoint difference (all runs) or ECD's velocity.", ""]
+             "‖antisym(Θ_QΠ_Qᵀ+Θ_KΠ_Kᵀ)‖/(‖Θ‖‖Π‖) with Π the checkpoint difference (all runs) or ECD's velocity, per head; "
+             "layer QK: the charge of the rotation common to a layer's heads, Σ_h of the heads' plus a learned bQ's "
+             "antisym(b_Q π_bᵀ) (the one a learned bQ shared by the heads conserves).", ""]
     if wall_s is not None:
         lines += [f"Wall time of this invocation: {wall_s:.0f} s{note}.", ""]
-    lines += ["| run | state | final val | best val | smoothed final | smoothed min | PC1 | k95 | mean abs C | drift | QK charge Δθ (last) | ECD velocity charge QK / VO (max) | QK balancedness drift | ECD skipped |",
+    lines += ["| run | state | final val | best val | smoothed final | smoothed min | PC1 | k95 | mean abs C | drift | QK charge Δθ (last) | ECD velocity charge QK / VO / layer QK (max) | QK balancedness drift | ECD skipped |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['state']} | {_f(r['final_val_loss'])} | {_f(r['best_val_loss'])} | "
                      f"{_f(r['smoothed_final_val_loss'])} | {_f(r['smoothed_min_val_loss'])} | "
                      f"{_f(r['pc1'])} | {_f(r['k95'], 'd') if r['k95'] is not None else '–'} | {_f(r['update_alignment'])} | "
                      f"{_f(r['drift'], '.2f')} | {_f(r['qk_charge_rel_last'], '.2e')} | "
-                     f"{_f(r['ecd_velocity_qk_charge_rel_max'], '.1e')} / {_f(r['ecd_velocity_vo_charge_rel_max'], '.1e')} | "
+                     f"{_f(r['ecd_velocity_qk_charge_rel_max'], '.1e')} / {_f(r['ecd_velocity_vo_charge_rel_max'], '.1e')}"
+                     f" / {_f(r['ecd_velocity_qk_layer_charge_rel_max'], '.1e')} | "
                      f"{_f(r['qk_balancedness_drift_rel_last'], '.3f')} | "
                      f"{r['ecd_skipped'] if r['ecd_skipped'] is not None else '–'} |")
     lines += ["", "## Effect of bQ next to the headline numbers of symmetry-breaking-files", "",
@@ -544,10 +585,12 @@ def report_markdown(result: dict, size: str, wall_s: float | None = None, note: 
                   "| run | direction | z per layer |", "|---|---|---|"]
         for name, z, kind in al:
             lines.append(f"| {name} | {kind} | {', '.join(f'{v:+.1f}' for v in z)} |")
+    lines += arms_report(result.get("arm_contrasts") or [], result.get("arm_claims") or [])
     lines += puzzle_report(result) + class_report(result) + recency_report(result) + claims_report(result)
     lines += ["", "Caveats: one seed, a tiny model and a short run on synthetic stories, not 124M on FineWeb; "
-              "hyperparameters are not tuned per arm; that repository's bQ runs also changed the MLP (PReLU), "
-              "which this toolkit does not have. The numbers say what happens at this scale, no more.", ""]
+              "hyperparameters are not tuned per arm; that repository's bQ runs also changed the MLP (PReLU; here "
+              f"{'on' if any((p.get('mlp_act') == 'prelu_random') for p in result['protocol'].values()) else 'off'}: "
+              "--set mlp_act=prelu_random). The numbers say what happens at this scale, no more.", ""]
     return "\n".join(lines)
 
 
