@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The SGD-control study and the AdamW β2 sweep for several seeds of one preset, then the claims ledger with them.
 #
-#   scripts/run_studies.sh --preset P --seeds 42,271,314 [--root DIR] [--no-matched] [--no-reheat] [--dry-run]
+#   scripts/run_studies.sh --preset P --seeds 42,271,314 [--root DIR] [--no-matched] [--no-trainable]
+#                          [--no-reheat] [--dry-run]
 #                          [extra flags for every study command, e.g. --set device=cuda]
 #
 # Per seed s, one study after another (each trains its runs side by side on a CPU):
@@ -9,8 +10,9 @@
 #   experiments/beta_sweep/run_study.py train, analyse, summary          -> DIR/beta_sweep_P_s<s>
 # and for the first seed only (they answer no claim of the ledger; their tables are in docs/results.md):
 #   the SGD-control study with every decay matched to AdamW's Λ_eff      -> DIR/sgd_controls_matched_P_s<s>
+#   the same at SGD learning rates at which SGD trains (100x, B 1000x)  -> DIR/sgd_controls_trainable_P_s<s>
 #   the β2 sweep's reheating grid, then its summary again
-# --no-matched / --no-reheat leave those out. Default DIR: runs. Every stage is resumable: killing the command and
+# --no-matched / --no-trainable / --no-reheat leave those out. Default DIR: runs. Every stage is resumable: killing the command and
 # running it again skips what is finished and resumes the rest. The first failing stage stops the command with one
 # error line naming it. At the end, when DIR/P_seeds holds every seed's finished pipeline (scripts/run_seeds.sh),
 # the seeds' ledger is rewritten with the studies (claims 16 and 18; nothing is retrained); otherwise the command
@@ -19,13 +21,14 @@ set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-PRESET=""; SEEDS=""; DIR=runs; DRY=0; MATCHED=1; REHEAT=1; EXTRA=()
+PRESET=""; SEEDS=""; DIR=runs; DRY=0; MATCHED=1; TRAINABLE=1; REHEAT=1; EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET="$2"; shift 2 ;;
     --seeds) [ $# -ge 2 ] || die "--seeds needs a comma-separated list"; SEEDS="$2"; shift 2 ;;
     --root) [ $# -ge 2 ] || die "--root needs a value"; DIR="$2"; shift 2 ;;
     --no-matched) MATCHED=0; shift ;;
+    --no-trainable) TRAINABLE=0; shift ;;
     --no-reheat) REHEAT=0; shift ;;
     --dry-run) DRY=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -49,6 +52,9 @@ done
 FIRST="${SEED_LIST[0]}"
 if [ "$MATCHED" = 1 ]; then
   STAGES+=("SGD controls with matched decays, seed $FIRST|experiments/sgd_controls/run_study.py --preset $PRESET --seed $FIRST --decay matched --out-dir $DIR/sgd_controls_matched_${PRESET}_s$FIRST")
+fi
+if [ "$TRAINABLE" = 1 ]; then
+  STAGES+=("SGD controls at learning rates where SGD trains, seed $FIRST|experiments/sgd_controls/run_study.py --preset $PRESET --seed $FIRST --decay trainable --out-dir $DIR/sgd_controls_trainable_${PRESET}_s$FIRST")
 fi
 if [ "$REHEAT" = 1 ]; then
   for stage in reheat summary; do

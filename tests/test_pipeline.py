@@ -253,12 +253,13 @@ def test_studies_of_the_seeds_enter_their_ledger(done_run, tmp_path):
     shutil.copytree(run3, root / "test_seeds" / "s3", symlinks=True)
     env = dict(os.environ, PYTHONHASHSEED="0")
     args = ["bash", str(STUDIES), "--preset", "test", "--seeds", "3", "--root", str(root), "--no-matched",
-            "--no-reheat", "--set", f"cache_dir={base / 'cache'}"]
+            "--no-trainable", "--no-reheat", "--set", f"cache_dir={base / 'cache'}"]
     p = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert (root / "sgd_controls_test_s3" / "analysis" / "table9.md").exists()
     assert (root / "beta_sweep_test_s3" / "analysis" / "table_beta2.md").exists()
     assert not (root / "sgd_controls_matched_test_s3").exists()            # --no-matched
+    assert not (root / "sgd_controls_trainable_test_s3").exists()          # --no-trainable
     assert not list((root / "beta_sweep_test_s3").glob("*/reheat"))         # --no-reheat
     assert "skip seed 3: finished" in p.stdout and "ledger with the studies" in p.stdout
     led = json.loads((root / "test_seeds" / "claims.json").read_text())
@@ -283,8 +284,9 @@ def test_studies_dry_run_and_bad_arguments(tmp_path):
                         "--dry-run"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 0, p.stderr
     lines = [line.strip() for line in p.stdout.splitlines() if line.startswith("  ")]
-    assert sum("sgd_controls/run_study.py" in x and "--decay matched" not in x for x in lines) == 2
+    assert sum("sgd_controls/run_study.py" in x and "--decay" not in x for x in lines) == 2
     assert sum("--decay matched" in x for x in lines) == 1 and sum(" reheat " in x for x in lines) == 1
+    assert sum("--decay trainable" in x and "sgd_controls_trainable_cpu_s42" in x for x in lines) == 1
     assert not (tmp_path / "r").exists()
     for args, message in ((["--seeds", "1"], "missing --preset"), (["--preset", "huge", "--seeds", "1"], "unknown preset"),
                           (["--preset", "test", "--seeds", "1,1"], "lists 1 twice")):

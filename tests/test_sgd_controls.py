@@ -402,6 +402,27 @@ def test_matched_decay_gives_every_run_As_effective_decay():
         sc.run_configs(preset("test"), "l2")
 
 
+def test_trainable_decay_raises_the_sgd_learning_rates_then_matches_the_decay():
+    """--decay trainable: C and C' at 100x AdamW's learning rate, B at 1000x (C's heavy-ball step lr/(1 - m)), every
+    Λ_eff equal to A's, everything else as the paper protocol."""
+    from training.core.regime import effective_integrated_wd
+    from training.studies import sgd_controls as sc
+    for name in ("test", "cpu", "paper"):
+        base = preset(name)
+        paper, t = sc.run_configs(base), sc.run_configs(base, "trainable")
+        assert t["A"] == paper["A"]
+        assert t["B"].lr == pytest.approx(1000 * base.lr) and t["C"].lr == pytest.approx(100 * base.lr)
+        assert t["Cprime"].lr == pytest.approx(100 * base.lr)
+        assert t["B"].lr == pytest.approx(t["C"].lr / (1 - t["C"].momentum))
+        target = effective_integrated_wd(t["A"])
+        for key in sc.RUNS:
+            assert effective_integrated_wd(t[key]) == pytest.approx(target, rel=1e-5)
+            assert t[key].replace(wd=paper[key].wd, lr=paper[key].lr) == paper[key]
+    cpu = sc.run_configs(preset("cpu"), "trainable")
+    assert (cpu["C"].lr, cpu["C"].wd) == (0.3, 0.001388)       # the configuration measured in docs/regime.md
+    assert "1000×" in sc.protocol(preset("cpu"), cpu, "trainable")["decay_protocol"]
+
+
 def test_the_ledger_reads_claim_16_from_the_study(done):
     """The claims ledger's row of claim 16 comes from this study's Table 9: decay-dominated when run B's flag says
     so, else (PC1 − null) of B minus that of A, or the reason it is undefined."""

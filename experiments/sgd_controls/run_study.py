@@ -46,8 +46,9 @@ def parse_args():
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the runs already trained")
     p.add_argument("--decay", default="paper", choices=sc.DECAY_MODES,
                    help="paper: Table 8's weight decays (C and C' have Λ_eff ≈ 10, the decay dominates); matched: each "
-                        "SGD-family decay rescaled to A's Λ_eff (default paper; matched writes to "
-                        f"runs/{sc.STUDY}_matched_<preset>_s<seed>)")
+                        "SGD-family decay rescaled to A's Λ_eff; trainable: the SGD learning rates raised to "
+                        "100x (B 1000x) AdamW's first, then matched (default paper; the others write to "
+                        f"runs/{sc.STUDY}_<decay>_<preset>_s<seed>)")
     add_jobs_arg(p)
     args = p.parse_args()
     args.runner = executor_from_args(args)         # --jobs, or --executor slurm's jobs: refused here if inconsistent
@@ -61,7 +62,7 @@ def main() -> int:
     keys = sc.parse_runs(args.runs)
     base = study_base_config(args)
     cfgs = sc.run_configs(base, args.decay)
-    root = study_dir(args, sc.STUDY if args.decay == "paper" else f"{sc.STUDY}_matched")
+    root = study_dir(args, sc.STUDY if args.decay == "paper" else f"{sc.STUDY}_{args.decay}")
     s = sc.scaled_settings(base)
     print(f"SGD-control study in {root}: preset {args.preset}, seed {args.seed}, {s['steps']} steps per run, window "
           f"{s['window']}, runs {','.join(keys)}, {args.decay} weight decays")

@@ -466,8 +466,8 @@ def study_row(sc: StudyClaim, items: Sequence[tuple[Path, dict]]) -> dict:
                 "why": f"the SGD run's drift is the decay of its initialisation in {len(dominated)} of {len(per)} "
                        f"studies (e.g. ‖θ(end)‖/‖θ(0)‖ {_f(x.get('norm_ratio'))}, decay share {_f(x.get('decay_share'))}"
                        + (f" at Λ_eff {_f(x['lambda_eff'])}" if x.get("lambda_eff") is not None else "")
-                       + "): its colinearity says nothing about the optimizer; compare at matched Λ_eff "
-                         "(--decay matched)"}
+                       + "): its colinearity says nothing about the optimizer; compare at matched Λ_eff with "
+                         "learning rates at which SGD trains (--decay trainable)"}
     if missing:
         return {**row, "verdict": "not measured", "leaning": None, "why": "; ".join(missing)}
     observed = [float(x["observed"]) for _, x in per]
