@@ -70,8 +70,9 @@ def _claims(**per_role):
 def _spikes(r, p, r_norm=0.0, p_norm=0.5):
     coup = lambda rr, pp: {"r": rr, "p_phase": pp, "p_shift": pp, "n": 20}    # noqa: E731
     return {"commutator_series": {"spikes": {
-        "D": [1.0, 2.0], "window": 5, "factor": 2.0, "D_vs_loss": coup(r, p), "D_vs_inverse_grad_norms": coup(r_norm, p_norm),
-        "delta_vs_loss": coup(0.0, 0.9), "levels": {"levels": {"r": 0.1}, "first_differences": {"r": 0.0}, "verdict_input": 0.5},
+        "D": [1.0, 2.0], "window": 5, "factor": 2.0, "D_vs_loss": coup(r, p),
+        "D_vs_inverse_grad_norms": coup(r_norm, p_norm), "delta_vs_loss": coup(0.0, 0.9),
+        "levels": {"levels": {"r": 0.1}, "first_differences": {"r": 0.0}, "verdict_input": 0.5},
         "spikes": {"count": 1, "count_second_half": 1, "null_mean_count": 0.8, "n": 20}}}}
 
 
@@ -92,7 +93,7 @@ def test_commutator_spike_verdicts():
 
 def _sae_m(n_sig, n_live, r_sig, r_live):
     t = lambda k, n: {"n_significant": k, "n_live": n, "null_mean_count": 0.05, "max_abs_r": 0.5,    # noqa: E731
-                      "threshold": 0.1, "top": [{"r": 0.5}], "alpha": 0.05}
+                      "threshold": 0.1, "top": [{"r": 0.5}], "alpha": 0.05, "r": [0.6, -0.55, 0.2, None]}
     return {"sae_m": {"stages": [{"step": 1, "sae": t(0, 1), "random": t(0, 1)},
                                  {"step": 9, "sae": t(n_sig, n_live), "random": t(r_sig, r_live)}]}}
 
@@ -100,7 +101,7 @@ def _sae_m(n_sig, n_live, r_sig, r_live):
 def test_sae_m_verdicts_use_the_last_stage_and_the_random_control():
     v = ms._sae_m(_claims(attn=_sae_m(3, 100, 0, 100), attn_seed2=_sae_m(2, 90, 1, 100)))
     assert v["verdict"].startswith("confirmed: a few latents") and "more often than random" in v["verdict"]
-    assert v["n_significant"] == [3, 2] and v["steps"] == [9, 9] and v["n_seeds"] == 2
+    assert v["n_significant"] == [3, 2] and v["steps"] == [9, 9] and v["n_seeds"] == 2 and v["n_strong"] == [2, 2]
     v = ms._sae_m(_claims(attn=_sae_m(40, 70, 60, 90)))
     assert v["verdict"].startswith("not confirmed as 'a small number'") and "random directions" in v["verdict"]
     assert "correlate as often" in v["verdict"]

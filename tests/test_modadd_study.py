@@ -72,7 +72,11 @@ def test_analysis_scripts_on_a_study_run(study, capsys):
             ("analysis/modadd/sae_ablation.py", ["--sae-steps", "20", "--steps", "4,24"], "modadd_sae"),
             ("analysis/modadd/subspace_alignment.py", ["--other-run", str(study / "attn_ref_s1")],
              "modadd_cross_subspaces"),
-            ("analysis/modadd/subspace_distance.py", ["--k", "2"], "modadd_subspace_distance")):
+            ("analysis/modadd/subspace_distance.py", ["--k", "2"], "modadd_subspace_distance"),
+            ("analysis/modadd/commutator_series.py", ["--n-checkpoints", "6", "--samples", "1", "--surrogates", "20"],
+             "modadd_commutator_series"),
+            ("analysis/modadd/sae_latents_m.py", ["--steps", "24", "--sequences", "32", "--sae-steps", "10",
+                                                  "--permutations", "20"], "modadd_sae_m")):
         code, out, err = run_inprocess(capsys, script, "--run-dir", run, *extra)
         assert code == 0, (script, err)
         assert (study / "attn_ref_s0" / "analysis" / f"{name}.json").exists()
@@ -85,6 +89,10 @@ def test_analysis_scripts_on_a_study_run(study, capsys):
     assert code == 2 and "no checkpoint" in err
     code, out, err = run_inprocess(capsys, "analysis/modadd/subspace_distance.py", "--run-dir", run, "--k", "0")
     assert code == 2 and err.strip().startswith("error:") and "--k" in err
+    code, out, err = run_inprocess(capsys, "analysis/modadd/commutator_series.py", "--run-dir", run, "--samples", "0")
+    assert code == 2 and err.strip().startswith("error:") and "--samples" in err
+    code, out, err = run_inprocess(capsys, "analysis/modadd/sae_latents_m.py", "--run-dir", run, "--layer", "9")
+    assert code == 2 and "out of range" in err
     code, out, err = run_inprocess(capsys, "analysis/modadd/sae_ablation.py", "--run-dir", run, "--layer", "9")
     assert code == 2 and "out of range" in err
     code, out, err = run_inprocess(capsys, "experiments/modadd/run_study.py", "--preset", "big")

@@ -99,7 +99,8 @@ def max_correlation_test(Z: Any, labels: Any, groups: Any = None, n_perm: int = 
             "top": [{"index": int(j), "r": float(r[j]), "p_fwer": float(p[j])} for j in order if live[j]],
             "threshold": thr, "alpha": alpha, "n_significant": int(((p < alpha) & live).sum()),
             "null_mean_count": float((null_abs > thr).sum(1).mean()),
-            "null_max_abs_r": {"mean": float(null_max.mean()), "sd": float(null_max.std(ddof=1)) if n_perm > 1 else 0.0},
+            "null_max_abs_r": {"mean": float(null_max.mean()),
+                               "sd": float(null_max.std(ddof=1)) if n_perm > 1 else 0.0},
             "n_live": int(live.sum()), "n_constant": int((~live).sum()), "n_rows": int(len(y)),
             "n_units": int(len(unit_label)), "n_perm": int(n_perm)}
 

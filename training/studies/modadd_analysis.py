@@ -364,6 +364,14 @@ def _site_mask(ex, positions: str = "values+answer") -> torch.Tensor:
     return mask
 
 
+SAE_FRACTIONS = (0.1, 0.4, 0.9)      # early / mid / late, as the reference's SAE steps 2000, 8000, 18000 of 20000
+
+
+def steps_at_fractions(steps: Sequence[int], fractions: Sequence[float] = SAE_FRACTIONS) -> list[int]:
+    """The checkpoints nearest the given fractions of the last step (sorted, without repeats)."""
+    return sorted({min(steps, key=lambda s: abs(s - f * steps[-1])) for f in fractions})
+
+
 def sae_ablation(run_dir, steps: Sequence[int] | None = None, layer: int | None = None, n_batches: int = 20,
                  expansion: int = 2, k: int | None = None, sae_steps: int = 1500, n_ablate: int = 6,
                  n_random: int = 5, seed: int = 0, progress: bool = False) -> dict:
@@ -378,7 +386,7 @@ def sae_ablation(run_dir, steps: Sequence[int] | None = None, layer: int | None 
     if not 0 <= layer < cfg.n_layer:
         raise UserError(f"--layer {layer} is out of range for a {cfg.n_layer}-layer model")
     if steps is None:
-        steps = sorted({min(run.steps, key=lambda s: abs(s - f * run.steps[-1])) for f in (0.1, 0.4, 0.9)})
+        steps = steps_at_fractions(run.steps)
     k = k or max(1, cfg.d_model // 8)
     d_sae = expansion * cfg.d_model
     rng = np.random.default_rng(seed)
@@ -426,14 +434,15 @@ def mixed_m_sequences(task, n: int, seed: int = 0):
     return x, ms, mask
 
 
-def sae_latents_m(run_dir, steps: Sequence[int] | None = None, layer: int | None = None, n_sequences: int = 1024,
-                  expansion: int = 2, k: int | None = None, sae_steps: int = 1500, n_perm: int = 1000,
-                  alpha: float = 0.05, seed: int = 0, progress: bool = False) -> dict:
-    """Which SAE latents correlate with the marker count m? At each of ``steps`` (default 10 %, 40 %, 90 % of
-    the run, as :func:`sae_ablation`): a Top-K SAE trained on the residual after block ``layer`` at the value
-    slots + answer slot of ``n_sequences`` sequences of MIXED m (balanced over the task's ms); Pearson's r of
-    every latent's activation (the Top-K code) at the answer slot (one vector per sequence) with the
-    sequence's m; the family-wise permutation null (m permuted across sequences, max |r| over latents;
+def sae_latents_m(run_dir, steps: Sequence[int] | None = None, fractions: Sequence[float] = SAE_FRACTIONS,
+                  layer: int | None = None, n_sequences: int = 1024, expansion: int = 2, k: int | None = None,
+                  sae_steps: int = 1500, n_perm: int = 1000, alpha: float = 0.05, seed: int = 0,
+                  progress: bool = False) -> dict:
+    """Which SAE latents correlate with the marker count m? At each of ``steps`` (default: the checkpoints
+    nearest ``fractions`` of the run, 10 %, 40 %, 90 % as :func:`sae_ablation`): a Top-K SAE trained on the
+    residual after block ``layer`` at the value slots + answer slot of ``n_sequences`` sequences of MIXED m
+    (balanced over the task's ms); Pearson's r of every latent's activation (the Top-K code) at the answer
+    slot (one vector per sequence) with the sequence's m; the family-wise permutation null (m permuted across sequences, max |r| over latents;
     training/geometry/permutation.py); and the same for an untrained SAE of the same size (random unit
     encoder directions, same k), the random-feature control.
 
@@ -452,7 +461,7 @@ def sae_latents_m(run_dir, steps: Sequence[int] | None = None, layer: int | None
     if len(task.ms) < 2:
         raise UserError(f"the run uses one marker count (m = {task.ms[0]}); a correlation with m needs at least two")
     if steps is None:
-        steps = sorted({min(run.steps, key=lambda s: abs(s - f * run.steps[-1])) for f in (0.1, 0.4, 0.9)})
+        steps = steps_at_fractions(run.steps, fractions)
     k = k or max(1, cfg.d_model // 8)
     d_sae = expansion * cfg.d_model
     x, m_seq, mask = mixed_m_sequences(task, n_sequences, seed)
@@ -504,7 +513,8 @@ def commutator_series(run_dir, n_checkpoints: int = 20, samples: int = 4, eta: f
     if len(run.steps) < 3:
         raise UserError(f"{run.dir} has {len(run.steps)} checkpoints; a commutator series needs at least 3")
     cand = run.steps[1:]
-    where = [cand[i] for i in np.unique(np.linspace(0, len(cand) - 1, min(n_checkpoints, len(cand))).round().astype(int))]
+    idx = np.unique(np.linspace(0, len(cand) - 1, min(n_checkpoints, len(cand))).round().astype(int))
+    where = [cand[i] for i in idx]
     design = cell_design(task.ms, len(where) * samples, seed)
     fixed = [task.eval_set(m).slice(0, eval_per_m) for m in task.ms]
     bs = batch_size or run.cfg.batch_size
@@ -533,7 +543,8 @@ def commutator_series(run_dir, n_checkpoints: int = 20, samples: int = 4, eta: f
             samp.append({"m_a": ma, "m_b": mb, "D": r["D"], "grad_cos": r["grad_cos"], "delta_norm": r["delta_norm"],
                          "g_a_norm": r["g_a_norm"], "g_b_norm": r["g_b_norm"], "loss_a": la, "loss_b": lb})
         prev = run.steps[run.steps.index(s) - 1]
-        rows.append({"step": s, "prev_step": prev, "loss": fixed_loss(s), "loss_prev": fixed_loss(prev), "samples": samp})
+        rows.append({"step": s, "prev_step": prev, "loss": fixed_loss(s), "loss_prev": fixed_loss(prev),
+                     "samples": samp})
     return {"eta": eta, "samples_per_checkpoint": samples, "ms": task.ms, "batch_size": bs, "checkpoints": rows,
             "spikes": spike_summary(rows, eta, window=window, factor=factor, n_surrogates=n_surrogates, seed=seed),
             "cells": cell_summary(rows, task.ms, n_perm=n_perm, seed=seed)}

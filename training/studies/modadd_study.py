@@ -31,7 +31,6 @@ from training.core.config import Config, preset
 from training.core.errors import UserError
 from training.core.modadd import modadd_config
 from training.core.tasks import validate
-from training.geometry.analysis_io import open_run
 from training.studies import modadd_analysis as ma
 from training.studies.common import RunJob, run_state, train_runs
 
@@ -136,12 +135,6 @@ def cached(run_dir: Path, name: str, fn, redo: bool = False):
     return runio.read_json(path, "analysis result")
 
 
-def _at_fractions(run_dir: Path, fractions) -> list[int]:
-    """The checkpoints nearest the given fractions of a run's last step."""
-    steps = open_run(run_dir).steps
-    return sorted({min(steps, key=lambda s: abs(s - f * steps[-1])) for f in fractions})
-
-
 def analyse_all(root: Path, size: str, seed: int, redo: bool = False, progress: bool = False, log=print) -> dict:
     """Every analysis of every finished run, then the study's headline numbers and verdicts."""
     a = ANALYSIS[size]
@@ -169,7 +162,7 @@ def analyse_all(root: Path, size: str, seed: int, redo: bool = False, progress: 
                 d, n_checkpoints=a["series_checkpoints"], samples=a["series_samples"],
                 n_surrogates=a["series_surrogates"], n_perm=a["series_perm"], seed=seed, progress=progress), redo)
             r["sae_m"] = cached(d, "sae_m", lambda: ma.sae_latents_m(
-                d, steps=_at_fractions(d, a["sae_m_fractions"]), n_sequences=a["sae_m_sequences"],
+                d, fractions=a["sae_m_fractions"], n_sequences=a["sae_m_sequences"],
                 sae_steps=a["sae_steps"], n_perm=a["sae_m_perm"], seed=seed, progress=progress), redo)
         if role == "attn":
             r["sae"] = cached(d, "sae", lambda: ma.sae_ablation(d, sae_steps=a["sae_steps"], n_batches=a["sae_batches"],
@@ -197,8 +190,8 @@ SEED_CLAIMS = {
     "commutator_spikes": "raw commutator norms stay large and frequently spike, even late in training; these spikes "
                          "correlate only weakly with loss fluctuations",
     "sae_m": "a small number of SAE latents correlate with task structure (e.g. marker count m)",
-    "commutator_cells": "(the reference's logged heatmaps) the defect D and cos(g_A, g_B) by (m_A, m_B): same-m against "
-                        "cross-m pairs",
+    "commutator_cells": "(the reference's logged heatmaps) the defect D and cos(g_A, g_B) by (m_A, m_B): same-m "
+                        "against cross-m pairs",
     "settling": "(the README's commented-out 'distance to the final low-dimensional subspace' tool) the trajectory "
                 "enters its final low-dimensional subspace early in training",
 }
@@ -421,6 +414,7 @@ def _settling(c: _Claims) -> dict | None:
 
 WEAK_R = 0.3               # |r| below this is a "weak" correlation (fixed before the runs)
 SMALL_FRACTION = 0.1       # "a small number of latents": at most this fraction of the live latents (at least 1)
+STRONG_R = 0.5             # descriptive only: latents with |r| at least this are counted beside the verdict
 ALPHA = 0.05
 
 
@@ -431,7 +425,8 @@ def _per_seed(c: _Claims, *keys) -> dict:
 
 def _commutator_spikes(c: _Claims) -> dict | None:
     """D's spikes against loss fluctuations, per attention-only seed, beside the surrogate null."""
-    per = {r: s for r, s in _per_seed(c, "commutator_series", "spikes").items() if _get(s, "D_vs_loss", "r") is not None}
+    per = {r: s for r, s in _per_seed(c, "commutator_series", "spikes").items()
+           if _get(s, "D_vs_loss", "r") is not None}
     if not per:
         return None
     dl = {r: s["D_vs_loss"] for r, s in per.items()}
@@ -450,7 +445,8 @@ def _commutator_spikes(c: _Claims) -> dict | None:
     else:
         verdict = f"inconclusive: |r| ≥ {WEAK_R} in some seed but within the surrogate null (few checkpoints)"
     norm = {r: s["D_vs_inverse_grad_norms"] for r, s in per.items()}
-    if verdict != c.inconclusive and any(v["r"] is not None and v["r"] > 0 and v["p_phase"] < ALPHA for v in norm.values()):
+    if verdict != c.inconclusive and any(v["r"] is not None and v["r"] > 0 and v["p_phase"] < ALPHA
+                                         for v in norm.values()):
         verdict += "; D's spikes follow dips of the gradient norms (the 1/‖g‖² normalisation)"
     sp = {r: s["spikes"] for r, s in per.items()}
     counts, null_counts = sum(v["count"] for v in sp.values()), sum(v["null_mean_count"] for v in sp.values())
@@ -471,7 +467,8 @@ def _commutator_spikes(c: _Claims) -> dict | None:
             "r_levels_D_vs_loss": [_get(s, "levels", "levels", "r") for s in per.values()],
             "r_differences_D_vs_loss": [_get(s, "levels", "first_differences", "r") for s in per.values()],
             "p_differences_D_vs_loss": [_get(s, "levels", "verdict_input") for s in per.values()],
-            "spike_count": [v["count"] for v in sp.values()], "spike_count_second_half": [v["count_second_half"] for v in sp.values()],
+            "spike_count": [v["count"] for v in sp.values()],
+            "spike_count_second_half": [v["count_second_half"] for v in sp.values()],
             "spike_null_mean_count": [v["null_mean_count"] for v in sp.values()],
             "D_range": [[min(s["D"]), max(s["D"])] for s in per.values()],
             "window": next(iter(per.values()))["window"], "factor": next(iter(per.values()))["factor"],
@@ -497,8 +494,8 @@ def _sae_m(c: _Claims) -> dict | None:
     elif all(small):
         verdict = "confirmed: a few latents correlate with m beyond the family-wise permutation null in every seed"
     elif all(k > max(1, SMALL_FRACTION * n) for k, n in zip(n_sig, live)):
-        verdict = (f"not confirmed as 'a small number': {_fmt_counts(n_sig, live)} live latents correlate with m beyond "
-                   f"the family-wise null in every seed")
+        verdict = (f"not confirmed as 'a small number': {_fmt_counts(n_sig, live)} live latents correlate with m "
+                   f"beyond the family-wise null in every seed")
     else:
         verdict = "inconclusive: the seeds disagree"
     if verdict != c.inconclusive and any(k > 0 for k in n_sig):
@@ -508,8 +505,12 @@ def _sae_m(c: _Claims) -> dict | None:
     return {"claim": SEED_CLAIMS["sae_m"],
             "seed_value": "no number; the reference's SAE saw m = 4 only, where the correlation is undefined",
             "n_seeds": len(per), "steps": [s["step"] for s in per.values()],
-            "n_significant": n_sig, "n_live": live, "null_mean_count": [s["sae"]["null_mean_count"] for s in per.values()],
-            "max_abs_r": [s["sae"]["max_abs_r"] for s in per.values()],
+            "n_significant": n_sig, "n_live": live,
+            "null_mean_count": [s["sae"]["null_mean_count"] for s in per.values()],
+            "max_abs_r": [s["sae"]["max_abs_r"] for s in per.values()], "strong_r": STRONG_R,
+            "n_strong": [sum(abs(r) >= STRONG_R for r in s["sae"]["r"] if r is not None) for s in per.values()],
+            "random_n_strong": [sum(abs(r) >= STRONG_R for r in s["random"]["r"] if r is not None)
+                                for s in per.values()],
             "threshold": [s["sae"]["threshold"] for s in per.values()],
             "top_r": [[t["r"] for t in s["sae"]["top"][:3]] for s in per.values()],
             "random_n_significant": [s["random"]["n_significant"] for s in per.values()],
@@ -538,7 +539,8 @@ def _commutator_cells(c: _Claims) -> dict | None:
     verdict = c.inconclusive if not all(c.learned(r) for r in per) else \
         says(d, "D") + "; " + says(g, "cos(g_A, g_B)")
     return {"claim": SEED_CLAIMS["commutator_cells"], "seed_value": "logged as heatmaps; no number in the README",
-            "n_seeds": n, "n_samples": [v["n_samples"] for v in per.values()], "empty_cells": [v["empty"] for v in per.values()],
+            "n_seeds": n, "n_samples": [v["n_samples"] for v in per.values()],
+            "empty_cells": [v["empty"] for v in per.values()],
             "D_same_cross": [[t["a"], t["b"]] for t in d.values()], "D_p": [t["p_value"] for t in d.values()],
             "cos_same_cross": [[t["a"], t["b"]] for t in g.values()], "cos_p": [t["p_value"] for t in g.values()],
             "verdict": verdict}
