@@ -412,7 +412,7 @@ def _settling(c: _Claims) -> dict | None:
             "verdict": verdict}
 
 
-WEAK_R = 0.3               # |r| below this is a "weak" correlation (fixed before the runs)
+WEAK_R = 0.3               # |r| below this is a "weak" correlation (a conventional cut, not tuned to the results)
 SMALL_FRACTION = 0.1       # "a small number of latents": at most this fraction of the live latents (at least 1)
 STRONG_R = 0.5             # descriptive only: latents with |r| at least this are counted beside the verdict
 ALPHA = 0.05
