@@ -18,8 +18,15 @@ def test_study_end_to_end_and_rerun(study, capsys):
     res = json.loads((study / "analysis" / "modadd_study.json").read_text())
     assert set(res["runs"]) == {"attn", "attn_seed2", "mlp", "strict", "curriculum"}
     h = res["headline"]
-    for key in ("collapse", "commutator", "bubbling", "mlp", "curriculum", "sae", "leak", "settling"):
+    for key in ("collapse", "commutator", "bubbling", "mlp", "curriculum", "sae", "leak", "settling",
+                "commutator_spikes", "sae_m", "commutator_cells"):
         assert "verdict" in h[key], key
+    for key in ("commutator_spikes", "sae_m", "commutator_cells"):      # both attention-only seeds
+        assert h[key]["n_seeds"] == 2, key
+    series = res["runs"]["attn"]["commutator_series"]
+    assert len(series["checkpoints"]) == 6 and series["cells"]["n_samples"] == 12
+    assert sum(map(sum, series["cells"]["n"])) == 12 and len(series["cells"]["empty"]) >= 4   # 12 samples, 16 cells
+    assert h["sae_m"]["n_live"][0] == res["runs"]["attn"]["sae_m"]["stages"][-1]["sae"]["n_live"]
     st = h["settling"]
     assert st["n_seeds"] == 2 and len(st["excess_per_seed"]) == 2
     sd = res["runs"]["attn"]["subspace_distance"]
@@ -39,7 +46,7 @@ def test_study_end_to_end_and_rerun(study, capsys):
         assert lp["n_train"] == 128 and len(lp["y_test_acc"]) == 2
         assert (study / spec.name / "analysis" / "modadd_linear_probes.json").exists()
     for fig in ("training", "spectra_attn", "attention_attn", "commutators_attn", "sae_attn", "curriculum",
-                "linear_probes_attn"):
+                "linear_probes_attn", "commutator_series_attn", "sae_m_attn"):
         assert (study / "figures" / f"{fig}.png").stat().st_size > 1000
     # the run directories are ordinary toolkit runs
     run = study / "attn_ref_s0"
@@ -65,7 +72,11 @@ def test_analysis_scripts_on_a_study_run(study, capsys):
             ("analysis/modadd/sae_ablation.py", ["--sae-steps", "20", "--steps", "4,24"], "modadd_sae"),
             ("analysis/modadd/subspace_alignment.py", ["--other-run", str(study / "attn_ref_s1")],
              "modadd_cross_subspaces"),
-            ("analysis/modadd/subspace_distance.py", ["--k", "2"], "modadd_subspace_distance")):
+            ("analysis/modadd/subspace_distance.py", ["--k", "2"], "modadd_subspace_distance"),
+            ("analysis/modadd/commutator_series.py", ["--n-checkpoints", "6", "--samples", "1", "--surrogates", "20"],
+             "modadd_commutator_series"),
+            ("analysis/modadd/sae_latents_m.py", ["--steps", "24", "--sequences", "32", "--sae-steps", "10",
+                                                  "--permutations", "20"], "modadd_sae_m")):
         code, out, err = run_inprocess(capsys, script, "--run-dir", run, *extra)
         assert code == 0, (script, err)
         assert (study / "attn_ref_s0" / "analysis" / f"{name}.json").exists()
@@ -78,6 +89,10 @@ def test_analysis_scripts_on_a_study_run(study, capsys):
     assert code == 2 and "no checkpoint" in err
     code, out, err = run_inprocess(capsys, "analysis/modadd/subspace_distance.py", "--run-dir", run, "--k", "0")
     assert code == 2 and err.strip().startswith("error:") and "--k" in err
+    code, out, err = run_inprocess(capsys, "analysis/modadd/commutator_series.py", "--run-dir", run, "--samples", "0")
+    assert code == 2 and err.strip().startswith("error:") and "--samples" in err
+    code, out, err = run_inprocess(capsys, "analysis/modadd/sae_latents_m.py", "--run-dir", run, "--layer", "9")
+    assert code == 2 and "out of range" in err
     code, out, err = run_inprocess(capsys, "analysis/modadd/sae_ablation.py", "--run-dir", run, "--layer", "9")
     assert code == 2 and "out of range" in err
     code, out, err = run_inprocess(capsys, "experiments/modadd/run_study.py", "--preset", "big")

@@ -14,6 +14,9 @@ from training.geometry.surrogates import (
     detrend,
     first_differences,
     phase_randomised_surrogates,
+    rolling_median,
+    spike_coupling,
+    spike_index,
     surrogate_correlation,
 )
 
@@ -198,3 +201,50 @@ def test_p_value_counts_surrogates_by_hand(method):
     res = surrogate_correlation(x, y, n_surrogates=9, seed=2, method=method)
     assert res["p_value"] == pytest.approx((1 + hits) / 10)
     assert res["n_surrogates"] == 9 and res["method"] == method and res["n"] == 20
+
+
+# --- 6. spike indices -----------------------------------------------------------------------------------------
+
+def test_rolling_median_and_spike_index_by_hand():
+    y = np.array([1.0, 5.0, 2.0, 8.0, 3.0, 4.0])
+    # centred window of 3, truncated at the ends
+    np.testing.assert_allclose(rolling_median(y, 3), [3.0, 2.0, 5.0, 3.0, 4.0, 3.5])
+    flat = np.full(9, 2.0)
+    flat[4] = 6.0                                                    # one spike, 3x its neighbours
+    s = spike_index(flat, 5)
+    assert s[4] == pytest.approx(np.log(3.0)) and np.allclose(np.delete(s, 4), 0.0)
+    trend = np.exp(0.3 * np.arange(12))                              # a pure exponential trend has no spikes:
+    s = spike_index(trend, 5)                                        # 0 inside, one step's log-ratio at the ends
+    assert np.allclose(s[2:-2], 0.0) and s[0] == pytest.approx(-0.3) and s[-1] == pytest.approx(0.3)
+    res = spike_coupling(flat, np.exp(np.sin(np.arange(9.0))), factor=2.0, n_surrogates=50)
+    assert res["spikes_x"] == 1
+    for bad in ([1.0, -1.0, 2.0], [1.0, np.nan, 2.0]):
+        with pytest.raises(UserError):
+            spike_index(bad)
+    with pytest.raises(UserError):
+        rolling_median(y, 4)
+
+
+def test_spike_coupling_detects_shared_spikes_through_opposite_trends():
+    """D grows while the loss falls (opposite trends), but both jump at the same checkpoints: the spike
+    indices see the shared jumps, the phase and shift surrogates call them significant."""
+    rng = np.random.default_rng(8)
+    n = 30
+    shocks = rng.standard_normal(n)
+    x = np.exp(0.1 * np.arange(n) + shocks + 0.2 * rng.standard_normal(n))
+    y = np.exp(-0.1 * np.arange(n) + shocks + 0.2 * rng.standard_normal(n))
+    res = spike_coupling(x, y, n_surrogates=999, seed=2)
+    assert res["r"] > 0.6 and res["p_phase"] < 0.01 and res["p_shift"] < 0.01
+    assert res["r"] == pytest.approx(pearson(spike_index(x), spike_index(y)))
+
+
+def test_spike_coupling_of_independent_ar1_pairs_is_calibrated():
+    rng = np.random.default_rng(9)
+    p = []
+    for i in range(150):
+        x = np.exp(ar1(30, 0.7, rng) + 0.05 * np.arange(30))
+        y = np.exp(ar1(30, 0.7, rng) - 0.05 * np.arange(30))
+        p.append(spike_coupling(x, y, n_surrogates=199, seed=i)["p_phase"])
+    p = np.array(p)
+    assert np.mean(p < 0.05) <= 0.11
+    assert sps.kstest(p, "uniform").pvalue > 0.001

@@ -34,6 +34,12 @@ then about 0.001).
 should rest on: the phase-surrogate p-value of the first differences (``verdict_input``; the claims
 ledger's rule is "surrogate p < 0.05 on differences").
 
+**Spikes.** :func:`spike_index` measures how far a positive series jumps above its local level:
+log y(t) − log of the median of y over a centred window of ``window`` points (truncated at the ends). It
+removes a slow trend (a defect that grows over training, a loss that falls) so that what two spike
+indices share is their excursions, not their drifts; a point more than ``factor`` times its rolling
+median is a *spike* (index > log factor).
+
 Caveats: both surrogate families treat the points as evenly spaced in time (checkpoints at a fixed
 interval); first differences are plain differences, not divided by the step gaps; the detrending line
 is fitted against the given steps. Pearson's r itself is :func:`training.geometry.stats.pearson`.
@@ -125,6 +131,23 @@ def detrend(y: Sequence[float], t: Sequence[float] | None = None) -> np.ndarray:
 def first_differences(y: Sequence[float]) -> np.ndarray:
     """y[1:] - y[:-1] (one point shorter)."""
     return np.diff(np.asarray(y, dtype=float))
+
+
+def rolling_median(y: Sequence[float], window: int) -> np.ndarray:
+    """Median of ``y`` over the centred window of ``window`` (odd) points around each point, truncated at the ends."""
+    y = np.asarray(y, dtype=float)
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1 or window % 2 == 0:
+        raise UserError(f"the rolling window must be a positive odd number of points (got {window!r})")
+    h = window // 2
+    return np.array([np.median(y[max(0, i - h):i + h + 1]) for i in range(len(y))])
+
+
+def spike_index(y: Sequence[float], window: int = 5) -> np.ndarray:
+    """log y(t) − log rolling_median(y, window)(t) for a positive series (0: at its local level)."""
+    y = np.asarray(y, dtype=float)
+    if y.ndim != 1 or not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise UserError("a spike index needs a 1-D series of positive finite numbers")
+    return np.log(y) - np.log(rolling_median(y, window))
 
 
 def _correlations(x: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -230,4 +253,29 @@ def coupling(steps: Sequence[float], x: Sequence[Any], y: Sequence[Any], n_surro
         out["note"] = (f"r = {lv:+.2f} on levels, {out['first_differences']['r']:+.2f} on differences "
                        f"(phase-surrogate p = {p:.3g}); judge coupling by the differences, not the levels")
         out["reason"] = None
+    return out
+
+
+def spike_coupling(x: Sequence[float], y: Sequence[float], window: int = 5, factor: float = 2.0,
+                   n_surrogates: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Pearson's r of the spike indices of two positive series, with phase- and shift-surrogate p-values.
+
+    The surrogates resample the spike index of ``y`` (the index removes each series' slow trend first).
+    Returns ``{"r", "p_phase", "p_shift", "n", "window", "factor", "spikes_x", "spikes_y"}`` (spikes: points
+    more than ``factor`` times their rolling median); r and the p-values are None, with ``reason``, when an
+    index is constant or there are fewer than ``MIN_POINTS`` points.
+    """
+    sx, sy = spike_index(x, window), spike_index(y, window)
+    out: dict[str, Any] = {"n": len(sx), "window": window, "factor": factor,
+                           "spikes_x": int((sx > np.log(factor)).sum()), "spikes_y": int((sy > np.log(factor)).sum()),
+                           "r": None, "p_phase": None, "p_shift": None, "reason": None}
+    if len(sx) != len(sy):
+        raise UserError(f"x and y must have the same length (got {len(sx)} and {len(sy)})")
+    if len(sx) < MIN_POINTS:
+        return {**out, "reason": f"{len(sx)} points; at least {MIN_POINTS} are needed"}
+    if _is_constant(sx) or _is_constant(sy):
+        return {**out, "reason": "a spike index is constant"}
+    for method in METHODS:
+        res = surrogate_correlation(sx, sy, n_surrogates=n_surrogates, seed=seed, method=method)
+        out["r"], out[f"p_{method}"] = res["r"], res["p_value"]
     return out

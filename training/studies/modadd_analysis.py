@@ -11,6 +11,11 @@
   trajectory basis and on the toolkit's backbone (training/geometry/commutator.py);
 * :func:`sae_ablation` -- Top-K SAE at early / mid / late checkpoints with latent ablation patched at the
   SAE's own site and propagated to the readout (training/geometry/sae.py);
+* :func:`sae_latents_m` -- an SAE on mixed-m sequences: each latent's correlation with m at the answer slot,
+  with a family-wise permutation null and a random-feature control (training/geometry/permutation.py);
+* :func:`commutator_series` -- D at many checkpoints with a balanced (m_A, m_B) design: D's spikes against
+  loss fluctuations with surrogate nulls (:func:`spike_summary`) and D and cos(g_A, g_B) per (m_A, m_B) cell
+  with a same-m / cross-m permutation test (:func:`cell_summary`);
 * :func:`curriculum` -- accuracy per m while a curriculum moves to larger m;
 * :func:`linear_probes` -- held-out accuracy of linear probes for y and m on the readout-position residual
   after the embedding and after each block (training/geometry/linear_probe.py).
@@ -335,16 +340,21 @@ def commutators(run_dir, n_checkpoints: int = 6, samples: int = 5, eta: float = 
 
 
 # ---------------------------------------------------------------------------- SAE
-def collect_site(model, layer: int, ex, positions: str = "values+answer") -> torch.Tensor:
-    """Residual-stream vectors after block ``layer`` at the value slots and the answer slot."""
+def block_output(model, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """The residual stream after block ``layer`` (n, T+1, d) for inputs ``x``."""
     store = {}
     h = model.blocks[layer].register_forward_hook(lambda mod, i, o: store.__setitem__("h", o.detach()))
     try:
         with torch.no_grad():
-            model(ex.x)
+            model(x)
     finally:
         h.remove()
-    return store["h"][_site_mask(ex, positions)]
+    return store["h"]
+
+
+def collect_site(model, layer: int, ex, positions: str = "values+answer") -> torch.Tensor:
+    """Residual-stream vectors after block ``layer`` at the value slots and the answer slot."""
+    return block_output(model, layer, ex.x)[_site_mask(ex, positions)]
 
 
 def _site_mask(ex, positions: str = "values+answer") -> torch.Tensor:
@@ -352,6 +362,14 @@ def _site_mask(ex, positions: str = "values+answer") -> torch.Tensor:
     if "answer" in positions:
         mask[:, -1] = True
     return mask
+
+
+SAE_FRACTIONS = (0.1, 0.4, 0.9)      # early / mid / late, as the reference's SAE steps 2000, 8000, 18000 of 20000
+
+
+def steps_at_fractions(steps: Sequence[int], fractions: Sequence[float] = SAE_FRACTIONS) -> list[int]:
+    """The checkpoints nearest the given fractions of the last step (sorted, without repeats)."""
+    return sorted({min(steps, key=lambda s: abs(s - f * steps[-1])) for f in fractions})
 
 
 def sae_ablation(run_dir, steps: Sequence[int] | None = None, layer: int | None = None, n_batches: int = 20,
@@ -368,7 +386,7 @@ def sae_ablation(run_dir, steps: Sequence[int] | None = None, layer: int | None 
     if not 0 <= layer < cfg.n_layer:
         raise UserError(f"--layer {layer} is out of range for a {cfg.n_layer}-layer model")
     if steps is None:
-        steps = sorted({min(run.steps, key=lambda s: abs(s - f * run.steps[-1])) for f in (0.1, 0.4, 0.9)})
+        steps = steps_at_fractions(run.steps)
     k = k or max(1, cfg.d_model // 8)
     d_sae = expansion * cfg.d_model
     rng = np.random.default_rng(seed)
@@ -401,6 +419,203 @@ def sae_ablation(run_dir, steps: Sequence[int] | None = None, layer: int | None 
                               "drop_top": mean["recon"] - mean["ablate_top"],
                               "drop_random": mean["recon"] - mean["ablate_random"],
                               "recon_change": mean["clean"] - mean["recon"]})
+    return out
+
+
+# ---------------------------------------------------------------------------- SAE latents against m
+def mixed_m_sequences(task, n: int, seed: int = 0):
+    """``n`` task sequences, m cycling through the task's ms (balanced), each drawn on its own from the key
+    [seed, 101, i] (so its marker positions are its own: sequences are exchangeable units for a permutation).
+    Returns (x (n, T+1), m (n,), site mask (n, T+1) of the value slots + answer slot)."""
+    parts = [task.sample([seed, 101, i], n=1, m=task.ms[i % len(task.ms)]) for i in range(n)]
+    x = torch.cat([p.x for p in parts])
+    ms = torch.tensor([p.m for p in parts], dtype=torch.long)
+    mask = torch.cat([_site_mask(p) for p in parts])
+    return x, ms, mask
+
+
+def sae_latents_m(run_dir, steps: Sequence[int] | None = None, fractions: Sequence[float] = SAE_FRACTIONS,
+                  layer: int | None = None, n_sequences: int = 1024, expansion: int = 2, k: int | None = None,
+                  sae_steps: int = 1500, n_perm: int = 1000, alpha: float = 0.05, seed: int = 0,
+                  progress: bool = False) -> dict:
+    """Which SAE latents correlate with the marker count m? At each of ``steps`` (default: the checkpoints
+    nearest ``fractions`` of the run, 10 %, 40 %, 90 % as :func:`sae_ablation`): a Top-K SAE trained on the
+    residual after block ``layer`` at the value slots + answer slot of ``n_sequences`` sequences of MIXED m
+    (balanced over the task's ms); Pearson's r of every latent's activation (the Top-K code) at the answer
+    slot (one vector per sequence) with the sequence's m; the family-wise permutation null (m permuted across sequences, max |r| over latents;
+    training/geometry/permutation.py); and the same for an untrained SAE of the same size (random unit
+    encoder directions, same k), the random-feature control.
+
+    The answer slot only is correlated because pooling value slots with it would make any latent that tells
+    the slot types apart correlate with m trivially (a sequence with m markers has m value slots per answer
+    slot). The reference trained its SAE on m = 4 only, where a correlation with m is undefined.
+    """
+    from training.geometry.permutation import max_correlation_test
+    from training.geometry.sae import TopKSAE
+    run = _open(run_dir)
+    task = _task(run)
+    cfg = run.cfg
+    layer = max(0, cfg.n_layer - 2) if layer is None else layer
+    if not 0 <= layer < cfg.n_layer:
+        raise UserError(f"--layer {layer} is out of range for a {cfg.n_layer}-layer model")
+    if len(task.ms) < 2:
+        raise UserError(f"the run uses one marker count (m = {task.ms[0]}); a correlation with m needs at least two")
+    if steps is None:
+        steps = steps_at_fractions(run.steps, fractions)
+    k = k or max(1, cfg.d_model // 8)
+    d_sae = expansion * cfg.d_model
+    x, m_seq, mask = mixed_m_sequences(task, n_sequences, seed)
+    out = {"layer": layer, "site": "residual after block (SAE: value slots + answer slot; correlation: answer slot)",
+           "statistic": "Pearson r of the latent's Top-K activation with m, one vector per sequence",
+           "null": "m permuted across sequences; family-wise p from the maximum |r| over latents",
+           "d_sae": d_sae, "k": k, "n_sequences": n_sequences, "ms": task.ms, "n_perm": n_perm, "alpha": alpha,
+           "stages": []}
+    for s in _progress(steps, progress, "sae-m"):
+        H = block_output(run.model(s), layer, x)
+        fit = train_sae(H[mask], d_sae, k, steps=sae_steps, seed=seed)
+        rand = TopKSAE(cfg.d_model, d_sae, k, seed=seed + 7919)
+        with torch.no_grad():
+            rand.b_pre.copy_(H[mask].float().mean(0))
+            Z, Zr = fit.sae.encode(H[:, -1].float()), rand.encode(H[:, -1].float())
+        res = {"step": s, "fvu": fit.fvu}
+        for name, codes in (("sae", Z), ("random", Zr)):
+            t = max_correlation_test(codes.numpy(), m_seq.numpy(), n_perm=n_perm, alpha=alpha, seed=seed)
+            active = (codes != 0).double().mean(0).numpy()
+            for row in t["top"]:
+                row["frac_active"] = float(active[row["index"]])
+            res[name] = t
+        out["stages"].append(res)
+    return out
+
+
+# ---------------------------------------------------------------------------- commutator series and (m_A, m_B) cells
+def cell_design(ms: Sequence[int], n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``n`` ordered (m_A, m_B) pairs, every cell of ms × ms as often as possible (counts differ by at most
+    one), in a seeded random order (so the cells a checkpoint gets do not follow a pattern in time)."""
+    cells = [(a, b) for a in ms for b in ms]
+    order = np.random.default_rng([seed, 211]).permutation(n)
+    return [cells[i % len(cells)] for i in order]
+
+
+def commutator_series(run_dir, n_checkpoints: int = 20, samples: int = 4, eta: float = 1e-3, eval_per_m: int = 64,
+                      batch_size: int | None = None, window: int = 5, factor: float = 2.0, n_surrogates: int = 1000,
+                      n_perm: int = 2000, seed: int = 0, progress: bool = False) -> dict:
+    """The normalised defect D at many checkpoints, for two questions: do D's spikes go with loss
+    fluctuations (:func:`spike_summary`), and how do D and cos(g_A, g_B) depend on (m_A, m_B)
+    (:func:`cell_summary`)?
+
+    At ``n_checkpoints`` checkpoints (evenly spread, step 0 excluded), ``samples`` commutators each (plain
+    SGD steps of ``eta``, first-order form only; no projections), with (m_A, m_B) from :func:`cell_design`;
+    per checkpoint also the loss on a fixed set (the first ``eval_per_m`` evaluation sequences of each m) there
+    and at the checkpoint before it, whose difference is the loss fluctuation."""
+    run = _open(run_dir)
+    task = _task(run)
+    if len(run.steps) < 3:
+        raise UserError(f"{run.dir} has {len(run.steps)} checkpoints; a commutator series needs at least 3")
+    cand = run.steps[1:]
+    idx = np.unique(np.linspace(0, len(cand) - 1, min(n_checkpoints, len(cand))).round().astype(int))
+    where = [cand[i] for i in idx]
+    design = cell_design(task.ms, len(where) * samples, seed)
+    fixed = [task.eval_set(m).slice(0, eval_per_m) for m in task.ms]
+    bs = batch_size or run.cfg.batch_size
+
+    def loss(fwd, ex):
+        return F.cross_entropy(fwd(ex.x)[:, -1, :], ex.label)
+
+    @torch.no_grad()
+    def fixed_loss(step):
+        model = run.model(step)
+        return float(np.mean([float(loss(model, ex)) for ex in fixed]))
+
+    rows = []
+    for c, s in enumerate(_progress(where, progress, "commutator series")):
+        fm = FlatModel(run.model(s, attention="math").double())
+        f = fm.loss_fn(loss)
+        theta = fm.theta()
+        samp = []
+        for i in range(samples):
+            ma, mb = design[c * samples + i]
+            a = task.sample([seed, 93, s, i, 0], n=bs, m=ma)
+            b = task.sample([seed, 93, s, i, 1], n=bs, m=mb)
+            r = sgd_commutator(f, theta, a, b, eta)
+            with torch.no_grad():
+                la, lb = float(f(theta, a)), float(f(theta, b))
+            samp.append({"m_a": ma, "m_b": mb, "D": r["D"], "grad_cos": r["grad_cos"], "delta_norm": r["delta_norm"],
+                         "g_a_norm": r["g_a_norm"], "g_b_norm": r["g_b_norm"], "loss_a": la, "loss_b": lb})
+        prev = run.steps[run.steps.index(s) - 1]
+        rows.append({"step": s, "prev_step": prev, "loss": fixed_loss(s), "loss_prev": fixed_loss(prev),
+                     "samples": samp})
+    return {"eta": eta, "samples_per_checkpoint": samples, "ms": task.ms, "batch_size": bs, "checkpoints": rows,
+            "spikes": spike_summary(rows, eta, window=window, factor=factor, n_surrogates=n_surrogates, seed=seed),
+            "cells": cell_summary(rows, task.ms, n_perm=n_perm, seed=seed)}
+
+
+LOSS_FLOOR = 1e-15          # a loss change below this (identical checkpoints) is floored before taking logs
+
+
+def spike_summary(rows: list[dict], eta: float, window: int = 5, factor: float = 2.0, n_surrogates: int = 1000,
+                  seed: int = 0) -> dict:
+    """D's spikes against loss fluctuations over the checkpoints of a :func:`commutator_series`.
+
+    Per checkpoint: D = the median D of its samples, the gradient-norm product ‖g_A‖‖g_B‖ (median), the
+    unnormalised ‖δ‖/η² (median) and the loss fluctuation |L(t) − L(t_prev)| on the fixed set. Reported:
+    the spike-index correlation (training/geometry/surrogates.py: spike_coupling) of D with the loss
+    fluctuation (the claim's number), of D with 1/(‖g_A‖‖g_B‖) (the normalisation: D ∝ curvature / gradient
+    norms) and of ‖δ‖/η² with the loss fluctuation (the commutator without that normalisation); the
+    levels / differences / detrended correlation of D with the fluctuation (surrogates.coupling); and the
+    number of D spikes (overall and in the second half) beside the mean count in phase-randomised
+    surrogates of D's spike index (a linear Gaussian series with the same spectrum)."""
+    from training.geometry.surrogates import coupling, phase_randomised_surrogates, spike_coupling, spike_index
+    steps = [r["step"] for r in rows]
+    med = lambda r, fn: float(np.median([fn(z) for z in r["samples"]]))      # noqa: E731
+    D = np.array([med(r, lambda z: z["D"]) for r in rows])
+    gg = np.array([med(r, lambda z: z["g_a_norm"] * z["g_b_norm"]) for r in rows])
+    dn = np.array([med(r, lambda z: z["delta_norm"]) for r in rows]) / eta ** 2
+    fl = np.maximum(np.abs([r["loss"] - r["loss_prev"] for r in rows]), LOSS_FLOOR)
+    kw = dict(window=window, factor=factor, n_surrogates=n_surrogates, seed=seed)
+    out = {"steps": steps, "D": D.tolist(), "grad_norm_product": gg.tolist(), "delta_over_eta2": dn.tolist(),
+           "loss_fluctuation": fl.tolist(), "window": window, "factor": factor}
+    if len(rows) < window or np.any(~np.isfinite(D)) or np.any(D <= 0):
+        return {**out, "reason": f"{len(rows)} checkpoints (or a non-positive D); no spike analysis"}
+    out["D_vs_loss"] = spike_coupling(D, fl, **kw)
+    out["D_vs_inverse_grad_norms"] = spike_coupling(D, 1.0 / gg, **kw)
+    out["delta_vs_loss"] = spike_coupling(dn, fl, **kw)
+    out["levels"] = coupling(steps, D.tolist(), fl.tolist(), n_surrogates=n_surrogates, seed=seed)
+    s = spike_index(D, window)
+    is_spike = s > np.log(factor)
+    null = phase_randomised_surrogates(s, n_surrogates, np.random.default_rng([seed, 5])) if np.ptp(s) > 0 else s[None]
+    half = len(s) // 2
+    out["spikes"] = {"count": int(is_spike.sum()), "count_second_half": int(is_spike[half:].sum()),
+                     "n": len(s), "null_mean_count": float((null > np.log(factor)).sum(1).mean()),
+                     "max_ratio_to_rolling_median": float(np.exp(s.max()))}
+    return out
+
+
+def cell_summary(rows: list[dict], ms: Sequence[int], n_perm: int = 2000, seed: int = 0) -> dict:
+    """Median D and median cos(g_A, g_B) per ordered (m_A, m_B) cell (grids indexed [m_A][m_B] in ``ms``
+    order; None for an empty cell, listed in ``empty``), and same-m against cross-m: the difference of the
+    medians with a permutation p-value, same/cross labels shuffled within each checkpoint
+    (training/geometry/permutation.py: group_difference_test)."""
+    from training.geometry.permutation import group_difference_test
+    flat = [(c, z) for c, r in enumerate(rows) for z in r["samples"]]
+    out: dict = {"ms": list(ms), "n_samples": len(flat)}
+    grid = {key: [[None] * len(ms) for _ in ms] for key in ("D_median", "grad_cos_median", "n")}
+    empty = []
+    for i, ma in enumerate(ms):
+        for j, mb in enumerate(ms):
+            zs = [z for _, z in flat if z["m_a"] == ma and z["m_b"] == mb]
+            grid["n"][i][j] = len(zs)
+            if not zs:
+                empty.append([ma, mb])
+                continue
+            grid["D_median"][i][j] = float(np.median([z["D"] for z in zs]))
+            grid["grad_cos_median"][i][j] = float(np.median([z["grad_cos"] for z in zs]))
+    out.update(grid, empty=empty)
+    same = [z["m_a"] == z["m_b"] for _, z in flat]
+    strata = [c for c, _ in flat]
+    for key in ("D", "grad_cos"):
+        out[f"same_vs_cross_{key}"] = group_difference_test([z[key] for _, z in flat], same, strata=strata,
+                                                            n_perm=n_perm, seed=seed)
     return out
 
 

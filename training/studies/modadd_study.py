@@ -58,6 +58,15 @@ ANALYSIS = {
     "reference": dict(null_samples=20, comm_checkpoints=10, comm_samples=9, n_mc=10, sae_steps=2500, sae_batches=40,
                       probe_n=128, lp_train=4096, lp_test=2048),
 }
+# the commutator series (spikes vs loss fluctuations, (m_A, m_B) cells) and the SAE-latent correlation with m;
+# both on the two attention-only seeds
+ANALYSIS["test"].update(series_checkpoints=6, series_samples=2, series_surrogates=199, series_perm=199,
+                        sae_m_sequences=64, sae_m_perm=199, sae_m_fractions=(0.9,))
+ANALYSIS["quick"].update(series_checkpoints=20, series_samples=4, series_surrogates=1000, series_perm=2000,
+                         sae_m_sequences=1024, sae_m_perm=1000, sae_m_fractions=(0.9,))
+ANALYSIS["reference"].update(series_checkpoints=40, series_samples=8, series_surrogates=1000, series_perm=2000,
+                             sae_m_sequences=4096, sae_m_perm=1000, sae_m_fractions=(0.1, 0.4, 0.9))
+SERIES_ROLES = ("attn", "attn_seed2")
 # Fields the study's protocol sets itself (a --set of them would silently change the design).
 PROTOCOL_FIELDS = ("task", "attn_only", "modadd_mode", "modadd_schedule", "modadd_reset_optimizer", "seed", "steps",
                    "seq_len")
@@ -148,6 +157,13 @@ def analyse_all(root: Path, size: str, seed: int, redo: bool = False, progress: 
             r["commutators"] = cached(d, "commutators", lambda: ma.commutators(
                 d, n_checkpoints=a["comm_checkpoints"], samples=a["comm_samples"], n_mc=a["n_mc"], seed=seed,
                 progress=progress), redo)
+        if role in SERIES_ROLES:
+            r["commutator_series"] = cached(d, "commutator_series", lambda: ma.commutator_series(
+                d, n_checkpoints=a["series_checkpoints"], samples=a["series_samples"],
+                n_surrogates=a["series_surrogates"], n_perm=a["series_perm"], seed=seed, progress=progress), redo)
+            r["sae_m"] = cached(d, "sae_m", lambda: ma.sae_latents_m(
+                d, fractions=a["sae_m_fractions"], n_sequences=a["sae_m_sequences"],
+                sae_steps=a["sae_steps"], n_perm=a["sae_m_perm"], seed=seed, progress=progress), redo)
         if role == "attn":
             r["sae"] = cached(d, "sae", lambda: ma.sae_ablation(d, sae_steps=a["sae_steps"], n_batches=a["sae_batches"],
                                                                  seed=seed, progress=progress), redo)
@@ -171,6 +187,11 @@ SEED_CLAIMS = {
     "mlp": "adding MLPs disrupts the collapse (higher-dimensional dynamics, worse generalisation at equal budget)",
     "curriculum": "under a strict curriculum, accuracy on smaller m degrades as training moves to larger m",
     "sae": "SAE latents give small, stage-dependent accuracy drops (largest mid-training) and do not isolate execution",
+    "commutator_spikes": "raw commutator norms stay large and frequently spike, even late in training; these spikes "
+                         "correlate only weakly with loss fluctuations",
+    "sae_m": "a small number of SAE latents correlate with task structure (e.g. marker count m)",
+    "commutator_cells": "(the reference's logged heatmaps) the defect D and cos(g_A, g_B) by (m_A, m_B): same-m "
+                        "against cross-m pairs",
     "settling": "(the README's commented-out 'distance to the final low-dimensional subspace' tool) the trajectory "
                 "enters its final low-dimensional subspace early in training",
 }
@@ -391,6 +412,140 @@ def _settling(c: _Claims) -> dict | None:
             "verdict": verdict}
 
 
+WEAK_R = 0.3               # |r| below this is a "weak" correlation (a conventional cut, not tuned to the results)
+SMALL_FRACTION = 0.1       # "a small number of latents": at most this fraction of the live latents (at least 1)
+STRONG_R = 0.5             # descriptive only: latents with |r| at least this are counted beside the verdict
+ALPHA = 0.05
+
+
+def _per_seed(c: _Claims, *keys) -> dict:
+    """role -> the result at ``keys`` for the attention-only seeds that have it."""
+    return {role: v for role in SERIES_ROLES if (v := _get(c.runs, role, *keys)) is not None}
+
+
+def _commutator_spikes(c: _Claims) -> dict | None:
+    """D's spikes against loss fluctuations, per attention-only seed, beside the surrogate null."""
+    per = {r: s for r, s in _per_seed(c, "commutator_series", "spikes").items()
+           if _get(s, "D_vs_loss", "r") is not None}
+    if not per:
+        return None
+    dl = {r: s["D_vs_loss"] for r, s in per.items()}
+    weak = [abs(v["r"]) < WEAK_R for v in dl.values()]
+    beyond = [v["p_phase"] < ALPHA for v in dl.values()]
+    n = len(per)
+    if not all(c.learned(r) for r in per):
+        verdict = c.inconclusive
+    elif all(weak) and not any(beyond):
+        verdict = f"confirmed: weak (|r| < {WEAK_R}) and within the surrogate null in every seed"
+    elif all(weak):
+        verdict = f"confirmed: weak (|r| < {WEAK_R}), though beyond the surrogate null in {sum(beyond)} of {n} seeds"
+    elif any(not w and b for w, b in zip(weak, beyond)):
+        verdict = (f"not confirmed: D's spikes go with loss fluctuations (|r| ≥ {WEAK_R}, surrogate p < {ALPHA}) in "
+                   f"{sum(not w and b for w, b in zip(weak, beyond))} of {n} seeds")
+    else:
+        verdict = f"inconclusive: |r| ≥ {WEAK_R} in some seed but within the surrogate null (few checkpoints)"
+    norm = {r: s["D_vs_inverse_grad_norms"] for r, s in per.items()}
+    if verdict != c.inconclusive and any(v["r"] is not None and v["r"] > 0 and v["p_phase"] < ALPHA
+                                         for v in norm.values()):
+        verdict += "; D's spikes follow dips of the gradient norms (the 1/‖g‖² normalisation)"
+    sp = {r: s["spikes"] for r, s in per.items()}
+    counts, null_counts = sum(v["count"] for v in sp.values()), sum(v["null_mean_count"] for v in sp.values())
+    if verdict != c.inconclusive:
+        verdict += (f"; {counts} spikes of D (> {next(iter(per.values()))['factor']:g}× its rolling median) over "
+                    f"{sum(v['n'] for v in sp.values())} checkpoints (a Gaussian series with its spectrum: "
+                    f"{null_counts:.1f} on average)")
+    return {"claim": SEED_CLAIMS["commutator_spikes"],
+            "seed_value": "D rises from ≈3 to 10–50 with spikes ≈169 and ≈178 late (reference seed 42); no number for "
+                          "the correlation",
+            "n_seeds": n, "n_checkpoints": [s["D_vs_loss"]["n"] for s in per.values()],
+            "r_D_vs_loss": [v["r"] for v in dl.values()], "p_phase_D_vs_loss": [v["p_phase"] for v in dl.values()],
+            "p_shift_D_vs_loss": [v["p_shift"] for v in dl.values()],
+            "r_D_vs_inverse_grad_norms": [v["r"] for v in norm.values()],
+            "p_phase_D_vs_inverse_grad_norms": [v["p_phase"] for v in norm.values()],
+            "r_delta_vs_loss": [s["delta_vs_loss"]["r"] for s in per.values()],
+            "p_phase_delta_vs_loss": [s["delta_vs_loss"]["p_phase"] for s in per.values()],
+            "r_levels_D_vs_loss": [_get(s, "levels", "levels", "r") for s in per.values()],
+            "r_differences_D_vs_loss": [_get(s, "levels", "first_differences", "r") for s in per.values()],
+            "p_differences_D_vs_loss": [_get(s, "levels", "verdict_input") for s in per.values()],
+            "spike_count": [v["count"] for v in sp.values()],
+            "spike_count_second_half": [v["count_second_half"] for v in sp.values()],
+            "spike_null_mean_count": [v["null_mean_count"] for v in sp.values()],
+            "D_range": [[min(s["D"]), max(s["D"])] for s in per.values()],
+            "window": next(iter(per.values()))["window"], "factor": next(iter(per.values()))["factor"],
+            "weak_r": WEAK_R, "verdict": verdict}
+
+
+def _sae_m(c: _Claims) -> dict | None:
+    """How many SAE latents correlate with m beyond the family-wise permutation null, per attention-only seed
+    (the last SAE stage), beside random directions of the same size."""
+    per = {r: st[-1] for r, st in _per_seed(c, "sae_m", "stages").items() if st}
+    if not per:
+        return None
+    n_sig = [s["sae"]["n_significant"] for s in per.values()]
+    live = [s["sae"]["n_live"] for s in per.values()]
+    small = [1 <= k <= max(1, SMALL_FRACTION * n) for k, n in zip(n_sig, live)]
+    frac = [k / n if n else 0.0 for k, n in zip(n_sig, live)]
+    rfrac = [s["random"]["n_significant"] / s["random"]["n_live"] if s["random"]["n_live"] else 0.0
+             for s in per.values()]
+    if not all(c.learned(r) for r in per):
+        verdict = c.inconclusive
+    elif all(k == 0 for k in n_sig):
+        verdict = "not confirmed: no latent correlates with m beyond the family-wise permutation null"
+    elif all(small):
+        verdict = "confirmed: a few latents correlate with m beyond the family-wise permutation null in every seed"
+    elif all(k > max(1, SMALL_FRACTION * n) for k, n in zip(n_sig, live)):
+        verdict = (f"not confirmed as 'a small number': {_fmt_counts(n_sig, live)} live latents correlate with m "
+                   f"beyond the family-wise null in every seed")
+    else:
+        verdict = "inconclusive: the seeds disagree"
+    if verdict != c.inconclusive and any(k > 0 for k in n_sig):
+        verdict += ("; random directions of the same size correlate as often (m is spread over the residual, "
+                    "not isolated by the SAE)" if np.mean(rfrac) >= np.mean(frac) else
+                    "; more often than random directions of the same size")
+    return {"claim": SEED_CLAIMS["sae_m"],
+            "seed_value": "no number; the reference's SAE saw m = 4 only, where the correlation is undefined",
+            "n_seeds": len(per), "steps": [s["step"] for s in per.values()],
+            "n_significant": n_sig, "n_live": live,
+            "null_mean_count": [s["sae"]["null_mean_count"] for s in per.values()],
+            "max_abs_r": [s["sae"]["max_abs_r"] for s in per.values()], "strong_r": STRONG_R,
+            "n_strong": [sum(abs(r) >= STRONG_R for r in s["sae"]["r"] if r is not None) for s in per.values()],
+            "random_n_strong": [sum(abs(r) >= STRONG_R for r in s["random"]["r"] if r is not None)
+                                for s in per.values()],
+            "threshold": [s["sae"]["threshold"] for s in per.values()],
+            "top_r": [[t["r"] for t in s["sae"]["top"][:3]] for s in per.values()],
+            "random_n_significant": [s["random"]["n_significant"] for s in per.values()],
+            "random_n_live": [s["random"]["n_live"] for s in per.values()],
+            "random_max_abs_r": [s["random"]["max_abs_r"] for s in per.values()],
+            "alpha": next(iter(per.values()))["sae"]["alpha"], "small_fraction": SMALL_FRACTION, "verdict": verdict}
+
+
+def _fmt_counts(k, n) -> str:
+    return ", ".join(f"{a} of {b}" for a, b in zip(k, n))
+
+
+def _commutator_cells(c: _Claims) -> dict | None:
+    """Same-m against cross-m commutator pairs, per attention-only seed, with the within-checkpoint permutation null."""
+    per = _per_seed(c, "commutator_series", "cells")
+    per = {r: v for r, v in per.items() if _get(v, "same_vs_cross_D", "diff") is not None}
+    if not per:
+        return None
+    d = {r: v["same_vs_cross_D"] for r, v in per.items()}
+    g = {r: v["same_vs_cross_grad_cos"] for r, v in per.items()}
+    n = len(per)
+
+    def says(tests, what):
+        k = sum(t["p_value"] < ALPHA for t in tests.values())
+        return f"{what} differs between same-m and cross-m pairs in {k} of {n} seeds (permutation p < {ALPHA})"
+    verdict = c.inconclusive if not all(c.learned(r) for r in per) else \
+        says(d, "D") + "; " + says(g, "cos(g_A, g_B)")
+    return {"claim": SEED_CLAIMS["commutator_cells"], "seed_value": "logged as heatmaps; no number in the README",
+            "n_seeds": n, "n_samples": [v["n_samples"] for v in per.values()],
+            "empty_cells": [v["empty"] for v in per.values()],
+            "D_same_cross": [[t["a"], t["b"]] for t in d.values()], "D_p": [t["p_value"] for t in d.values()],
+            "cos_same_cross": [[t["a"], t["b"]] for t in g.values()], "cos_p": [t["p_value"] for t in g.values()],
+            "verdict": verdict}
+
+
 def headline(res: dict) -> dict:
     """Numbers next to the bubble-modadd README's claims, and a plain verdict for each (see the report for the rules)."""
     runs = res["runs"]
@@ -398,7 +553,9 @@ def headline(res: dict) -> dict:
     c = _Claims(runs, acc, 1.0 / _get(runs, "attn", "config", "modadd_classes", default=8))
     out: dict = {"accuracy": acc, "learned": {role: c.learned(role) for role in runs}}
     for key, claim in (("leak", _leak), ("collapse", _collapse), ("commutator", _commutator), ("bubbling", _bubbling),
-                       ("mlp", _mlp), ("curriculum", _curriculum), ("sae", _sae), ("settling", _settling)):
+                       ("mlp", _mlp), ("curriculum", _curriculum), ("sae", _sae), ("settling", _settling),
+                       ("commutator_spikes", _commutator_spikes), ("sae_m", _sae_m),
+                       ("commutator_cells", _commutator_cells)):
         value = claim(c)
         if value is not None:
             out[key] = value
