@@ -88,6 +88,20 @@ def test_online_cache_is_the_streamed_gram(tmp_path, mem_bytes, shards):
     assert_cache_is_the_gram(run, dense)
 
 
+def test_redirected_analyses_read_the_runs_online_cache(tmp_path, monkeypatch):
+    """An analysis sent elsewhere (--out-dir) still finds the cache that training wrote into the run."""
+    run = new_run(tmp_path / "run")
+    states, _ = trunk_states(3)
+    online = gramcache.OnlineGram(run, CFG, 1 << 30, log=lambda m: None)
+    for i, sd in enumerate(states):
+        write(run, 5 * i, sd, online)
+    monkeypatch.setattr(runio, "_ANALYSIS_DIRS", {})
+    runio.redirect_analysis(run, tmp_path / "elsewhere")
+    assert cached_gram(CheckpointSet(run), 1, compute=False) is not None
+    no_compute(monkeypatch)
+    assert cached_gram(CheckpointSet(run)).steps == [0, 5, 10]
+
+
 def test_resume_drops_rows_of_rewritten_checkpoints(tmp_path):
     """A first life writes 0..15 (15 with other weights than the second life's), the run resumes at 10: the rows
     of 15 from the first life must not survive; the cache is that of the final files."""
