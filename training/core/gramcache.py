@@ -265,6 +265,8 @@ class OnlineGram:
 
     def _update(self, step: int, tensors: dict[str, torch.Tensor] | None) -> None:
         disk = [s for s in runio.list_checkpoints(self.run_dir) if s <= step]
+        if not disk:
+            raise ValueError(f"no checkpoint up to step {step} in {self.run_dir}")
         if step in self.steps and self.keys[self.steps.index(step)] != run_key(self.run_dir, step):
             self._drop(self.steps.index(step))          # a checkpoint rewritten since its row was added
         if not self.steps or self.steps[0] != disk[0]:

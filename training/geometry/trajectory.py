@@ -32,7 +32,7 @@ import torch
 from training.core import gramcache, runio
 from training.core.devices import resolve_device
 from training.core.errors import UserError
-from training.core.gramcache import file_identity, read_gram_cache  # noqa: F401 (the cache's format, from core)
+from training.core.gramcache import file_identity, read_gram_cache   # the cache format lives in the core
 from training.core.model import trunk_names
 from training.core.runio import read_run_config
 
