@@ -89,7 +89,8 @@ def main() -> int:
             rows.append({"preset": name, "steps": args.steps, "pairs": pairs,
                          "median_train_s": {"without": a, "with": statistics.median(q["B"] for q in pairs)},
                          "ratio_median": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
-                         "direct": d, "full_run_train_s_estimate": full_s, "direct_share": d["update_total_s"] / full_s})
+                         "direct": d, "full_run_train_s_estimate": full_s,
+                         "direct_share": d["update_total_s"] / full_s})
     print(f"{'preset':>7}{'A s':>8}{'B s':>8}{'B/A median':>12}{'range':>16}{'ckpts':>7}{'rows total s':>14}"
           f"{'last row s':>12}{'full run s':>12}{'share':>9}")
     for r in rows:

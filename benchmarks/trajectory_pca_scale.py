@@ -164,7 +164,8 @@ def online_row(run: Path, online: dict, cached: list[dict], best_read: dict, bes
     upd = online["update_s"]
     return {"online": {
         "update_s": upd, "update_total_s": sum(upd), "update_max_s": max(upd), "rows_held": online["rows_held"],
-        "online_peak_gb": online["peak_rss_gb"], "cached_s": best["wall_s"], "all_cached_s": [r["wall_s"] for r in cached],
+        "online_peak_gb": online["peak_rss_gb"], "cached_s": best["wall_s"],
+        "all_cached_s": [r["wall_s"] for r in cached],
         "ratio_cached_over_read": best["wall_s"] / best_read["wall_s"],
         "ratio_cached_over_pca": best["wall_s"] / best_pca["wall_s"],
         "max_entry_error_over_max": float(np.abs(got - exact).max() / np.abs(exact).max())}}
@@ -197,7 +198,8 @@ def main() -> int:
     ap.add_argument("--workdir", help="where to write the synthetic checkpoints (default: a temporary directory)")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each measurement (root)")
     ap.add_argument("--sketch", type=int, metavar="DIM", help="also measure the DIM-dimensional JL sketch")
-    ap.add_argument("--online", action="store_true", help="also measure the online Gram and the analysis with its cache")
+    ap.add_argument("--online", action="store_true",
+                    help="also measure the online Gram and the analysis with its cache")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
     ap.add_argument("--device", default="cpu", help="where the exact Gram's float64 products run: cpu (default) | cuda | auto")
     ap.add_argument("--out", default="benchmarks/results/trajectory_pca_scale.json")
