@@ -14,6 +14,13 @@ then times, each in a fresh process:
   (training/geometry/sketch.py, what ``trajectory_pca.py --sketch DIM`` does) and the same PCA, with its
   error bound and its measured error against the exact Gram of the ``pca`` measurement.
 
+* ``online`` / ``cached`` (with ``--online``): once, the trainer's online Gram (``gram_online``,
+  training/core/gramcache.py) replayed over the files as training would write them -- the time of each
+  checkpoint's update (its row against every earlier checkpoint, for every block, and the cache rewrite) is
+  recorded, the trunk tensors themselves being in memory in training and read untimed here; then, in every
+  repeat, ``cached``: the same analysis as ``pca`` with that cache present (what ``trajectory_pca.py`` then
+  costs), and its Gram's largest entry error against the streamed one.
+
 Reports wall time and peak resident memory of each and the ratios pca / read (and sketch / read,
 sketch / pca), as a table and JSON.
 By default the files are in the page cache for both measurements (written just before), so the ratio
@@ -23,6 +30,7 @@ measurement (needs root) so both start from the disk, as a first analysis of a f
     python benchmarks/trajectory_pca_scale.py --checkpoints 51
     python benchmarks/trajectory_pca_scale.py --checkpoints 200 --preset quick     # a smaller shape
     python benchmarks/trajectory_pca_scale.py --checkpoints 51 200 --sketch 256 --repeats 1
+    python benchmarks/trajectory_pca_scale.py --checkpoints 51 --online --workdir /tmp     # the online Gram
 """
 from __future__ import annotations
 
@@ -89,9 +97,16 @@ def child(mode: str, run: str, device: str = "cpu") -> None:
         for rows in stream_rows(ck, ck.steps, None, _elems(DEFAULT_CHUNK_BYTES, len(ck.steps))):
             total += float(rows[0, 0])
         extra = {}
+    elif mode == "online":
+        extra = online_replay(ck)
     else:
         if mode == "pca":
             g = compute_gram(ck, device=device)     # float64 on the CPU or an accelerator
+        elif mode == "cached":                  # the analysis with the online cache present
+            from training.geometry.trajectory import cached_gram
+            g = cached_gram(ck, compute=False)
+            if g is None:
+                raise UserError("the online Gram cache does not cover the checkpoints")
         else:                                   # sketch:DIM
             from training.geometry.sketch import compute_sketch
             g = compute_sketch(ck, int(mode.split(":")[1]), seed=0)
@@ -102,6 +117,23 @@ def child(mode: str, run: str, device: str = "cpu") -> None:
     wall = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"mode": mode, "wall_s": wall, "peak_rss_gb": peak_kb / 2**20, **extra}))
+
+
+def online_replay(ck) -> dict:
+    """The trainer's online Gram over the run's files in step order: seconds per checkpoint update."""
+    from training.core.config import Config
+    from training.core.gramcache import OnlineGram, read_trunk
+    cfg = ck.cfg
+    online = OnlineGram(ck.run_dir, cfg, Config.gram_online_mem_mb * 2**20, log=lambda msg: None)
+    times = []
+    for s in ck.steps:
+        rows = read_trunk(ck.run_dir, s, online.all_names)       # in memory in training: not timed
+        t = time.perf_counter()
+        if not online.update(s, rows):
+            raise UserError(f"the online Gram stopped: {online.disabled}")
+        times.append(time.perf_counter() - t)
+        del rows
+    return {"update_s": times, "rows_held": len(online.slot_of)}
 
 
 def sketch_row(run: Path, n: int, dim: int, k: int, sketches: list[dict], best_read: dict, best_pca: dict) -> dict:
@@ -123,6 +155,20 @@ def sketch_row(run: Path, n: int, dim: int, k: int, sketches: list[dict], best_r
         "pc1_raw_bound": ([bounds["explained_variance_ratio_lo"][0], bounds["explained_variance_ratio_hi"][0]]
                           if bounds["valid"] else None),
         "measured": measured_error(sk, exact)}}
+
+
+def online_row(run: Path, online: dict, cached: list[dict], best_read: dict, best_pca: dict) -> dict:
+    """The online Gram's per-checkpoint cost and the analysis' time with its cache, beside read and stream."""
+    best = min(cached, key=lambda r: r["wall_s"])
+    exact, got = np.load(run / "gram_pca.npy"), np.load(run / "gram_cached.npy")
+    upd = online["update_s"]
+    return {"online": {
+        "update_s": upd, "update_total_s": sum(upd), "update_max_s": max(upd), "rows_held": online["rows_held"],
+        "online_peak_gb": online["peak_rss_gb"], "cached_s": best["wall_s"],
+        "all_cached_s": [r["wall_s"] for r in cached],
+        "ratio_cached_over_read": best["wall_s"] / best_read["wall_s"],
+        "ratio_cached_over_pca": best["wall_s"] / best_pca["wall_s"],
+        "max_entry_error_over_max": float(np.abs(got - exact).max() / np.abs(exact).max())}}
 
 
 def drop_page_cache() -> None:
@@ -152,6 +198,8 @@ def main() -> int:
     ap.add_argument("--workdir", help="where to write the synthetic checkpoints (default: a temporary directory)")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each measurement (root)")
     ap.add_argument("--sketch", type=int, metavar="DIM", help="also measure the DIM-dimensional JL sketch")
+    ap.add_argument("--online", action="store_true",
+                    help="also measure the online Gram and the analysis with its cache")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
     ap.add_argument("--device", default="cpu", help="where the exact Gram's float64 products run: cpu (default) | cuda | auto")
     ap.add_argument("--out", default="benchmarks/results/trajectory_pca_scale.json")
@@ -177,6 +225,11 @@ def main() -> int:
             pcas.append(measure("pca", run, args.cold, args.device))
             if args.sketch:
                 sketches.append(measure(f"sketch:{args.sketch}", run, args.cold))
+        online, cached = None, []
+        if args.online:
+            online = measure("online", run, args.cold)
+        for _ in range(args.repeats if args.online else 0):
+            cached.append(measure("cached", run, args.cold))
         best_read = min(reads, key=lambda r: r["wall_s"])
         best_pca = min(pcas, key=lambda r: r["wall_s"])
         rows.append({"checkpoints": n, "trunk_params": dim, "bytes_read_gb": n * dim * 4 / 2**30, "write_s": write_s,
@@ -187,12 +240,24 @@ def main() -> int:
                      "pc1_raw": best_pca["pc1_raw"], "k95": best_pca["k95"]})
         if args.sketch:
             rows[-1].update(sketch_row(run, n, dim, args.sketch, sketches, best_read, best_pca))
+        if args.online:
+            rows[-1].update(online_row(run, online, cached, best_read, best_pca))
         if not args.keep:
             shutil.rmtree(run)
     print(f"{'ckpts':>6}{'trunk D':>13}{'GB read':>9}{'read s':>9}{'pca s':>9}{'ratio':>7}{'read peak GB':>14}{'pca peak GB':>13}")
     for r in rows:
         print(f"{r['checkpoints']:>6}{r['trunk_params']:>13,}{r['bytes_read_gb']:>9.2f}{r['read_s']:>9.2f}{r['pca_s']:>9.2f}"
               f"{r['ratio_pca_over_read']:>7.2f}{r['read_peak_gb']:>14.2f}{r['pca_peak_gb']:>13.2f}")
+    if args.online:
+        print("online Gram (gram_online): analysis with its cache, and its cost per checkpoint in training:")
+        print(f"{'ckpts':>6}{'read s':>9}{'pca s':>9}{'cached s':>10}{'/read':>7}{'/pca':>7}{'row t=1 s':>11}"
+              f"{'row t=T s':>11}{'rows total s':>14}{'peak GB':>9}{'max err':>10}")
+        for r in rows:
+            o = r["online"]
+            print(f"{r['checkpoints']:>6}{r['read_s']:>9.2f}{r['pca_s']:>9.2f}{o['cached_s']:>10.3f}"
+                  f"{o['ratio_cached_over_read']:>7.3f}{o['ratio_cached_over_pca']:>7.3f}{o['update_s'][1]:>11.3f}"
+                  f"{o['update_s'][-1]:>11.3f}{o['update_total_s']:>14.2f}{o['online_peak_gb']:>9.2f}"
+                  f"{o['max_entry_error_over_max']:>10.1e}")
     if args.sketch:
         print(f"sketch dim {args.sketch}:")
         print(f"{'ckpts':>6}{'sketch s':>10}{'/read':>7}{'/pca':>7}{'peak GB':>9}{'epsilon':>9}{'PC1 exact':>11}"

@@ -44,7 +44,7 @@ LOG_SINKS = ("tensorboard", "wandb")   # experiment-tracking sinks beside metric
 # Fields that do not change what is computed (where it runs, where it is written); they are left
 # out of the config hash so that a run can be resumed on another device or from a moved directory.
 NOT_HASHED = ("out_dir", "device", "compile", "cache_dir", "progress", "ckpt_contents", "ckpt_dtype", "ckpt_shards",
-              "async_checkpoints", "optimizer_state_every", "log")
+              "async_checkpoints", "optimizer_state_every", "log", "gram_online", "gram_online_mem_mb")
 CKPT_CONTENTS = ("full", "trunk")
 CKPT_DTYPES = ("fp32", "bf16")
 
@@ -182,7 +182,15 @@ class RunSettings:
 
 
 @dataclass
-class Config(BreakingSettings, SuppressionSettings, RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
+class GramSettings:
+    """The trajectory Gram cache written while training (training/core/gramcache.py): what is stored beside the
+    run, not what is computed (NOT_HASHED). Declared last, after the symmetry-breaking settings, so config.json's order stays."""
+    gram_online: bool = False        # at each checkpoint add its row to every block's Gram cache (RUN/analysis/gram)
+    gram_online_mem_mb: int = 6144   # float32 trunk copies kept for it (at most this); rows beyond are re-read
+
+
+@dataclass
+class Config(GramSettings, BreakingSettings, SuppressionSettings, RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
              OptimisationSettings, ModAddSettings, TaskSettings, ProbeSettings, DataSettings, ModelSettings):
     """Every knob of a training run: model, data, probe, task, modadd, optimisation, ECD, SOAP, attention
     biases, loss, evaluation, run, subspace suppression (the groups above and in training/core/modadd.py, ecd.py,
@@ -282,6 +290,7 @@ class Config(BreakingSettings, SuppressionSettings, RunSettings, EvaluationSetti
         need(self.ckpt_contents in CKPT_CONTENTS,
              f"unknown ckpt_contents '{self.ckpt_contents}' (choose from {', '.join(CKPT_CONTENTS)})")
         need(self.ckpt_dtype in CKPT_DTYPES, f"unknown ckpt_dtype '{self.ckpt_dtype}' (choose from {', '.join(CKPT_DTYPES)})")
+        need(self.gram_online_mem_mb >= 0, f"gram_online_mem_mb must be >= 0 (MiB; got {self.gram_online_mem_mb})")
         need(self.vocab_multiple >= 1, f"vocab_multiple must be a positive integer (got {self.vocab_multiple})")
         need(self.corpus != "files" or bool(self.corpus_path), "corpus=files needs corpus_path (a .txt, .jsonl or .parquet file)")
         need(self.corpus != "fineweb" or (bool(self.corpus_path) and self.tokenizer == "gpt2"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from training.core import control, runio, tracking
+from training.core import control, gramcache, runio, tracking
 from training.core.config import Config, checkpoint_steps, eval_steps, keeps_optimizer_state
 from training.core.devices import resolve_device  # noqa: F401 (the trainer's device; importable from here too)
 from training.core.distributed import SINGLE, Dist, check_config, forward_backward_ddp
@@ -189,6 +189,7 @@ class Trainer:
         self.start = self._restore(state) if state is not None else self._begin(init_note)
         if self.main:
             runio.write_status(self.run_dir, "running", self.start)
+        self.gram = self._online_gram(state)
         self.started = True          # from here on a failure marks the run failed (before it, nothing was changed)
         self.sinks = tracking.Sinks()                   # TensorBoard / W&B beside metrics.jsonl (rank 0; --log)
         if cfg.log:
@@ -295,6 +296,16 @@ class Trainer:
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         return 0
 
+    def _online_gram(self, state: dict | None) -> gramcache.OnlineGram | None:
+        """gram_online: the Gram caches kept current at every checkpoint (rank 0), adopting those of a resumed run."""
+        if not (self.cfg.gram_online and self.main):
+            return None
+        gram = gramcache.OnlineGram(self.run_dir, self.cfg, self.cfg.gram_online_mem_mb * 2**20,
+                                    log=lambda msg: print(f"gram_online: {msg}"))
+        if state is not None:
+            gram.resume(self.start)
+        return gram
+
     def _wrap_data_parallel(self) -> None:
         """Under torchrun, gradients are averaged over the ranks; evaluation keeps the plain model."""
         self.train_fwd, self.ddp = self.fwd, None
@@ -388,6 +399,8 @@ class Trainer:
 
         def write() -> None:     # checkpoint first, then the resume state that points at it
             runio.write_checkpoint(run_dir, step, tensors, chash, cfg.ckpt_contents, cfg.ckpt_dtype, cfg.ckpt_shards)
+            if self.gram is not None:    # before the resume state: a resume never finds a checkpoint its cache lacks
+                self.gram.update(step, tensors)
             runio.save_state(run_dir, st)
             if keeps_optimizer_state(cfg, step):
                 runio.atomic_write(runio.optimizer_state_path(run_dir, step), lambda tmp: torch.save(
@@ -398,6 +411,8 @@ class Trainer:
         """The run ends (completed or diverged): pending checkpoint writes land, then status.json says so."""
         self.bar.close()
         self.writer.join()
+        if self.gram is not None:        # a run resumed at its last checkpoint (or switched on then) catches up
+            self.gram.update(runio.list_checkpoints(self.run_dir)[-1])
         self.sinks.close()
         if self.main:
             runio.write_status(self.run_dir, state, step, message)

@@ -16,10 +16,7 @@ as D-vectors (a second pass) only where a gradient must be paired with them
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import itertools
-import json
 import math
 import os
 import queue
@@ -32,9 +29,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from training.core import runio
+from training.core import gramcache, runio
 from training.core.devices import resolve_device
 from training.core.errors import UserError
+from training.core.gramcache import file_identity, read_gram_cache   # the cache format lives in the core
 from training.core.model import trunk_names
 from training.core.runio import read_run_config
 
@@ -262,44 +260,6 @@ class CheckpointFiles(CheckpointSet):
 
     def _main_path(self, i: int) -> Path:
         return self.path(i)
-
-
-_SAMPLES, _SAMPLE_BYTES = 16, 4096
-
-
-def file_identity(path: Path) -> list:
-    """[mtime_ns, size, fingerprint] of a checkpoint: what a cache computed from it is keyed by.
-
-    mtime and size alone miss a checkpoint replaced by another of the same size with the same mtime (a
-    copy with preserved times, a second run's file of the same shape). The fingerprint is a SHA-256 of the
-    safetensors header (names, shapes, offsets and metadata: step and config hash) and of 16 slices of 4 KiB
-    spread evenly over the data, the last one ending at the end of the file: a few dozen KiB read per file
-    however large it is, and a training step changes every weight, so any two checkpoints of a trajectory
-    differ in every slice. The shards of a sharded checkpoint are fingerprinted with it.
-    """
-    path = Path(path)
-    h = hashlib.sha256()
-    st = os.stat(path)
-    files = [path]
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = f.read(n) if 0 < n < 100 * 2**20 else b""
-        meta = (json.loads(header).get("__metadata__") or {}) if header else {}
-        files += [runio.shard_path(path, int(b)) for b in str(meta.get("shards", "")).split(",") if b]
-    except (ValueError, AttributeError):
-        pass                       # a corrupt header: the readers refuse the file with its reason
-    for p in files:
-        size = os.stat(p).st_size
-        with open(p, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            start = 8 + n if 0 < 8 + n <= size else 0
-            h.update(f.read(start - 8) if start else b"")
-            span = max(0, size - start - _SAMPLE_BYTES)
-            for k in range(_SAMPLES):
-                off = start + (span * k) // (_SAMPLES - 1)
-                h.update(os.pread(f.fileno(), _SAMPLE_BYTES, off))
-    return [st.st_mtime_ns, st.st_size, h.hexdigest()[:32]]
 
 
 def stream_rows(ckpts: CheckpointSet, steps: Sequence[int], block: int | None, max_elems: int,
@@ -544,32 +504,11 @@ def _gram_on_device(chunks: Iterator[np.ndarray], T: int, anchor_row: int, devic
     return G.cpu().numpy()
 
 
-def read_gram_cache(path: Path, keys: Sequence[str]) -> tuple[np.ndarray, int, np.ndarray, float] | None:
-    """(G, dim, origin, origin_sq) over the files keyed ``keys`` (in that order; the first is the anchor) from the
-    cache at ``path``: the cached matrix itself, or its exact sub-matrix when the cache covers more files with the
-    same anchor. None when the cache is missing, unreadable, of a format without the origin row, or does not cover
-    every key (then recompute)."""
-    if not Path(path).exists():
-        return None
-    try:
-        with np.load(path) as z:
-            have = [str(k) for k in z["keys"]]
-            if not have or have[0] != keys[0] or not set(keys) <= set(have):
-                return None
-            pos = {k: i for i, k in enumerate(have)}
-            idx = [pos[k] for k in keys]
-            return z["G"][np.ix_(idx, idx)].copy(), int(z["dim"]), z["origin"][idx].copy(), float(z["origin_sq"])
-    except (OSError, ValueError, KeyError):
-        return None      # unreadable (or of an older format): recomputed and replaced
-
-
 def write_gram_cache(path: Path, keys: Sequence[str], gram: "Gram") -> None:
-    """The Gram cache read by :func:`read_gram_cache` (written atomically; replaces what was there)."""
+    """:func:`training.core.gramcache.write_cache` of a streamed Gram (atomic; replaces what was there)."""
     if not gram.has_origin():
         raise ValueError("only a streamed Gram (with its origin row) is cached")
-    buf = io.BytesIO()
-    np.savez(buf, keys=np.asarray(list(keys)), dim=gram.dim, G=gram.G, origin=gram.origin, origin_sq=gram.origin_sq)
-    runio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    gramcache.write_cache(path, keys, gram.G, gram.dim, gram.origin, gram.origin_sq)
 
 
 def gram_from_cache(hit: tuple, steps: Sequence[int], block: int | None) -> "Gram":
@@ -580,20 +519,22 @@ def gram_from_cache(hit: tuple, steps: Sequence[int], block: int | None) -> "Gra
 def cached_gram(ckpts: CheckpointSet, block: int | None = None, progress: bool = False,
                 max_bytes: int = DEFAULT_CHUNK_BYTES, compute: bool = True, device: str = "cpu") -> Gram | None:
     """The Gram of all checkpoints anchored at the first, cached in RUN/analysis/gram/ (keyed by each file's
-    step and content identity, :func:`file_identity`; a cache of more checkpoints is reused exactly).
+    step and content identity, :func:`~training.core.gramcache.file_identity`; a cache of more checkpoints is
+    reused exactly). A cache written during training (``gram_online``, :class:`training.core.gramcache.OnlineGram`)
+    is read the same way; with the analyses redirected (``--out-dir``) it is also looked for in the run.
 
     With ``compute=False`` a missing or stale cache gives None instead of a computation.
     """
-    keys = [json.dumps([s, *file_identity(runio.checkpoint_path(ckpts.run_dir, s))]) for s in ckpts.steps]
-    name = "trunk" if block is None else f"block{block}"
-    path = runio.analysis_dir(ckpts.run_dir) / "gram" / f"{name}.npz"
-    hit = read_gram_cache(path, keys)
-    if hit is not None:
-        return gram_from_cache(hit, ckpts.steps, block)
+    keys = [gramcache.run_key(ckpts.run_dir, s) for s in ckpts.steps]
+    paths = gramcache.run_cache_paths(ckpts.run_dir, block)
+    for path in paths:
+        hit = read_gram_cache(path, keys)
+        if hit is not None:
+            return gram_from_cache(hit, ckpts.steps, block)
     if not compute:
         return None
     g = compute_gram(ckpts, block=block, max_bytes=max_bytes, progress=progress, device=device)
-    write_gram_cache(path, keys, g)
+    write_gram_cache(paths[0], keys, g)
     return g
 
 
