@@ -57,12 +57,13 @@ def test_config_json_keeps_its_field_order():
     from training.core.modadd import ModAddSettings
     names = list(Config().to_dict())
     # 106 fields: optimizer_state_every (the 99th), then log (the tracking sinks, not hashed), modadd_train_size and
-    # the suppression settings (hashed only when set) came after them
-    assert len(names) == 106
+    # the suppression settings (hashed only when set) came after them, then modadd_op (the task's operation)
+    assert len(names) == 107
     assert hashlib.sha256(",".join(names[:98]).encode()).hexdigest()[:16] == "dd7d4818968494b5"
     assert names[:3] == ["n_layer", "d_model", "n_head"]
     assert names[96:101] == ["out_dir", "preset", "optimizer_state_every", "log", "modadd_train_size"]
-    assert names[101:] == ["suppress_strength", "suppress_basis", "suppress_k", "suppress_every", "suppress_buffer"]
+    assert names[101:106] == ["suppress_strength", "suppress_basis", "suppress_k", "suppress_every", "suppress_buffer"]
+    assert names[106:] == ["modadd_op"]
     for group, first in ((ModAddSettings, "modadd_T"), (ECDSettings, "ecd_eta"), (AttentionBiasSettings, "attn_disorder"),
                          (SuppressionSettings, "suppress_strength")):
         own = [f.name for f in dataclasses.fields(group)]

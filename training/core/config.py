@@ -31,7 +31,7 @@ from training.core.attention_bias import AttentionBiasSettings
 from training.core.control import SuppressionSettings
 from training.core.ecd import ECDSettings
 from training.core.errors import UserError
-from training.core.modadd import ModAddSettings
+from training.core.modadd import ModAddOpSettings, ModAddSettings
 
 CORPORA = ("synthetic", "tinystories", "files", "fineweb")
 TOKENIZERS = ("gpt2", "bpe")
@@ -182,11 +182,11 @@ class RunSettings:
 
 
 @dataclass
-class Config(SuppressionSettings, RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
+class Config(ModAddOpSettings, SuppressionSettings, RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
              OptimisationSettings, ModAddSettings, TaskSettings, ProbeSettings, DataSettings, ModelSettings):
     """Every knob of a training run: model, data, probe, task, modadd, optimisation, ECD, SOAP, attention
     biases, loss, evaluation, run, subspace suppression (the groups above and in training/core/modadd.py, ecd.py,
-    attention_bias.py, control.py; suppression's fields come last, after the published order)."""
+    attention_bias.py, control.py; suppression's fields, then modadd_op, come last, after the published order)."""
 
     # ------------------------------------------------------------------ derived values
     @property
