@@ -96,3 +96,50 @@ def test_task_and_hash():
     assert ex.label.min() >= 1 and ex.label.tolist() == [math.prod(r) % 7 for r in ex.values.tolist()]
     assert task.tok.identity["op"] == "mul"
     assert cfg.hash() != _cfg(modadd_classes=7).hash()
+
+
+# ---------------------------------------------------------------------------- the study's per-seed verdicts
+def _run(acc, r90=None, null=None, C=8, op="add", seed=0, forgetting=None):
+    r = {"config": {"modadd_classes": C, "modadd_op": op, "modadd_mode": "reference", "seed": seed},
+         "metrics_final": {"acc": acc, "strict_acc": 1 / C}}
+    if r90 is not None:
+        r["spectra"] = {"summary": {"attention": {"r90_median": r90, "null_r90_median": null, "uncentered_r90_median": 2,
+                                                  "pr_median": 1.5, "r90_min": 2, "r90_max": 4, "erank_median": 2}}}
+    if forgetting is not None:
+        r["curriculum"] = {"forgetting": {str(m): {"peak_in_own_stage": p, "final": f, "drop_from_peak": p - f}
+                                          for m, (p, f) in forgetting.items()}}
+    return r
+
+
+def test_mul_verdict_per_seed():
+    from training.studies.modadd_study import headline
+    add = {"attn": _run(0.7, 3, 5.5), "attn_seed2": _run(0.7, 3, 5.5, seed=1)}
+    mul = lambda a, b, acc=0.6: {"mul": _run(acc, a, 8, C=7, op="mul"), "mul_seed2": _run(acc, b, 8, C=7, op="mul", seed=1)}
+    h = headline({"runs": {**add, **mul(5, 4)}})["mul"]
+    assert h["verdict"].startswith("confirmed") and h["n_seeds_mul"] == 2 and h["chance_mul"] == pytest.approx(1 / 6)
+    assert h["r90_mul_per_seed"] == [5, 4] and h["null_r90_mul_per_seed"] == [8, 8] and h["r90_add_per_seed"] == [3, 3]
+    assert headline({"runs": {**add, **mul(5, 3.5)}})["mul"]["verdict"].startswith("not confirmed")   # one seed not 1 above
+    assert headline({"runs": {**add, **mul(7.5, 7.5)}})["mul"]["verdict"].startswith("not distinguishable")
+    assert headline({"runs": {**add, **mul(6.5, 6.5)}})["mul"]["verdict"].startswith("partly confirmed")   # outside 4-6
+    # 0.35 is learned at chance 1/6 (0.167 + 0.2) but would not be at 1/C = 1/7 + ... -> uses the run's own chance
+    assert headline({"runs": {**add, **mul(5, 5, acc=0.37)}})["mul"]["verdict"].startswith("confirmed")
+    assert headline({"runs": {**add, **mul(5, 5, acc=0.3)}})["mul"]["verdict"].startswith("inconclusive")
+
+
+def test_mlp_and_curriculum_verdicts_count_seeds():
+    from training.studies.modadd_study import headline
+    base = {"attn": _run(0.7, 3, 5), "attn_seed2": _run(0.7, 3, 5, seed=1)}
+    both = headline({"runs": {**base, "mlp": _run(0.6, 4, 6), "mlp_seed2": _run(0.6, 4.5, 6, seed=1)}})["mlp"]
+    assert both["verdict"] == "confirmed; 2 seed(s)" and both["higher_in"] == 2 and both["worse_in"] == 2
+    mixed = headline({"runs": {**base, "mlp": _run(0.6, 4, 6), "mlp_seed2": _run(0.7, 3, 6, seed=1)}})["mlp"]
+    assert mixed["verdict"] == "mixed across seeds: higher-dimensional in 1 of 2, worse in 1 of 2; 2 seed(s)"
+    one = headline({"runs": {**base, "mlp": _run(0.68, 3.5, 6)}})["mlp"]
+    assert one["n_seeds"] == 1 and one["verdict"].startswith("not confirmed") and one["verdict"].endswith("1 seed(s)")
+    forgets = {1: (0.9, 0.2), 2: (0.8, 0.75)}
+    keeps = {1: (0.9, 0.85), 2: (0.8, 0.75)}
+    cur = lambda a, b: headline({"runs": {**base, "curriculum": _run(0.5, forgetting=a),
+                                           "curriculum_seed2": _run(0.5, seed=1, forgetting=b)}})["curriculum"]
+    assert cur(forgets, forgets)["verdict"] == "confirmed; 2 seed(s)"
+    assert cur(forgets, keeps)["verdict"] == "mixed across seeds: forgetting in 1 of 2; 2 seed(s)"
+    assert cur(keeps, keeps)["verdict"] == "not confirmed; 2 seed(s)"
+    assert cur(forgets, keeps)["drop_from_peak_per_m"][0]["1"] == pytest.approx(0.7)
