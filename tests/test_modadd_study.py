@@ -26,6 +26,8 @@ def test_study_end_to_end_and_rerun(study, capsys):
     assert "2 seed(s)" in h["mlp"]["verdict"] and "2 multiplication and 2 addition" in h["mul"]["verdict"]
     mul_cfg = res["runs"]["mul"]["config"]
     assert mul_cfg["modadd_op"] == "mul" and mul_cfg["modadd_classes"] == 7
+    assert res["runs"]["mul"]["linear_probes"]["chance"]["y"] == pytest.approx(1 / 6)
+    assert res["runs"]["attn"]["linear_probes"]["chance"]["y"] == pytest.approx(1 / 8)
     assert h["mul"]["r90_mul_per_seed"] == [res["runs"][r]["spectra"]["summary"]["attention"]["r90_median"]
                                             for r in ("mul", "mul_seed2")]
     st = h["settling"]
