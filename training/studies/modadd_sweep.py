@@ -146,7 +146,7 @@ def markdown(res: dict) -> str:
         lo, hi = c["ci95"]
         L.append(f"| {c['m_max']} | {c['classes']} | {c['chance']:.3f} | {c['acc']:.3f} [{lo:.3f}, {hi:.3f}] | "
                  f"{_p(c['p_above_chance'])} | {'yes' if c['learned'] else 'no'} | {c['r90_median']:g} | "
-                 f"{'n/a' if c['null_r90_median'] is None else format(c['null_r90_median'], 'g')} | "
+                 f"{'n/a' if c['null_r90_median'] is None else format(c['null_r90_median'], '.3g')} | "
                  f"{'yes' if c['below_null'] else 'no'}{'' if c['learned'] else ' (not learned)'} |")
     L += ["", res["summary"]["statement"] + ".", ""]
     return "\n".join(L)
