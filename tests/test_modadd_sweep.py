@@ -64,3 +64,11 @@ def test_sweep_end_to_end_and_resume(tmp_path, capsys):
 def test_sweep_bad_input(tmp_path, capsys, args, message):
     code, so, err = run_inprocess(capsys, "experiments/modadd/difficulty_sweep.py", *args, "--out-dir", str(tmp_path))
     assert code == 2 and err.strip().startswith("error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_sweep_out_dir_is_a_file(tmp_path, capsys):
+    f = tmp_path / "plain.txt"
+    f.write_text("x")
+    code, so, err = run_inprocess(capsys, "experiments/modadd/difficulty_sweep.py", "--preset", "test", "--out-dir", str(f))
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error:") and str(f) in err
+    assert f.read_text() == "x"
