@@ -5,8 +5,8 @@ linear probes) and write STUDY/report.md with figures and the headline table nex
 Nine runs are trained into STUDY/<run>, side by side on a CPU (--jobs; finished runs are skipped, an
 interrupted one resumes exactly): attn_ref_s<seed>, attn_ref_s<seed+1>, mlp_ref_s<seed>, mlp_ref_s<seed+1>,
 attn_strict_s<seed>, attn_curr_s<seed>, attn_curr_s<seed+1>, and modular multiplication (C = 7)
-attn_mul_s<seed>, attn_mul_s<seed+1>. Analyses are cached in each run's analysis/ directory (recomputed when the run changed
-or with --redo-analysis). See experiments/modadd/README.md.
+attn_mul_s<seed>, attn_mul_s<seed+1>. Analyses are cached in each run's analysis/ directory (recomputed when the
+run changed or with --redo-analysis). See experiments/modadd/README.md.
 
 Examples:
   python experiments/modadd/run_study.py                              # quick preset: a 2-core CPU, minutes
