@@ -44,6 +44,8 @@ def test_sweep_end_to_end_and_resume(tmp_path, capsys):
         sp = json.loads((out / c["run"] / "analysis" / "modadd_spectra.json").read_text())
         assert c["r90_median"] == sp["summary"]["attention"]["r90_median"]
         assert c["null_r90_median"] == sp["summary"]["attention"]["null_r90_median"]
+        assert c["below_null"] == (c["r90_median"] <= c["null_r90_median"] - 1)
+        assert c["learned"] == (c["acc"] >= 1 / C + 0.2)
         cfg = json.loads((out / c["run"] / "config.json").read_text())["config"]
         assert (cfg["modadd_m_max"], cfg["modadd_classes"], cfg["attn_only"]) == (mm, C, True)
     table = (out / "sweep.md").read_text()

@@ -120,6 +120,7 @@ def test_mul_verdict_per_seed():
     assert h["r90_mul_per_seed"] == [5, 4] and h["null_r90_mul_per_seed"] == [8, 8] and h["r90_add_per_seed"] == [3, 3]
     assert headline({"runs": {**add, **mul(5, 3.5)}})["mul"]["verdict"].startswith("not confirmed")   # one seed not 1 above
     assert headline({"runs": {**add, **mul(7.5, 7.5)}})["mul"]["verdict"].startswith("not distinguishable")
+    assert headline({"runs": {**add, **mul(6, 7)}})["mul"]["verdict"].startswith("partly")   # exactly 1 below: counts
     assert headline({"runs": {**add, **mul(6.5, 6.5)}})["mul"]["verdict"].startswith("partly confirmed")   # outside 4-6
     # 0.35 is learned at chance 1/6 (0.167 + 0.2) but would not be at 1/C = 1/7 + ... -> uses the run's own chance
     assert headline({"runs": {**add, **mul(5, 5, acc=0.37)}})["mul"]["verdict"].startswith("confirmed")

@@ -413,7 +413,7 @@ def _mul(c: _Claims) -> dict | None:
     null_mul = [spec[r]["null_r90_median"] for r in mul]
     higher = min(r_mul) >= max(r_add) + 1
     in_band = all(MUL_BAND[0] <= x <= MUL_BAND[1] for x in r_mul)
-    below_null = all(nl is not None and x < nl - 1 for x, nl in zip(r_mul, null_mul))
+    below_null = all(nl is not None and x <= nl - 1 for x, nl in zip(r_mul, null_mul))
     if not all(c.learned(r) for r in mul + add):
         verdict = c.inconclusive + " (every multiplication and addition seed must)"
     elif not higher:
