@@ -7,7 +7,7 @@
 #   make demo-studies - the SGD-control study and the beta2 sweep of the `cpu` preset for the same three seeds, then
 #                 the ledger of make demo-seeds rewritten with claims 16 and 18 (resumes if interrupted)
 #   make results - docs/results.md from those ledgers and study tables
-# Studies (each one command, resumable): make sgd-controls, make beta-sweep, make modadd, make modadd-early, make symmetry, make ecd-eta
+# Studies (each one command, resumable): make sgd-controls, make beta-sweep, make modadd, make modadd-early, make modadd-sweep, make symmetry, make ecd-eta
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -16,7 +16,7 @@ RUN    ?= runs/quick
 SEED   ?= 42
 SEEDS  ?= 42,271,314
 
-.PHONY: demo demo-seeds demo-seeds-controls demo-studies results test install bench clean-cache sgd-controls beta-sweep modadd modadd-early symmetry ecd-eta
+.PHONY: demo demo-seeds demo-seeds-controls demo-studies results test install bench clean-cache sgd-controls beta-sweep modadd modadd-early modadd-sweep symmetry ecd-eta
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,9 @@ modadd: install
 
 modadd-early: install
 	$(PY) experiments/modadd/early_diagnostics.py --preset quick
+
+modadd-sweep: install
+	$(PY) experiments/modadd/difficulty_sweep.py --preset quick --seed 0
 
 symmetry: install
 	$(PY) experiments/symmetry/run_study.py --size cpu --seed 0

@@ -10,7 +10,9 @@ from figures.style import save as _save_all
 from training.core import runio
 
 ROLE_LABEL = {"attn": "attention-only", "attn_seed2": "attention-only (2nd seed)", "mlp": "standard (attn + MLP)",
-              "strict": "attention-only, strict data", "curriculum": "attention-only, curriculum"}
+              "strict": "attention-only, strict data", "curriculum": "attention-only, curriculum",
+              "mlp_seed2": "standard (2nd seed)", "curriculum_seed2": "curriculum (2nd seed)",
+              "mul": "attention-only, multiplication", "mul_seed2": "multiplication (2nd seed)"}
 
 
 def _save(fig, path: Path) -> str:
@@ -373,7 +375,8 @@ def write_report(res: dict, root: Path) -> Path:
         a = h["accuracy"][role]
         c = r["config"]
         L.append(f"| {_run_name(res, role)} | {'attention-only' if c['attn_only'] else 'attention + MLP'} | "
-                 f"{c['modadd_mode']} | {c['modadd_schedule']} | {_f(a['acc'])} | {a['other_mode']}: {_f(a['acc_other_mode'])} "
+                 f"{c['modadd_mode']}{', ×, C = ' + str(c['modadd_classes']) if c.get('modadd_op') == 'mul' else ''} | "
+                 f"{c['modadd_schedule']} | {_f(a['acc'])} | {a['other_mode']}: {_f(a['acc_other_mode'])} "
                  f"| {_f(a['per_m'], '.2f')} |")
     L += ["", f"![training curves](figures/{figs['training']})", ""]
     L += ["## Headline: the bubble-modadd README's claims next to this toolkit's numbers", "",
@@ -403,12 +406,24 @@ def write_report(res: dict, root: Path) -> Path:
         c = h["mlp"]
         rows.append((c["claim"], c["seed_value"],
                      f"attention-block r90: attention-only {_f(c['r90_attention_blocks_attn_only'])}, standard "
-                     f"{_f(c['r90_attention_blocks_standard'])} (MLP blocks {_f(c['r90_mlp_blocks_standard'])}); accuracy "
-                     f"{_f(c['acc_attn_only'])} vs {_f(c['acc_standard'])}", c["verdict"]))
+                     f"{_f(c['r90_attention_blocks_standard'])} (MLP blocks {_f(c['r90_mlp_blocks_standard'])}); random-walk "
+                     f"null {_f(c['null_r90_attn_only'])} / {_f(c['null_r90_standard'])}; accuracy "
+                     f"{_f(c['acc_attn_only'])} vs {_f(c['acc_standard'])} (per seed {_f(c['seeds'])}); higher in "
+                     f"{c['higher_in']} of {c['n_seeds']}, worse in {c['worse_in']} of {c['n_seeds']}", c["verdict"]))
     if "curriculum" in h:
         c = h["curriculum"]
-        rows.append((c["claim"], c["seed_value"], f"drop from the peak in its own stage, per m: "
-                     f"{_f(c['drop_from_peak_per_m'], '.2f')}; final {_f(c['final_acc'], '.2f')}", c["verdict"]))
+        rows.append((c["claim"], c["seed_value"], "; ".join(
+            f"seed {sd}: drop from the peak in its own stage, per m: {_f(dr, '.2f')}; final {_f(fa, '.2f')}"
+            for sd, dr, fa in zip(c["seeds"], c["drop_from_peak_per_m"], c["final_acc"]))
+            + f" (forgetting in {c['forgetting_in']} of {c['n_seeds']} seeds)", c["verdict"]))
+    if "mul" in h:
+        c = h["mul"]
+        rows.append((c["claim"], c["seed_value"],
+                     f"median centred r90 of the attention blocks, multiplication (C = {c['classes_mul']}, chance "
+                     f"{_f(c['chance_mul'], '.2f')}, accuracy {_f(c['acc_mul'], '.2f')}) per seed {_f(c['r90_mul_per_seed'])} "
+                     f"vs random-walk null {_f(c['null_r90_mul_per_seed'])}; addition {_f(c['r90_add_per_seed'])} vs null "
+                     f"{_f(c['null_r90_add_per_seed'])}; participation ratio {_f(c['pr_mul_per_seed'])} vs "
+                     f"{_f(c['pr_add_per_seed'])}", c["verdict"]))
     if "sae" in h:
         c = h["sae"]
         rows.append((c["claim"], c["seed_value"], f"at steps {_f(c['steps'])}: drop (top-variance latents) "
@@ -444,8 +459,13 @@ def write_report(res: dict, root: Path) -> Path:
           "- bubbling: the last-layer readout entropy falls below half of ln(T+1). The attention mass on value slots "
           "tells whether the readout reads the values directly, which in reference mode the leak makes sufficient.",
           "- MLP: standard blocks' attention r90 at least 1 above the attention-only one, and accuracy at least 0.05 "
-          "lower (one seed each: differences smaller than that are not read as effects).",
-          "- curriculum: accuracy on a smaller m falls by more than 0.1 from its peak during its own stage.",
+          "lower, per seed (attention-only and standard run of the same seed; differences smaller than that are not "
+          "read as effects); *confirmed* when both hold in every seed, *mixed* when seeds disagree.",
+          "- curriculum: accuracy on a smaller m falls by more than 0.1 from its peak during its own stage (a peak at "
+          "least chance + 0.2); *confirmed* when it happens in every seed, *mixed* when seeds disagree.",
+          "- multiplication: every multiplication seed's median centred r90 (attention blocks) at least 1 above every "
+          "addition seed's and at least 1 below its own random-walk null; *confirmed* when also inside 4–6. Values "
+          "are 1..C−1 with C prime (chance 1/(C−1)); the reference mode leaks the product just as it leaks the sum.",
           "- SAE: the accuracy drop after zeroing the top-variance latents (propagated through the remaining layers) "
           "against zeroing as many random latents.",
           "- distance to the final subspace: per attention block, the overlap (mean squared principal-angle cosine) "

@@ -57,15 +57,15 @@ def test_config_json_keeps_its_field_order():
     from training.core.ecd import ECDSettings
     from training.core.modadd import ModAddSettings
     names = list(Config().to_dict())
-    # 110 fields: optimizer_state_every (the 99th), then log (the tracking sinks, not hashed), modadd_train_size and
+    # 111 fields: optimizer_state_every (the 99th), then log (the tracking sinks, not hashed), modadd_train_size and
     # the suppression settings (hashed only when set) came after them, then attn_bq_learned and mlp_act, then the
-    # online Gram's two (not hashed)
-    assert len(names) == 110
+    # online Gram's two (not hashed), then modadd_op (the task's operation)
+    assert len(names) == 111
     assert hashlib.sha256(",".join(names[:98]).encode()).hexdigest()[:16] == "dd7d4818968494b5"
     assert names[:3] == ["n_layer", "d_model", "n_head"]
     assert names[96:101] == ["out_dir", "preset", "optimizer_state_every", "log", "modadd_train_size"]
     assert names[101:106] == ["suppress_strength", "suppress_basis", "suppress_k", "suppress_every", "suppress_buffer"]
-    assert names[106:] == ["attn_bq_learned", "mlp_act", "gram_online", "gram_online_mem_mb"]
+    assert names[106:] == ["attn_bq_learned", "mlp_act", "gram_online", "gram_online_mem_mb", "modadd_op"]
     for group, first in ((ModAddSettings, "modadd_T"), (ECDSettings, "ecd_eta"), (AttentionBiasSettings, "attn_disorder"),
                          (SuppressionSettings, "suppress_strength"), (BreakingSettings, "attn_bq_learned")):
         own = [f.name for f in dataclasses.fields(group)]

@@ -16,10 +16,11 @@ def test_study_end_to_end_and_rerun(study, capsys):
     assert code == 0, err
     assert "wrote" in out and (study / "report.md").exists()
     res = json.loads((study / "analysis" / "modadd_study.json").read_text())
-    assert set(res["runs"]) == {"attn", "attn_seed2", "mlp", "strict", "curriculum"}
+    assert set(res["runs"]) == {"attn", "attn_seed2", "mlp", "mlp_seed2", "strict", "curriculum", "curriculum_seed2",
+                                "mul", "mul_seed2"}
     h = res["headline"]
     for key in ("collapse", "commutator", "bubbling", "mlp", "curriculum", "sae", "leak", "settling",
-                "commutator_spikes", "sae_m", "commutator_cells"):
+                "commutator_spikes", "sae_m", "commutator_cells", "mul"):
         assert "verdict" in h[key], key
     for key in ("commutator_spikes", "sae_m", "commutator_cells"):      # both attention-only seeds
         assert h[key]["n_seeds"] == 2, key
@@ -27,6 +28,15 @@ def test_study_end_to_end_and_rerun(study, capsys):
     assert len(series["checkpoints"]) == 6 and series["cells"]["n_samples"] == 12
     assert sum(map(sum, series["cells"]["n"])) == 12 and len(series["cells"]["empty"]) >= 4   # 12 samples, 16 cells
     assert h["sae_m"]["n_live"][0] == res["runs"]["attn"]["sae_m"]["stages"][-1]["sae"]["n_live"]
+    assert h["mlp"]["n_seeds"] == 2 and h["curriculum"]["n_seeds"] == 2 and h["mul"]["n_seeds_mul"] == 2
+    assert h["mul"]["classes_mul"] == 7 and h["mul"]["chance_mul"] == pytest.approx(1 / 6)
+    assert "2 seed(s)" in h["mlp"]["verdict"] and "2 multiplication and 2 addition" in h["mul"]["verdict"]
+    mul_cfg = res["runs"]["mul"]["config"]
+    assert mul_cfg["modadd_op"] == "mul" and mul_cfg["modadd_classes"] == 7
+    assert res["runs"]["mul"]["linear_probes"]["chance"]["y"] == pytest.approx(1 / 6)
+    assert res["runs"]["attn"]["linear_probes"]["chance"]["y"] == pytest.approx(1 / 8)
+    assert h["mul"]["r90_mul_per_seed"] == [res["runs"][r]["spectra"]["summary"]["attention"]["r90_median"]
+                                            for r in ("mul", "mul_seed2")]
     st = h["settling"]
     assert st["n_seeds"] == 2 and len(st["excess_per_seed"]) == 2
     sd = res["runs"]["attn"]["subspace_distance"]

@@ -2,10 +2,11 @@
 analyse them (per-block spectra, attention bubbling, SGD commutators, SAE ablation, curriculum, held-out
 linear probes) and write STUDY/report.md with figures and the headline table next to the bubble-modadd README's claims.
 
-Five runs are trained into STUDY/<run>, side by side on a CPU (--jobs; finished runs are skipped, an
-interrupted one resumes exactly): attn_ref_s<seed>, attn_ref_s<seed+1>, mlp_ref_s<seed>, attn_strict_s<seed>,
-attn_curr_s<seed>. Analyses are cached in each run's analysis/ directory (recomputed when the run changed
-or with --redo-analysis). See experiments/modadd/README.md.
+Nine runs are trained into STUDY/<run>, side by side on a CPU (--jobs; finished runs are skipped, an
+interrupted one resumes exactly): attn_ref_s<seed>, attn_ref_s<seed+1>, mlp_ref_s<seed>, mlp_ref_s<seed+1>,
+attn_strict_s<seed>, attn_curr_s<seed>, attn_curr_s<seed+1>, and modular multiplication (C = 7)
+attn_mul_s<seed>, attn_mul_s<seed+1>. Analyses are cached in each run's analysis/ directory (recomputed when the
+run changed or with --redo-analysis). See experiments/modadd/README.md.
 
 Examples:
   python experiments/modadd/run_study.py                              # quick preset: a 2-core CPU, minutes
@@ -27,13 +28,13 @@ from training.studies.common import add_jobs_arg, executor_from_args, study_pars
 
 def parse_args(argv=None):
     p = study_parser(__doc__, scale_help=f"{' | '.join(ms.SIZES)} (default quick)", seed_default=0,
-                     seed_help="seed of the first run (the second attention-only run uses seed+1; default 0)",
+                     seed_help="seed of the first run (the second seed of each arm uses seed+1; default 0)",
                      out_default=f"runs/{ms.STUDY}_<preset>_s<seed>")
     p.add_argument("--analyse-only", action="store_true", help="train nothing; analyse the finished runs")
     p.add_argument("--redo-analysis", action="store_true", help="recompute every analysis even if cached")
     add_jobs_arg(p)
-    p.add_argument("--runs", default="", help="roles to train (comma list of attn,attn_seed2,mlp,strict,curriculum; "
-                                              "default all)")
+    p.add_argument("--runs", default="", help="roles to train (comma list of attn,attn_seed2,mlp,mlp_seed2,strict,"
+                                              "curriculum,curriculum_seed2,mul,mul_seed2; default all)")
     args = p.parse_args(argv)
     args.runner = executor_from_args(args)         # --jobs, or --executor slurm's jobs: refused here if inconsistent
     if args.preset not in ms.SIZES:

@@ -31,7 +31,7 @@ from training.core.attention_bias import AttentionBiasSettings, BreakingSettings
 from training.core.control import SuppressionSettings
 from training.core.ecd import ECDSettings
 from training.core.errors import UserError
-from training.core.modadd import ModAddSettings
+from training.core.modadd import ModAddOpSettings, ModAddSettings
 
 CORPORA = ("synthetic", "tinystories", "files", "fineweb")
 TOKENIZERS = ("gpt2", "bpe")
@@ -184,18 +184,18 @@ class RunSettings:
 @dataclass
 class GramSettings:
     """The trajectory Gram cache written while training (training/core/gramcache.py): what is stored beside the
-    run, not what is computed (NOT_HASHED). Declared last, after the symmetry-breaking settings, so config.json's order stays."""
+    run, not what is computed (NOT_HASHED). Declared after the symmetry-breaking settings, so config.json's order stays."""
     gram_online: bool = False        # at each checkpoint add its row to every block's Gram cache (RUN/analysis/gram)
     gram_online_mem_mb: int = 6144   # float32 trunk copies kept for it (at most this); rows beyond are re-read
 
 
 @dataclass
-class Config(GramSettings, BreakingSettings, SuppressionSettings, RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
+class Config(ModAddOpSettings, GramSettings, BreakingSettings, SuppressionSettings, RunSettings, EvaluationSettings, LossSettings, AttentionBiasSettings, SOAPSettings, ECDSettings,
              OptimisationSettings, ModAddSettings, TaskSettings, ProbeSettings, DataSettings, ModelSettings):
     """Every knob of a training run: model, data, probe, task, modadd, optimisation, ECD, SOAP, attention
     biases, loss, evaluation, run, subspace suppression (the groups above and in training/core/modadd.py, ecd.py,
     attention_bias.py, control.py; suppression's fields, then the learned-bQ / MLP-activation controls of
-    attention_bias.py's BreakingSettings come last, after the published order)."""
+    attention_bias.py's BreakingSettings, the online Gram's and modadd_op come last, after the published order)."""
 
     # ------------------------------------------------------------------ derived values
     @property

@@ -6,6 +6,14 @@ marker never sits on another marker's value) carry the marker token ``marker_off
 position p_i + 1 a value token v_i in 0..C-1. Every other slot is a distractor. The label is
 (v_1 + ... + v_m) mod C.
 
+With ``modadd_op = mul`` (modular multiplication, the reference's claimed-but-unreleased second task) the label is
+(v_1 · v_2 · ... · v_m) mod C. A single value 0 would make the product 0 whatever the others are, so the values
+are drawn from the multiplicative group 1..C-1 instead, which is a group only for prime C (validate_modadd
+refuses any other C): uniform independent values then give a uniform label on 1..C-1, so chance is 1/(C-1)
+(``ModAddSpec.chance``), and token 0 is never a value. The group of a prime C is cyclic of order C-1, so
+multiplication mod C is addition mod C-1 after a discrete logarithm: the two tasks differ in the value
+embedding a model has to learn, not in the group structure it computes with.
+
 Two modes:
 
 * ``reference`` -- the generator of the reference code: distractors are drawn uniformly from every body
@@ -48,6 +56,7 @@ from training.core.batch import Batch
 from training.core.errors import UserError
 
 MODES = ("reference", "strict")
+OPS = ("add", "mul")
 SCHEDULES = ("mixed", "curriculum")
 EVAL_CHUNK = 32          # an eval set is drawn in chunks of this size, each with its own position set
 
@@ -61,6 +70,31 @@ class ModAddSpec:
     marker_offset: int = 100
     mode: str = "reference"
     value_p: float = 0.5
+    op: str = "add"
+
+    @property
+    def value_low(self) -> int:
+        """The smallest value token: 0 for addition, 1 for multiplication (values in the group 1..C-1)."""
+        return 1 if self.op == "mul" else 0
+
+    @property
+    def n_labels(self) -> int:
+        return self.C - self.value_low
+
+    @property
+    def chance(self) -> float:
+        """Chance accuracy: the label is uniform over its n_labels values (a test checks it empirically)."""
+        return 1.0 / self.n_labels
+
+    def combine(self, vals: np.ndarray) -> np.ndarray:
+        """The label of each row of values (n, m): their sum or product mod C (the product reduced at every factor)."""
+        vals = np.asarray(vals, dtype=np.int64)
+        if self.op == "add":
+            return vals.sum(axis=1) % self.C
+        out = np.ones(len(vals), dtype=np.int64)
+        for j in range(vals.shape[1]):
+            out = out * vals[:, j] % self.C
+        return out
 
     @property
     def sep(self) -> int:
@@ -114,6 +148,13 @@ class ModAddSettings:
 
 
 @dataclass
+class ModAddOpSettings:
+    """The task's operation, a field added after the published field order (the last group of Config's bases, so
+    config.json keeps its order; hashed only when set, so earlier runs keep their hashes)."""
+    modadd_op: str = "add"           # add: (v_1 + ... + v_m) mod C | mul: (v_1 ... v_m) mod C, values 1..C-1, C prime
+
+
+@dataclass
 class Example:
     """A batch of task sequences: inputs (n, T+1) ending in the separator, labels, where the markers are."""
 
@@ -153,17 +194,17 @@ def generate(spec: ModAddSpec, rng: np.random.Generator, n: int, m: int, shared_
     body = pool[rng.integers(0, len(pool), size=(n, spec.T))]
     if spec.mode == "strict":
         as_value = rng.random((n, spec.T)) < spec.value_p
-        body = np.where(as_value, rng.integers(0, spec.C, size=(n, spec.T)), body)
+        body = np.where(as_value, rng.integers(spec.value_low, spec.C, size=(n, spec.T)), body)
     if shared_positions:
         pos = np.repeat(sample_positions(rng, spec.T, m, 1), n, axis=0)
     else:
         pos = sample_positions(rng, spec.T, m, n)
-    vals = rng.integers(0, spec.C, size=(n, m))
+    vals = rng.integers(spec.value_low, spec.C, size=(n, m))
     rows = np.arange(n)[:, None]
     body[rows, pos] = spec.markers(m)[None, :]
     body[rows, pos + 1] = vals
     x = np.concatenate([body, np.full((n, 1), spec.sep)], axis=1).astype(np.int64)
-    label = vals.sum(axis=1) % spec.C
+    label = spec.combine(vals)
     return Example(torch.from_numpy(x), torch.from_numpy(label.astype(np.int64)), torch.from_numpy(pos),
                    torch.from_numpy(vals.astype(np.int64)), m)
 
@@ -173,16 +214,23 @@ def _concat(parts: list[Example], m: int) -> Example:
                    torch.cat([p.positions for p in parts]), torch.cat([p.values for p in parts]), m)
 
 
-def leak_prediction(x: torch.Tensor, C: int) -> torch.Tensor:
-    """(sum of every body token below C) mod C: equal to the label in reference mode (the leak)."""
-    body = x[:, :-1]
-    return (body * (body < C)).sum(dim=1) % C
+def leak_prediction(x: torch.Tensor, C: int, op: str = "add") -> torch.Tensor:
+    """The op (sum or product) of every body token that is a value token, mod C: equal to the label in reference
+    mode (the leak). Other tokens count as the op's identity (0, 1)."""
+    spec = ModAddSpec(C=C, op=op)
+    body = x[:, :-1].numpy()
+    is_value = (body >= spec.value_low) & (body < C)
+    return torch.from_numpy(spec.combine(np.where(is_value, body, spec.value_low)))
 
 
 # ---------------------------------------------------------------------------- config plumbing
 def spec_from_config(cfg, mode: str | None = None) -> ModAddSpec:
     return ModAddSpec(cfg.modadd_T, cfg.modadd_classes, cfg.modadd_vocab, cfg.modadd_marker_offset,
-                      mode or cfg.modadd_mode, cfg.modadd_value_distractor_p)
+                      mode or cfg.modadd_mode, cfg.modadd_value_distractor_p, cfg.modadd_op)
+
+
+def is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, int(n ** 0.5) + 1))
 
 
 def validate_modadd(cfg) -> None:
@@ -197,6 +245,10 @@ def validate_modadd(cfg) -> None:
     need(cfg.seq_len == cfg.modadd_T + 1,
          f"seq_len must be modadd_T + 1 = {cfg.modadd_T + 1} (the body plus the separator); got {cfg.seq_len}")
     need(cfg.modadd_classes >= 2, f"modadd_classes must be at least 2 (got {cfg.modadd_classes})")
+    need(cfg.modadd_op in OPS, f"unknown modadd_op '{cfg.modadd_op}' (choose from {', '.join(OPS)})")
+    need(cfg.modadd_op != "mul" or (is_prime(cfg.modadd_classes) and cfg.modadd_classes >= 3),
+         f"modadd_op=mul needs a prime modadd_classes >= 3 (values 1..C-1 form a group only then); got "
+         f"{cfg.modadd_classes} (e.g. 5, 7 or 11)")
     need(1 <= cfg.modadd_m_min <= cfg.modadd_m_max <= (cfg.modadd_T - 1) // 2,
          f"need 1 <= modadd_m_min <= modadd_m_max <= {(cfg.modadd_T - 1) // 2} for T={cfg.modadd_T} "
          f"(got {cfg.modadd_m_min}..{cfg.modadd_m_max})")
@@ -238,7 +290,7 @@ class ModAddTokenizer:
         self.vocab_size = spec.vocab_size
         self.eos_id = spec.sep
         self.identity = {"kind": "modadd", "vocab": spec.V, "separator": spec.sep, "classes": spec.C,
-                         "marker_offset": spec.marker_offset}
+                         "marker_offset": spec.marker_offset, **({"op": spec.op} if spec.op != "add" else {})}
 
 
 class ModAddTask:

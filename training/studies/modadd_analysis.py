@@ -714,6 +714,6 @@ def linear_probes(run_dir, step: int | None = None, n_train: int = 2048, n_test:
                      "set, L-BFGS (training/geometry/linear_probe.py)",
             "seed": seed, "n_train": int(len(tr["y"])), "n_test": int(len(te["y"])),
             "n_test_dropped": data["n_dropped"], "ms": task.ms, "classes": C, "mode": run.cfg.modadd_mode,
-            "chance": {"y": 1.0 / C, "m": 1.0 / len(task.ms), "y_majority": layers[0]["y"]["chance_majority"],
+            "chance": {"y": task.spec.chance, "m": 1.0 / len(task.ms), "y_majority": layers[0]["y"]["chance_majority"],
                        "m_majority": layers[0]["m"]["chance_majority"]},
             "model_answer_acc_test": model_acc, "layer_names": names, "layers": layers, **summary}

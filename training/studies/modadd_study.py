@@ -7,7 +7,12 @@ studies.train_runs, resumed where they stopped, skipped when finished):
 * ``attn_ref_s<seed>``, ``attn_ref_s<seed+1>`` -- attention-only, reference-mode data, mixed m (two seeds);
 * ``mlp_ref_s<seed>``   -- the same with standard blocks (attention + MLP);
 * ``attn_strict_s<seed>`` -- attention-only on strict-mode data (the leak removed);
-* ``attn_curr_s<seed>``  -- attention-only, curriculum m = 1, 2, 3, 4 with an optimizer restart per stage.
+* ``attn_curr_s<seed>``  -- attention-only, curriculum m = 1, 2, 3, 4 with an optimizer restart per stage;
+* ``mlp_ref_s<seed+1>``, ``attn_curr_s<seed+1>`` -- second seeds of the standard-block and curriculum arms, so
+  that their verdicts are not single-seed;
+* ``attn_mul_s<seed>``, ``attn_mul_s<seed+1>`` -- attention-only, reference-mode data, modular *multiplication*
+  (``modadd_op = mul``) with C = MUL_CLASSES = 7 (a prime; values 1..6, chance 1/6), for the reference's
+  claim that multiplication's execution manifold is 4–6-dimensional, i.e. higher than addition's.
 
 Sizes (``--preset``): ``quick`` (a 2-core CPU; the whole study and its report in minutes), ``reference``
 (the reference code's sizes: d 128, 5 layers, 4 heads, batch 128, AdamW 3e-4, 20,000 steps, snapshots
@@ -29,7 +34,7 @@ import numpy as np
 from training.core import runio
 from training.core.config import Config, preset
 from training.core.errors import UserError
-from training.core.modadd import modadd_config
+from training.core.modadd import ModAddSpec, modadd_config
 from training.core.tasks import validate
 from training.studies import modadd_analysis as ma
 from training.studies.common import RunJob, run_state, train_runs
@@ -37,6 +42,8 @@ from training.studies.common import RunJob, run_state, train_runs
 STUDY = "modadd"
 R90_LOW = 3.5              # the README's "≈ 2–3-dimensional": a median r90 at most this counts as low
 LEARNED_MARGIN = 0.2       # a run "learned the task" when its final accuracy is at least chance + this
+MUL_CLASSES = 7            # C of the multiplication arm: prime, the closest to the addition arms' C = 8
+MUL_BAND = (4, 6)          # the reference's claimed execution dimension of modular multiplication
 RESULT = "modadd_study"
 
 # The setting of skydancerosel/bubble-modadd's train.py: used at --preset reference.
@@ -69,17 +76,29 @@ ANALYSIS["reference"].update(series_checkpoints=40, series_samples=8, series_sur
 SERIES_ROLES = ("attn", "attn_seed2")
 # Fields the study's protocol sets itself (a --set of them would silently change the design).
 PROTOCOL_FIELDS = ("task", "attn_only", "modadd_mode", "modadd_schedule", "modadd_reset_optimizer", "seed", "steps",
-                   "seq_len")
+                   "seq_len", "modadd_op")
 
 
 @dataclass(frozen=True)
 class RunSpec:
     name: str
-    role: str          # attn | attn_seed2 | mlp | strict | curriculum
+    role: str          # attn | attn_seed2 | mlp | mlp_seed2 | strict | curriculum | curriculum_seed2 | mul | mul_seed2
     changes: tuple
 
 
 def run_specs(seed: int) -> list[RunSpec]:
+    """The study's runs. The multiplication arm sets C = MUL_CLASSES unless --set modadd_classes gives every run
+    its C (which must then be prime, see validate_modadd)."""
+    return _addition_specs(seed) + [
+        RunSpec(f"mlp_ref_s{seed + 1}", "mlp_seed2", (("attn_only", False), ("seed", seed + 1))),
+        RunSpec(f"attn_curr_s{seed + 1}", "curriculum_seed2", (("attn_only", True), ("seed", seed + 1),
+                                                                ("modadd_schedule", "curriculum"))),
+    ] + [RunSpec(f"attn_mul_s{s}", role, (("attn_only", True), ("seed", s), ("modadd_op", "mul"),
+                                           ("modadd_classes", MUL_CLASSES)))
+         for s, role in ((seed, "mul"), (seed + 1, "mul_seed2"))]
+
+
+def _addition_specs(seed: int) -> list[RunSpec]:
     return [
         RunSpec(f"attn_ref_s{seed}", "attn", (("attn_only", True), ("seed", seed))),
         RunSpec(f"attn_ref_s{seed + 1}", "attn_seed2", (("attn_only", True), ("seed", seed + 1))),
@@ -108,7 +127,14 @@ def base_config(size: str, overrides: dict | None = None) -> Config:
 
 def run_configs(size: str, seed: int, overrides: dict | None = None) -> dict[str, tuple[RunSpec, Config]]:
     base = base_config(size, overrides)
-    return {s.name: (s, validate(base.replace(**dict(s.changes)))) for s in run_specs(seed)}
+    user_c = (overrides or {}).get("modadd_classes")
+    out = {}
+    for s in run_specs(seed):
+        changes = dict(s.changes)
+        if user_c is not None and "modadd_classes" in changes:
+            changes["modadd_classes"] = user_c
+        out[s.name] = (s, validate(base.replace(**changes)))
+    return out
 
 
 # ---------------------------------------------------------------------------- running
@@ -169,7 +195,7 @@ def analyse_all(root: Path, size: str, seed: int, redo: bool = False, progress: 
                                                                  seed=seed, progress=progress), redo)
             if "attn_seed2" in done:
                 r["cross"] = cached(d, "cross_subspaces", lambda: ma.cross_subspaces(d, done["attn_seed2"]), redo)
-        if role == "curriculum":
+        if role.startswith("curriculum"):
             r["curriculum"] = cached(d, "curriculum", lambda: ma.curriculum(d), redo)
         log(f"analysed {specs[role].name} ({time.monotonic() - t0:.1f} s)")
         res["runs"][role] = r
@@ -186,6 +212,7 @@ SEED_CLAIMS = {
     "bubbling": "attention 'bubbling': readout attention entropy collapses early in training",
     "mlp": "adding MLPs disrupts the collapse (higher-dimensional dynamics, worse generalisation at equal budget)",
     "curriculum": "under a strict curriculum, accuracy on smaller m degrades as training moves to larger m",
+    "mul": "modular multiplication gives a 4–6-dimensional execution manifold, higher than addition's",
     "sae": "SAE latents give small, stage-dependent accuracy drops (largest mid-training) and do not isolate execution",
     "commutator_spikes": "raw commutator norms stay large and frequently spike, even late in training; these spikes "
                          "correlate only weakly with loss fluctuations",
@@ -215,9 +242,14 @@ class _Claims:
     chance: float
 
     def learned(self, role: str) -> bool:
-        """A verdict about how a task is learned needs a model that learned it."""
+        """A verdict about how a task is learned needs a model that learned it (against the run's own chance)."""
         a = _get(self.acc, role, "acc")
-        return a is not None and a >= self.chance + LEARNED_MARGIN
+        return a is not None and a >= self.chance_of(role) + LEARNED_MARGIN
+
+    def chance_of(self, role: str) -> float:
+        """Chance accuracy of the run's task: 1/C for addition, 1/(C-1) for multiplication (ModAddSpec.chance)."""
+        cfg = _get(self.runs, role, "config") or {}
+        return ModAddSpec(C=cfg.get("modadd_classes", 8), op=cfg.get("modadd_op", "add")).chance
 
     inconclusive = f"inconclusive: the model did not learn the task (accuracy < chance + {LEARNED_MARGIN})"
 
@@ -321,40 +353,105 @@ def _bubbling(c: _Claims) -> dict | None:
     return None
 
 
+MLP_PAIRS = (("attn", "mlp"), ("attn_seed2", "mlp_seed2"))      # same seed, attention-only vs standard blocks
+
+
 def _mlp(c: _Claims) -> dict | None:
-    """The mlp claim: its numbers and verdict, or None when the study has no result for it."""
-    runs, acc, learned, inconclusive = c.runs, c.acc, c.learned, c.inconclusive
-    att = _get(runs, "attn", "spectra", "summary", "attention")
-    mlp = _get(runs, "mlp", "spectra", "summary", "attention")
-    if att and mlp:
-        higher = mlp["r90_median"] >= att["r90_median"] + 1          # at least one more component
-        acc_att, acc_mlp = _get(acc, "attn", "acc"), _get(acc, "mlp", "acc")
-        worse = (acc_mlp or 0) <= (acc_att or 0) - 0.05
-        return {"claim": SEED_CLAIMS["mlp"], "seed_value": "claimed, no code or figure in the reference",
-                "r90_attention_blocks_attn_only": att["r90_median"], "r90_attention_blocks_standard": mlp["r90_median"],
-                "r90_mlp_blocks_standard": _get(runs, "mlp", "spectra", "summary", "mlp", "r90_median"),
-                "acc_attn_only": acc_att, "acc_standard": acc_mlp,
-                "verdict": (inconclusive if not (learned("attn") or learned("mlp")) else
-                            "confirmed" if higher and worse else
-                            "partly confirmed (higher-dimensional, not worse)" if higher else
-                            "partly confirmed (worse, not higher-dimensional)" if worse
-                            else "not confirmed (differences below 1 component and 0.05 accuracy)")}
-    return None
+    """The mlp claim per seed (attention-only vs standard blocks of the same seed): attention-block r90 at least
+    1 higher and accuracy at least 0.05 lower, each beside the random-walk null; the verdict says in how many
+    seeds each holds."""
+    runs, acc = c.runs, c.acc
+    att_of = {role: _get(runs, role, "spectra", "summary", "attention") for pair in MLP_PAIRS for role in pair}
+    pairs = [(a, m) for a, m in MLP_PAIRS if att_of[a] and att_of[m]]
+    if not pairs:
+        return None
+    r90_a = [att_of[a]["r90_median"] for a, _ in pairs]
+    r90_m = [att_of[m]["r90_median"] for _, m in pairs]
+    acc_a = [_get(acc, a, "acc") for a, _ in pairs]
+    acc_m = [_get(acc, m, "acc") for _, m in pairs]
+    higher = [rm >= ra + 1 for ra, rm in zip(r90_a, r90_m)]          # at least one more component
+    worse = [(am or 0) <= (aa or 0) - 0.05 for aa, am in zip(acc_a, acc_m)]
+    n, kh, kw = len(pairs), sum(higher), sum(worse)
+    if not any(c.learned(r) for pair in pairs for r in pair):
+        verdict = c.inconclusive
+    elif kh == n and kw == n:
+        verdict = "confirmed"
+    elif kh == n:
+        verdict = "partly confirmed (higher-dimensional, not worse)" if kw == 0 else \
+            f"partly confirmed (higher-dimensional in every seed, worse in {kw} of {n})"
+    elif kw == n:
+        verdict = "partly confirmed (worse, not higher-dimensional)" if kh == 0 else \
+            f"partly confirmed (worse in every seed, higher-dimensional in {kh} of {n})"
+    elif kh == 0 and kw == 0:
+        verdict = "not confirmed (differences below 1 component and 0.05 accuracy)"
+    else:
+        verdict = f"mixed across seeds: higher-dimensional in {kh} of {n}, worse in {kw} of {n}"
+    return {"claim": SEED_CLAIMS["mlp"], "seed_value": "claimed, no code or figure in the reference",
+            "n_seeds": n, "seeds": [_get(runs, a, "config", "seed") for a, _ in pairs],
+            "r90_attention_blocks_attn_only": r90_a, "r90_attention_blocks_standard": r90_m,
+            "null_r90_attn_only": [att_of[a]["null_r90_median"] for a, _ in pairs],
+            "null_r90_standard": [att_of[m]["null_r90_median"] for _, m in pairs],
+            "r90_mlp_blocks_standard": [_get(runs, m, "spectra", "summary", "mlp", "r90_median") for _, m in pairs],
+            "acc_attn_only": acc_a, "acc_standard": acc_m, "higher_in": kh, "worse_in": kw,
+            "verdict": f"{verdict}; {n} seed(s)"}
 
 
 def _curriculum(c: _Claims) -> dict | None:
-    """The curriculum claim: its numbers and verdict, or None when the study has no result for it."""
-    runs, chance, inconclusive = c.runs, c.chance, c.inconclusive
-    cur = _get(runs, "curriculum", "curriculum")
-    if cur:
-        drops = {m: v["drop_from_peak"] for m, v in cur["forgetting"].items()}
-        forgot = any(v["drop_from_peak"] is not None and v["drop_from_peak"] > 0.1
-                     and (v["peak_in_own_stage"] or 0) >= chance + LEARNED_MARGIN for v in cur["forgetting"].values())
-        learned_any = any((v["peak_in_own_stage"] or 0) >= chance + LEARNED_MARGIN for v in cur["forgetting"].values())
-        return {"claim": SEED_CLAIMS["curriculum"], "seed_value": "claimed, no result artefact in the reference",
-                "drop_from_peak_per_m": drops, "final_acc": {m: v["final"] for m, v in cur["forgetting"].items()},
-                "verdict": "confirmed" if forgot else "not confirmed" if learned_any else inconclusive}
-    return None
+    """The curriculum claim per seed: some smaller m, learned in its own stage (peak >= chance + margin), loses more
+    than 0.1 from that peak by the end; the verdict says in how many seeds."""
+    per = {role: _get(c.runs, role, "curriculum", "forgetting") for role in ("curriculum", "curriculum_seed2")}
+    per = {role: f for role, f in per.items() if f}
+    if not per:
+        return None
+    forgot, learned = [], []
+    for role, f in per.items():
+        ok = c.chance_of(role) + LEARNED_MARGIN
+        learned.append(any((v["peak_in_own_stage"] or 0) >= ok for v in f.values()))
+        forgot.append(any(v["drop_from_peak"] is not None and v["drop_from_peak"] > 0.1
+                          and (v["peak_in_own_stage"] or 0) >= ok for v in f.values()))
+    n, k = len(per), sum(forgot)
+    verdict = (c.inconclusive if not any(learned) else "confirmed" if k == n else
+               "not confirmed" if k == 0 else f"mixed across seeds: forgetting in {k} of {n}")
+    return {"claim": SEED_CLAIMS["curriculum"], "seed_value": "claimed, no result artefact in the reference",
+            "n_seeds": n, "forgetting_in": k, "seeds": [_get(c.runs, r, "config", "seed") for r in per],
+            "drop_from_peak_per_m": [{m: v["drop_from_peak"] for m, v in f.items()} for f in per.values()],
+            "final_acc": [{m: v["final"] for m, v in f.items()} for f in per.values()],
+            "verdict": f"{verdict}; {n} seed(s)"}
+
+
+def _mul(c: _Claims) -> dict | None:
+    """Modular multiplication's execution dimension against addition's: the attention blocks' median centred r90
+    of every multiplication seed against every addition seed (attention-only, reference data), each beside its
+    random-walk null. Confirmed when every multiplication seed is at least 1 component above every addition seed,
+    inside the claimed 4–6 and at least 1 below its own null."""
+    spec = {role: _get(c.runs, role, "spectra", "summary", "attention") for role in ("mul", "mul_seed2", "attn",
+                                                                                   "attn_seed2")}
+    mul = [r for r in ("mul", "mul_seed2") if spec[r]]
+    add = [r for r in ("attn", "attn_seed2") if spec[r]]
+    if not mul or not add:
+        return None
+    r_mul, r_add = [spec[r]["r90_median"] for r in mul], [spec[r]["r90_median"] for r in add]
+    null_mul = [spec[r]["null_r90_median"] for r in mul]
+    higher = min(r_mul) >= max(r_add) + 1
+    in_band = all(MUL_BAND[0] <= x <= MUL_BAND[1] for x in r_mul)
+    below_null = all(nl is not None and x <= nl - 1 for x, nl in zip(r_mul, null_mul))
+    if not all(c.learned(r) for r in mul + add):
+        verdict = c.inconclusive + " (every multiplication and addition seed must)"
+    elif not higher:
+        verdict = "not confirmed: multiplication is not at least 1 component above addition in every seed"
+    elif not below_null:
+        verdict = "not distinguishable from a random walk: higher than addition, but not 1 below its null"
+    else:
+        verdict = "confirmed" if in_band else f"partly confirmed: higher than addition, outside {MUL_BAND}"
+    return {"claim": SEED_CLAIMS["mul"], "seed_value": "4–6-dimensional (claimed in the README, no code or figure)",
+            "n_seeds_mul": len(mul), "n_seeds_add": len(add), "classes_mul": _get(c.runs, mul[0], "config",
+                                                                                   "modadd_classes"),
+            "chance_mul": c.chance_of(mul[0]), "acc_mul": [_get(c.acc, r, "acc") for r in mul],
+            "r90_mul_per_seed": r_mul, "r90_add_per_seed": r_add, "null_r90_mul_per_seed": null_mul,
+            "null_r90_add_per_seed": [spec[r]["null_r90_median"] for r in add],
+            "uncentered_r90_mul_per_seed": [spec[r]["uncentered_r90_median"] for r in mul],
+            "pr_mul_per_seed": [spec[r]["pr_median"] for r in mul], "pr_add_per_seed": [spec[r]["pr_median"] for r in add],
+            "verdict": f"{verdict}; {len(mul)} multiplication and {len(add)} addition seed(s)"}
 
 
 def _sae(c: _Claims) -> dict | None:
@@ -555,7 +652,7 @@ def headline(res: dict) -> dict:
     for key, claim in (("leak", _leak), ("collapse", _collapse), ("commutator", _commutator), ("bubbling", _bubbling),
                        ("mlp", _mlp), ("curriculum", _curriculum), ("sae", _sae), ("settling", _settling),
                        ("commutator_spikes", _commutator_spikes), ("sae_m", _sae_m),
-                       ("commutator_cells", _commutator_cells)):
+                       ("commutator_cells", _commutator_cells), ("mul", _mul)):
         value = claim(c)
         if value is not None:
             out[key] = value
