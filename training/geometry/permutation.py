@@ -10,6 +10,9 @@
   same count under the null (its mean over the permutations, at most α by construction).
   A feature that is constant over the rows (an SAE latent that never fires) has no correlation: its r
   is None, it counts as 0 in the maximum, and ``n_constant`` says how many there were.
+* :func:`permuted_rank_correlations` -- Spearman's ρ of many random permutations of y against x at once
+  (:func:`row_correlations` of ranks; the permutation null of a rank correlation, used by the modular-addition
+  early-diagnostics study and the ECD η study).
 * :func:`group_difference_test` -- is a statistic (default: the median) of the values in group A
   different from that in group B? Difference of the statistic, with a two-sided permutation p-value
   from shuffling the A/B labels, within strata when ``strata`` is given (e.g. the checkpoint a
@@ -26,6 +29,22 @@ import numpy as np
 from training.core.errors import UserError
 
 _TIE_ATOL = 1e-12           # a null value within this of the observed counts as "at least as large" (conservative)
+
+
+def row_correlations(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching rows (NaN where a row is constant)."""
+    A = A - A.mean(-1, keepdims=True)
+    B = B - B.mean(-1, keepdims=True)
+    den = np.sqrt((A * A).sum(-1) * (B * B).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (A * B).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def permuted_rank_correlations(rx: np.ndarray, ry: np.ndarray, n: int, rng) -> np.ndarray:
+    """ρ of ``n`` random permutations of y against x, from their ranks ``rx``, ``ry`` (a permutation of y permutes
+    its ranks, so the ranks are computed once)."""
+    idx = np.argsort(rng.random((n, len(ry))), axis=1)
+    return row_correlations(np.broadcast_to(rx, idx.shape), ry[idx])
 
 
 def _label_units(labels: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -41,10 +41,10 @@ from training.core.cli import show
 from training.core.config import Config
 from training.core.errors import UserError
 from training.core.tasks import validate
+from training.geometry.permutation import permuted_rank_correlations
 from training.geometry.stats import EWM_ALPHA, finite, mean_sd, smoothed_curve_summary
 from training.studies import symmetry_study as ss
 from training.studies.common import markdown_table, run_state
-from training.studies.modadd_early import _perm_rhos as permuted_rhos  # ρ of permuted ranks, vectorised
 from training.studies.modadd_early import spearman
 
 STUDY = "ecd_eta"
@@ -158,7 +158,7 @@ def concentration_test(etas: Sequence[float], groups: Sequence[Sequence[float]],
     if rho is None:          # every deviation equal (e.g. all zero): no spread to order
         return {**out, "verdict": "not supported", "reason": "the deviations are all equal"}
     from scipy.stats import rankdata
-    perm = np.nan_to_num(permuted_rhos(rankdata(x), rankdata(z), n_perm, rng))
+    perm = np.nan_to_num(permuted_rank_correlations(rankdata(x), rankdata(z), n_perm, rng))
     out.update(rho=rho, p_less=float((1 + np.sum(perm <= rho + 1e-12)) / (n_perm + 1)),
                p_greater=float((1 + np.sum(perm >= rho - 1e-12)) / (n_perm + 1)))
     boots = []

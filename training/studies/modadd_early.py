@@ -45,6 +45,7 @@ from training.core.errors import UserError
 from training.core.modadd import modadd_config
 from training.core.tasks import validate
 from training.geometry.exec_subspace import block_slices, read_block_snapshots, spectrum
+from training.geometry.permutation import permuted_rank_correlations, row_correlations
 from training.studies import modadd_analysis as ma
 from training.studies.common import RunJob, run_state, train_runs
 
@@ -197,21 +198,6 @@ def fisher_ci(rho: float, n: int, level: float = 0.95) -> list[float] | None:
     return [math.tanh(z - h), math.tanh(z + h)]
 
 
-def _row_corr(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Pearson correlation of matching rows (NaN where a row is constant)."""
-    A = A - A.mean(-1, keepdims=True)
-    B = B - B.mean(-1, keepdims=True)
-    den = np.sqrt((A * A).sum(-1) * (B * B).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (A * B).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
-
-
-def _perm_rhos(rx: np.ndarray, ry: np.ndarray, n: int, rng) -> np.ndarray:
-    """ρ of ``n`` random permutations of y against x (ranks are permutation-invariant, so ranks are permuted)."""
-    idx = np.argsort(rng.random((n, len(ry))), axis=1)
-    return _row_corr(np.broadcast_to(rx, idx.shape), ry[idx])
-
-
 def rank_correlation(x, y, groups=None, n_boot: int = BOOT, n_perm: int = PERMUTATIONS, seed: int = 0) -> dict:
     """ρ, its bootstrap and Fisher-z 95 % CIs, the permutation p-value, and (with ``groups``) the stratified
     permutation p-value (y shuffled within each group; statistic: the mean within-group ρ) and that mean."""
@@ -230,14 +216,14 @@ def rank_correlation(x, y, groups=None, n_boot: int = BOOT, n_perm: int = PERMUT
     rng = np.random.default_rng(seed)
     if n_boot > 0:
         idx = rng.integers(0, n, (n_boot, n))
-        boots = _row_corr(rankdata(x[idx], axis=1), rankdata(y[idx], axis=1))
+        boots = row_correlations(rankdata(x[idx], axis=1), rankdata(y[idx], axis=1))
         boots = boots[np.isfinite(boots)]
         if len(boots) >= max(1, n_boot // 2):
             out["bootstrap_ci"] = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
             out["bootstrap_valid"] = int(len(boots))
     rx, ry = rankdata(x), rankdata(y)
     if n_perm > 0:
-        perm = np.nan_to_num(_perm_rhos(rx, ry, n_perm, rng))
+        perm = np.nan_to_num(permuted_rank_correlations(rx, ry, n_perm, rng))
         out["perm_p"] = float((1 + np.sum(np.abs(perm) >= abs(rho) - 1e-12)) / (n_perm + 1))
     if g is not None and len(set(g.tolist())) > 1:
         levels = [v for v in sorted(set(g.tolist())) if np.sum(g == v) >= 3]
@@ -249,7 +235,7 @@ def rank_correlation(x, y, groups=None, n_boot: int = BOOT, n_perm: int = PERMUT
                 continue
             obs.append(r)
             if n_perm > 0:
-                sims.append(np.nan_to_num(_perm_rhos(rankdata(x[m]), rankdata(y[m]), n_perm, rng)))
+                sims.append(np.nan_to_num(permuted_rank_correlations(rankdata(x[m]), rankdata(y[m]), n_perm, rng)))
         if obs:
             out["within_group_rho_mean"] = float(np.mean(obs))
             if sims:
