@@ -68,8 +68,10 @@ symmetry: install
 ecd-eta: install
 	$(PY) experiments/symmetry/eta_study.py --size cpu
 
+# two workers (pytest-xdist), each test file on one of them (its module fixtures built once): most tests wait on
+# subprocesses and file I/O, so two files side by side use the two cores of a laptop better than one after another
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: install
 	$(PY) benchmarks/train_throughput.py
