@@ -31,6 +31,8 @@ DEFAULT_LEDGERS = (("`cpu` preset, seeds 42, 271, 314 (make demo-seeds)", "runs/
 DEFAULT_TABLES = (("SGD-family controls (Table 9's decays), seed {seed}", "runs/sgd_controls_cpu_s*/analysis/table9.md"),
                   ("SGD-family controls (decays matched to AdamW's Λ_eff), seed {seed}",
                    "runs/sgd_controls_matched_cpu_s*/analysis/table9.md"),
+                  ("SGD-family controls (learning rates at which SGD trains, decays matched), seed {seed}",
+                   "runs/sgd_controls_trainable_cpu_s*/analysis/table9.md"),
                   ("AdamW β2 sweep, seed {seed}", "runs/beta_sweep_cpu_s*/analysis/table_beta2.md"))
 GROUPS = ("confirmed", "not confirmed", "inconclusive", "inconclusive (single seed)", claims.NOT_OBSERVED,
           claims.DECAY_DOMINATED, "not measured")

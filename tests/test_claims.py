@@ -273,6 +273,7 @@ def test_results_page_finds_the_cpu_study_tables_by_default(capsys, runs, tmp_pa
     (tmp_path / "runs" / "cpu_seeds" / "claims.json").write_text(json.dumps(led))
     for name, file, seed in (("sgd_controls_cpu_s271", "table9.md", 271), ("sgd_controls_cpu_s42", "table9.md", 42),
                              ("sgd_controls_matched_cpu_s42", "table9.md", 42),
+                             ("sgd_controls_trainable_cpu_s42", "table9.md", 42),
                              ("beta_sweep_cpu_s42", "table_beta2.md", 42), ("beta_sweep_quick_s42", "table_beta2.md", 42)):
         d = tmp_path / "runs" / name / "analysis"
         d.mkdir(parents=True)
@@ -284,6 +285,7 @@ def test_results_page_finds_the_cpu_study_tables_by_default(capsys, runs, tmp_pa
     assert heads[1:] == ["## SGD-family controls (Table 9's decays), seed 42",
                          "## SGD-family controls (Table 9's decays), seed 271",
                          "## SGD-family controls (decays matched to AdamW's Λ_eff), seed 42",
+                         "## SGD-family controls (learning rates at which SGD trains, decays matched), seed 42",
                          "## AdamW β2 sweep, seed 42"]                       # the quick study is not a cpu table
     assert "### study sgd_controls_cpu_s271" in text and "\n# study" not in text
     assert "beta_sweep_quick" not in text

@@ -419,7 +419,7 @@ def test_trainable_decay_raises_the_sgd_learning_rates_then_matches_the_decay():
             assert effective_integrated_wd(t[key]) == pytest.approx(target, rel=1e-5)
             assert t[key].replace(wd=paper[key].wd, lr=paper[key].lr) == paper[key]
     cpu = sc.run_configs(preset("cpu"), "trainable")
-    assert (cpu["C"].lr, cpu["C"].wd) == (0.3, 0.001388)       # the configuration measured in docs/regime.md
+    assert (cpu["C"].lr, cpu["C"].wd) == (0.3, 0.001388)       # the one measured in experiments/sgd_controls/README.md
     assert "1000×" in sc.protocol(preset("cpu"), cpu, "trainable")["decay_protocol"]
 
 

@@ -169,11 +169,12 @@ def scaled_settings(base: Config) -> dict:
 # equals A's (Table 8's learning rates kept); "trainable": as matched, but at learning rates where SGD trains.
 # At the cpu preset "matched" is not enough: Table 8's SGD learning rates (1× and 10× AdamW's) barely move the
 # weights, so even at A's Λ_eff the decay of the initialisation dominates every SGD run (decay share 0.99, ‖θ‖ →
-# 0.36 ‖θ0‖; docs/regime.md). "trainable" sets them to TRAINABLE_LR_RATIO × A's (C and C′ 100× instead of 10×; B
-# 1000×, the same heavy-ball step lr/(1 − momentum) as C's) and then matches Λ_eff: the variant in which the
-# optimizer comparison of Tables 9–10 compares optimizers rather than an optimizer with pure decay.
+# 0.36 ‖θ0‖; experiments/sgd_controls/README.md). "trainable" sets them to TRAINABLE_LR_RATIO × A's (C and C′
+# 100× instead of 10×; B 1000×, the same heavy-ball step lr/(1 − momentum) as C's) and then matches Λ_eff: the
+# variant in which the optimizer comparison of Tables 9–10 compares optimizers rather than an optimizer with pure
+# decay.
 DECAY_MODES = ("paper", "matched", "trainable")
-TRAINABLE_LR_RATIO = {"B": 1000.0, "C": 100.0, "Cprime": 100.0}   # lr / A's (measured at cpu: docs/regime.md)
+TRAINABLE_LR_RATIO = {"B": 1000.0, "C": 100.0, "Cprime": 100.0}   # lr / A's (measured at cpu: the study's README)
 
 
 def run_configs(base: Config, decay: str = "paper") -> dict[str, Config]:
