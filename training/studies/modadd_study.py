@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -114,15 +115,20 @@ def base_config(size: str, overrides: dict | None = None) -> Config:
         raise UserError(f"unknown preset '{size}' (choose from {', '.join(SIZES)})")
     cfg = modadd_config(preset("test"), optimizer="adamw", beta1=0.9, beta2=0.999, eps=1e-8, wd=0.01,
                         **SIZES[size], preset=f"modadd_{size}")
-    if overrides:
-        bad = sorted(set(overrides) & set(PROTOCOL_FIELDS))
-        if bad:
-            raise UserError(f"--set {', '.join(bad)}=...: the modadd study sets {'these' if len(bad) > 1 else 'this'} itself "
-                            "(use --seed for the seed, --preset for the size)")
-        cfg = cfg.replace(**overrides)
-        if "modadd_T" in overrides:
-            cfg = cfg.replace(seq_len=cfg.modadd_T + 1)
-    return cfg
+    return apply_overrides(cfg, overrides, PROTOCOL_FIELDS, "the modadd study",
+                           "use --seed for the seed, --preset for the size")
+
+
+def apply_overrides(cfg: Config, overrides: dict | None, protocol: Sequence[str], who: str, hint: str) -> Config:
+    """``--set`` changes on a modadd study's base config: one error line for a field the study sets itself
+    (``protocol``), and the sequence length kept at T + 1 when modadd_T changes."""
+    if not overrides:
+        return cfg
+    bad = sorted(set(overrides) & set(protocol))
+    if bad:
+        raise UserError(f"--set {', '.join(bad)}=...: {who} sets {'these' if len(bad) > 1 else 'this'} itself ({hint})")
+    cfg = cfg.replace(**overrides)
+    return cfg.replace(seq_len=cfg.modadd_T + 1) if "modadd_T" in overrides else cfg
 
 
 def run_configs(size: str, seed: int, overrides: dict | None = None) -> dict[str, tuple[RunSpec, Config]]:

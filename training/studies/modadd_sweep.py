@@ -30,7 +30,7 @@ from training.core.tasks import validate
 from training.geometry.logic_puzzles import wilson_interval
 from training.studies import modadd_analysis as ma
 from training.studies.common import RunJob, run_state, train_runs
-from training.studies.modadd_study import LEARNED_MARGIN, cached
+from training.studies.modadd_study import LEARNED_MARGIN, apply_overrides, cached
 
 STUDY = "modadd_sweep"
 RESULT = "modadd_sweep"
@@ -54,15 +54,8 @@ def base_config(size: str, overrides: dict | None = None) -> Config:
         raise UserError(f"unknown preset '{size}' (choose from {', '.join(SIZES)})")
     cfg = modadd_config(preset("test"), optimizer="adamw", beta1=0.9, beta2=0.999, eps=1e-8, wd=0.01, **TASK,
                         **SIZES[size], preset=f"modadd_sweep_{size}")
-    if overrides:
-        bad = sorted(set(overrides) & set(PROTOCOL_FIELDS))
-        if bad:
-            raise UserError(f"--set {', '.join(bad)}=...: the difficulty sweep sets {'these' if len(bad) > 1 else 'this'} "
-                            "itself (the grid is m_max x C; use --preset for the size, --seed for the seed)")
-        cfg = cfg.replace(**overrides)
-        if "modadd_T" in overrides:
-            cfg = cfg.replace(seq_len=cfg.modadd_T + 1)
-    return cfg
+    return apply_overrides(cfg, overrides, PROTOCOL_FIELDS, "the difficulty sweep",
+                           "the grid is m_max x C; use --preset for the size, --seed for the seed")
 
 
 def run_name(m_max: int, C: int, seed: int) -> str:
