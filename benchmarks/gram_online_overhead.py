@@ -24,16 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from tracking_overhead import train  # (the A/B runner: one implementation)
+from trajectory_pca_scale import online_replay, write_checkpoints
+
+from training.core import runio
+from training.core.cli import CommandParser, run_main
+from training.core.config import checkpoint_steps, preset
+from training.core.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tracking_overhead import train  # noqa: E402  (the A/B runner: one implementation)
-from trajectory_pca_scale import online_replay, write_checkpoints  # noqa: E402
-
-from training.core import runio  # noqa: E402
-from training.core.cli import CommandParser, run_main  # noqa: E402
-from training.core.config import checkpoint_steps, preset  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
 
 
 def ab_pairs(name: str, args, tmp: Path) -> list[dict]:

@@ -30,16 +30,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from training.core.cli import run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
-from training.geometry.analysis_io import open_run  # noqa: E402
-from training.geometry.nulls import beside_null  # noqa: E402
-from training.geometry.surrogates import coupling  # noqa: E402
-from training.geometry.switching import _null_prominences, calibrated_multiplier  # noqa: E402
-from training.geometry.trajectory import cached_gram, decomposition, increment_norms, pca, random_walk_null  # noqa: E402
+from training.core.cli import run_main
+from training.core.errors import UserError
+from training.geometry.analysis_io import open_run
+from training.geometry.nulls import beside_null
+from training.geometry.surrogates import coupling
+from training.geometry.switching import _null_prominences, calibrated_multiplier
+from training.geometry.trajectory import cached_gram, decomposition, increment_norms, pca, random_walk_null
 
 NOT_ANALYSIS = ("01_env_snapshot", "02_training")
 

@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from training.core import runio, tracking
+from training.core.cli import CommandParser, run_main
+from training.core.errors import UserError
 
-from training.core import runio, tracking  # noqa: E402
-from training.core.cli import CommandParser, run_main  # noqa: E402
-from training.core.errors import UserError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(out: Path, args, extra: list[str]) -> float:

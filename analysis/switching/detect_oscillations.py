@@ -39,20 +39,16 @@ from training.geometry.switching import (
     MANIFEST,
     PAIRING_RULE,
     detect_oscillations,
+    load_eval_noise,
     manifest_dict,
 )
 
 
 def noise_estimate(args, run) -> tuple[float | None, dict]:
     """σ of p_ood from RUN/analysis/eval_noise.json (None when the file is missing or σ is 0) and what was read."""
-    path = runio.find_analysis_input(run.dir, "eval_noise.json")
-    if not path.exists():
+    path, noise, std = load_eval_noise(run.dir)
+    if noise is None:
         return None, {"noise_note": "no analysis/eval_noise.json"}
-    noise = runio.read_json(path, "eval-noise file")
-    try:
-        std = float(noise["mean_std"])
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path} has no mean_std; run analysis/basin/eval_noise.py again") from None
     levels = [float(c["p_ood"]) for c in noise.get("checkpoints", []) if c.get("p_ood") is not None]
     info = {"noise_std": std, "noise_file": str(path),
             "noise_steps": [c.get("step") for c in noise.get("checkpoints", [])], "noise_p_ood": levels}

@@ -417,15 +417,25 @@ def switching_nulls(gram: Gram, random_walk: Gram, pairs: Sequence[SwitchPair], 
 TIER_CUTS = (("A", 3.0), ("B", 2.0))   # skydancerosel/mini_gpt detect_oscillations.py: K_A = 3, K_B = 2 (δ in σ_eval)
 
 
-def eval_noise_std(run_dir: Path) -> tuple[float | None, str]:
-    """σ_eval = mean_std of RUN/analysis/eval_noise.json (analysis/basin/eval_noise.py), or None with the reason."""
+def load_eval_noise(run_dir: Path) -> tuple[Path, dict | None, float | None]:
+    """RUN/analysis/eval_noise.json (analysis/basin/eval_noise.py): its path, its contents and σ_eval = its
+    mean_std; (path, None, None) when the file is missing, a one-line error when it has no mean_std."""
     path = runio.find_analysis_input(Path(run_dir), "eval_noise.json")
     if not path.exists():
-        return None, f"no {path} (run analysis/basin/eval_noise.py --run-dir {run_dir})"
+        return path, None, None
+    noise = runio.read_json(path, "eval-noise file")
     try:
-        sigma = float(runio.read_json(path, "eval-noise file")["mean_std"])
+        sigma = float(noise["mean_std"])
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path} has no mean_std; run analysis/basin/eval_noise.py again") from None
+    return path, noise, sigma
+
+
+def eval_noise_std(run_dir: Path) -> tuple[float | None, str]:
+    """σ_eval = mean_std of RUN/analysis/eval_noise.json (analysis/basin/eval_noise.py), or None with the reason."""
+    path, noise, sigma = load_eval_noise(run_dir)
+    if noise is None:
+        return None, f"no {path} (run analysis/basin/eval_noise.py --run-dir {run_dir})"
     if not sigma > 0:
         return None, f"{path} gives σ_eval = {sigma} (p_ood at 0 or 1 where it was measured); no noise unit"
     return sigma, str(path)
