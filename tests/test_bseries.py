@@ -179,7 +179,8 @@ def test_recovery_and_fisher_with_given_pairs(capsys, run_copy):
     r = json.loads((run_copy / "analysis" / "basin_recovery.json").read_text())
     (row,) = r["starts"]
     assert row["step"] == 10 and row["role"] == "trough"
-    for arm, lam in (("raised", 2.0 * run_copy_lambda(run_copy)), ("control", 2.0)):
+    # the raised λ is four times the initial one, twice the λ after the switch (the control at step 10)
+    for arm, lam in (("raised", 4.0 * run_copy_lambda(run_copy)), ("control", 2.0)):
         t = row[arm]["trace"]
         assert [x["step"] for x in t] == [0, 1, 2] and row[arm]["lam"] == lam
         assert row[arm]["max_p_ood"] == max(x["p_ood"] for x in t)
@@ -253,3 +254,18 @@ def test_report_tables_show_the_json_values(run_copy):
     tt = tables.table_oscillation_tiers(inp)
     assert tt.raw()["rows"][0][4] == pytest.approx(3.0) and tt.raw()["rows"][0][5] == "A"
     assert "\\toprule" in tt.to_tex() and tt.to_md().count("\n|") >= 2
+
+
+@pytest.mark.parametrize("name", ["paper", "cpu", "quick"])
+def test_recovery_lambda_is_a_raise_after_the_switch(name):
+    """B1's raised λ is the reference's 8.0 at the paper's scale (its B1_basin_test.py: lm + 8.0·probe, training
+    λ 2 → 4), i.e. twice protocol R's λ, so it stays above the run's own λ after the λ switch (the control)."""
+    from training.core.config import preset
+    cfg = preset(name)
+    settings, _ = basin.recovery_defaults(cfg)
+    assert settings.lam == pytest.approx(4.0 * cfg.lambda_probe)
+    assert settings.lam == pytest.approx(2.0 * basin.relax_defaults(cfg).lam)
+    assert settings.lam > cfg.lambda_after
+    if name == "paper":
+        assert settings.lam == pytest.approx(8.0)
+    assert basin.recovery_defaults(cfg, lam=1.5)[0].lam == 1.5

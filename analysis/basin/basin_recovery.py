@@ -5,14 +5,15 @@ start checkpoint (by default the trough of each of the --max-pairs largest-ampli
 RUN/oscillation_manifest.json or --pairs; --start peak,trough adds the peaks) the weights are relaxed in
 process with protocol R's optimizer (training/geometry/basin.py: the run's optimizer and parameter groups,
 fresh, constant learning rate, the run's clip and micro-batch) for the paper's 1000 steps scaled to the preset,
-with the raised λ (twice the preset's initial λ) and, as its control, with λ unchanged (the run's own λ at that
+with the raised λ (the reference's 8.0 scaled: four times the preset's initial λ, so twice its λ after the
+switch) and, as its control, with λ unchanged (the run's own λ at that
 checkpoint; --no-control skips it), both on the same seeded batches. p_ood is evaluated before the first
 update and every 50 paper steps (scaled). Recorded per start and λ: the start p_ood, the maximum reached and
 its step, the number of steps to reach --threshold (default 0.6, the paper's re-entry level; "never" if not
 reached) and the gain beside what a flat series would show from evaluation noise alone, σ_eval·E[max of n
 normals] (σ_eval from RUN/analysis/eval_noise.json).
 
-Protocol at `quick`: 60 steps, p_ood every 3, lr 1.8e-3, λ 2 (control: the run's λ); `test`: 2 steps.
+Protocol at `quick`: 60 steps, p_ood every 3, lr 1.8e-3, λ 4 (control: the run's λ, 1 or 2); `test`: 2 steps.
 --steps, --every, --lr, --lam override. Resumable: finished relaxations are kept in
 RUN/analysis/basin_recovery_progress.json (reused only with the same run, protocol, seed and device).
 
@@ -54,7 +55,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, help="updates per recovery (default: 1000 paper steps scaled)")
     p.add_argument("--every", type=int, help="p_ood every this many updates (default: 50 paper steps scaled)")
     p.add_argument("--lr", type=float, help="learning rate (default: 6e-4 scaled to the preset)")
-    p.add_argument("--lam", type=float, help="the raised probe weight (default: twice the preset's initial λ)")
+    p.add_argument("--lam", type=float, help="the raised probe weight (default: four times the preset's initial λ)")
     p.add_argument("--no-control", action="store_true", help="skip the λ-unchanged control")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto (default cpu)")
     args = p.parse_args()

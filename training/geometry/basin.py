@@ -188,13 +188,19 @@ def load_progress(path: Path, key: dict) -> tuple[list[dict], str | None]:
 # ---------------------------------------------------------------------------- B1 recovery, B5 threshold map
 PAPER_RECOVERY_STEPS = 1000     # skydancerosel/mini_gpt's B1_basin_test.py: 1000 updates, p_ood every 50
 PAPER_RECOVERY_EVERY = 50
+# the same file's probe weight: 8.0, twice protocol R's 4.0 (and twice the paper's λ after the switch, 4.0), so the
+# raised λ is a raise at every start checkpoint, after the λ switch too
+RECOVERY_LAM_OVER_R = 2.0
 ESCAPE_THRESHOLD = 0.4          # the same file's B5 map: "escape" = the first evaluation with p_ood > 0.4
 
 
 def recovery_defaults(cfg: Config, steps: int | None = None, lr: float | None = None, lam: float | None = None,
                       every: int | None = None, threshold: float = PROBE_P_OOD) -> tuple[RelaxSettings, int]:
-    """B1's recovery protocol at the scale of ``cfg``'s preset: protocol R's optimizer, learning rate and raised λ
-    (twice the preset's initial λ), for 1000 paper steps with p_ood every 50 (scaled), and the interval."""
+    """B1's recovery protocol at the scale of ``cfg``'s preset: protocol R's optimizer and learning rate, the raised
+    λ of the reference (twice protocol R's λ, i.e. four times the preset's initial λ: 8 at the paper's scale), for
+    1000 paper steps with p_ood every 50 (scaled), and the interval."""
+    if lam is None:
+        lam = RECOVERY_LAM_OVER_R * float(reheat_defaults(cfg)["lam"])
     s = relax_defaults(cfg, scale_step(cfg, PAPER_RECOVERY_STEPS) if steps is None else steps, lr, lam,
                        p_threshold=threshold)
     k = scale_step(cfg, PAPER_RECOVERY_EVERY) if every is None else int(every)
