@@ -6,9 +6,8 @@ RUN/oscillation_manifest.json or --pairs; --start peak,trough adds the peaks) th
 process with protocol R's optimizer (training/geometry/basin.py: the run's optimizer and parameter groups,
 fresh, constant learning rate, the run's clip and micro-batch) for the paper's 1000 steps scaled to the preset,
 with the raised λ (the reference's 8.0 scaled: four times the preset's initial λ, so twice its λ after the
-switch) and, as its control, with λ unchanged (the run's own λ at that
-checkpoint; --no-control skips it), both on the same seeded batches. p_ood is evaluated before the first
-update and every 50 paper steps (scaled). Recorded per start and λ: the start p_ood, the maximum reached and
+switch) and, as its control, with λ unchanged (the run's own λ at that checkpoint; --no-control skips it), both
+on the same seeded batches. p_ood is evaluated before the first update and every 50 paper steps (scaled). Recorded per start and λ: the start p_ood, the maximum reached and
 its step, the number of steps to reach --threshold (default 0.6, the paper's re-entry level; "never" if not
 reached) and the gain beside what a flat series would show from evaluation noise alone, σ_eval·E[max of n
 normals] (σ_eval from RUN/analysis/eval_noise.json).
