@@ -70,6 +70,10 @@ else
   GRAD=(--batch-size "$AB" --device "$DEVICE"); RAYLEIGH=(--batch-size "$AB" --device "$DEVICE"); DEPTH=(--device "$DEVICE")
 fi
 case "$PRESET" in paper|cpu) ALIGN_STEPS=(--steps paper-figure2) ;; *) ALIGN_STEPS=() ;; esac
+# B1 recovery: the two largest switch pairs with p_ood every 50 paper steps by default. At `cpu` the largest pair
+# only, with p_ood every 100 paper steps (12 updates of the 120): the three seeds give three starts, and the stage
+# costs about half as much (it was the longest analysis of `make demo-seeds`: 650 s of a seed's 45 minutes).
+case "$PRESET" in cpu) RECOVERY=(--max-pairs 1 --every 12 --device "$DEVICE") ;; *) RECOVERY=(--device "$DEVICE") ;; esac
 FISHER_STEPS=(--steps paper-table6)
 
 T_START=$SECONDS
@@ -142,7 +146,7 @@ step 09b_fisher_peaks a fisher/fisher_peaks "${GRAD[@]}"
 step 10_rayleigh_quotients a fisher/rayleigh_quotients "${RAYLEIGH[@]}" "${FISHER_STEPS[@]}"
 step 11_basin_tests a basin/basin_tests
 step 12_basin_depth a basin/basin_depth "${DEPTH[@]}"
-step 12b_basin_recovery a basin/basin_recovery --device "$DEVICE"
+step 12b_basin_recovery a basin/basin_recovery "${RECOVERY[@]}"
 step 13_manifold_dim a basin/manifold_dim
 step 14_reheating "$PY" experiments/reheating/reheat.py --run-dir "$RUN" "${NP[@]}"
 if [ "$CONTROLS" = 1 ]; then
