@@ -4,6 +4,8 @@
 #   make test   - install into .venv, then run the test suite
 #   make demo-seeds - the `cpu` preset (the paper's regime on a CPU) for three seeds side by side, then the claims
 #                 ledger over them: runs/cpu_seeds/claims.md (resumes if interrupted)
+#   make demo-seeds-controls - the same, with what the 45-minute default leaves out: the reheating controls of
+#                 claim 19 and a second basin-depth trial for claim 21 (completes the seeds of make demo-seeds)
 #   make demo-studies - the SGD-control study and the beta2 sweep of the `cpu` preset for the same three seeds, then
 #                 the ledger of make demo-seeds rewritten with claims 16 and 18 (resumes if interrupted)
 #   make results - docs/results.md from those ledgers and study tables
@@ -39,7 +41,7 @@ demo-seeds: install
 	scripts/run_seeds.sh --preset cpu --seeds $(SEEDS)
 
 demo-seeds-controls: install
-	scripts/run_seeds.sh --preset cpu --seeds $(SEEDS) --controls
+	scripts/run_seeds.sh --preset cpu --seeds $(SEEDS) --controls --basin-trials 2
 
 demo-studies: install
 	scripts/run_studies.sh --preset cpu --seeds $(SEEDS)

@@ -27,3 +27,12 @@ parse_seeds() {
 
 # pipeline_finished RUN_DIR: true when scripts/run_seed.sh has finished every stage of RUN_DIR
 pipeline_finished() { [ -f "$1/.stages/17_report.done" ]; }
+
+# check_trials VALUE: die unless VALUE (of --basin-trials) is a positive integer
+check_trials() { [[ "$1" =~ ^[1-9][0-9]*$ ]] || die "--basin-trials must be a positive integer (got '$1')"; }
+# basin_trials RUN_DIR: the trials per (checkpoint, σ) of RUN_DIR's basin-depth result (0 when it has none)
+basin_trials() {
+  "$PY" -c 'import json, sys
+try: print(int(json.load(open(sys.argv[1]))["settings"]["n_trials"]))
+except (OSError, ValueError, KeyError, TypeError): print(0)' "$1/analysis/basin_depth.json"
+}

@@ -2,7 +2,7 @@
 # The per-seed pipeline: train one run, analyse it, reheat it, draw its figures and write its report.
 #
 #   scripts/run_seed.sh SEED [--preset quick|cpu|paper|test] [--out-dir RUN] [--device D] [--until STAGE]
-#                       [--controls] [extra training flags]
+#                       [--controls] [--basin-trials N] [extra training flags]
 #
 # Stages (each is skipped when RUN/.stages/<stage>.done exists; the flag is written only when the stage
 # succeeds; the first failure stops the pipeline with a non-zero exit that names the stage):
@@ -14,6 +14,8 @@
 #   15b_claims  16_figures  17_report
 # --controls adds stage 14b: the reheating controls of claim 19 (experiments/reheating/controls.py: λ unchanged and a
 # λ = 0-trained start, which trains the run a second time); the stages after it are then redone.
+# --basin-trials N: stage 12's trials per (checkpoint, σ) (default 4 at `paper`, 1 elsewhere; claim 21's rule needs
+# ≥ 2); a run whose basin depth has fewer is completed (the finished trials are kept) and its ledger redone.
 # Killing the pipeline and running the same command again resumes at the unfinished stage (training itself
 # resumes exactly from its last checkpoint). Extra flags (e.g. --steps 2000, --set n_layer=4) go to
 # training/pilot.py; the default run directory name encodes them. --until STAGE stops after that stage.
@@ -26,7 +28,7 @@ case "$1" in -h|--help) usage; exit 0 ;; esac
 SEED="$1"; shift
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer (got '$SEED')"
 
-PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""; CONTROLS=0
+PRESET=quick; RUN=""; DEVICE=auto; EXTRA=(); UNTIL=""; CONTROLS=0; TRIALS=""
 ALL_STAGES=" 01_env_snapshot 02_training 03_eval_noise 04_oscillations 04b_oscillation_tiers 05_trajectory_pca 06_update_alignment
  06b_backbone_phases 06c_drift_scaling 07_residual_decomposition 07b_integration_test 08_switching_alignment 09_fisher_analysis 09b_fisher_peaks 10_rayleigh_quotients 11_basin_tests
  12_basin_depth 12b_basin_recovery 13_manifold_dim 14_reheating 14b_reheat_controls 14c_lr_threshold_map 15_reheat_geometry 15b_claims 16_figures 17_report "
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --device) [ $# -ge 2 ] || die "--device needs a value"; DEVICE="$2"; shift 2 ;;
     --until) [ $# -ge 2 ] || die "--until needs a stage name"; UNTIL="$2"; shift 2 ;;
     --controls) CONTROLS=1; shift ;;
+    --basin-trials) [ $# -ge 2 ] || die "--basin-trials needs a value"; check_trials "$2"; TRIALS="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;
   esac
@@ -65,10 +68,11 @@ AB="$("$PY" -c 'import sys; from training.core.regime import pipeline_analysis_b
 if [ "$PRESET" = paper ]; then
   GRAD=(--n-batches 32 --batch-size "$AB" --device "$DEVICE")
   RAYLEIGH=(--n-batches 32 --batch-size "$AB" --n-random 10 --device "$DEVICE")
-  DEPTH=(--n-trials 4 --device "$DEVICE")
+  TRIALS="${TRIALS:-4}"
 else
-  GRAD=(--batch-size "$AB" --device "$DEVICE"); RAYLEIGH=(--batch-size "$AB" --device "$DEVICE"); DEPTH=(--device "$DEVICE")
+  GRAD=(--batch-size "$AB" --device "$DEVICE"); RAYLEIGH=(--batch-size "$AB" --device "$DEVICE"); TRIALS="${TRIALS:-1}"
 fi
+DEPTH=(--n-trials "$TRIALS" --device "$DEVICE")
 case "$PRESET" in paper|cpu) ALIGN_STEPS=(--steps paper-figure2) ;; *) ALIGN_STEPS=() ;; esac
 # B1 recovery: the two largest switch pairs with p_ood every 50 paper steps by default. At `cpu` the largest pair
 # only, with p_ood every 100 paper steps (12 updates of the 120): the three seeds give three starts, and the stage
@@ -145,6 +149,10 @@ step 09_fisher_analysis a fisher/fisher_analysis "${GRAD[@]}" "${FISHER_STEPS[@]
 step 09b_fisher_peaks a fisher/fisher_peaks "${GRAD[@]}"
 step 10_rayleigh_quotients a fisher/rayleigh_quotients "${RAYLEIGH[@]}" "${FISHER_STEPS[@]}"
 step 11_basin_tests a basin/basin_tests
+if [ -f "$STAGES/12_basin_depth.done" ] && [ "$(basin_trials "$RUN")" -lt "$TRIALS" ]; then
+  # more trials than the finished basin depth has: complete it, then redo the stages that read it
+  rm -f "$STAGES"/{12_basin_depth,15b_claims,16_figures,17_report}.done
+fi
 step 12_basin_depth a basin/basin_depth "${DEPTH[@]}"
 step 12b_basin_recovery a basin/basin_recovery "${RECOVERY[@]}"
 step 13_manifold_dim a basin/manifold_dim

@@ -2,7 +2,7 @@
 # Several seeds of one configuration, side by side, then the claims ledger over them.
 #
 #   scripts/run_seeds.sh --preset P --seeds 42,271,314 [--out-dir DIR] [--jobs N] [--device D] [--controls]
-#                        [--study STUDY_DIR]... [--dry-run] [extra flags for training/pilot.py]
+#                        [--basin-trials N] [--study STUDY_DIR]... [--dry-run] [extra flags for training/pilot.py]
 #
 # Each seed runs the whole per-seed pipeline (scripts/run_seed.sh) into DIR/s<seed> (default DIR:
 # runs/<preset>_seeds), N at a time (default: all at once on a CPU, one at a time on a GPU), each with
@@ -12,7 +12,8 @@
 # (DIR/seed_tables.md). Killing the command and running it again resumes: finished seeds are skipped,
 # unfinished ones resume at their unfinished stage. A seed that fails does not stop the others; the command
 # then ends with one error line naming it. --controls adds the reheating controls of claim 19 to every seed
-# (run_seed.sh --controls; seeds finished without them are completed). --dry-run prints the plan and the
+# (run_seed.sh --controls; seeds finished without them are completed); --basin-trials N gives every seed's basin depth N
+# trials per checkpoint and σ (claim 21's rule needs 2; seeds finished with fewer are completed). --dry-run prints the plan and the
 # regime line, and runs nothing. The ledger also judges claims 16 and 18 from the SGD-control and β2-sweep studies
 # of these seeds that exist beside DIR (scripts/run_studies.sh: ../sgd_controls_<preset>_s<seed>,
 # ../beta_sweep_<preset>_s<seed>) and from every --study STUDY_DIR given.
@@ -20,7 +21,7 @@ set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-PRESET=""; SEEDS=""; OUT=""; JOBS=""; DEVICE=auto; DRY=0; EXTRA=(); CONTROLS=(); STUDIES=()
+PRESET=""; SEEDS=""; OUT=""; JOBS=""; DEVICE=auto; DRY=0; EXTRA=(); CONTROLS=(); TRIALS=(); STUDIES=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET="$2"; shift 2 ;;
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --device) [ $# -ge 2 ] || die "--device needs a value"; DEVICE="$2"; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --controls) CONTROLS=(--controls); shift ;;
+    --basin-trials) [ $# -ge 2 ] || die "--basin-trials needs a value"; check_trials "$2"; TRIALS=(--basin-trials "$2"); shift 2 ;;
     --study) [ $# -ge 2 ] || die "--study needs a study directory"; STUDIES+=(--study "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;
@@ -58,7 +60,7 @@ echo "seeds ${SEEDS} of preset ${PRESET} into ${OUT}/s<seed>: ${JOBS} at a time,
 echo "$PLAN" | sed -n '/^regime /,$p'
 if [ "$DRY" = 1 ]; then
   for s in "${SEED_LIST[@]}"; do
-    echo "  scripts/run_seed.sh $s --preset $PRESET --device $DEVICE --out-dir $OUT/s$s ${CONTROLS[*]-} ${EXTRA[*]-}"
+    echo "  scripts/run_seed.sh $s --preset $PRESET --device $DEVICE --out-dir $OUT/s$s ${CONTROLS[*]-} ${TRIALS[*]-} ${EXTRA[*]-}"
   done
   echo "  then: analysis/claims/claims.py over ${#SEED_LIST[@]} runs (and the seeds' studies found beside $OUT) -> $OUT/claims.md; figures/seed_overlay.py -> $OUT/figures/; figures/seed_tables.py -> $OUT/seed_tables.md"
   exit 0
@@ -69,7 +71,8 @@ T0=$SECONDS
 declare -A PIDS=()
 FAILED=()
 finished() {
-  pipeline_finished "$OUT/s$1" && { [ ${#CONTROLS[@]} -eq 0 ] || [ -f "$OUT/s$1/.stages/14b_reheat_controls.done" ]; }
+  pipeline_finished "$OUT/s$1" && { [ ${#CONTROLS[@]} -eq 0 ] || [ -f "$OUT/s$1/.stages/14b_reheat_controls.done" ]; } &&
+    { [ ${#TRIALS[@]} -eq 0 ] || [ "$(basin_trials "$OUT/s$1")" -ge "${TRIALS[1]}" ]; }
 }
 reap() {   # wait for one pipeline to end; record a failure
   local pid s rc
@@ -91,7 +94,7 @@ for s in "${SEED_LIST[@]}"; do
   mkdir -p "$OUT/s$s"
   echo "start seed $s -> $OUT/s$s (log: $OUT/s$s/pipeline.log)"
   OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS scripts/run_seed.sh "$s" --preset "$PRESET" --device "$DEVICE" \
-    --out-dir "$OUT/s$s" ${CONTROLS[@]+"${CONTROLS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} >> "$OUT/s$s/pipeline.log" 2>&1 &
+    --out-dir "$OUT/s$s" ${CONTROLS[@]+"${CONTROLS[@]}"} ${TRIALS[@]+"${TRIALS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} >> "$OUT/s$s/pipeline.log" 2>&1 &
   PIDS[$!]="$s"
 done
 while [ ${#PIDS[@]} -gt 0 ]; do reap; done

@@ -132,6 +132,8 @@ def test_killed_pipeline_resumes_training_exactly(done_run, tmp_path):
     (["x"], "SEED must be a non-negative integer"),
     (["1", "--preset", "huge"], "unknown preset 'huge'"),
     (["1", "--until", "99_nothing"], "unknown stage '99_nothing'"),
+    (["1", "--basin-trials", "0"], "--basin-trials must be a positive integer"),
+    (["1", "--basin-trials"], "--basin-trials needs a value"),
 ])
 def test_bad_arguments_give_one_line_errors(args, message):
     p = pipeline(*args)
@@ -180,6 +182,29 @@ def test_controls_stage_completes_a_finished_pipeline(done_run, tmp_path):
     assert again.returncode == 0 and "[run ]" not in again.stdout
 
 
+def test_basin_trials_complete_a_finished_pipeline(done_run, tmp_path):
+    """--basin-trials 2 on a run finished with 1 trial: stage 12 adds the second trial (the first ones are reused,
+    not recomputed), the ledger, figures and report are redone, nothing else runs; a second call does nothing."""
+    import shutil
+    run3, _, _ = done_run
+    run = tmp_path / "run"
+    shutil.copytree(run3, run, symlinks=True)
+    before = json.loads((run / "analysis" / "basin_depth_progress.json").read_text())["records"]
+    assert {r["trial"] for r in before} == {0}
+    p = pipeline("3", "--preset", "test", "--out-dir", str(run), "--basin-trials", "2")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    redone = {line.split()[1] for line in p.stdout.splitlines() if line.startswith("[done]")}
+    assert redone == {"12_basin_depth", "15b_claims", "16_figures", "17_report"}
+    d = json.loads((run / "analysis" / "basin_depth.json").read_text())
+    assert d["settings"]["n_trials"] == 2
+    assert all(x["n_trials"] == 2 for c in d["checkpoints"] for x in c["per_sigma"])
+    after = json.loads((run / "analysis" / "basin_depth_progress.json").read_text())["records"]
+    assert after[:len(before)] == before and len(after) == 2 * len(before)
+    assert sorted(f.stem for f in (run / ".stages").glob("*.done")) == sorted(STAGES)
+    again = pipeline("3", "--preset", "test", "--out-dir", str(run), "--basin-trials", "2")
+    assert again.returncode == 0 and "[run ]" not in again.stdout
+
+
 SEEDS = ROOT / "scripts" / "run_seeds.sh"
 
 
@@ -224,6 +249,7 @@ def test_seeds_side_by_side_resume_after_a_kill_and_write_the_ledger(done_run, t
     (["--preset", "test", "--seeds", "1,1"], "--seeds lists 1 twice"),
     (["--preset", "huge", "--seeds", "1"], "unknown preset 'huge'"),
     (["--preset", "test", "--seeds", "1", "--jobs", "0"], "--jobs must be a positive integer"),
+    (["--preset", "test", "--seeds", "1", "--basin-trials", "x"], "--basin-trials must be a positive integer"),
 ])
 def test_seeds_bad_arguments_give_one_line_errors(args, message):
     p = subprocess.run(["bash", str(SEEDS), *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
